@@ -1,0 +1,115 @@
+// Package brokers opens pub/sub backends by URL scheme. Every broker is a
+// Watermill publisher plus subscribers bound to a consumer group, and every
+// broker passes Watermill's universal test suite (pubsub/tests.TestPubSub).
+//
+// Built in: mem:// (in-process, not durable) and sqlite://PATH (the embedded
+// durable default). Other packages add schemes with Register.
+package brokers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Broker is an opened pub/sub backend. It is safe for concurrent use.
+//
+// Close closes the publisher and every subscriber the broker handed out,
+// waiting for their goroutines; messages not yet acked are redelivered by a
+// durable broker the next time a subscriber of the same group starts.
+type Broker interface {
+	// Publisher publishes to any topic. It is shared: callers must not
+	// close it (Close on the broker does).
+	Publisher() message.Publisher
+	// Subscriber returns a subscriber whose subscriptions consume as the
+	// named consumer group: each message of a topic goes to one subscription
+	// of the group. Brokers without groups (mem) deliver every message to
+	// every subscription and say so in Features.
+	Subscriber(group string) (message.Subscriber, error)
+	// Features says what the broker guarantees.
+	Features() Features
+	Close() error
+}
+
+// Features describes a broker's guarantees, for the engine and for docs.
+type Features struct {
+	ConsumerGroups bool // competing consumers within a group
+	Persistent     bool // messages survive a restart of the process
+	Ordered        bool // a subscription sees a topic's messages in publish order
+}
+
+// OpenFunc opens a broker from a parsed URL.
+type OpenFunc func(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error)
+
+var (
+	mu      sync.RWMutex
+	openers = map[string]OpenFunc{}
+)
+
+// Register makes a scheme available to Open. It panics if the scheme is
+// registered twice: that is a programming error found at start-up.
+func Register(scheme string, open OpenFunc) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := openers[scheme]; dup {
+		panic("brokers: scheme registered twice: " + scheme)
+	}
+	openers[scheme] = open
+}
+
+// Schemes lists the registered URL schemes, sorted.
+func Schemes() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	out := make([]string, 0, len(openers))
+	for s := range openers {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ErrUnknownScheme is returned by Open for a URL whose scheme no broker
+// registered.
+var ErrUnknownScheme = errors.New("unknown broker scheme")
+
+// Open opens the broker named by rawURL, such as "sqlite://.sluice/queue.db"
+// or "mem://". A nil logger discards Watermill's logs.
+func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (Broker, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("broker url %q: %w", rawURL, err)
+	}
+	mu.RLock()
+	open, ok := openers[u.Scheme]
+	mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("broker url %q: %w (known: %s)", rawURL, ErrUnknownScheme, strings.Join(Schemes(), ", "))
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	b, err := open(ctx, u, logger)
+	if err != nil {
+		return nil, fmt.Errorf("broker %s: %w", u.Scheme, err)
+	}
+	return b, nil
+}
+
+// URLPath returns the file path a URL names: "sqlite://rel/dir/q.db" and
+// "sqlite:///abs/q.db" both work, as does "sqlite:q.db".
+func URLPath(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
+	}
+	return u.Host + u.Path
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

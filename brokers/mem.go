@@ -1,0 +1,56 @@
+package brokers
+
+import (
+	"context"
+	"net/url"
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+)
+
+func init() { Register("mem", openMem) }
+
+// memBroker is Watermill's GoChannel: in process, nothing survives a
+// restart, and every subscription receives every message (no consumer
+// groups). Use it for tests and throwaway runs.
+type memBroker struct{ ch *gochannel.GoChannel }
+
+// openMem accepts mem://?buffer=N&persistent=true: buffer is each
+// subscription's output channel size (default 0); persistent keeps every
+// message in memory for subscriptions made later (memory grows without
+// bound, so only for tests).
+func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+	q := u.Query()
+	var buf int64
+	if s := q.Get("buffer"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return nil, errorf("buffer must be a non-negative integer, not %q", s)
+		}
+		buf = n
+	}
+	persistent := false
+	if s := q.Get("persistent"); s != "" {
+		var err error
+		if persistent, err = strconv.ParseBool(s); err != nil {
+			return nil, errorf("persistent must be true or false, not %q", s)
+		}
+	}
+	return &memBroker{ch: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: buf, Persistent: persistent}, logger)}, nil
+}
+
+func (b *memBroker) Publisher() message.Publisher                  { return b.ch }
+func (b *memBroker) Subscriber(string) (message.Subscriber, error) { return memSubscriber{b.ch}, nil }
+func (b *memBroker) Features() Features                            { return Features{Ordered: true} }
+func (b *memBroker) Close() error                                  { return b.ch.Close() }
+
+// memSubscriber shares the broker's GoChannel; closing it ends nothing, as
+// its subscriptions end with their contexts and the channel with the broker.
+type memSubscriber struct{ ch *gochannel.GoChannel }
+
+func (s memSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.ch.Subscribe(ctx, topic)
+}
+func (memSubscriber) Close() error { return nil }

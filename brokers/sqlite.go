@@ -1,0 +1,197 @@
+package brokers
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicehq/sluice/internal/sqlitedb"
+)
+
+func init() { Register("sqlite", openSQLite) }
+
+// sqliteBroker is the embedded durable queue: watermill-sql's publisher and
+// subscriber over one SQLite file, through the adapters in
+// sqlite_adapters.go. Each topic is a table of messages kept in offset
+// order; each consumer group keeps the offset it has acked.
+//
+// Delivery is at least once: a message is acked (its offset stored) after
+// the handler acks it, so a crash redelivers what was in flight, never
+// less. Within a group, subscriptions on one topic take turns (one batch at
+// a time), so a topic is consumed in publish order.
+type sqliteBroker struct {
+	path   string
+	db     *sql.DB
+	pub    *wsql.Publisher
+	logger watermill.LoggerAdapter
+	cfg    sqliteConfig
+
+	mu     sync.Mutex
+	subs   []*sqliteSubscriber
+	closed bool
+}
+
+type sqliteConfig struct {
+	poll      time.Duration // wait between polls of an empty topic
+	resend    time.Duration // wait before redelivering a nacked message
+	batch     int           // messages read per query
+	ackWithin time.Duration // 0: wait for the handler however long it takes
+}
+
+// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal.
+func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+	path := URLPath(u)
+	if path == "" {
+		return nil, errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
+	}
+	q := u.Query()
+	cfg := sqliteConfig{poll: 50 * time.Millisecond, resend: 100 * time.Millisecond, batch: 100}
+	var err error
+	for name, dst := range map[string]*time.Duration{"poll": &cfg.poll, "resend": &cfg.resend, "ack_deadline": &cfg.ackWithin} {
+		if s := q.Get(name); s != "" {
+			if *dst, err = time.ParseDuration(s); err != nil || *dst < 0 {
+				return nil, errorf("%s must be a non-negative duration such as 50ms, not %q", name, s)
+			}
+		}
+	}
+	if cfg.poll == 0 || cfg.resend == 0 {
+		return nil, errorf("poll and resend must be above zero")
+	}
+	if s := q.Get("batch"); s != "" {
+		if _, err := fmt.Sscanf(s, "%d", &cfg.batch); err != nil || cfg.batch < 1 {
+			return nil, errorf("batch must be a positive integer, not %q", s)
+		}
+	}
+	sync, err := sqlitedb.ParseSync(q.Get("sync"))
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlitedb.Open(path, sync)
+	if err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs(path)
+	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg}
+	b.pub, err = wsql.NewPublisher(b.beginner(nil), wsql.PublisherConfig{
+		SchemaAdapter:        sqliteSchema{batch: cfg.batch},
+		AutoInitializeSchema: true,
+	}, logger)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *sqliteBroker) Publisher() message.Publisher { return b.pub }
+
+func (b *sqliteBroker) Features() Features {
+	return Features{ConsumerGroups: true, Persistent: true, Ordered: true}
+}
+
+func (b *sqliteBroker) Subscriber(group string) (message.Subscriber, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errorf("sqlite broker is closed")
+	}
+	s := &sqliteSubscriber{broker: b, group: group}
+	b.subs = append(b.subs, s)
+	return s, nil
+}
+
+func (b *sqliteBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Close()
+	}
+	_ = b.pub.Close()
+	return b.db.Close()
+}
+
+// sqliteSubscriber makes one watermill-sql subscriber per Subscribe call,
+// each bound to the turn lock of its (file, topic, group).
+type sqliteSubscriber struct {
+	broker *sqliteBroker
+	group  string
+
+	mu     sync.Mutex
+	subs   []*wsql.Subscriber
+	anon   [][2]string // (topic, group) of subscriptions without a group
+	closed bool
+}
+
+// anonGroupPrefix names the private groups of subscriptions without one;
+// their offsets are deleted when the subscriber closes.
+const anonGroupPrefix = "sluice-anon-"
+
+func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, wsql.ErrSubscriberClosed
+	}
+	cfg := s.broker.cfg
+	ackWithin := cfg.ackWithin
+	group := s.group
+	if group == "" {
+		// No group: this subscription reads the whole topic on its own, from
+		// the oldest message, as if it were the only member of a new group.
+		group = anonGroupPrefix + watermill.NewULID()
+		s.anon = append(s.anon, [2]string{topic, group})
+	}
+	sub, err := wsql.NewSubscriber(s.broker.beginner(turnLock(s.broker.path, topic, group)), wsql.SubscriberConfig{
+		ConsumerGroup:    group,
+		AckDeadline:      &ackWithin,
+		PollInterval:     cfg.poll,
+		ResendInterval:   cfg.resend,
+		RetryInterval:    time.Second,
+		SchemaAdapter:    sqliteSchema{batch: cfg.batch},
+		OffsetsAdapter:   sqliteOffsets{},
+		InitializeSchema: true,
+	}, s.broker.logger)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		_ = sub.Close()
+		return nil, err
+	}
+	s.subs = append(s.subs, sub)
+	return ch, nil
+}
+
+func (s *sqliteSubscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	subs := s.subs
+	s.mu.Unlock()
+	for _, sub := range subs {
+		_ = sub.Close()
+	}
+	for _, tg := range s.anon {
+		_, _ = s.broker.db.Exec(`DELETE FROM `+offsetsTable(tg[0])+` WHERE consumer_group = ?`, tg[1])
+		forgetTurnLock(s.broker.path, tg[0], tg[1])
+	}
+	return nil
+}

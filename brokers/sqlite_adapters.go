@@ -1,0 +1,203 @@
+package brokers
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// sqliteSchema is watermill-sql's SchemaAdapter for SQLite: one table per
+// topic, "offset" an autoincrement key so offsets only grow. Topic names
+// are limited by watermill-sql to [A-Za-z0-9-$:._]; identifiers are quoted.
+type sqliteSchema struct{ batch int }
+
+func messagesTable(topic string) string { return `"sluice_q_` + topic + `"` }
+func offsetsTable(topic string) string  { return `"sluice_q_` + topic + `_offsets"` }
+
+func (s sqliteSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
+	return []wsql.Query{{Query: `CREATE TABLE IF NOT EXISTS ` + messagesTable(p.Topic) + ` (
+		"offset" INTEGER PRIMARY KEY AUTOINCREMENT,
+		uuid TEXT NOT NULL,
+		created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+		payload BLOB,
+		metadata TEXT
+	)`}}, nil
+}
+
+func (s sqliteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
+	args := make([]any, 0, 3*len(p.Msgs))
+	for _, m := range p.Msgs {
+		meta, err := json.Marshal(m.Metadata)
+		if err != nil {
+			return wsql.Query{}, fmt.Errorf("marshal metadata of message %s: %w", m.UUID, err)
+		}
+		args = append(args, m.UUID, []byte(m.Payload), string(meta))
+	}
+	return wsql.Query{
+		Query: `INSERT INTO ` + messagesTable(p.Topic) + ` (uuid, payload, metadata) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?,?,?),", len(p.Msgs)), ","),
+		Args: args,
+	}, nil
+}
+
+func (s sqliteSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
+	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
+	if err != nil {
+		return wsql.Query{}, err
+	}
+	return wsql.Query{
+		Query: `SELECT "offset", uuid, payload, metadata FROM ` + messagesTable(p.Topic) +
+			` WHERE "offset" > (` + next.Query + `) ORDER BY "offset" LIMIT ` + fmt.Sprint(s.batch),
+		Args: next.Args,
+	}, nil
+}
+
+func (s sqliteSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
+	var r wsql.Row
+	var meta sql.NullString
+	if err := p.Row.Scan(&r.Offset, &r.UUID, &r.Payload, &meta); err != nil {
+		return wsql.Row{}, fmt.Errorf("scan message row: %w", err)
+	}
+	r.Metadata = []byte(meta.String)
+	msg := message.NewMessage(string(r.UUID), r.Payload)
+	if meta.Valid && meta.String != "" {
+		if err := json.Unmarshal(r.Metadata, &msg.Metadata); err != nil {
+			return wsql.Row{}, fmt.Errorf("metadata of message %s is not JSON: %w", r.UUID, err)
+		}
+	}
+	r.Msg = msg
+	return r, nil
+}
+
+// SubscribeIsolationLevel is unused: sqliteBeginner opens no SQL transaction.
+func (s sqliteSchema) SubscribeIsolationLevel() sql.IsolationLevel { return sql.LevelDefault }
+
+// sqliteOffsets is watermill-sql's OffsetsAdapter for SQLite: one row per
+// consumer group holding the highest acked offset. Acks only move it
+// forward, so a late ack from a slower subscription never rewinds it.
+type sqliteOffsets struct{}
+
+func (sqliteOffsets) SchemaInitializingQueries(p wsql.OffsetsSchemaInitializingQueriesParams) ([]wsql.Query, error) {
+	return []wsql.Query{{Query: `CREATE TABLE IF NOT EXISTS ` + offsetsTable(p.Topic) + ` (
+		consumer_group TEXT NOT NULL PRIMARY KEY,
+		offset_acked INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+	)`}}, nil
+}
+
+func (sqliteOffsets) AckMessageQuery(p wsql.AckMessageQueryParams) (wsql.Query, error) {
+	return wsql.Query{
+		Query: `INSERT INTO ` + offsetsTable(p.Topic) + ` (consumer_group, offset_acked) VALUES (?, ?)
+			ON CONFLICT(consumer_group) DO UPDATE SET
+				offset_acked = MAX(offset_acked, excluded.offset_acked),
+				updated_at = excluded.updated_at`,
+		Args: []any{p.ConsumerGroup, p.LastRow.Offset},
+	}, nil
+}
+
+func (sqliteOffsets) ConsumedMessageQuery(wsql.ConsumedMessageQueryParams) (wsql.Query, error) {
+	return wsql.Query{}, nil
+}
+
+func (sqliteOffsets) NextOffsetQuery(p wsql.NextOffsetQueryParams) (wsql.Query, error) {
+	return wsql.Query{
+		Query: `SELECT COALESCE((SELECT offset_acked FROM ` + offsetsTable(p.Topic) + ` WHERE consumer_group = ?), 0)`,
+		Args:  []any{p.ConsumerGroup},
+	}, nil
+}
+
+func (sqliteOffsets) BeforeSubscribingQueries(wsql.BeforeSubscribingQueriesParams) ([]wsql.Query, error) {
+	return nil, nil
+}
+
+// sqliteBeginner gives watermill-sql's subscriber the transaction shape it
+// expects without holding a SQLite transaction while a handler runs.
+//
+// watermill-sql reads a batch, hands each message to the handler, waits for
+// the ack, then stores the offset, all "inside" one transaction. In SQLite a
+// transaction that writes holds the database's only write lock: held across
+// a handler it would block every publisher (including the handler's own
+// outputs) until the batch is done. So here reads and the offset write each
+// run in autocommit (the offset upsert is one atomic statement), and what a
+// transaction gave the other databases, one group member reading at a time,
+// comes from the turn lock: BeginTx takes it, Commit or Rollback frees it.
+type sqliteBeginner struct {
+	db   *sql.DB
+	turn chan struct{} // nil for the publisher, which needs no turns
+}
+
+func (b *sqliteBroker) beginner(turn chan struct{}) sqliteBeginner {
+	return sqliteBeginner{db: b.db, turn: turn}
+}
+
+func (b sqliteBeginner) BeginTx(ctx context.Context, _ *sql.TxOptions) (wsql.Tx, error) {
+	if b.turn != nil {
+		select {
+		case b.turn <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &sqliteTx{b: b}, nil
+}
+
+func (b sqliteBeginner) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	return b.db.ExecContext(ctx, query, args...)
+}
+
+func (b sqliteBeginner) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return b.db.QueryContext(ctx, query, args...)
+}
+
+type sqliteTx struct {
+	b    sqliteBeginner
+	once sync.Once
+}
+
+func (t *sqliteTx) release() {
+	t.once.Do(func() {
+		if t.b.turn != nil {
+			<-t.b.turn
+		}
+	})
+}
+
+func (t *sqliteTx) Commit() error   { t.release(); return nil }
+func (t *sqliteTx) Rollback() error { t.release(); return nil }
+
+func (t *sqliteTx) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	return t.b.db.ExecContext(ctx, query, args...)
+}
+
+func (t *sqliteTx) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return t.b.db.QueryContext(ctx, query, args...)
+}
+
+var (
+	turnsMu sync.Mutex
+	turns   = map[[3]string]chan struct{}{}
+)
+
+// turnLock returns the lock shared by every subscription of one consumer
+// group to one topic of one database file in this process.
+func turnLock(path, topic, group string) chan struct{} {
+	turnsMu.Lock()
+	defer turnsMu.Unlock()
+	k := [3]string{path, topic, group}
+	if turns[k] == nil {
+		turns[k] = make(chan struct{}, 1)
+	}
+	return turns[k]
+}
+
+func forgetTurnLock(path, topic, group string) {
+	turnsMu.Lock()
+	defer turnsMu.Unlock()
+	delete(turns, [3]string{path, topic, group})
+}

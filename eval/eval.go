@@ -1,0 +1,236 @@
+// Package eval compiles the expressions and string templates of flow
+// files, once, at validate time (github.com/expr-lang/expr), and runs them
+// per message against a message's variables.
+//
+// Variables an expression can name:
+//
+//	payload  the message's JSON payload (any JSON value)
+//	meta     the message's metadata (map of strings)
+//	object   the object reference of a bucket event or loaded object:
+//	         bucket, key, size, etag, content_type (nil when there is none)
+//	event    the trigger's event: name, time, topic, id
+//	steps    results of earlier steps, by step id (steps.save.key)
+//	flow     the flow's name
+//	run      the run's id
+//
+// Functions beside expr's built-ins: base(path), dir(path), ext(path),
+// stem(path) (base without extension), and env(name) for the process
+// environment.
+package eval
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+)
+
+// Vars are the variables of one evaluation. Programs are compiled against
+// this type: an unknown name is a compile error (a typo caught by `sluice
+// validate`), while the variables' members are dynamic.
+type Vars struct {
+	Payload any `expr:"payload"`
+	Meta    any `expr:"meta"`
+	Object  any `expr:"object"`
+	Event   any `expr:"event"`
+	Steps   any `expr:"steps"`
+	Flow    any `expr:"flow"`
+	Run     any `expr:"run"`
+}
+
+var functions = []expr.Option{
+	expr.Function("base", strFn(path.Base), new(func(string) string)),
+	expr.Function("dir", strFn(path.Dir), new(func(string) string)),
+	expr.Function("ext", strFn(path.Ext), new(func(string) string)),
+	expr.Function("stem", strFn(func(p string) string {
+		b := path.Base(p)
+		return strings.TrimSuffix(b, path.Ext(b))
+	}), new(func(string) string)),
+	expr.Function("env", strFn(os.Getenv), new(func(string) string)),
+}
+
+func strFn(f func(string) string) func(params ...any) (any, error) {
+	return func(params ...any) (any, error) {
+		s, ok := params[0].(string)
+		if !ok {
+			return nil, fmt.Errorf("want a string, got %T", params[0])
+		}
+		return f(s), nil
+	}
+}
+
+// Program is a compiled expression. It is safe for concurrent use.
+type Program struct {
+	src  string
+	prog *vm.Program
+}
+
+// Error is a compile or run error with its place inside the source:
+// Line is 1-based, Column 0-based, both counted in the expression text.
+type Error struct {
+	Line, Column int
+	Msg          string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Compile compiles an expression; asBool makes a non-boolean result a
+// compile error where the type is known.
+func Compile(src string, asBool bool) (*Program, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, &Error{Line: 1, Msg: "empty expression"}
+	}
+	opts := append([]expr.Option{expr.Env(Vars{})}, functions...)
+	if asBool {
+		opts = append(opts, expr.AsBool())
+	}
+	p, err := expr.Compile(src, opts...)
+	if err != nil {
+		return nil, toError(err)
+	}
+	return &Program{src: src, prog: p}, nil
+}
+
+func toError(err error) error {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return &Error{Line: max(fe.Line, 1), Column: fe.Column, Msg: fe.Message}
+	}
+	return &Error{Line: 1, Msg: err.Error()}
+}
+
+// Source returns the expression text.
+func (p *Program) Source() string { return p.src }
+
+// Eval runs the program.
+func (p *Program) Eval(v Vars) (any, error) {
+	out, err := expr.Run(p.prog, v)
+	if err != nil {
+		return nil, fmt.Errorf("expression %q: %w", p.src, toError(err))
+	}
+	return out, nil
+}
+
+// Bool runs a program compiled with asBool.
+func (p *Program) Bool(v Vars) (bool, error) {
+	out, err := p.Eval(v)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(bool)
+	if !ok {
+		return false, fmt.Errorf("expression %q: want true or false, got %T", p.src, out)
+	}
+	return b, nil
+}
+
+// Template is a string with {{ expression }} parts, such as
+// "thumbs/{{ stem(object.key) }}.jpg". It is safe for concurrent use.
+type Template struct {
+	src   string
+	parts []part
+}
+
+type part struct {
+	lit  string
+	prog *Program
+}
+
+// ParseTemplate compiles every {{ }} part of s. Errors carry the position
+// of the failing part inside s.
+func ParseTemplate(s string) (*Template, error) {
+	t := &Template{src: s}
+	rest, offset := s, 0
+	for {
+		i := strings.Index(rest, "{{")
+		if i < 0 {
+			if rest != "" {
+				t.parts = append(t.parts, part{lit: rest})
+			}
+			return t, nil
+		}
+		if i > 0 {
+			t.parts = append(t.parts, part{lit: rest[:i]})
+		}
+		j := strings.Index(rest[i+2:], "}}")
+		if j < 0 {
+			line, col := lineCol(s, offset+i)
+			return nil, &Error{Line: line, Column: col, Msg: `"{{" without a closing "}}"`}
+		}
+		inner := rest[i+2 : i+2+j]
+		p, err := Compile(inner, false)
+		if err != nil {
+			var ee *Error
+			errors.As(err, &ee)
+			line, col := lineCol(s, offset+i+2)
+			if ee.Line == 1 {
+				col += ee.Column
+			} else {
+				line, col = line+ee.Line-1, ee.Column
+			}
+			return nil, &Error{Line: line, Column: col, Msg: ee.Msg}
+		}
+		t.parts = append(t.parts, part{prog: p})
+		adv := i + 2 + j + 2
+		rest, offset = rest[adv:], offset+adv
+	}
+}
+
+func lineCol(s string, byteOff int) (int, int) {
+	line, col := 1, 0
+	for _, r := range s[:byteOff] {
+		if r == '\n' {
+			line, col = line+1, 0
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+// Source returns the template text.
+func (t *Template) Source() string { return t.src }
+
+// Static returns the text and true when the template has no expressions.
+func (t *Template) Static() (string, bool) {
+	for _, p := range t.parts {
+		if p.prog != nil {
+			return "", false
+		}
+	}
+	return t.src, true
+}
+
+// Render evaluates the parts and joins them; nil renders as "", strings as
+// themselves, other values as fmt's %v.
+func (t *Template) Render(v Vars) (string, error) {
+	if len(t.parts) == 1 && t.parts[0].prog == nil {
+		return t.parts[0].lit, nil
+	}
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.prog == nil {
+			b.WriteString(p.lit)
+			continue
+		}
+		out, err := p.prog.Eval(v)
+		if err != nil {
+			return "", err
+		}
+		switch x := out.(type) {
+		case nil:
+		case string:
+			b.WriteString(x)
+		case float64:
+			b.WriteString(strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%f", x), "0"), "."))
+		default:
+			fmt.Fprint(&b, x)
+		}
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,95 @@
+// Package sqlitedb opens SQLite databases (github.com/mattn/go-sqlite3) with
+// the settings every Sluice store shares: WAL journal, a busy timeout so
+// concurrent writers wait instead of failing, and foreign keys on.
+package sqlitedb
+
+import (
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// Sync is SQLite's synchronous setting. NORMAL (the default) survives a
+// process crash with every committed transaction intact; FULL also
+// survives power loss, at a higher cost per commit.
+type Sync string
+
+const (
+	SyncNormal Sync = "NORMAL"
+	SyncFull   Sync = "FULL"
+)
+
+// ParseSync accepts "normal" or "full" in any case; empty means NORMAL.
+func ParseSync(s string) (Sync, error) {
+	switch strings.ToUpper(s) {
+	case "", "NORMAL":
+		return SyncNormal, nil
+	case "FULL":
+		return SyncFull, nil
+	}
+	return "", fmt.Errorf("synchronous must be normal or full, not %q", s)
+}
+
+// Open opens (creating it and its folder if needed) the database at path.
+// ":memory:" is refused: every Sluice database must survive a restart.
+func Open(path string, sync Sync) (*sql.DB, error) {
+	if path == "" || path == ":memory:" {
+		return nil, fmt.Errorf("sqlite: a file path is required, got %q", path)
+	}
+	if sync == "" {
+		sync = SyncNormal
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("sqlite: create folder for %s: %w", path, err)
+		}
+	}
+	q := url.Values{}
+	q.Set("_busy_timeout", "30000")
+	q.Set("_synchronous", string(sync))
+	q.Set("_foreign_keys", "on")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if err := enableWAL(db, path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+var walMu sync.Mutex
+
+// enableWAL switches the file to WAL, a setting stored in the file itself.
+// Switching needs a moment of exclusive access and SQLite does not wait for
+// it through the busy timeout, so opens in this process take turns and an
+// open racing another process retries for a bounded time.
+func enableWAL(db *sql.DB, path string) error {
+	walMu.Lock()
+	defer walMu.Unlock()
+	var mode string
+	var err error
+	for wait := time.Millisecond; ; wait *= 2 {
+		err = db.QueryRow("PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil || !strings.Contains(err.Error(), "locked") && !strings.Contains(err.Error(), "busy") || wait > 2*time.Second {
+			break
+		}
+		time.Sleep(wait)
+	}
+	if err != nil {
+		return fmt.Errorf("enable WAL: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("enable WAL: journal mode is %q", mode)
+	}
+	return nil
+}

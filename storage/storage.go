@@ -1,0 +1,163 @@
+// Package storage is Sluice's portable object storage: buckets of objects
+// addressed by key, over drivers chosen by URL scheme (fs://DIR, mem://,
+// and s3:// in its own package). Callers use Store; drivers implement the
+// small Driver interface and map their errors to the portable ones below,
+// so no vendor type or error leaks out.
+//
+// Drivers that can report changes implement Watcher; their events share one
+// shape, ObjectEvent, modelled on S3 event records.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Portable errors. Drivers wrap them (fmt.Errorf("...: %w", ErrNotFound));
+// callers test with errors.Is.
+var (
+	ErrNotFound       = errors.New("object not found")
+	ErrBucketNotFound = errors.New("bucket not found")
+	ErrInvalidKey     = errors.New("invalid object key")
+	ErrInvalidBucket  = errors.New("invalid bucket name")
+	ErrTooLarge       = errors.New("object too large")
+	ErrNotSupported   = errors.New("not supported by this storage driver")
+)
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Bucket      string    `json:"bucket"`
+	Key         string    `json:"key"`
+	Size        int64     `json:"size"`
+	ETag        string    `json:"etag"`
+	ContentType string    `json:"content_type,omitempty"`
+	Modified    time.Time `json:"modified"`
+}
+
+// PutOptions are optional attributes of a written object.
+type PutOptions struct {
+	ContentType string // detected from the key's extension when empty
+}
+
+// Driver is what a storage backend implements. Bucket and key arguments
+// have been validated by Store. Methods must be safe for concurrent use and
+// return errors wrapping the portable errors above where they apply.
+type Driver interface {
+	// NewReader opens an object; the caller closes the reader.
+	NewReader(ctx context.Context, bucket, key string) (io.ReadCloser, ObjectInfo, error)
+	// Put stores r's content under key, replacing any object there. A
+	// reader sees either the old or the new object, never a partial one.
+	Put(ctx context.Context, bucket, key string, r io.Reader, opts PutOptions) (ObjectInfo, error)
+	Stat(ctx context.Context, bucket, key string) (ObjectInfo, error)
+	// Delete removes an object; deleting a missing object is not an error.
+	Delete(ctx context.Context, bucket, key string) error
+	// List calls fn for each object whose key starts with prefix, in key
+	// order, until fn returns an error (which List returns).
+	List(ctx context.Context, bucket, prefix string, fn func(ObjectInfo) error) error
+	// EnsureBucket creates the bucket if it does not exist.
+	EnsureBucket(ctx context.Context, bucket string) error
+	Close() error
+}
+
+// Watcher is implemented by drivers that report object events themselves.
+// Watch sends, in order, an event for every object present when it starts
+// (Name "s3:ObjectCreated:Existing"), then one for each later change,
+// until ctx ends; it returns ctx's error then, or the error that stopped
+// it. Receivers deduplicate by (bucket, key, etag): an object may be
+// reported twice across restarts, never silently missed.
+type Watcher interface {
+	Watch(ctx context.Context, bucket string, events chan<- ObjectEvent) error
+}
+
+// Event names, as S3 and MinIO spell them.
+const (
+	EventCreatedPut      = "s3:ObjectCreated:Put"
+	EventCreatedExisting = "s3:ObjectCreated:Existing"
+	EventRemoved         = "s3:ObjectRemoved:Delete"
+)
+
+// ObjectEvent is the one shape of a bucket notification, whatever its
+// source (folder watcher, MinIO, S3, COS).
+type ObjectEvent struct {
+	Name        string    `json:"event"`
+	Bucket      string    `json:"bucket"`
+	Key         string    `json:"key"`
+	Size        int64     `json:"size"`
+	ETag        string    `json:"etag,omitempty"`
+	ContentType string    `json:"content_type,omitempty"`
+	VersionID   string    `json:"version_id,omitempty"`
+	Time        time.Time `json:"time"`
+	Source      string    `json:"source"`
+}
+
+// Created reports whether the event is an object creation of any kind.
+func (e ObjectEvent) Created() bool { return strings.HasPrefix(e.Name, "s3:ObjectCreated:") }
+
+// Removed reports whether the event is an object removal of any kind.
+func (e ObjectEvent) Removed() bool { return strings.HasPrefix(e.Name, "s3:ObjectRemoved:") }
+
+// OpenFunc opens a driver from a parsed URL.
+type OpenFunc func(ctx context.Context, u *url.URL) (Driver, error)
+
+var (
+	mu      sync.RWMutex
+	openers = map[string]OpenFunc{}
+)
+
+// Register makes a URL scheme available to Open; registering a scheme
+// twice panics (a programming error found at start-up).
+func Register(scheme string, open OpenFunc) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := openers[scheme]; dup {
+		panic("storage: scheme registered twice: " + scheme)
+	}
+	openers[scheme] = open
+}
+
+// Schemes lists the registered URL schemes, sorted.
+func Schemes() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	out := make([]string, 0, len(openers))
+	for s := range openers {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Open opens the store a URL names, such as "fs://.sluice/buckets".
+func Open(ctx context.Context, rawURL string) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("storage url %q: %w", rawURL, err)
+	}
+	mu.RLock()
+	open, ok := openers[u.Scheme]
+	mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("storage url %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	d, err := open(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", u.Scheme, err)
+	}
+	return NewStore(d), nil
+}
+
+// URLPath returns the path a URL names: "fs://rel/dir", "fs:///abs/dir"
+// and "fs:dir" all work.
+func URLPath(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
+	}
+	return u.Host + u.Path
+}
