@@ -53,7 +53,9 @@ func TestMemPubSub(t *testing.T) {
 			Persistent:            false,
 			RequireSingleInstance: true,
 		},
-		func(t *testing.T) (message.Publisher, message.Subscriber) { return pubSub(t, "mem://?persistent=true&buffer=10000", "") },
+		func(t *testing.T) (message.Publisher, message.Subscriber) {
+			return pubSub(t, "mem://?persistent=true&buffer=10000", "")
+		},
 		nil,
 	)
 }

@@ -1,0 +1,85 @@
+// Package flows is the flow language and its runtime: it loads flow files
+// (YAML), lints them against the node specs (every problem at once, each at
+// file:line:col), compiles each flow to a Watermill handler, and runs them.
+package flows
+
+import (
+	"time"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+// Flow is a validated flow: a trigger and a chain of steps.
+type Flow struct {
+	Name        string
+	Description string
+	File        string
+	Pos         nodes.Pos // of the name
+	Trigger     Trigger
+	Steps       []*Step
+	Branches    map[string][]*Step
+	Concurrency int
+	Timeout     time.Duration // per run
+	Retry       Retry
+	DeadLetter  string // topic
+	MaxBody     int64  // bytes of an object body loaded into memory
+}
+
+// TriggerKind says what starts a flow's runs.
+type TriggerKind string
+
+const (
+	TriggerTopic    TriggerKind = "topic"
+	TriggerBucket   TriggerKind = "bucket"
+	TriggerHTTP     TriggerKind = "http"
+	TriggerSchedule TriggerKind = "schedule"
+)
+
+// Trigger is a flow's `on:` block.
+type Trigger struct {
+	Kind TriggerKind
+	Pos  nodes.Pos
+
+	Topic string // topic triggers
+	Group string // consumer group; the flow's name by default
+
+	Bucket   string   // bucket triggers
+	Prefix   string   // only keys starting with it
+	Suffixes []string // only keys ending with one of them (case-insensitive)
+	Events   []string // "created", "removed"
+
+	HTTPPath    string // http triggers (runtime: a later release)
+	HTTPMethods []string
+	HTTPMode    string
+
+	Cron     string // schedule triggers (runtime: a later release)
+	Timezone string
+}
+
+// Retry bounds how a failing step is retried before the message is
+// dead-lettered.
+type Retry struct {
+	MaxAttempts int           // 1 means no retry
+	Backoff     time.Duration // first wait, doubled each time, with jitter
+	MaxBackoff  time.Duration
+}
+
+// Step is one node in the chain.
+type Step struct {
+	ID      string
+	Type    string
+	Pos     nodes.Pos
+	When    *eval.Program // nil: always
+	Timeout time.Duration // 0: the run's
+	Config  *nodes.Config
+	Node    nodes.Node
+	where   string // "steps[2] (image.thumbnail)", for messages
+}
+
+// BucketTopic is the internal topic a bucket's object events are published
+// to; bucket-triggered flows subscribe to it.
+func BucketTopic(bucket string) string { return "sluice.bucket." + bucket }
+
+// DeadLetterTopic is the default dead-letter topic of a flow.
+func DeadLetterTopic(flow string) string { return flow + ".dlq" }

@@ -1,0 +1,9 @@
+// Package all registers every built-in node type; import it for its side
+// effect.
+package all
+
+import (
+	_ "github.com/sluicehq/sluice/nodes/core"    // publish, switch, transform, log
+	_ "github.com/sluicehq/sluice/nodes/image"   // image.*
+	_ "github.com/sluicehq/sluice/nodes/objects" // storage.get, storage.put
+)

@@ -1,0 +1,103 @@
+// Package core holds the flow-control nodes: publish, switch, transform
+// and log.
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+const (
+	publishTopic    = "topic"
+	publishTopics   = "topics"
+	publishPayload  = "payload"
+	publishMetadata = "metadata"
+)
+
+func init() {
+	nodes.Register(nodes.Spec{
+		Type:    "publish",
+		Summary: "Publish the payload (or a new one) to one or more topics when the run succeeds.",
+		Description: "Messages are queued and published after every step has succeeded, in order, " +
+			"so a failed run publishes nothing. Publishing to several topics fans the message out. " +
+			"Metadata of the input is carried over, with `metadata` added on top.",
+		Fields: []nodes.Field{
+			{Name: publishTopic, Kind: nodes.Template, Role: nodes.RoleTopic, Doc: "Topic to publish to; may use {{ }} expressions."},
+			{Name: publishTopics, Kind: nodes.StringList, Role: nodes.RoleTopic, Doc: "Several topics to publish the same message to (fan-out)."},
+			{Name: publishPayload, Kind: nodes.Expr, Doc: "Expression for the message's JSON payload; the current payload when absent."},
+			{Name: publishMetadata, Kind: nodes.Map, Elem: nodes.Template, Doc: "Metadata to set on the message."},
+		},
+		Examples: []nodes.Example{
+			{Title: "Announce a thumbnail", YAML: "node: publish\nwith:\n  topic: thumbnails.done\n  payload: '{\"key\": object.key, \"thumbnail\": steps.save.key}'"},
+			{Title: "Fan out", YAML: "node: publish\nwith:\n  topics: [billing, warehouse]"},
+		},
+		New: newPublish,
+	})
+}
+
+type publish struct {
+	topic    *eval.Template
+	topics   []string
+	payload  *eval.Program
+	metadata []nodes.MapEntry
+}
+
+func newPublish(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
+	if c.Has(publishTopic) == c.Has(publishTopics) {
+		return nil, c.Errorf("", "set exactly one of %q or %q", publishTopic, publishTopics)
+	}
+	return &publish{
+		topic: c.Template(publishTopic), topics: c.Strings(publishTopics),
+		payload: c.Expr(publishPayload), metadata: c.Map(publishMetadata),
+	}, nil
+}
+
+func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
+	vars := env.Vars()
+	topics := p.topics
+	if p.topic != nil {
+		t, err := p.topic.Render(vars)
+		if err != nil {
+			return nodes.Permanent(err)
+		}
+		if t == "" {
+			return nodes.Permanent(fmt.Errorf("topic %q rendered empty", p.topic.Source()))
+		}
+		topics = []string{t}
+	}
+	body := env.Payload
+	if p.payload != nil {
+		v, err := p.payload.Eval(vars)
+		if err != nil {
+			return nodes.Permanent(err)
+		}
+		body = v
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nodes.Permanent(fmt.Errorf("payload is not JSON-encodable: %w", err))
+	}
+	meta := maps.Clone(env.Meta)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	for _, m := range p.metadata {
+		s, err := m.Value.(*eval.Template).Render(vars)
+		if err != nil {
+			return nodes.Permanent(err)
+		}
+		meta[m.Key] = s
+	}
+	for _, t := range topics {
+		env.Emit(nodes.Output{Topic: t, Payload: data, Meta: meta})
+	}
+	env.SetResult(map[string]any{"topics": topics})
+	return nil
+}
+
+var _ nodes.Node = (*publish)(nil)

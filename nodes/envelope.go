@@ -1,0 +1,223 @@
+package nodes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"time"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Envelope is one message as it travels through a flow's steps. The engine
+// makes one per delivery; steps run one after another on it, so it needs no
+// locking. A node must not keep it after Process returns.
+//
+// The input is acked only after every step succeeded and every Output was
+// published; outputs are published in the order they were emitted.
+type Envelope struct {
+	Payload any               // decoded JSON; nil for an empty message
+	Meta    map[string]string // message metadata, carried to outputs
+	Object  *storage.ObjectInfo
+	Event   Event
+	Flow    string
+	Run     string
+	// Steps holds each finished step's result by step id, for expressions
+	// (steps.save.key). Nodes set their result with SetResult.
+	Steps map[string]any
+
+	store   *storage.Store
+	maxBody int64
+
+	body       []byte
+	bodyLoaded bool
+	bodyType   string
+
+	img       image.Image
+	imgFormat string // "jpeg", "png", "gif"
+	imgDirty  bool   // changed since decoding: the body is stale
+	quality   int
+
+	outputs []Output
+	route   *Route
+	step    string
+}
+
+// Event describes what triggered the run.
+type Event struct {
+	ID    string    `json:"id"`    // the broker message id
+	Name  string    `json:"name"`  // the bucket event name, for bucket triggers
+	Topic string    `json:"topic"` // the topic the message came from
+	Time  time.Time `json:"time"`
+}
+
+// Output is a message a step asks to publish when the run succeeds.
+type Output struct {
+	Topic   string
+	Payload []byte
+	Meta    map[string]string
+}
+
+// Route is a switch decision: run a branch, or publish to a topic and
+// stop. Zero means "go on with the next step".
+type Route struct {
+	Branch string
+	Topic  string
+}
+
+// NewEnvelope returns an envelope whose body, when asked for, is read
+// from store (object reference) within maxBody bytes.
+func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
+	return &Envelope{Meta: map[string]string{}, Steps: map[string]any{}, store: store, maxBody: maxBody}
+}
+
+// Vars returns the variables expressions see.
+func (e *Envelope) Vars() eval.Vars {
+	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run}
+	if e.Object != nil {
+		v.Object = map[string]any{
+			"bucket": e.Object.Bucket, "key": e.Object.Key, "size": e.Object.Size,
+			"etag": e.Object.ETag, "content_type": e.Object.ContentType,
+		}
+	}
+	v.Event = map[string]any{"id": e.Event.ID, "name": e.Event.Name, "topic": e.Event.Topic, "time": e.Event.Time}
+	return v
+}
+
+// SetStep tells the envelope which step runs now (the engine calls it).
+func (e *Envelope) SetStep(id string) { e.step = id }
+
+// SetResult records the current step's result for later expressions.
+func (e *Envelope) SetResult(v any) { e.Steps[e.step] = v }
+
+// Store returns the storage the envelope loads objects from.
+func (e *Envelope) Store() *storage.Store { return e.store }
+
+// Body returns the message body: bytes set by a step, else the object's
+// content (read once, then kept), else nil. A changed image is encoded
+// here, once, in its format.
+func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
+	if e.imgDirty {
+		b, err := e.encodeImage()
+		if err != nil {
+			return nil, Permanent(err)
+		}
+		e.body, e.bodyLoaded, e.imgDirty = b, true, false
+		e.bodyType = "image/" + e.imgFormat
+		return e.body, nil
+	}
+	if e.bodyLoaded {
+		return e.body, nil
+	}
+	if e.Object == nil {
+		return nil, nil
+	}
+	if e.store == nil {
+		return nil, fmt.Errorf("no storage to read %s/%s from", e.Object.Bucket, e.Object.Key)
+	}
+	b, info, err := e.store.ReadAll(ctx, e.Object.Bucket, e.Object.Key, e.maxBody)
+	if err != nil {
+		if errIsPermanentStorage(err) {
+			return nil, Permanent(err)
+		}
+		return nil, err
+	}
+	e.body, e.bodyLoaded, e.bodyType = b, true, info.ContentType
+	return b, nil
+}
+
+// BodyType is the content type of the body, if known.
+func (e *Envelope) BodyType() string {
+	if e.imgDirty {
+		return "image/" + e.imgFormat
+	}
+	return e.bodyType
+}
+
+// SetBody replaces the body; a decoded image is dropped.
+func (e *Envelope) SetBody(b []byte, contentType string) {
+	e.body, e.bodyLoaded, e.bodyType = b, true, contentType
+	e.img, e.imgFormat, e.imgDirty = nil, "", false
+}
+
+// SetObject points the envelope at an object; its body is loaded lazily.
+func (e *Envelope) SetObject(info storage.ObjectInfo) {
+	e.Object = &info
+	e.body, e.bodyLoaded, e.bodyType = nil, false, ""
+	e.img, e.imgFormat, e.imgDirty = nil, "", false
+}
+
+// Image returns the decoded image kept by an earlier image step.
+func (e *Envelope) Image() (img image.Image, format string, ok bool) {
+	return e.img, e.imgFormat, e.img != nil
+}
+
+// SetImage keeps a decoded image for the next image steps. changed says the
+// image differs from the body, which is then re-encoded when next read,
+// in format ("jpeg", "png" or "gif") and, for JPEG, quality (1-100).
+func (e *Envelope) SetImage(img image.Image, format string, quality int, changed bool) {
+	e.img, e.imgFormat, e.quality = img, format, quality
+	if changed {
+		e.imgDirty = true
+	}
+}
+
+func (e *Envelope) encodeImage() ([]byte, error) {
+	var buf bytes.Buffer
+	var err error
+	switch e.imgFormat {
+	case "jpeg":
+		q := e.quality
+		if q <= 0 {
+			q = 85
+		}
+		err = jpeg.Encode(&buf, e.img, &jpeg.Options{Quality: q})
+	case "png":
+		err = png.Encode(&buf, e.img)
+	case "gif":
+		err = gif.Encode(&buf, e.img, nil)
+	default:
+		err = fmt.Errorf("cannot encode images as %q", e.imgFormat)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", e.imgFormat, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Emit queues a message for publishing after the run succeeds.
+func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }
+
+// Outputs returns the queued messages.
+func (e *Envelope) Outputs() []Output { return e.outputs }
+
+// SetRoute records a switch decision; the engine acts on it after the step.
+func (e *Envelope) SetRoute(r Route) { e.route = &r }
+
+// TakeRoute returns and clears the pending route.
+func (e *Envelope) TakeRoute() (Route, bool) {
+	if e.route == nil {
+		return Route{}, false
+	}
+	r := *e.route
+	e.route = nil
+	return r, true
+}
+
+// PayloadJSON encodes the payload (null for nil).
+func (e *Envelope) PayloadJSON() ([]byte, error) { return json.Marshal(e.Payload) }
+
+func errIsPermanentStorage(err error) bool {
+	for _, p := range []error{storage.ErrNotFound, storage.ErrBucketNotFound, storage.ErrInvalidKey, storage.ErrInvalidBucket, storage.ErrTooLarge} {
+		if errorsIs(err, p) {
+			return true
+		}
+	}
+	return false
+}
