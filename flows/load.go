@@ -370,6 +370,7 @@ func (l Loader) parseSteps(file, path string, n *yaml.Node, ids map[string]bool,
 		cfg, ps := nodes.Decode(file, whereT, spec.Fields, with, s.Pos)
 		*probs = append(*probs, ps...)
 		s.Config = cfg
+		steps = append(steps, s) // kept for cross-checks even when broken
 		if len(ps) > 0 {
 			continue // construction would only repeat the problems
 		}
@@ -384,7 +385,6 @@ func (l Loader) parseSteps(file, path string, n *yaml.Node, ids map[string]bool,
 			continue
 		}
 		s.Node = node
-		steps = append(steps, s)
 	}
 	return steps
 }
