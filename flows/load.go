@@ -233,7 +233,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	}
 	ids := map[string]bool{}
 	if stepsNode != nil {
-		f.Steps = l.parseSteps(file, "steps", stepsNode, ids, probs)
+		f.Steps = l.parseSteps(file, f.Name, "steps", stepsNode, ids, probs)
 		if stepsNode.Kind == yaml.SequenceNode && len(stepsNode.Content) == 0 {
 			probs.Add(nodes.PosOf(file, stepsNode), "steps: a flow needs at least one step")
 		}
@@ -247,7 +247,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 				if !stepIDRE.MatchString(k.Value) {
 					probs.Add(nodes.PosOf(file, k), "branch name %q: use letters, digits and '_'", k.Value)
 				}
-				f.Branches[k.Value] = l.parseSteps(file, "branches."+k.Value, v, ids, probs)
+				f.Branches[k.Value] = l.parseSteps(file, f.Name, "branches."+k.Value, v, ids, probs)
 			}
 		}
 	}
@@ -328,7 +328,7 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 	return t
 }
 
-func (l Loader) parseSteps(file, path string, n *yaml.Node, ids map[string]bool, probs *nodes.Problems) []*Step {
+func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string]bool, probs *nodes.Problems) []*Step {
 	if n.Kind != yaml.SequenceNode {
 		probs.Add(nodes.PosOf(file, n), "%s: want a list of steps", path)
 		return nil
@@ -374,7 +374,11 @@ func (l Loader) parseSteps(file, path string, n *yaml.Node, ids map[string]bool,
 		if len(ps) > 0 {
 			continue // construction would only repeat the problems
 		}
-		node, err := spec.New(cfg, l.Deps)
+		deps := l.Deps
+		if deps.Logger != nil {
+			deps.Logger = deps.Logger.With("flow", flow, "step", s.ID, "node", s.Type)
+		}
+		node, err := spec.New(cfg, deps)
 		if err != nil {
 			var nps nodes.Problems
 			if errors.As(err, &nps) {

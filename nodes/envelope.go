@@ -81,19 +81,27 @@ func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
 func (e *Envelope) Vars() eval.Vars {
 	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run}
 	if e.Object != nil {
-		v.Object = map[string]any{
-			"bucket": e.Object.Bucket, "key": e.Object.Key, "size": e.Object.Size,
-			"etag": e.Object.ETag, "content_type": e.Object.ContentType,
-		}
+		v.Object = ObjectMap(*e.Object)
 	}
 	v.Event = map[string]any{"id": e.Event.ID, "name": e.Event.Name, "topic": e.Event.Topic, "time": e.Event.Time}
 	return v
 }
 
+// ObjectMap is an object's description as expressions see it: bucket,
+// key, size, etag, content_type.
+func ObjectMap(o storage.ObjectInfo) map[string]any {
+	return map[string]any{
+		"bucket": o.Bucket, "key": o.Key, "size": o.Size,
+		"etag": o.ETag, "content_type": o.ContentType,
+	}
+}
+
 // SetStep tells the envelope which step runs now (the engine calls it).
 func (e *Envelope) SetStep(id string) { e.step = id }
 
-// SetResult records the current step's result for later expressions.
+// SetResult records the current step's result for later expressions; use
+// JSON-like values (maps, slices, strings, numbers), as expressions address
+// them by key.
 func (e *Envelope) SetResult(v any) { e.Steps[e.step] = v }
 
 // Store returns the storage the envelope loads objects from.

@@ -78,7 +78,7 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 			return nodes.Permanent(fmt.Errorf("%s/%s is not JSON: %w", b, k, err))
 		}
 		env.Payload = v
-		env.SetResult(info)
+		env.SetResult(nodes.ObjectMap(info))
 		return nil
 	}
 	info, err := g.store.Stat(ctx, b, k)
@@ -89,7 +89,7 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 		return nodes.Permanent(fmt.Errorf("%s/%s is %d bytes, over max_bytes %d: %w", b, k, info.Size, g.max, storage.ErrTooLarge))
 	}
 	env.SetObject(info)
-	env.SetResult(info)
+	env.SetResult(nodes.ObjectMap(info))
 	return nil
 }
 

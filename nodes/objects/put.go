@@ -78,7 +78,7 @@ func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return storageErr(fmt.Errorf("write %s/%s: %w", b, k, err))
 	}
-	env.SetResult(info)
+	env.SetResult(nodes.ObjectMap(info))
 	return nil
 }
 

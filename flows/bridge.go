@@ -1,0 +1,100 @@
+package flows
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/sluicehq/sluice/storage"
+)
+
+// bridge turns a bucket's object events into messages on its bucket topic,
+// where bucket-triggered flows consume them durably. It runs until ctx
+// ends, restarting the watch after errors.
+//
+// An object version (bucket, key, etag) is published once: the state
+// database remembers what was published, so a restart does not replay the
+// bucket. It is marked after the publish succeeded, so a crash in between
+// publishes it again (same message id) rather than losing it.
+func (e *Engine) bridge(ctx context.Context, bucket string) {
+	log := e.log.With("bucket", bucket)
+	bo := backoff.NewExponentialBackOff()
+	bo.MaxInterval = 30 * time.Second
+	for ctx.Err() == nil {
+		events := make(chan storage.ObjectEvent, 256)
+		done := make(chan error, 1)
+		go func() { done <- e.opts.Store.Watch(ctx, bucket, events) }()
+		err := e.forward(ctx, bucket, events, done)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := bo.NextBackOff()
+		log.Error("bucket watch failed; restarting", "error", err, "wait", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (e *Engine) forward(ctx context.Context, bucket string, events <-chan storage.ObjectEvent, done <-chan error) error {
+	for {
+		select {
+		case err := <-done:
+			return err
+		case ev := <-events:
+			if err := e.publishEvent(ctx, bucket, ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.ObjectEvent) error {
+	versioned := ev.Created() && ev.ETag != ""
+	if versioned && e.opts.State != nil {
+		seen, err := e.opts.State.Seen(ctx, ev.Bucket, ev.Key, ev.ETag)
+		if err != nil {
+			return err
+		}
+		if seen {
+			e.m.events.WithLabelValues(bucket, "repeat").Inc()
+			return nil
+		}
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	id := derivedID(ev.Bucket+"/"+ev.Key+"@"+ev.ETag, ev.Name)
+	if ev.Created() {
+		// Existing and Put events of one version are one event.
+		id = derivedID(ev.Bucket+"/"+ev.Key+"@"+ev.ETag, "created")
+	}
+	msg := message.NewMessage(id, data)
+	msg.Metadata.Set("content_type", "application/json")
+	bo := backoff.NewExponentialBackOff()
+	for {
+		err = e.opts.Broker.Publisher().Publish(BucketTopic(bucket), msg)
+		if err == nil {
+			break
+		}
+		wait := bo.NextBackOff()
+		e.log.Error("publishing bucket event failed; retrying", "bucket", bucket, "key", ev.Key, "error", err, "wait", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	e.m.events.WithLabelValues(bucket, "published").Inc()
+	if versioned && e.opts.State != nil {
+		if _, err := e.opts.State.MarkSeen(ctx, ev.Bucket, ev.Key, ev.ETag); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,281 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Options are an engine's services.
+type Options struct {
+	Broker brokers.Broker // required
+	Store  *storage.Store // required by bucket triggers and storage nodes
+	State  *state.DB      // optional: run ledger, bucket event de-duplication
+	Logger *slog.Logger   // slog.Default() when nil
+	// Metrics; a private registry's when nil.
+	Metrics *Metrics
+	// DrainTimeout bounds how long shutdown waits for runs in flight
+	// before cancelling them; 30s by default.
+	DrainTimeout time.Duration
+}
+
+// Engine runs flows: each flow is a Watermill consumer handler on one
+// router, subscribed to its trigger's topic as its consumer group.
+//
+// Per message, the steps run in order over one Envelope. The input is
+// acked only after every step succeeded and every output was published.
+// A permanent error, or a transient one that outlived its retries, sends
+// the input to the flow's dead-letter topic with the reason, and then acks
+// it; if even that fails the input is nacked and redelivered. A panic in a
+// node is a permanent error of that step: the process keeps serving.
+type Engine struct {
+	opts  Options
+	flows []*Flow
+	log   *slog.Logger
+	m     *Metrics
+
+	mu       sync.Mutex // guards draining and inflight.Add
+	draining bool
+	inflight sync.WaitGroup
+
+	hardCtx    context.Context // cancelled when draining times out
+	hardCancel context.CancelFunc
+	ready      chan struct{}
+}
+
+// NewEngine prepares an engine for flows loaded with services (see Loader.Deps).
+func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
+	if opts.Broker == nil {
+		return nil, errors.New("engine: a broker is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	for _, f := range flows {
+		switch f.Trigger.Kind {
+		case TriggerTopic:
+		case TriggerBucket:
+			if opts.Store == nil {
+				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
+			}
+		default:
+			return nil, fmt.Errorf("flow %s (%s): %s triggers are validated but not run by this version of sluice", f.Name, f.Pos, f.Trigger.Kind)
+		}
+		for _, s := range allSteps(f) {
+			if s.Node == nil {
+				return nil, fmt.Errorf("flow %s: step %s was not constructed (load flows without problems first)", f.Name, s.ID)
+			}
+		}
+	}
+	hardCtx, hardCancel := context.WithCancel(context.Background())
+	return &Engine{
+		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics,
+		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}),
+	}, nil
+}
+
+func allSteps(f *Flow) []*Step {
+	out := append([]*Step(nil), f.Steps...)
+	for _, b := range f.Branches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// Ready is closed once every flow is subscribed and bucket watchers run.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Run starts the nodes and the flows and blocks until ctx ends; then it
+// stops taking messages, waits for runs in flight (up to DrainTimeout,
+// then cancels them), and closes everything it started.
+func (e *Engine) Run(ctx context.Context) (err error) {
+	defer e.hardCancel()
+	started, err := e.startNodes(ctx)
+	defer func() { err = errors.Join(err, closeNodes(started)) }()
+	if err != nil {
+		return err
+	}
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: e.opts.DrainTimeout},
+		watermill.NewSlogLoggerWithLevelMapping(e.log.With("component", "watermill"), map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+	if err != nil {
+		return err
+	}
+	for _, f := range e.flows {
+		group := f.Trigger.Group
+		if group == "" {
+			group = f.Name
+		}
+		sub, err := e.opts.Broker.Subscriber(group)
+		if err != nil {
+			return fmt.Errorf("flow %s: %w", f.Name, err)
+		}
+		router.AddConsumerHandler(f.Name, triggerTopic(f), sub, e.handler(f))
+	}
+
+	if e.opts.Store != nil {
+		for _, b := range e.stepBuckets() {
+			if err := e.opts.Store.EnsureBucket(ctx, b); err != nil {
+				return fmt.Errorf("bucket %s: %w", b, err)
+			}
+		}
+	}
+
+	routerErr := make(chan error, 1)
+	go func() { routerErr <- router.Run(context.Background()) }()
+	select {
+	case <-router.Running():
+	case err := <-routerErr:
+		return fmt.Errorf("router: %w", err)
+	case <-ctx.Done():
+		_ = router.Close()
+		return nil
+	}
+
+	bridgeCtx, stopBridges := context.WithCancel(ctx)
+	var bridges sync.WaitGroup
+	for _, b := range e.buckets() {
+		if err := e.opts.Store.EnsureBucket(ctx, b); err != nil {
+			stopBridges()
+			_ = router.Close()
+			return fmt.Errorf("bucket %s: %w", b, err)
+		}
+		bridges.Add(1)
+		go func() { defer bridges.Done(); e.bridge(bridgeCtx, b) }()
+	}
+	close(e.ready)
+	e.log.Info("sluice engine running", "flows", len(e.flows))
+
+	select {
+	case <-ctx.Done():
+	case err := <-routerErr:
+		stopBridges()
+		bridges.Wait()
+		return fmt.Errorf("router stopped: %w", err)
+	}
+
+	// Shutdown: no new events, no new runs; let runs in flight finish.
+	stopBridges()
+	bridges.Wait()
+	e.mu.Lock()
+	e.draining = true
+	e.mu.Unlock()
+	drained := make(chan struct{})
+	go func() { e.inflight.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(e.opts.DrainTimeout):
+		e.log.Warn("drain timeout: cancelling runs in flight; they will be redelivered", "timeout", e.opts.DrainTimeout)
+		e.hardCancel()
+		<-drained
+	}
+	err = router.Close()
+	if e.opts.State != nil {
+		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = errors.Join(err, e.opts.State.Flush(fctx))
+		cancel()
+	}
+	e.log.Info("sluice engine stopped")
+	return err
+}
+
+func triggerTopic(f *Flow) string {
+	if f.Trigger.Kind == TriggerBucket {
+		return BucketTopic(f.Trigger.Bucket)
+	}
+	return f.Trigger.Topic
+}
+
+// buckets returns the trigger buckets, which are watched.
+func (e *Engine) buckets() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range e.flows {
+		if f.Trigger.Kind == TriggerBucket && !seen[f.Trigger.Bucket] {
+			seen[f.Trigger.Bucket] = true
+			out = append(out, f.Trigger.Bucket)
+		}
+	}
+	return out
+}
+
+// stepBuckets returns the buckets steps name without expressions; they are
+// created at start so the first write does not fail.
+func (e *Engine) stepBuckets() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range e.flows {
+		for _, s := range allSteps(f) {
+			for _, r := range s.Config.Refs() {
+				if r.Role == nodes.RoleBucket && r.Value != "" && !seen[r.Value] {
+					seen[r.Value] = true
+					out = append(out, r.Value)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) startNodes(ctx context.Context) ([]*Step, error) {
+	var started []*Step
+	for _, f := range e.flows {
+		for _, s := range allSteps(f) {
+			started = append(started, s)
+			if st, ok := s.Node.(nodes.Starter); ok {
+				if err := st.Start(ctx); err != nil {
+					return started, fmt.Errorf("flow %s: step %s (%s): start: %w", f.Name, s.ID, s.Type, err)
+				}
+			}
+		}
+	}
+	return started, nil
+}
+
+func closeNodes(steps []*Step) error {
+	var errs []error
+	for _, s := range steps {
+		if c, ok := s.Node.(nodes.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("step %s (%s): close: %w", s.ID, s.Type, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// errDraining nacks messages that arrive during shutdown: they stay in the
+// broker for the next start.
+var errDraining = errors.New("engine is shutting down")
+
+func (e *Engine) handler(f *Flow) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		e.mu.Lock()
+		if e.draining {
+			e.mu.Unlock()
+			return errDraining
+		}
+		e.inflight.Add(1)
+		e.mu.Unlock()
+		defer e.inflight.Done()
+		return e.process(f, msg)
+	}
+}

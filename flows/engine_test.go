@@ -1,0 +1,360 @@
+package flows_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// harness is an engine on real parts: a SQLite queue file, a folder
+// bucket store, and a state database.
+type harness struct {
+	t      *testing.T
+	broker brokers.Broker
+	store  *storage.Store
+	state  *state.DB
+	dir    string
+	engine *flows.Engine
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// quietLogger discards logs; SLUICE_TEST_LOG=1 shows them.
+func quietLogger() *slog.Logger {
+	if os.Getenv("SLUICE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func start(t *testing.T, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{t: t, dir: dir}
+	var err error
+	h.broker, err = brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
+	require.NoError(t, err)
+	fsd, err := storage.NewFS(filepath.Join(dir, "buckets"), 30*time.Millisecond)
+	require.NoError(t, err)
+	h.store = storage.NewStore(fsd)
+	h.state, err = state.Open(filepath.Join(dir, "state.db"))
+	require.NoError(t, err)
+
+	file := filepath.Join(dir, "flow.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(flowYAML), 0o644))
+	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
+	require.NoError(t, err)
+	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(), DrainTimeout: 5 * time.Second}, fl)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.engine.Run(ctx) }()
+	select {
+	case <-h.engine.Ready():
+	case err := <-h.done:
+		t.Fatalf("engine stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine not ready in 10s")
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		assert.NoError(h.t, err)
+	case <-time.After(20 * time.Second):
+		h.t.Error("engine did not stop in 20s")
+	}
+	_ = h.state.Close()
+	_ = h.broker.Close()
+}
+
+func (h *harness) publish(topic, payload string) string {
+	h.t.Helper()
+	m := message.NewMessage(strings.ReplaceAll(h.t.Name(), "/", "-")+"-"+time.Now().Format("150405.000000000"), []byte(payload))
+	require.NoError(h.t, h.broker.Publisher().Publish(topic, m))
+	return m.UUID
+}
+
+// consume collects n messages of topic (as a separate consumer group).
+func (h *harness) consume(topic string, n int) []*message.Message {
+	h.t.Helper()
+	sub, err := h.broker.Subscriber("test-reader-" + topic)
+	require.NoError(h.t, err)
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 15*time.Second)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, topic)
+	require.NoError(h.t, err)
+	var out []*message.Message
+	for len(out) < n {
+		select {
+		case m := <-ch:
+			m.Ack()
+			out = append(out, m)
+		case <-ctx.Done():
+			h.t.Fatalf("got %d of %d messages on %s", len(out), n, topic)
+		}
+	}
+	return out
+}
+
+func payloadOf(t *testing.T, m *message.Message) map[string]any {
+	t.Helper()
+	var v map[string]any
+	require.NoError(t, json.Unmarshal(m.Payload, &v), "payload %s", m.Payload)
+	return v
+}
+
+const ordersFlow = `
+name: orders
+on: {topic: orders}
+retry: {max_attempts: 2, backoff: 10ms}
+steps:
+  - id: shape
+    node: transform
+    with:
+      set:
+        total: payload.qty * payload.price
+  - id: route
+    node: switch
+    with:
+      cases:
+        - when: payload.qty * payload.price > 1000
+          branch: review
+        - when: payload.status == "cancelled"
+          topic: cancellations
+  - node: publish
+    with:
+      topics: [billing, warehouse]
+branches:
+  review:
+    - node: publish
+      with:
+        topic: review
+        payload: '{"id": payload.id, "total": payload.total, "why": "large"}'
+`
+
+func TestEngineRoutesAndFansOut(t *testing.T) {
+	h := start(t, ordersFlow, nil)
+	h.publish("orders", `{"id":"o-1","qty":2,"price":10}`)
+	h.publish("orders", `{"id":"o-2","qty":100,"price":20}`)
+	h.publish("orders", `{"id":"o-3","qty":1,"price":1,"status":"cancelled"}`)
+
+	billing := h.consume("billing", 1)
+	assert.Equal(t, "o-1", payloadOf(t, billing[0])["id"])
+	assert.EqualValues(t, 20, payloadOf(t, billing[0])["total"])
+	assert.Equal(t, "orders", billing[0].Metadata.Get(flows.MetaFlow))
+	warehouse := h.consume("warehouse", 1)
+	assert.Equal(t, "o-1", payloadOf(t, warehouse[0])["id"])
+
+	review := h.consume("review", 1)
+	assert.Equal(t, map[string]any{"id": "o-2", "total": 2000.0, "why": "large"}, payloadOf(t, review[0]))
+
+	cancelled := h.consume("cancellations", 1)
+	assert.Equal(t, "o-3", payloadOf(t, cancelled[0])["id"])
+
+	require.Eventually(t, func() bool {
+		require.NoError(t, h.state.Flush(t.Context()))
+		runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "orders"})
+		require.NoError(t, err)
+		return len(runs) == 3
+	}, 10*time.Second, 20*time.Millisecond)
+	runs, _ := h.state.Runs(t.Context(), state.Filter{Flow: "orders", Status: state.StatusSucceeded})
+	assert.Len(t, runs, 3)
+}
+
+func TestEngineDeadLettersBadInputAndKeepsGoing(t *testing.T) {
+	h := start(t, `
+name: strict
+on: {topic: in}
+retry: {max_attempts: 3, backoff: 5ms}
+steps:
+  - id: total
+    node: transform
+    with:
+      set: {total: payload.qty * 2}
+  - node: publish
+    with: {topic: out}
+`, nil)
+	bad := h.publish("in", `{"qty": "not a number"}`)
+	notJSON := h.publish("in", `plain text`)
+	h.publish("in", `{"qty": 21}`)
+
+	out := h.consume("out", 1)
+	assert.EqualValues(t, 42, payloadOf(t, out[0])["total"], "good messages still flow after bad ones")
+
+	dl := h.consume("strict.dlq", 2)
+	byID := map[string]*message.Message{}
+	for _, m := range dl {
+		byID[m.Metadata.Get(flows.MetaSourceID)] = m
+	}
+	require.Contains(t, byID, bad)
+	require.Contains(t, byID, notJSON)
+	m := byID[bad]
+	assert.Equal(t, `{"qty": "not a number"}`, string(m.Payload), "the input is dead-lettered unchanged")
+	assert.Equal(t, "strict", m.Metadata.Get(flows.MetaFlow))
+	assert.Equal(t, "total", m.Metadata.Get(flows.MetaStep))
+	assert.Equal(t, "transform", m.Metadata.Get(flows.MetaNode))
+	assert.Contains(t, m.Metadata.Get(flows.MetaError), "invalid operation")
+	assert.Equal(t, "1", m.Metadata.Get(flows.MetaAttempts), "a permanent error is not retried")
+	assert.Equal(t, "in", m.Metadata.Get(flows.MetaSourceTopic))
+
+	require.NoError(t, h.state.Flush(t.Context()))
+	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "strict", Input: bad})
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
+	assert.Equal(t, "total", runs[0].Step)
+	assert.NotEmpty(t, runs[0].Error)
+}
+
+// flaky fails transiently a set number of times, or panics.
+type flaky struct {
+	failures *int
+	panics   bool
+}
+
+func (f flaky) Process(ctx context.Context, env *nodes.Envelope) error {
+	if f.panics {
+		panic("boom")
+	}
+	if *f.failures > 0 {
+		*f.failures--
+		return io.ErrUnexpectedEOF
+	}
+	env.SetResult("ok")
+	return nil
+}
+
+func TestEngineRetriesTransientErrorsAndSurvivesPanics(t *testing.T) {
+	failures := 2
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.flaky", Summary: "fails, then works",
+		Fields: []nodes.Field{{Name: "panic", Kind: nodes.Bool, Default: false}},
+		New: func(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
+			return flaky{failures: &failures, panics: c.Bool("panic")}, nil
+		},
+	}))
+	h := start(t, `
+name: retrying
+on: {topic: jobs}
+retry: {max_attempts: 3, backoff: 1ms, max_backoff: 5ms}
+steps:
+  - id: panicky
+    node: test.flaky
+    when: payload.panic == true
+    with: {panic: true}
+  - id: work
+    node: test.flaky
+  - node: publish
+    with: {topic: done, payload: '{"result": steps.work, "id": payload.id}'}
+`, reg)
+	panicID := h.publish("jobs", `{"id": 1, "panic": true}`)
+	h.publish("jobs", `{"id": 2}`)
+	done := h.consume("done", 1)
+	assert.Equal(t, map[string]any{"result": "ok", "id": 2.0}, payloadOf(t, done[0]))
+	assert.Equal(t, 0, failures)
+
+	dl := h.consume("retrying.dlq", 1)
+	assert.Equal(t, panicID, dl[0].Metadata.Get(flows.MetaSourceID))
+	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "panic in test.flaky: boom")
+
+	require.NoError(t, h.state.Flush(t.Context()))
+	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "retrying", Status: state.StatusSucceeded})
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	var work state.StepRun
+	for _, s := range runs[0].Steps {
+		if s.ID == "work" {
+			work = s
+		}
+	}
+	assert.Equal(t, 3, work.Attempts, "two transient failures, then success")
+	assert.Equal(t, "skipped", runs[0].Steps[0].Status)
+}
+
+func jpegBytes(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, color.RGBA{uint8(x * 255 / w), uint8(y * 255 / h), 128, 255})
+		}
+	}
+	var buf bytes.Buffer
+	require.NoError(t, jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}))
+	return buf.Bytes()
+}
+
+func TestEngineBucketTriggerThumbnails(t *testing.T) {
+	h := start(t, `
+name: thumbs
+on: {bucket: uploads, suffix: [.jpg, .png]}
+steps:
+  - id: thumb
+    node: image.thumbnail
+    with: {width: 64, height: 64}
+  - id: save
+    node: storage.put
+    with: {bucket: thumbnails}
+  - node: publish
+    with:
+      topic: thumbnails.done
+      payload: '{"key": object.key, "width": steps.thumb.width, "height": steps.thumb.height, "etag": steps.save.etag}'
+`, nil)
+	ctx := t.Context()
+	// Dropped like a user would: written straight into the folder.
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "buckets", "uploads", "cat.jpg"), jpegBytes(t, 400, 200), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "buckets", "uploads", "notes.txt"), []byte("ignored by suffix"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "buckets", "uploads", "broken.jpg"), []byte("not a jpeg"), 0o644))
+
+	done := h.consume("thumbnails.done", 1)
+	p := payloadOf(t, done[0])
+	assert.Equal(t, "cat.jpg", p["key"])
+	assert.EqualValues(t, 64, p["width"])
+	assert.EqualValues(t, 32, p["height"])
+
+	data, info, err := h.store.ReadAll(ctx, "thumbnails", "cat.jpg", 0)
+	require.NoError(t, err)
+	assert.Equal(t, p["etag"], info.ETag)
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	require.NoError(t, err)
+	assert.Equal(t, "jpeg", format)
+	assert.Equal(t, 64, cfg.Width)
+	assert.Equal(t, 32, cfg.Height)
+
+	dl := h.consume("thumbs.dlq", 1)
+	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "uploads/broken.jpg")
+	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "not a supported image")
+	_, err = h.store.Stat(ctx, "thumbnails", "broken.jpg")
+	assert.ErrorIs(t, err, storage.ErrNotFound)
+}

@@ -1,0 +1,38 @@
+package flows
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the engine's Prometheus metrics, per flow and per step. The
+// engine observes every node, so node authors write no metrics code.
+type Metrics struct {
+	received    *prometheus.CounterVec
+	runs        *prometheus.CounterVec
+	runLatency  *prometheus.HistogramVec
+	steps       *prometheus.CounterVec
+	stepLatency *prometheus.HistogramVec
+	published   *prometheus.CounterVec
+	events      *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	m := &Metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_messages_received_total", Help: "Messages delivered to a flow."}, []string{"flow"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_runs_total", Help: "Finished runs by status (succeeded, dead_lettered, failed, filtered)."}, []string{"flow", "status"}),
+		runLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_run_duration_seconds", Help: "Run latency, all steps and outputs.", Buckets: buckets}, []string{"flow"}),
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_step_runs_total", Help: "Step executions by status (succeeded, failed, skipped)."}, []string{"flow", "step", "node", "status"}),
+		stepLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_step_duration_seconds", Help: "Step latency, retries included.", Buckets: buckets}, []string{"flow", "step", "node"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_messages_published_total", Help: "Messages published by flows, dead letters included."}, []string{"flow"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_bucket_events_total", Help: "Object events turned into messages, by bucket and outcome (published, repeat)."}, []string{"bucket", "outcome"}),
+	}
+	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.published, m.events)
+	return m
+}

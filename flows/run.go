@@ -1,0 +1,328 @@
+package flows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/google/uuid"
+
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Metadata keys Sluice sets on messages it publishes.
+const (
+	MetaFlow        = "sluice_flow"
+	MetaStep        = "sluice_step"
+	MetaNode        = "sluice_node"
+	MetaError       = "sluice_error"
+	MetaAttempts    = "sluice_attempts"
+	MetaFailedAt    = "sluice_failed_at"
+	MetaSourceTopic = "sluice_source_topic"
+	MetaSourceID    = "sluice_source_id"
+	MetaInput       = "sluice_input"
+	MetaRun         = "sluice_run"
+)
+
+// idSpace namespaces the deterministic ids of published messages.
+var idSpace = uuid.MustParse("6f1c1d3e-8a4b-4e2f-9d7a-5c3b2a1f0e9d")
+
+// derivedID is a stable id for the n-th message derived from an input, so
+// a redelivered input publishes the same ids again.
+func derivedID(inputID, what string) string {
+	return uuid.NewSHA1(idSpace, []byte(inputID+"\x00"+what)).String()
+}
+
+// failure is a run's error with the step it happened in.
+type failure struct {
+	step     *Step
+	attempts int
+	err      error
+}
+
+func (e *Engine) process(f *Flow, msg *message.Message) error {
+	start := time.Now()
+	e.m.received.WithLabelValues(f.Name).Inc()
+	env := nodes.NewEnvelope(e.opts.Store, f.MaxBody)
+	env.Flow, env.Run = f.Name, watermill.NewULID()
+	env.Event = nodes.Event{ID: msg.UUID, Topic: triggerTopic(f), Time: start.UTC()}
+	for k, v := range msg.Metadata {
+		env.Meta[k] = v
+	}
+	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: string(f.Trigger.Kind) + ":" + triggerName(f), Input: msg.UUID, Attempts: 1, Started: start.UTC()}
+	log := e.log.With("flow", f.Name, "run", env.Run, "input", msg.UUID)
+
+	var fail *failure
+	if f.Trigger.Kind == TriggerBucket {
+		ev, err := decodeObjectEvent(msg.Payload)
+		if err != nil {
+			fail = &failure{err: nodes.Permanent(err)}
+		} else {
+			if !wants(f.Trigger, ev) {
+				e.m.runs.WithLabelValues(f.Name, "filtered").Inc()
+				return nil
+			}
+			run.Input = ev.Bucket + "/" + ev.Key + "@" + ev.ETag
+			env.Event.Name = ev.Name
+			if ev.Created() {
+				env.Object = &storage.ObjectInfo{Bucket: ev.Bucket, Key: ev.Key, Size: ev.Size, ETag: ev.ETag, ContentType: ev.ContentType, Modified: ev.Time}
+			}
+			var p any
+			_ = json.Unmarshal(msg.Payload, &p)
+			env.Payload = p
+		}
+	} else {
+		var p any
+		if err := json.Unmarshal(msg.Payload, &p); err == nil {
+			env.Payload = p
+		} else {
+			env.Payload = string(msg.Payload) // not JSON: the text, and the bytes as body
+		}
+		env.SetBody(msg.Payload, msg.Metadata.Get("content_type"))
+	}
+
+	ctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
+	defer cancel()
+	if fail == nil {
+		fail = e.runSteps(ctx, f, f.Steps, env, &run)
+	}
+	if fail == nil {
+		if err := e.publishOutputs(f, msg.UUID, env); err != nil {
+			fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
+		}
+	}
+	run.Duration = time.Since(start)
+	e.m.runLatency.WithLabelValues(f.Name).Observe(run.Duration.Seconds())
+	if fail == nil {
+		run.Status = state.StatusSucceeded
+		e.record(run)
+		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		return nil
+	}
+
+	run.Error = fail.err.Error()
+	if fail.step != nil {
+		run.Step = fail.step.ID
+	}
+	run.Attempts = max(fail.attempts, 1)
+	if errors.Is(fail.err, context.Canceled) && e.hardCtx.Err() != nil {
+		// Cancelled by shutdown: not the input's fault; redeliver it.
+		run.Status = state.StatusFailed
+		e.record(run)
+		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		return fail.err
+	}
+	if err := e.deadLetter(f, msg, fail); err != nil {
+		log.Error("dead-letter publish failed; the input will be redelivered", "error", err, "cause", fail.err)
+		run.Status = state.StatusFailed
+		run.Error += "; dead-letter publish failed: " + err.Error()
+		e.record(run)
+		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		return err
+	}
+	log.Warn("run failed; input sent to the dead-letter topic", "step", run.Step, "error", fail.err,
+		"attempts", run.Attempts, "dead_letter", f.DeadLetter)
+	run.Status = state.StatusDeadLettered
+	e.record(run)
+	e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+	return nil
+}
+
+func (e *Engine) record(r state.Run) {
+	if e.opts.State != nil {
+		e.opts.State.Record(r)
+	}
+}
+
+func triggerName(f *Flow) string {
+	switch f.Trigger.Kind {
+	case TriggerBucket:
+		return f.Trigger.Bucket
+	case TriggerTopic:
+		return f.Trigger.Topic
+	case TriggerHTTP:
+		return f.Trigger.HTTPPath
+	}
+	return f.Trigger.Cron
+}
+
+func decodeObjectEvent(b []byte) (storage.ObjectEvent, error) {
+	var ev storage.ObjectEvent
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return ev, fmt.Errorf("not an object event: %w", err)
+	}
+	if ev.Bucket == "" || ev.Key == "" || ev.Name == "" {
+		return ev, errors.New("not an object event: bucket, key and event are required")
+	}
+	return ev, nil
+}
+
+// wants reports whether a bucket trigger's filters accept the event.
+func wants(t Trigger, ev storage.ObjectEvent) bool {
+	if ev.Bucket != t.Bucket || !strings.HasPrefix(ev.Key, t.Prefix) {
+		return false
+	}
+	if len(t.Suffixes) > 0 {
+		ok := false
+		for _, s := range t.Suffixes {
+			ok = ok || strings.HasSuffix(strings.ToLower(ev.Key), strings.ToLower(s))
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, want := range t.Events {
+		if want == "created" && ev.Created() || want == "removed" && ev.Removed() {
+			return true
+		}
+	}
+	return false
+}
+
+// runSteps runs steps in order; a switch route to a branch continues in
+// the branch, and ends the run there.
+func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *nodes.Envelope, run *state.Run) *failure {
+	for _, s := range steps {
+		if s.When != nil {
+			ok, err := s.When.Bool(env.Vars())
+			if err != nil {
+				return &failure{step: s, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
+			}
+			if !ok {
+				run.Steps = append(run.Steps, state.StepRun{ID: s.ID, Node: s.Type, Status: "skipped"})
+				e.m.steps.WithLabelValues(f.Name, s.ID, s.Type, "skipped").Inc()
+				continue
+			}
+		}
+		env.SetStep(s.ID)
+		sr, err := e.runStep(ctx, f, s, env)
+		run.Steps = append(run.Steps, sr)
+		if err != nil {
+			return &failure{step: s, attempts: sr.Attempts, err: err}
+		}
+		if r, ok := env.TakeRoute(); ok {
+			if r.Topic != "" {
+				data, err := env.PayloadJSON()
+				if err != nil {
+					return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}
+				}
+				env.Emit(nodes.Output{Topic: r.Topic, Payload: data, Meta: env.Meta})
+				return nil
+			}
+			return e.runSteps(ctx, f, f.Branches[r.Branch], env, run)
+		}
+	}
+	return nil
+}
+
+// runStep runs one step with its retries, timeout and panic recovery.
+func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envelope) (state.StepRun, error) {
+	start := time.Now()
+	sr := state.StepRun{ID: s.ID, Node: s.Type}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = f.Retry.Backoff, f.Retry.MaxBackoff, 0.5
+	var err error
+	for {
+		sr.Attempts++
+		err = e.callNode(ctx, s, env)
+		if err == nil || nodes.IsPermanent(err) || sr.Attempts >= f.Retry.MaxAttempts || ctx.Err() != nil {
+			break
+		}
+		wait := bo.NextBackOff()
+		e.log.Debug("step failed; retrying", "flow", f.Name, "step", s.ID, "attempt", sr.Attempts, "wait", wait, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	sr.Duration = time.Since(start)
+	sr.Status = "succeeded"
+	if err != nil {
+		sr.Status, sr.Error = "failed", err.Error()
+	}
+	e.m.steps.WithLabelValues(f.Name, s.ID, s.Type, sr.Status).Inc()
+	e.m.stepLatency.WithLabelValues(f.Name, s.ID, s.Type).Observe(sr.Duration.Seconds())
+	return sr, err
+}
+
+// callNode calls the node once; a panic becomes a permanent error.
+func (e *Engine) callNode(ctx context.Context, s *Step, env *nodes.Envelope) (err error) {
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("panic in node", "step", s.ID, "node", s.Type, "panic", r, "stack", string(debug.Stack()))
+			err = nodes.Permanent(fmt.Errorf("panic in %s: %v", s.Type, r))
+		}
+	}()
+	if err = s.Node.Process(ctx, env); err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		err = fmt.Errorf("step timed out: %w", err)
+	}
+	return err
+}
+
+// publishOutputs publishes the run's queued messages, one Publish per
+// topic run (a batch is one commit on the embedded queue), with ids derived
+// from the input so a redelivered input republishes the same ids.
+func (e *Engine) publishOutputs(f *Flow, inputID string, env *nodes.Envelope) error {
+	outs := env.Outputs()
+	pub := e.opts.Broker.Publisher()
+	for i := 0; i < len(outs); {
+		j := i
+		var batch []*message.Message
+		for ; j < len(outs) && outs[j].Topic == outs[i].Topic; j++ {
+			m := message.NewMessage(derivedID(inputID, f.Name+"/out/"+strconv.Itoa(j)), outs[j].Payload)
+			for k, v := range outs[j].Meta {
+				m.Metadata.Set(k, v)
+			}
+			m.Metadata.Set(MetaFlow, f.Name)
+			m.Metadata.Set(MetaRun, env.Run)
+			batch = append(batch, m)
+		}
+		if err := pub.Publish(outs[i].Topic, batch...); err != nil {
+			return fmt.Errorf("topic %s: %w", outs[i].Topic, err)
+		}
+		e.m.published.WithLabelValues(f.Name).Add(float64(len(batch)))
+		i = j
+	}
+	return nil
+}
+
+// deadLetter publishes the input, unchanged, to the flow's dead-letter
+// topic, with why it failed in its metadata.
+func (e *Engine) deadLetter(f *Flow, msg *message.Message, fail *failure) error {
+	dl := message.NewMessage(derivedID(msg.UUID, f.Name+"/dead-letter"), msg.Payload)
+	for k, v := range msg.Metadata {
+		dl.Metadata.Set(k, v)
+	}
+	dl.Metadata.Set(MetaFlow, f.Name)
+	if fail.step != nil {
+		dl.Metadata.Set(MetaStep, fail.step.ID)
+		dl.Metadata.Set(MetaNode, fail.step.Type)
+	}
+	dl.Metadata.Set(MetaError, fail.err.Error())
+	dl.Metadata.Set(MetaAttempts, strconv.Itoa(max(fail.attempts, 1)))
+	dl.Metadata.Set(MetaFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	dl.Metadata.Set(MetaSourceTopic, triggerTopic(f))
+	dl.Metadata.Set(MetaSourceID, msg.UUID)
+	if err := e.opts.Broker.Publisher().Publish(f.DeadLetter, dl); err != nil {
+		return err
+	}
+	e.m.published.WithLabelValues(f.Name).Inc()
+	return nil
+}

@@ -1,0 +1,280 @@
+// Package state is Sluice's state database (SQLite): the run ledger,
+// which records every invocation of every flow, and the index of bucket
+// objects already turned into events.
+package state
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/sqlitedb"
+)
+
+// Run statuses.
+const (
+	StatusSucceeded    = "succeeded"
+	StatusFailed       = "failed"        // not dead-lettered: will be redelivered
+	StatusDeadLettered = "dead_lettered" // failed for good, sent to the dead-letter topic
+)
+
+// Run is one invocation of a flow.
+type Run struct {
+	ID       string        `json:"id"`
+	Flow     string        `json:"flow"`
+	Trigger  string        `json:"trigger"` // "topic:orders", "bucket:uploads"
+	Input    string        `json:"input"`   // message id, or bucket/key@etag
+	Attempts int           `json:"attempts"`
+	Status   string        `json:"status"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	Step     string        `json:"step,omitempty"` // the failing step
+	Error    string        `json:"error,omitempty"`
+	Steps    []StepRun     `json:"steps,omitempty"`
+}
+
+// StepRun is one step of a run.
+type StepRun struct {
+	ID       string        `json:"id"`
+	Node     string        `json:"node"`
+	Status   string        `json:"status"` // succeeded, failed, skipped
+	Attempts int           `json:"attempts"`
+	Duration time.Duration `json:"duration_ns"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// DB is the state database. Run records are written in batches by a
+// background writer (one transaction per batch) so recording costs the
+// message path no commit; Close and Flush wait until they are written.
+type DB struct {
+	db   *sql.DB
+	runs chan Run
+	// flushReq carries a channel closed once everything queued is written.
+	flushReq chan chan struct{}
+	done     chan struct{}
+	closeMu  sync.Mutex
+	closed   bool
+	errMu    sync.Mutex
+	err      error
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS runs (
+	id          TEXT PRIMARY KEY,
+	flow        TEXT NOT NULL,
+	trigger     TEXT NOT NULL,
+	input       TEXT NOT NULL,
+	attempts    INTEGER NOT NULL,
+	status      TEXT NOT NULL,
+	started_ms  INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	step        TEXT NOT NULL DEFAULT '',
+	error       TEXT NOT NULL DEFAULT '',
+	steps       TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS runs_flow_started ON runs(flow, started_ms);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ms);
+CREATE INDEX IF NOT EXISTS runs_input ON runs(input);
+CREATE TABLE IF NOT EXISTS seen_objects (
+	bucket  TEXT NOT NULL,
+	key     TEXT NOT NULL,
+	etag    TEXT NOT NULL,
+	seen_ms INTEGER NOT NULL,
+	PRIMARY KEY (bucket, key, etag)
+);`
+
+// Open opens (creating) the state database at path.
+func Open(path string) (*DB, error) {
+	db, err := sqlitedb.Open(path, sqlitedb.SyncNormal)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state schema: %w", err)
+	}
+	d := &DB{db: db, runs: make(chan Run, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	go d.writer()
+	return d, nil
+}
+
+// Record queues a run for writing. It blocks only when the writer is
+// thousands of records behind.
+func (d *DB) Record(r Run) { d.runs <- r }
+
+// Flush waits until every run recorded so far is written.
+func (d *DB) Flush(ctx context.Context) error {
+	ch := make(chan struct{})
+	select {
+	case d.flushReq <- ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ch:
+		return d.writeErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *DB) writeErr() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
+}
+
+func (d *DB) writer() {
+	defer close(d.done)
+	batch := make([]Run, 0, 512)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	write := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := d.insert(batch); err != nil {
+			d.errMu.Lock()
+			d.err = err
+			d.errMu.Unlock()
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case r, ok := <-d.runs:
+			if !ok {
+				write()
+				return
+			}
+			batch = append(batch, r)
+			if len(batch) == cap(batch) {
+				write()
+			}
+		case <-tick.C:
+			write()
+		case ch := <-d.flushReq:
+			// Take what is queued now, then answer.
+			for n := len(d.runs); n > 0; n-- {
+				batch = append(batch, <-d.runs)
+			}
+			write()
+			close(ch)
+		}
+	}
+}
+
+func (d *DB) insert(runs []Run) error {
+	tx, err := d.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st, err := tx.Prepare(`INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, r := range runs {
+		steps, _ := json.Marshal(r.Steps)
+		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Filter selects runs; zero fields match everything.
+type Filter struct {
+	Flow   string
+	Status string
+	Input  string
+	Since  time.Time
+	Limit  int // 100 by default
+}
+
+// Runs returns matching runs, newest first.
+func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
+	var where []string
+	var args []any
+	if f.Flow != "" {
+		where, args = append(where, "flow = ?"), append(args, f.Flow)
+	}
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, f.Status)
+	}
+	if f.Input != "" {
+		where, args = append(where, "input = ?"), append(args, f.Input)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
+	}
+	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps FROM runs`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	q += fmt.Sprintf(" ORDER BY started_ms DESC, id DESC LIMIT %d", limit)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		var r Run
+		var started, dur int64
+		var steps string
+		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps); err != nil {
+			return nil, err
+		}
+		r.Started = time.UnixMilli(started).UTC()
+		r.Duration = time.Duration(dur) * time.Microsecond
+		_ = json.Unmarshal([]byte(steps), &r.Steps)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkSeen records that an object version has been turned into an event;
+// it reports false when it already was (the event is a repeat).
+func (d *DB) MarkSeen(ctx context.Context, bucket, key, etag string) (bool, error) {
+	res, err := d.db.ExecContext(ctx, `INSERT OR IGNORE INTO seen_objects (bucket, key, etag, seen_ms) VALUES (?,?,?,?)`,
+		bucket, key, etag, time.Now().UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// Close writes what is queued and closes the database.
+func (d *DB) Close() error {
+	d.closeMu.Lock()
+	if d.closed {
+		d.closeMu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.closeMu.Unlock()
+	close(d.runs)
+	<-d.done
+	return errors.Join(d.writeErr(), d.db.Close())
+}
+
+// Seen reports whether an object version was already turned into an event.
+func (d *DB) Seen(ctx context.Context, bucket, key, etag string) (bool, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_objects WHERE bucket = ? AND key = ? AND etag = ?`, bucket, key, etag).Scan(&n)
+	return n > 0, err
+}
