@@ -24,7 +24,7 @@ func init() {
 			{Name: logFields, Kind: nodes.Map, Elem: nodes.Expr, Doc: "Attributes: name → expression."},
 		},
 		Examples: []nodes.Example{{Title: "Log an order", YAML: "node: log\nwith:\n  message: 'order {{ payload.id }} is {{ payload.status }}'\n  fields:\n    total: payload.total"}},
-		New: newLog,
+		New:      newLog,
 	})
 }
 

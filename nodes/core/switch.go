@@ -33,7 +33,7 @@ func init() {
 			{Name: switchDefault, Kind: nodes.Object, Fields: routeFields, Doc: "Where to go when no case holds."},
 		},
 		Examples: []nodes.Example{{Title: "Route large orders to review", YAML: "node: switch\nwith:\n  cases:\n    - when: payload.total > 1000\n      branch: review\n    - when: payload.status == \"cancelled\"\n      topic: cancellations"}},
-		New: newSwitch,
+		New:      newSwitch,
 	})
 }
 

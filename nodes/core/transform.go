@@ -28,7 +28,7 @@ func init() {
 			{Name: transformDelete, Kind: nodes.StringList, Doc: "Field paths to remove."},
 		},
 		Examples: []nodes.Example{{Title: "Compute a total", YAML: "node: transform\nwith:\n  set:\n    total: payload.qty * payload.price\n    customer.tier: 'payload.total > 1000 ? \"gold\" : \"standard\"'\n  delete: [internal]"}},
-		New: newTransform,
+		New:      newTransform,
 	})
 }
 

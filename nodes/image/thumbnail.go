@@ -35,7 +35,7 @@ func init() {
 			{Name: thumbMaxPixels, Kind: nodes.Int, Default: DefaultMaxPixels, Min: 1, Max: 1 << 40, Doc: "Refuse larger images (width × height) without decoding them."},
 		},
 		Examples: []nodes.Example{{Title: "256 px thumbnail", YAML: "node: image.thumbnail\nwith:\n  width: 256\n  height: 256"}},
-		New: newThumbnail,
+		New:      newThumbnail,
 	})
 }
 

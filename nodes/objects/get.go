@@ -29,7 +29,7 @@ func init() {
 			{Name: getMaxBytes, Kind: nodes.Int, Default: 256 << 20, Min: 1, Max: 1 << 40, Doc: "Refuse objects larger than this (a permanent error)."},
 		},
 		Examples: []nodes.Example{{Title: "Load a config object as the payload", YAML: "node: storage.get\nwith:\n  bucket: configs\n  key: 'customers/{{ payload.customer }}.json'\n  as: payload"}},
-		New: newGet,
+		New:      newGet,
 	})
 }
 

@@ -31,7 +31,7 @@ func init() {
 			{Name: putContentType, Kind: nodes.String, Doc: "Content type; from the body or the key's extension by default."},
 		},
 		Examples: []nodes.Example{{Title: "Save a thumbnail under the same key", YAML: "node: storage.put\nwith:\n  bucket: thumbnails"}},
-		New: newPut,
+		New:      newPut,
 	})
 }
 
