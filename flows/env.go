@@ -35,7 +35,7 @@ func interpolate(file string, n *yaml.Node, lookup func(string) (string, bool), 
 			probs.Add(nodes.PosOf(file, n), "environment variable %s is not set (give a default with ${%s:-value})", sub[1], sub[1])
 			return ""
 		})
-		if n.Tag != "!!str" && n.Style == 0 {
+		if n.Style == 0 {
 			// Re-resolve the scalar's type: "${PORT:-8080}" is an integer.
 			var typed yaml.Node
 			if yaml.Unmarshal([]byte(n.Value), &typed) == nil && len(typed.Content) == 1 && typed.Content[0].Kind == yaml.ScalarNode {

@@ -1,0 +1,137 @@
+// Command sluice runs event-driven flows: YAML files that chain function
+// nodes, triggered by files landing in buckets and messages on topics.
+//
+// With no configuration it runs on the embedded default under ./.sluice:
+// a SQLite queue (queue.db), a SQLite state database (state.db) and
+// buckets as folders (buckets/).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/nodes"
+	_ "github.com/sluicehq/sluice/nodes/all"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// exitError carries a process exit code (2: invalid flows).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+type globals struct {
+	home      string
+	broker    string
+	storage   string
+	logLevel  string
+	logFormat string
+}
+
+func (g *globals) brokerURL() string {
+	if g.broker != "" {
+		return g.broker
+	}
+	return "sqlite://" + filepath.Join(g.home, "queue.db")
+}
+
+func (g *globals) storageURL() string {
+	if g.storage != "" {
+		return g.storage
+	}
+	return "fs://" + filepath.Join(g.home, "buckets")
+}
+
+func (g *globals) statePath() string { return filepath.Join(g.home, "state.db") }
+
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", g.logFormat)
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Event-driven flows: files in buckets and messages on topics, through chains of function nodes",
+		Long: `Sluice runs flows: YAML files with a trigger (a bucket, a topic, an HTTP
+route or a schedule) and a chain of function nodes.
+
+Without configuration everything is embedded under ./.sluice: a SQLite queue,
+a SQLite state database and buckets as folders. Point --broker and --storage
+elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
+		Example: `  sluice run examples/thumbnails          # run a flow on the embedded default
+  sluice put uploads photo.jpg             # drop a file into a bucket
+  sluice publish orders '{"id":"o-1"}'     # publish a message
+  sluice runs --flow thumbnails            # what ran
+  sluice validate examples/                # lint flow files`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
+	pf.StringVar(&g.broker, "broker", os.Getenv("SLUICE_BROKER"), "broker URL, e.g. sqlite://q.db or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
+	pf.StringVar(&g.storage, "storage", os.Getenv("SLUICE_STORAGE"), "storage URL, e.g. fs://DIR or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
+	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
+	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), versionCmd())
+	return root
+}
+
+func main() {
+	err := newRoot().Execute()
+	if err == nil {
+		return
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintln(os.Stderr, ee.err)
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "sluice:", err)
+	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "unknown flag") {
+		fmt.Fprintln(os.Stderr, "Run 'sluice --help' for usage.")
+	}
+	os.Exit(1)
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "sluice", version) },
+	}
+}
+
+// registry is the node registry the CLI uses.
+func registry() *nodes.Registry { return nodes.Global() }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
+)
+
+func runCmd(g *globals) *cobra.Command {
+	var listen string
+	var drain time.Duration
+	cmd := &cobra.Command{
+		Use:   "run PATH...",
+		Short: "Run flows until interrupted",
+		Long: `Run loads the flow files (folders are searched for *.yaml and *.yml), validates
+them, and runs them until SIGINT or SIGTERM. On a signal it stops taking
+messages, lets runs in flight finish (up to --drain-timeout, then cancels
+them: they are redelivered on the next start), and exits.
+
+An HTTP listener serves /healthz, /readyz and Prometheus /metrics.`,
+		Example: `  sluice run examples/thumbnails
+  sluice run --listen :8787 flows/
+  SLUICE_BROKER=mem:// sluice run flows/orders.yaml`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			slog.SetDefault(log)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			store, err := storage.Open(ctx, g.storageURL())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			fl, err := flows.Loader{Registry: registry(), Deps: nodes.Deps{Store: store, Logger: log, StateDir: g.home}}.Load(args...)
+			var probs nodes.Problems
+			if errors.As(err, &probs) {
+				return exitError{2, fmt.Errorf("%s\n%d problem(s); nothing started", probs.Error(), len(probs))}
+			}
+			if err != nil {
+				return err
+			}
+			broker, err := brokers.Open(ctx, g.brokerURL(), watermill.NewSlogLoggerWithLevelMapping(log.With("component", "broker"),
+				map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+			if err != nil {
+				return err
+			}
+			defer broker.Close()
+			st, err := state.Open(g.statePath())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			engine, err := flows.NewEngine(flows.Options{
+				Broker: broker, Store: store, State: st, Logger: log,
+				Metrics: flows.NewMetrics(reg), DrainTimeout: drain,
+			}, fl)
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				srv, addr, err := serveOps(listen, engine, reg)
+				if err != nil {
+					return err
+				}
+				log.Info("serving /healthz, /readyz and /metrics", "addr", "http://"+addr)
+				defer func() {
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_ = srv.Shutdown(sctx)
+				}()
+			}
+			for _, f := range fl {
+				attrs := []any{"flow", f.Name, "trigger", string(f.Trigger.Kind), "steps", len(f.Steps)}
+				switch f.Trigger.Kind {
+				case flows.TriggerBucket:
+					attrs = append(attrs, "bucket", f.Trigger.Bucket)
+				case flows.TriggerTopic:
+					attrs = append(attrs, "topic", f.Trigger.Topic)
+				}
+				log.Info("flow loaded", attrs...)
+			}
+			log.Info("using", "broker", g.brokerURL(), "storage", g.storageURL(), "state", g.statePath())
+			return engine.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
+	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
+	return cmd
+}
+
+// serveOps serves the operational endpoints; readiness follows the engine.
+func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-engine.Ready():
+			fmt.Fprintln(w, "ready")
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, ln.Addr().String(), nil
+}

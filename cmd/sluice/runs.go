@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/state"
+)
+
+func runsCmd(g *globals) *cobra.Command {
+	var f state.Filter
+	var since time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "runs",
+		Short: "List recorded runs: flow, status, duration, failing step and error",
+		Example: `  sluice runs
+  sluice runs --flow thumbnails --status dead_lettered --since 1h
+  sluice runs --json | jq .`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch f.Status {
+			case "", state.StatusSucceeded, state.StatusFailed, state.StatusDeadLettered:
+			default:
+				return fmt.Errorf("--status must be succeeded, failed or dead_lettered, not %q", f.Status)
+			}
+			if since > 0 {
+				f.Since = time.Now().Add(-since)
+			}
+			st, err := state.Open(g.statePath())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			runs, err := st.Runs(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				for _, r := range runs {
+					if err := enc.Encode(r); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(runs) == 0 {
+				fmt.Fprintln(out, "no runs")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "STARTED\tFLOW\tSTATUS\tDURATION\tINPUT\tSTEP\tERROR")
+			for _, r := range runs {
+				errText := strings.ReplaceAll(r.Error, "\n", " ")
+				if len(errText) > 100 {
+					errText = errText[:97] + "..."
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Started.Local().Format("2006-01-02 15:04:05"), r.Flow, r.Status,
+					r.Duration.Round(time.Microsecond*100), r.Input, r.Step, errText)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&f.Flow, "flow", "", "only this flow")
+	cmd.Flags().StringVar(&f.Status, "status", "", "only this status: succeeded, failed, dead_lettered")
+	cmd.Flags().StringVar(&f.Input, "input", "", "only runs of this input (message id, or bucket/key@etag)")
+	cmd.Flags().DurationVar(&since, "since", 0, "only runs started within this long, e.g. 1h")
+	cmd.Flags().IntVar(&f.Limit, "limit", 50, "at most this many runs, newest first")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	return cmd
+}
