@@ -35,7 +35,7 @@ func TestValidateReportsEveryProblemWithExitCode2(t *testing.T) {
 	assert.Equal(t, 2, ee.code)
 	msg := ee.Error()
 	assert.Contains(t, msg, bad+`:4:11: steps[0]: unknown node type "image.thumbnial" (did you mean "image.thumbnail"?)`)
-	assert.Contains(t, msg, bad+`:6:20: steps[1] (publish): publishes to the flow's own trigger topic "in", an endless loop`)
+	assert.Contains(t, msg, bad+`:6:19: steps[1] (publish): publishes to the flow's own trigger topic "in", an endless loop`)
 	assert.Contains(t, msg, "2 problem(s)")
 
 	out, err := sluice(t, dir, "", "validate", "../../examples")
