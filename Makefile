@@ -1,0 +1,22 @@
+# Convenience targets; each is one command you can also run directly.
+.PHONY: build test bench run validate clean
+
+build:
+	CGO_ENABLED=1 go build -o bin/sluice ./cmd/sluice
+
+test:
+	./scripts/test.sh
+
+# Throughput of the engine next to a bare Watermill router, and of the
+# embedded queue, on this machine (ratios are what to compare).
+bench:
+	go test -run '^$$' -bench . -benchtime 20000x ./flows/ ./brokers/
+
+run:
+	go run ./cmd/sluice run examples/thumbnails
+
+validate:
+	go run ./cmd/sluice validate examples/
+
+clean:
+	rm -rf bin .sluice

@@ -1,0 +1,148 @@
+package flows_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+const benchFlow = `
+name: bench
+on: {topic: in}
+steps:
+  - node: transform
+    with:
+      set: {total: payload.qty * payload.price}
+  - node: switch
+    with:
+      cases:
+        - when: payload.qty < 0
+          topic: rejected
+  - node: publish
+    with: {topic: out}
+`
+
+// BenchmarkFlowThroughput reports messages/s through a 3-step flow
+// (transform → switch → publish), publish and consume included, next to a
+// bare Watermill router handler doing the same JSON work and publish on the
+// same kind of broker in the same run, and their ratio.
+func BenchmarkFlowThroughput(b *testing.B) {
+	for _, kind := range []string{"mem", "sqlite"} {
+		b.Run(kind, func(b *testing.B) {
+			n := max(b.N, 2000)
+			engine := measure(b, kind, n, true)
+			bare := measure(b, kind, n, false)
+			b.ReportMetric(engine, "engine_msgs/s")
+			b.ReportMetric(bare, "bare_msgs/s")
+			b.ReportMetric(engine/bare, "ratio")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func brokerURL(b *testing.B, kind string) string {
+	if kind == "mem" {
+		return "mem://?buffer=1024"
+	}
+	return "sqlite://" + filepath.Join(b.TempDir(), "q.db") + "?poll=5ms"
+}
+
+// measure publishes n messages one Publish call each while a consumer
+// processes them, and returns messages/s from the first publish to the n-th
+// output.
+func measure(b *testing.B, kind string, n int, useEngine bool) float64 {
+	b.Helper()
+	br, err := brokers.Open(context.Background(), brokerURL(b, kind), nil)
+	require.NoError(b, err)
+	defer br.Close()
+	var processed atomic.Int64
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// Count outputs on "out" the same way for both.
+	outSub, err := br.Subscriber("bench-counter")
+	require.NoError(b, err)
+	outs, err := outSub.Subscribe(ctx, "out")
+	require.NoError(b, err)
+	go func() {
+		for m := range outs {
+			m.Ack()
+			if processed.Add(1) == int64(n) {
+				close(done)
+			}
+		}
+	}()
+
+	ready := make(chan struct{})
+	var stop func()
+	if useEngine {
+		dir := b.TempDir()
+		file := filepath.Join(dir, "flow.yaml")
+		require.NoError(b, os.WriteFile(file, []byte(benchFlow), 0o644))
+		fl, err := flows.Loader{Deps: nodes.Deps{Logger: quietLogger()}}.Load(file)
+		require.NoError(b, err)
+		e, err := flows.NewEngine(flows.Options{Broker: br, Logger: quietLogger()}, fl)
+		require.NoError(b, err)
+		ectx, ecancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- e.Run(ectx) }()
+		<-e.Ready()
+		close(ready)
+		stop = func() { ecancel(); <-errc }
+	} else {
+		r, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
+		require.NoError(b, err)
+		sub, err := br.Subscriber("bare")
+		require.NoError(b, err)
+		pub := br.Publisher()
+		r.AddConsumerHandler("bare", "in", sub, func(m *message.Message) error {
+			var p map[string]any
+			if err := json.Unmarshal(m.Payload, &p); err != nil {
+				return err
+			}
+			p["total"] = p["qty"].(float64) * p["price"].(float64)
+			if p["qty"].(float64) < 0 {
+				return pub.Publish("rejected", m)
+			}
+			data, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			return pub.Publish("out", message.NewMessage(watermill.NewUUID(), data))
+		})
+		go func() { _ = r.Run(ctx) }()
+		<-r.Running()
+		close(ready)
+		stop = func() { _ = r.Close() }
+	}
+	<-ready
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		m := message.NewMessage(watermill.NewUUID(), []byte(fmt.Sprintf(`{"id":%d,"qty":%d,"price":2.5}`, i, i%7)))
+		require.NoError(b, br.Publisher().Publish("in", m))
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("processed %d of %d", processed.Load(), n)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	stop()
+	return float64(n) / elapsed.Seconds()
+}
