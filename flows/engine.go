@@ -50,6 +50,8 @@ type Engine struct {
 	draining bool
 	inflight sync.WaitGroup
 
+	fm map[*Flow]*flowMetrics
+
 	hardCtx    context.Context // cancelled when draining times out
 	hardCancel context.CancelFunc
 	ready      chan struct{}
@@ -86,10 +88,14 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		}
 	}
 	hardCtx, hardCancel := context.WithCancel(context.Background())
-	return &Engine{
-		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics,
+	e := &Engine{
+		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics, fm: map[*Flow]*flowMetrics{},
 		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}),
-	}, nil
+	}
+	for _, f := range flows {
+		e.fm[f] = opts.Metrics.forFlow(f)
+	}
+	return e, nil
 }
 
 func allSteps(f *Flow) []*Step {

@@ -36,3 +36,40 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.published, m.events)
 	return m
 }
+
+// flowMetrics are one flow's metric children, resolved once so the message
+// path does no label hashing.
+type flowMetrics struct {
+	received   prometheus.Counter
+	runs       map[string]prometheus.Counter // by status
+	runLatency prometheus.Observer
+	published  prometheus.Counter
+	steps      map[*Step]*stepMetrics
+}
+
+type stepMetrics struct {
+	succeeded, failed, skipped prometheus.Counter
+	latency                    prometheus.Observer
+}
+
+func (m *Metrics) forFlow(f *Flow) *flowMetrics {
+	fm := &flowMetrics{
+		received:   m.received.WithLabelValues(f.Name),
+		runs:       map[string]prometheus.Counter{},
+		runLatency: m.runLatency.WithLabelValues(f.Name),
+		published:  m.published.WithLabelValues(f.Name),
+		steps:      map[*Step]*stepMetrics{},
+	}
+	for _, s := range []string{"succeeded", "failed", "dead_lettered", "filtered"} {
+		fm.runs[s] = m.runs.WithLabelValues(f.Name, s)
+	}
+	for _, s := range allSteps(f) {
+		fm.steps[s] = &stepMetrics{
+			succeeded: m.steps.WithLabelValues(f.Name, s.ID, s.Type, "succeeded"),
+			failed:    m.steps.WithLabelValues(f.Name, s.ID, s.Type, "failed"),
+			skipped:   m.steps.WithLabelValues(f.Name, s.ID, s.Type, "skipped"),
+			latency:   m.stepLatency.WithLabelValues(f.Name, s.ID, s.Type),
+		}
+	}
+	return fm
+}

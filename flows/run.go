@@ -52,7 +52,8 @@ type failure struct {
 
 func (e *Engine) process(f *Flow, msg *message.Message) error {
 	start := time.Now()
-	e.m.received.WithLabelValues(f.Name).Inc()
+	fm := e.fm[f]
+	fm.received.Inc()
 	env := nodes.NewEnvelope(e.opts.Store, f.MaxBody)
 	env.Flow, env.Run = f.Name, watermill.NewULID()
 	env.Event = nodes.Event{ID: msg.UUID, Topic: triggerTopic(f), Time: start.UTC()}
@@ -60,7 +61,6 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		env.Meta[k] = v
 	}
 	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: string(f.Trigger.Kind) + ":" + triggerName(f), Input: msg.UUID, Attempts: 1, Started: start.UTC()}
-	log := e.log.With("flow", f.Name, "run", env.Run, "input", msg.UUID)
 
 	var fail *failure
 	if f.Trigger.Kind == TriggerBucket {
@@ -69,7 +69,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 			fail = &failure{err: nodes.Permanent(err)}
 		} else {
 			if !wants(f.Trigger, ev) {
-				e.m.runs.WithLabelValues(f.Name, "filtered").Inc()
+				fm.runs["filtered"].Inc()
 				return nil
 			}
 			run.Input = ev.Bucket + "/" + ev.Key + "@" + ev.ETag
@@ -102,11 +102,11 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		}
 	}
 	run.Duration = time.Since(start)
-	e.m.runLatency.WithLabelValues(f.Name).Observe(run.Duration.Seconds())
+	fm.runLatency.Observe(run.Duration.Seconds())
 	if fail == nil {
 		run.Status = state.StatusSucceeded
 		e.record(run)
-		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		fm.runs[run.Status].Inc()
 		return nil
 	}
 
@@ -119,22 +119,23 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		// Cancelled by shutdown: not the input's fault; redeliver it.
 		run.Status = state.StatusFailed
 		e.record(run)
-		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		fm.runs[run.Status].Inc()
 		return fail.err
 	}
+	log := e.log.With("flow", f.Name, "run", env.Run, "input", msg.UUID)
 	if err := e.deadLetter(f, msg, fail); err != nil {
 		log.Error("dead-letter publish failed; the input will be redelivered", "error", err, "cause", fail.err)
 		run.Status = state.StatusFailed
 		run.Error += "; dead-letter publish failed: " + err.Error()
 		e.record(run)
-		e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+		fm.runs[run.Status].Inc()
 		return err
 	}
 	log.Warn("run failed; input sent to the dead-letter topic", "step", run.Step, "error", fail.err,
 		"attempts", run.Attempts, "dead_letter", f.DeadLetter)
 	run.Status = state.StatusDeadLettered
 	e.record(run)
-	e.m.runs.WithLabelValues(f.Name, run.Status).Inc()
+	fm.runs[run.Status].Inc()
 	return nil
 }
 
@@ -200,7 +201,7 @@ func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *node
 			}
 			if !ok {
 				run.Steps = append(run.Steps, state.StepRun{ID: s.ID, Node: s.Type, Status: "skipped"})
-				e.m.steps.WithLabelValues(f.Name, s.ID, s.Type, "skipped").Inc()
+				e.fm[f].steps[s].skipped.Inc()
 				continue
 			}
 		}
@@ -252,8 +253,13 @@ func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envel
 	if err != nil {
 		sr.Status, sr.Error = "failed", err.Error()
 	}
-	e.m.steps.WithLabelValues(f.Name, s.ID, s.Type, sr.Status).Inc()
-	e.m.stepLatency.WithLabelValues(f.Name, s.ID, s.Type).Observe(sr.Duration.Seconds())
+	sm := e.fm[f].steps[s]
+	if err != nil {
+		sm.failed.Inc()
+	} else {
+		sm.succeeded.Inc()
+	}
+	sm.latency.Observe(sr.Duration.Seconds())
 	return sr, err
 }
 
@@ -297,7 +303,7 @@ func (e *Engine) publishOutputs(f *Flow, inputID string, env *nodes.Envelope) er
 		if err := pub.Publish(outs[i].Topic, batch...); err != nil {
 			return fmt.Errorf("topic %s: %w", outs[i].Topic, err)
 		}
-		e.m.published.WithLabelValues(f.Name).Add(float64(len(batch)))
+		e.fm[f].published.Add(float64(len(batch)))
 		i = j
 	}
 	return nil
@@ -323,6 +329,6 @@ func (e *Engine) deadLetter(f *Flow, msg *message.Message, fail *failure) error 
 	if err := e.opts.Broker.Publisher().Publish(f.DeadLetter, dl); err != nil {
 		return err
 	}
-	e.m.published.WithLabelValues(f.Name).Inc()
+	e.fm[f].published.Inc()
 	return nil
 }

@@ -47,6 +47,11 @@ type Envelope struct {
 	outputs []Output
 	route   *Route
 	step    string
+
+	// Built once: the object and event as expressions see them.
+	objectVar map[string]any
+	eventVar  map[string]any
+	varsOf    *storage.ObjectInfo
 }
 
 // Event describes what triggered the run.
@@ -79,11 +84,19 @@ func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
 
 // Vars returns the variables expressions see.
 func (e *Envelope) Vars() eval.Vars {
-	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run}
-	if e.Object != nil {
-		v.Object = ObjectMap(*e.Object)
+	if e.eventVar == nil {
+		e.eventVar = map[string]any{"id": e.Event.ID, "name": e.Event.Name, "topic": e.Event.Topic, "time": e.Event.Time}
 	}
-	v.Event = map[string]any{"id": e.Event.ID, "name": e.Event.Name, "topic": e.Event.Topic, "time": e.Event.Time}
+	if e.Object != e.varsOf {
+		e.objectVar, e.varsOf = nil, e.Object
+		if e.Object != nil {
+			e.objectVar = ObjectMap(*e.Object)
+		}
+	}
+	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run, Event: e.eventVar}
+	if e.objectVar != nil {
+		v.Object = e.objectVar
+	}
 	return v
 }
 
