@@ -38,6 +38,16 @@ type Broker interface {
 	Close() error
 }
 
+// Partitioner is implemented by brokers that can split one consumer
+// group's messages of a topic over n subscribers, for concurrency: each
+// partition is consumed in order, and messages with the same partition key
+// (metadata "partition_key") share a partition. Changing n between runs
+// is safe: nothing is skipped, though messages near the change may be
+// delivered again.
+type Partitioner interface {
+	Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error)
+}
+
 // Features describes a broker's guarantees, for the engine and for docs.
 type Features struct {
 	ConsumerGroups bool // competing consumers within a group

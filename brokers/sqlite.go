@@ -195,3 +195,99 @@ func (s *sqliteSubscriber) Close() error {
 	}
 	return nil
 }
+
+// Partitions implements Partitioner: partition i of n is the consumer group
+// "group#i/n", reading the messages whose shard is i modulo n. When n
+// differs from the last run's, the new partitions start from the lowest
+// offset any old partition had acked, and the old offsets are removed, in
+// one transaction.
+func (b *sqliteBroker) Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error) {
+	if n < 1 {
+		return nil, errorf("partitions must be at least 1, not %d", n)
+	}
+	if err := b.initTopic(ctx, topic); err != nil {
+		return nil, err
+	}
+	if err := b.repartition(ctx, topic, group, n); err != nil {
+		return nil, fmt.Errorf("repartition %s for %s: %w", topic, group, err)
+	}
+	subs := make([]message.Subscriber, n)
+	for i := range subs {
+		s, err := b.Subscriber(PartitionGroup(group, i, n))
+		if err != nil {
+			return nil, err
+		}
+		subs[i] = s
+	}
+	return subs, nil
+}
+
+func (b *sqliteBroker) initTopic(ctx context.Context, topic string) error {
+	qs, _ := sqliteSchema{}.SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams{Topic: topic})
+	oqs, _ := sqliteOffsets{}.SchemaInitializingQueries(wsql.OffsetsSchemaInitializingQueriesParams{Topic: topic})
+	for _, q := range append(qs, oqs...) {
+		if _, err := b.db.ExecContext(ctx, q.Query, q.Args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *sqliteBroker) repartition(ctx context.Context, topic, group string, n int) error {
+	mine := map[string]bool{}
+	for i := 0; i < n; i++ {
+		mine[PartitionGroup(group, i, n)] = true
+	}
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT consumer_group, offset_acked, updated_at FROM `+offsetsTable(topic)+
+		` WHERE consumer_group = ? OR substr(consumer_group, 1, ?) = ?`, group, len(group)+1, group+"#")
+	if err != nil {
+		return err
+	}
+	type row struct {
+		group          string
+		offset, update int64
+	}
+	var others []row
+	var mineNewest int64 = -1
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.group, &r.offset, &r.update); err != nil {
+			rows.Close()
+			return err
+		}
+		if mine[r.group] {
+			mineNewest = max(mineNewest, r.update)
+		} else if _, _, ok := partitionOf(r.group); ok || r.group == group {
+			others = append(others, r)
+		}
+	}
+	rows.Close()
+	if len(others) == 0 {
+		return tx.Commit()
+	}
+	from, othersNewest := others[0].offset, others[0].update
+	for _, r := range others {
+		from, othersNewest = min(from, r.offset), max(othersNewest, r.update)
+	}
+	if othersNewest > mineNewest {
+		for g := range mine {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO `+offsetsTable(topic)+` (consumer_group, offset_acked) VALUES (?, ?)
+				ON CONFLICT(consumer_group) DO UPDATE SET offset_acked = excluded.offset_acked, updated_at = excluded.updated_at`, g, from); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range others {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+offsetsTable(topic)+` WHERE consumer_group = ?`, r.group); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+var _ Partitioner = (*sqliteBroker)(nil)

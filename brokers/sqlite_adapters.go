@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"sync"
 
@@ -26,8 +27,46 @@ func (s sqliteSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueries
 		uuid TEXT NOT NULL,
 		created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
 		payload BLOB,
-		metadata TEXT
+		metadata TEXT,
+		shard INTEGER NOT NULL DEFAULT 0
 	)`}}, nil
+}
+
+// MetaPartitionKey is the metadata key whose value keeps messages in order:
+// messages with the same key go to the same partition of a consumer group
+// (and, on Kafka, to the same Kafka partition).
+const MetaPartitionKey = "partition_key"
+
+// shardOf spreads messages over partitions: by partition key when there is
+// one, else by id.
+func shardOf(m *message.Message) int64 {
+	h := fnv.New32a()
+	if k := m.Metadata.Get(MetaPartitionKey); k != "" {
+		h.Write([]byte(k))
+	} else {
+		h.Write([]byte(m.UUID))
+	}
+	return int64(h.Sum32() & 0x7fffffff)
+}
+
+// partitionOf parses a partition consumer group "G#i/N".
+func partitionOf(group string) (i, n int, ok bool) {
+	j := strings.LastIndexByte(group, '#')
+	if j < 0 {
+		return 0, 0, false
+	}
+	if _, err := fmt.Sscanf(group[j+1:], "%d/%d", &i, &n); err != nil || n < 2 || i < 0 || i >= n {
+		return 0, 0, false
+	}
+	return i, n, true
+}
+
+// PartitionGroup names partition i of n of a consumer group.
+func PartitionGroup(group string, i, n int) string {
+	if n <= 1 {
+		return group
+	}
+	return fmt.Sprintf("%s#%d/%d", group, i, n)
 }
 
 func (s sqliteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
@@ -37,11 +76,11 @@ func (s sqliteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) 
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("marshal metadata of message %s: %w", m.UUID, err)
 		}
-		args = append(args, m.UUID, []byte(m.Payload), string(meta))
+		args = append(args, m.UUID, []byte(m.Payload), string(meta), shardOf(m))
 	}
 	return wsql.Query{
-		Query: `INSERT INTO ` + messagesTable(p.Topic) + ` (uuid, payload, metadata) VALUES ` +
-			strings.TrimSuffix(strings.Repeat("(?,?,?),", len(p.Msgs)), ","),
+		Query: `INSERT INTO ` + messagesTable(p.Topic) + ` (uuid, payload, metadata, shard) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?,?,?,?),", len(p.Msgs)), ","),
 		Args: args,
 	}, nil
 }
@@ -51,9 +90,13 @@ func (s sqliteSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) 
 	if err != nil {
 		return wsql.Query{}, err
 	}
+	part := ""
+	if i, n, ok := partitionOf(p.ConsumerGroup); ok {
+		part = fmt.Sprintf(" AND shard %% %d = %d", n, i)
+	}
 	return wsql.Query{
 		Query: `SELECT "offset", uuid, payload, metadata FROM ` + messagesTable(p.Topic) +
-			` WHERE "offset" > (` + next.Query + `) ORDER BY "offset" LIMIT ` + fmt.Sprint(s.batch),
+			` WHERE "offset" > (` + next.Query + `)` + part + ` ORDER BY "offset" LIMIT ` + fmt.Sprint(s.batch),
 		Args: next.Args,
 	}, nil
 }

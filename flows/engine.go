@@ -126,15 +126,17 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		return err
 	}
 	for _, f := range e.flows {
-		group := f.Trigger.Group
-		if group == "" {
-			group = f.Name
-		}
-		sub, err := e.opts.Broker.Subscriber(group)
+		subs, err := e.subscribers(ctx, f)
 		if err != nil {
 			return fmt.Errorf("flow %s: %w", f.Name, err)
 		}
-		router.AddConsumerHandler(f.Name, triggerTopic(f), sub, e.handler(f))
+		for i, sub := range subs {
+			name := f.Name
+			if len(subs) > 1 {
+				name = fmt.Sprintf("%s#%d", f.Name, i)
+			}
+			router.AddConsumerHandler(name, triggerTopic(f), sub, e.handler(f))
+		}
 	}
 
 	if e.opts.Store != nil {
@@ -201,6 +203,28 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}
 	e.log.Info("sluice engine stopped")
 	return err
+}
+
+// subscribers returns one subscriber per message the flow may process at
+// once: the broker's partitions of the flow's group when concurrency is
+// above 1 and the broker has partitions, else one.
+func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber, error) {
+	group := f.Trigger.Group
+	if group == "" {
+		group = f.Name
+	}
+	if f.Concurrency > 1 {
+		if p, ok := e.opts.Broker.(brokers.Partitioner); ok {
+			return p.Partitions(ctx, triggerTopic(f), group, f.Concurrency)
+		}
+		e.log.Warn("this broker cannot split a topic between subscribers; the flow processes one message at a time",
+			"flow", f.Name, "concurrency", f.Concurrency)
+	}
+	sub, err := e.opts.Broker.Subscriber(group)
+	if err != nil {
+		return nil, err
+	}
+	return []message.Subscriber{sub}, nil
 }
 
 func triggerTopic(f *Flow) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -357,4 +359,55 @@ steps:
 	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "not a supported image")
 	_, err = h.store.Stat(ctx, "thumbnails", "broken.jpg")
 	assert.ErrorIs(t, err, storage.ErrNotFound)
+}
+
+// barrier returns only once `want` calls are inside Process at the same
+// time, so a flow using it finishes only if runs really overlap.
+type barrier struct {
+	mu      sync.Mutex
+	in      int
+	want    int
+	release chan struct{}
+}
+
+func (b *barrier) Process(ctx context.Context, env *nodes.Envelope) error {
+	b.mu.Lock()
+	b.in++
+	if b.in == b.want {
+		close(b.release)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestEngineConcurrencyOverlapsRuns(t *testing.T) {
+	bar := &barrier{want: 2, release: make(chan struct{})}
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.barrier", Summary: "waits for company",
+		New:  func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return bar, nil },
+	}))
+	h := start(t, `
+name: parallel
+on: {topic: work}
+concurrency: 2
+timeout: 20s
+steps:
+  - node: test.barrier
+  - node: publish
+    with: {topic: finished}
+`, reg)
+	// Different partition keys: with 2 partitions, find two keys that land
+	// in different ones by publishing several.
+	for i := 0; i < 8; i++ {
+		m := message.NewMessage(fmt.Sprintf("w-%d", i), []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		require.NoError(t, h.broker.Publisher().Publish("work", m))
+	}
+	got := h.consume("finished", 8)
+	assert.Len(t, got, 8, "runs overlapped: the barrier released")
 }

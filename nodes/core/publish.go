@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 
+	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/eval"
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -17,6 +18,7 @@ const (
 	publishTopics   = "topics"
 	publishPayload  = "payload"
 	publishMetadata = "metadata"
+	publishKey      = "key"
 )
 
 func init() {
@@ -31,6 +33,7 @@ func init() {
 			{Name: publishTopics, Kind: nodes.StringList, Role: nodes.RoleTopic, Doc: "Several topics to publish the same message to (fan-out)."},
 			{Name: publishPayload, Kind: nodes.Expr, Doc: "Expression for the message's JSON payload; the current payload when absent."},
 			{Name: publishMetadata, Kind: nodes.Map, Elem: nodes.Template, Doc: "Metadata to set on the message."},
+			{Name: publishKey, Kind: nodes.Template, Doc: "Partition key: messages with the same key are consumed in order (metadata partition_key)."},
 		},
 		Examples: []nodes.Example{
 			{Title: "Announce a thumbnail", YAML: "node: publish\nwith:\n  topic: thumbnails.done\n  payload: '{\"key\": object.key, \"thumbnail\": steps.save.key}'"},
@@ -45,6 +48,7 @@ type publish struct {
 	topics   []string
 	payload  *eval.Program
 	metadata []nodes.MapEntry
+	key      *eval.Template
 }
 
 func newPublish(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
@@ -53,7 +57,7 @@ func newPublish(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	}
 	return &publish{
 		topic: c.Template(publishTopic), topics: c.Strings(publishTopics),
-		payload: c.Expr(publishPayload), metadata: c.Map(publishMetadata),
+		payload: c.Expr(publishPayload), metadata: c.Map(publishMetadata), key: c.Template(publishKey),
 	}, nil
 }
 
@@ -92,6 +96,13 @@ func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
 			return nodes.Permanent(err)
 		}
 		meta[m.Key] = s
+	}
+	if p.key != nil {
+		k, err := p.key.Render(vars)
+		if err != nil {
+			return nodes.Permanent(err)
+		}
+		meta[brokers.MetaPartitionKey] = k
 	}
 	for _, t := range topics {
 		env.Emit(nodes.Output{Topic: t, Payload: data, Meta: meta})
