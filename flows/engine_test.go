@@ -390,7 +390,7 @@ func TestEngineConcurrencyOverlapsRuns(t *testing.T) {
 	reg := nodes.Global().Clone()
 	require.NoError(t, reg.Register(nodes.Spec{
 		Type: "test.barrier", Summary: "waits for company",
-		New:  func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return bar, nil },
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return bar, nil },
 	}))
 	h := start(t, `
 name: parallel

@@ -23,8 +23,8 @@ func init() {
 		Type:    "storage.get",
 		Summary: "Load an object: as the body (read lazily, when a later step needs it) or parsed into the JSON payload.",
 		Fields: []nodes.Field{
-			{Name: getBucket, Kind: nodes.Template, Default: "{{ object.bucket }}", Role: nodes.RoleBucket, Doc: "Bucket; the triggering object's by default."},
-			{Name: getKey, Kind: nodes.Template, Default: "{{ object.key }}", Doc: "Key; the triggering object's by default."},
+			{Name: getBucket, Kind: nodes.Template, Default: "{{ object?.bucket }}", Role: nodes.RoleBucket, Doc: "Bucket; the triggering object's by default."},
+			{Name: getKey, Kind: nodes.Template, Default: "{{ object?.key }}", Doc: "Key; the triggering object's by default."},
 			{Name: getAs, Kind: nodes.Enum, Options: []string{"body", "payload"}, Default: "body", Doc: "body: the object becomes the message body; payload: its JSON content becomes the payload."},
 			{Name: getMaxBytes, Kind: nodes.Int, Default: 256 << 20, Min: 1, Max: 1 << 40, Doc: "Refuse objects larger than this (a permanent error)."},
 		},

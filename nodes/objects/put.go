@@ -26,7 +26,7 @@ func init() {
 			"replaces its own output instead of adding another.",
 		Fields: []nodes.Field{
 			{Name: putBucket, Kind: nodes.Template, Required: true, Role: nodes.RoleBucket, Doc: "Target bucket."},
-			{Name: putKey, Kind: nodes.Template, Default: "{{ object.key }}", Doc: "Target key; the triggering object's key by default."},
+			{Name: putKey, Kind: nodes.Template, Default: "{{ object?.key }}", Doc: "Target key; the triggering object's key by default."},
 			{Name: putContent, Kind: nodes.Enum, Options: []string{"body", "payload"}, Default: "body", Doc: "What to write."},
 			{Name: putContentType, Kind: nodes.String, Doc: "Content type; from the body or the key's extension by default."},
 		},

@@ -1,0 +1,43 @@
+// Package nodestest builds nodes from YAML the way flows do, for node
+// unit tests.
+package nodestest
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/nodes"
+)
+
+// New decodes with (the step's `with:` block, as YAML) against the node
+// type's spec in the global registry and constructs the node. Config
+// problems fail the test; use Build to inspect them.
+func New(t *testing.T, typ, with string, deps nodes.Deps) nodes.Node {
+	t.Helper()
+	n, err := Build(typ, with, deps)
+	require.NoError(t, err)
+	return n
+}
+
+// Build is New returning the error instead.
+func Build(typ, with string, deps nodes.Deps) (nodes.Node, error) {
+	spec, ok := nodes.Global().Lookup(typ)
+	if !ok {
+		return nil, nodes.Problems{{Msg: "unknown node type " + typ}}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(with), &doc); err != nil {
+		return nil, err
+	}
+	var root *yaml.Node
+	if len(doc.Content) > 0 {
+		root = doc.Content[0]
+	}
+	cfg, probs := nodes.Decode("test.yaml", typ, spec.Fields, root, nodes.Pos{File: "test.yaml", Line: 1, Col: 1})
+	if err := probs.Err(); err != nil {
+		return nil, err
+	}
+	return spec.New(cfg, deps)
+}

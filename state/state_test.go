@@ -1,0 +1,81 @@
+package state_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/state"
+)
+
+func TestLedgerRoundTripAndFilters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(path)
+	require.NoError(t, err)
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i, r := range []state.Run{
+		{ID: "r1", Flow: "a", Trigger: "topic:x", Input: "m1", Attempts: 1, Status: state.StatusSucceeded, Started: t0, Duration: 1500 * time.Microsecond,
+			Steps: []state.StepRun{{ID: "s", Node: "log", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}},
+		{ID: "r2", Flow: "a", Trigger: "topic:x", Input: "m2", Attempts: 3, Status: state.StatusDeadLettered, Started: t0.Add(time.Minute), Step: "s", Error: "boom"},
+		{ID: "r3", Flow: "b", Trigger: "bucket:u", Input: "u/k@e", Attempts: 1, Status: state.StatusSucceeded, Started: t0.Add(2 * time.Minute)},
+	} {
+		_ = i
+		db.Record(r)
+	}
+	require.NoError(t, db.Close(), "close writes what is queued")
+
+	db, err = state.Open(path)
+	require.NoError(t, err)
+	defer db.Close()
+	ctx := t.Context()
+	all, err := db.Runs(ctx, state.Filter{})
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	assert.Equal(t, []string{"r3", "r2", "r1"}, []string{all[0].ID, all[1].ID, all[2].ID}, "newest first")
+	r1 := all[2]
+	assert.Equal(t, 1500*time.Microsecond, r1.Duration)
+	assert.Equal(t, t0, r1.Started)
+	assert.Equal(t, []state.StepRun{{ID: "s", Node: "log", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}, r1.Steps)
+
+	for _, tc := range []struct {
+		f    state.Filter
+		want []string
+	}{
+		{state.Filter{Flow: "a"}, []string{"r2", "r1"}},
+		{state.Filter{Status: state.StatusDeadLettered}, []string{"r2"}},
+		{state.Filter{Input: "u/k@e"}, []string{"r3"}},
+		{state.Filter{Since: t0.Add(90 * time.Second)}, []string{"r3"}},
+		{state.Filter{Limit: 1}, []string{"r3"}},
+	} {
+		runs, err := db.Runs(ctx, tc.f)
+		require.NoError(t, err)
+		var ids []string
+		for _, r := range runs {
+			ids = append(ids, r.ID)
+		}
+		assert.Equal(t, tc.want, ids, "%+v", tc.f)
+	}
+}
+
+func TestSeenObjects(t *testing.T) {
+	db, err := state.Open(filepath.Join(t.TempDir(), "state.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	ctx := t.Context()
+	seen, err := db.Seen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.False(t, seen)
+	isNew, err := db.MarkSeen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.True(t, isNew)
+	isNew, err = db.MarkSeen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.False(t, isNew)
+	seen, _ = db.Seen(ctx, "b", "k", "e1")
+	assert.True(t, seen)
+	seen, _ = db.Seen(ctx, "b", "k", "e2")
+	assert.False(t, seen, "a new version of the object is new")
+}
