@@ -51,7 +51,13 @@ func quietLogger() *slog.Logger {
 
 func start(t *testing.T, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
-	dir := t.TempDir()
+	return startIn(t, t.TempDir(), flowYAML, reg)
+}
+
+// startIn starts an engine on the queue, buckets and state under dir, so a
+// test can stop it and start another on the same files.
+func startIn(t *testing.T, dir, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: dir}
 	var err error
 	h.broker, err = brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
@@ -410,4 +416,103 @@ steps:
 	}
 	got := h.consume("finished", 8)
 	assert.Len(t, got, 8, "runs overlapped: the barrier released")
+}
+
+// gate blocks runs until released, telling when one has entered.
+type gate struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) Process(ctx context.Context, env *nodes.Envelope) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestEngineDrainsRunsInFlightAndRestartsWithoutRedelivery(t *testing.T) {
+	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.gate", Summary: "waits to be released",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return g, nil },
+	}))
+	flow := `
+name: slow
+on: {topic: work}
+steps:
+  - node: test.gate
+  - node: publish
+    with: {topic: finished}
+`
+	dir := t.TempDir()
+	h := startIn(t, dir, flow, reg)
+	h.publish("work", `{"n": 1}`)
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not start")
+	}
+	h.cancel() // SIGTERM, as cmd/sluice does
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		t.Fatalf("engine stopped with a run in flight: %v", err)
+	default:
+	}
+	close(g.release)
+	select {
+	case err := <-h.done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("engine did not stop after the run finished")
+	}
+	require.NoError(t, h.state.Close())
+	require.NoError(t, h.broker.Close())
+
+	// A new engine on the same files: the drained run was acked, so it is
+	// not redelivered; a message published now is processed.
+	h2 := startIn(t, dir, flow, reg)
+	h2.publish("work", `{"n": 2}`)
+	out := h2.consume("finished", 2)
+	assert.EqualValues(t, 1, payloadOf(t, out[0])["n"])
+	assert.EqualValues(t, 2, payloadOf(t, out[1])["n"])
+	require.NoError(t, h2.state.Flush(t.Context()))
+	runs, err := h2.state.Runs(t.Context(), state.Filter{Flow: "slow"})
+	require.NoError(t, err)
+	assert.Len(t, runs, 2, "one run per message: nothing ran twice")
+}
+
+func TestEngineBucketRestartDoesNotReplay(t *testing.T) {
+	flow := `
+name: copy
+on: {bucket: inbox}
+steps:
+  - node: publish
+    with: {topic: seen, payload: 'object.key'}
+`
+	dir := t.TempDir()
+	h := startIn(t, dir, flow, nil)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "a.txt"), []byte("a"), 0o644))
+	assert.Equal(t, `"a.txt"`, string(h.consume("seen", 1)[0].Payload))
+	h.stop()
+
+	// Files dropped while stopped are picked up at start; old ones are not
+	// replayed.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "b.txt"), []byte("b"), 0o644))
+	h2 := startIn(t, dir, flow, nil)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "c.txt"), []byte("c"), 0o644))
+	got := h2.consume("seen", 3) // the reader group starts from the oldest
+	assert.Equal(t, []string{`"a.txt"`, `"b.txt"`, `"c.txt"`}, []string{string(got[0].Payload), string(got[1].Payload), string(got[2].Payload)})
+	require.NoError(t, h2.state.Flush(t.Context()))
+	runs, err := h2.state.Runs(t.Context(), state.Filter{Flow: "copy"})
+	require.NoError(t, err)
+	assert.Len(t, runs, 3, "a.txt ran once, before the restart")
 }
