@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/gif"
@@ -144,10 +145,7 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 	}
 	b, info, err := e.store.ReadAll(ctx, e.Object.Bucket, e.Object.Key, e.maxBody)
 	if err != nil {
-		if errIsPermanentStorage(err) {
-			return nil, Permanent(err)
-		}
-		return nil, err
+		return nil, StorageError(err)
 	}
 	e.body, e.bodyLoaded, e.bodyType = b, true, info.ContentType
 	return b, nil
@@ -234,11 +232,14 @@ func (e *Envelope) TakeRoute() (Route, bool) {
 // PayloadJSON encodes the payload (null for nil).
 func (e *Envelope) PayloadJSON() ([]byte, error) { return json.Marshal(e.Payload) }
 
-func errIsPermanentStorage(err error) bool {
+// StorageError marks storage errors that no retry fixes (a missing object
+// or bucket, an invalid key, an object over a size limit) as permanent;
+// others (I/O, network) stay transient.
+func StorageError(err error) error {
 	for _, p := range []error{storage.ErrNotFound, storage.ErrBucketNotFound, storage.ErrInvalidKey, storage.ErrInvalidBucket, storage.ErrTooLarge} {
-		if errorsIs(err, p) {
-			return true
+		if errors.Is(err, p) {
+			return Permanent(err)
 		}
 	}
-	return false
+	return err
 }

@@ -70,5 +70,3 @@ func Permanent(err error) error {
 
 // IsPermanent reports whether err, or an error it wraps, is permanent.
 func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }

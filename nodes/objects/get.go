@@ -71,7 +71,7 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 	if g.asPayload {
 		data, info, err := g.store.ReadAll(ctx, b, k, g.max)
 		if err != nil {
-			return storageErr(err)
+			return nodes.StorageError(err)
 		}
 		var v any
 		if err := json.Unmarshal(data, &v); err != nil {
@@ -83,7 +83,7 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	info, err := g.store.Stat(ctx, b, k)
 	if err != nil {
-		return storageErr(err)
+		return nodes.StorageError(err)
 	}
 	if info.Size > g.max {
 		return nodes.Permanent(fmt.Errorf("%s/%s is %d bytes, over max_bytes %d: %w", b, k, info.Size, g.max, storage.ErrTooLarge))
@@ -91,16 +91,6 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 	env.SetObject(info)
 	env.SetResult(nodes.ObjectMap(info))
 	return nil
-}
-
-// storageErr marks errors that no retry fixes as permanent.
-func storageErr(err error) error {
-	for _, p := range []error{storage.ErrNotFound, storage.ErrBucketNotFound, storage.ErrInvalidKey, storage.ErrInvalidBucket, storage.ErrTooLarge} {
-		if errorsIs(err, p) {
-			return nodes.Permanent(err)
-		}
-	}
-	return err
 }
 
 var _ nodes.Node = (*get)(nil)

@@ -76,7 +76,7 @@ func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	info, err := p.store.PutBytes(ctx, b, k, data, storage.PutOptions{ContentType: ctype})
 	if err != nil {
-		return storageErr(fmt.Errorf("write %s/%s: %w", b, k, err))
+		return nodes.StorageError(fmt.Errorf("write %s/%s: %w", b, k, err))
 	}
 	env.SetResult(nodes.ObjectMap(info))
 	return nil
