@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -94,6 +93,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	for _, f := range flows {
 		e.fm[f] = opts.Metrics.forFlow(f)
+		f.triggerLabel = string(f.Trigger.Kind) + ":" + triggerName(f)
 	}
 	return e, nil
 }
@@ -121,7 +121,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: e.opts.DrainTimeout},
-		watermill.NewSlogLoggerWithLevelMapping(e.log.With("component", "watermill"), map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+		WatermillLogger(e.log.With("component", "watermill")))
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ type Flow struct {
 	Retry       Retry
 	DeadLetter  string // topic
 	MaxBody     int64  // bytes of an object body loaded into memory
+
+	triggerLabel string // "topic:orders", for run records
 }
 
 // TriggerKind says what starts a flow's runs.

@@ -60,7 +60,8 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	for k, v := range msg.Metadata {
 		env.Meta[k] = v
 	}
-	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: string(f.Trigger.Kind) + ":" + triggerName(f), Input: msg.UUID, Attempts: 1, Started: start.UTC()}
+	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: start.UTC(),
+		Steps: make([]state.StepRun, 0, len(f.Steps))}
 
 	var fail *failure
 	if f.Trigger.Kind == TriggerBucket {

@@ -80,7 +80,7 @@ type Route struct {
 // NewEnvelope returns an envelope whose body, when asked for, is read
 // from store (object reference) within maxBody bytes.
 func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
-	return &Envelope{Meta: map[string]string{}, Steps: map[string]any{}, store: store, maxBody: maxBody}
+	return &Envelope{Meta: map[string]string{}, Steps: make(map[string]any, 4), store: store, maxBody: maxBody}
 }
 
 // Vars returns the variables expressions see.

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -63,8 +62,7 @@ An HTTP listener serves /healthz, /readyz and Prometheus /metrics.`,
 			if err != nil {
 				return err
 			}
-			broker, err := brokers.Open(ctx, g.brokerURL(), watermill.NewSlogLoggerWithLevelMapping(log.With("component", "broker"),
-				map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+			broker, err := brokers.Open(ctx, g.brokerURL(), flows.WatermillLogger(log.With("component", "broker")))
 			if err != nil {
 				return err
 			}

@@ -49,16 +49,26 @@ type publish struct {
 	payload  *eval.Program
 	metadata []nodes.MapEntry
 	key      *eval.Template
+	result   map[string]any // for static topics, built once
 }
 
 func newPublish(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	if c.Has(publishTopic) == c.Has(publishTopics) {
 		return nil, c.Errorf("", "set exactly one of %q or %q", publishTopic, publishTopics)
 	}
-	return &publish{
+	p := &publish{
 		topic: c.Template(publishTopic), topics: c.Strings(publishTopics),
 		payload: c.Expr(publishPayload), metadata: c.Map(publishMetadata), key: c.Template(publishKey),
-	}, nil
+	}
+	if p.topic != nil {
+		if t, static := p.topic.Static(); static {
+			p.topic, p.topics = nil, []string{t}
+		}
+	}
+	if p.topic == nil {
+		p.result = map[string]any{"topics": p.topics}
+	}
+	return p, nil
 }
 
 func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
@@ -107,7 +117,11 @@ func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
 	for _, t := range topics {
 		env.Emit(nodes.Output{Topic: t, Payload: data, Meta: meta})
 	}
-	env.SetResult(map[string]any{"topics": topics})
+	if p.result != nil {
+		env.SetResult(p.result)
+	} else {
+		env.SetResult(map[string]any{"topics": topics})
+	}
 	return nil
 }
 

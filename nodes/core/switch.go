@@ -38,13 +38,16 @@ func init() {
 }
 
 type switchCase struct {
-	when  *eval.Program
-	route nodes.Route
+	when   *eval.Program
+	route  nodes.Route
+	result map[string]any // built once; step results are read-only
 }
 
 type switchNode struct {
-	cases []switchCase
-	def   *nodes.Route
+	cases     []switchCase
+	def       *nodes.Route
+	defResult map[string]any
+	noMatch   map[string]any
 }
 
 func routeOf(c *nodes.Config) (nodes.Route, error) {
@@ -63,7 +66,8 @@ func newSwitch(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 			errs = append(errs, err.(nodes.Problems)...)
 			continue
 		}
-		s.cases = append(s.cases, switchCase{when: cc.Expr(caseWhen), route: r})
+		s.cases = append(s.cases, switchCase{when: cc.Expr(caseWhen), route: r,
+			result: map[string]any{"case": len(s.cases), "branch": r.Branch, "topic": r.Topic}})
 	}
 	if len(c.List(switchCases)) == 0 {
 		errs = append(errs, c.Errorf(switchCases, "needs at least one case").(nodes.Problems)...)
@@ -74,7 +78,9 @@ func newSwitch(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 			errs = append(errs, err.(nodes.Problems)...)
 		}
 		s.def = &r
+		s.defResult = map[string]any{"case": "default", "branch": r.Branch, "topic": r.Topic}
 	}
+	s.noMatch = map[string]any{"case": nil}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -83,23 +89,23 @@ func newSwitch(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 
 func (s *switchNode) Process(_ context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
-	for i, c := range s.cases {
+	for _, c := range s.cases {
 		ok, err := c.when.Bool(vars)
 		if err != nil {
 			return nodes.Permanent(err)
 		}
 		if ok {
 			env.SetRoute(c.route)
-			env.SetResult(map[string]any{"case": i, "branch": c.route.Branch, "topic": c.route.Topic})
+			env.SetResult(c.result)
 			return nil
 		}
 	}
 	if s.def != nil {
 		env.SetRoute(*s.def)
-		env.SetResult(map[string]any{"case": "default", "branch": s.def.Branch, "topic": s.def.Topic})
+		env.SetResult(s.defResult)
 		return nil
 	}
-	env.SetResult(map[string]any{"case": nil})
+	env.SetResult(s.noMatch)
 	return nil
 }
 

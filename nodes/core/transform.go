@@ -21,7 +21,7 @@ func init() {
 		Summary: "Reshape the JSON payload with expressions.",
 		Description: "`payload` replaces the whole payload with an expression's value; then `set` assigns " +
 			"fields (dotted paths create nested objects), each expression seeing the payload as it was " +
-			"before the step; then `delete` removes fields.",
+			"before the step; then `delete` removes fields. The payload is changed in place.",
 		Fields: []nodes.Field{
 			{Name: transformPayload, Kind: nodes.Expr, Doc: "Expression for the new payload."},
 			{Name: transformSet, Kind: nodes.Map, Elem: nodes.Expr, Doc: "Field path → expression."},
@@ -60,19 +60,26 @@ func (t *transform) Process(_ context.Context, env *nodes.Envelope) error {
 		out = v
 	}
 	if len(t.set) > 0 || len(t.del) > 0 {
-		obj, ok := deepCopy(out).(map[string]any)
+		// Evaluate everything against the payload as it was, then assign:
+		// the payload is the envelope's own (decoded for this run), so it is
+		// changed in place.
+		vals := make([]any, len(t.set))
+		for i, s := range t.set {
+			v, err := s.Value.(*eval.Program).Eval(vars)
+			if err != nil {
+				return nodes.Permanent(err)
+			}
+			vals[i] = v
+		}
+		obj, ok := out.(map[string]any)
 		if !ok {
 			if out != nil {
 				return nodes.Permanent(fmt.Errorf("cannot set fields on a payload that is %T, not an object", out))
 			}
 			obj = map[string]any{}
 		}
-		for _, s := range t.set {
-			v, err := s.Value.(*eval.Program).Eval(vars)
-			if err != nil {
-				return nodes.Permanent(err)
-			}
-			if err := setPath(obj, strings.Split(s.Key, "."), v); err != nil {
+		for i, s := range t.set {
+			if err := setPath(obj, strings.Split(s.Key, "."), vals[i]); err != nil {
 				return nodes.Permanent(fmt.Errorf("set %s: %w", s.Key, err))
 			}
 		}
@@ -110,26 +117,6 @@ func deletePath(obj map[string]any, path []string) {
 		obj = next
 	}
 	delete(obj, path[len(path)-1])
-}
-
-// deepCopy copies JSON-like maps and slices, so set never changes a value
-// another step still sees.
-func deepCopy(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = deepCopy(e)
-		}
-		return m
-	case []any:
-		s := make([]any, len(x))
-		for i, e := range x {
-			s[i] = deepCopy(e)
-		}
-		return s
-	}
-	return v
 }
 
 var _ nodes.Node = (*transform)(nil)
