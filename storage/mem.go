@@ -211,6 +211,10 @@ func eventFor(name string, info ObjectInfo, source string) ObjectEvent {
 	}
 }
 
+// ContentType returns the content type of key's extension, or
+// application/octet-stream.
+func ContentType(key string) string { return contentType(key, "") }
+
 // contentType returns explicit if set, else the type of key's extension,
 // else application/octet-stream.
 func contentType(key, explicit string) string {

@@ -1,0 +1,301 @@
+package brokers
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+func init() { Register("kafka", openKafka) }
+
+// kafkaBroker is Kafka through watermill-kafka (IBM/sarama). Each consumer
+// group is a Kafka consumer group starting from the oldest offset, so a new
+// flow skips no backlog; offsets are committed after the handler acks.
+// Messages are keyed by their "partition_key" metadata (by id when unset),
+// so one entity's messages stay in one partition, in order. Topics are
+// created on first use with the configured partition count.
+type kafkaBroker struct {
+	brokers []string
+	cfg     kafkaConfig
+	logger  watermill.LoggerAdapter
+	pub     *kafkaPublisher
+	admin   sarama.ClusterAdmin
+
+	mu     sync.Mutex
+	subs   []*kafka.Subscriber
+	closed bool
+}
+
+type kafkaConfig struct {
+	version     sarama.KafkaVersion
+	partitions  int32
+	replication int16
+	clientID    string
+	tls         *tls.Config
+	sasl        string // "", PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	user, pass  string
+	maxWait     time.Duration
+}
+
+// openKafka accepts kafka://host:port[,host:port]?version=2.8.0
+// &partitions=4&replication=1&client_id=sluice&tls=true&tls_insecure=false
+// &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512. SASL credentials come from the
+// URL's user info or from SLUICE_KAFKA_USER and SLUICE_KAFKA_PASSWORD.
+func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+	var hosts []string
+	for _, h := range strings.Split(u.Host, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, errorf("kafka url needs brokers, e.g. kafka://localhost:9092")
+	}
+	q := u.Query()
+	cfg := kafkaConfig{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
+	if s := q.Get("version"); s != "" {
+		v, err := sarama.ParseKafkaVersion(s)
+		if err != nil {
+			return nil, errorf("version %q: %v", s, err)
+		}
+		cfg.version = v
+	}
+	if s := q.Get("partitions"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || n < 1 {
+			return nil, errorf("partitions must be a positive integer, not %q", s)
+		}
+		cfg.partitions = int32(n)
+	}
+	if s := q.Get("replication"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 16)
+		if err != nil || n < 1 {
+			return nil, errorf("replication must be a positive integer, not %q", s)
+		}
+		cfg.replication = int16(n)
+	}
+	if s := q.Get("client_id"); s != "" {
+		cfg.clientID = s
+	}
+	if s := q.Get("max_wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, errorf("max_wait must be a positive duration, not %q", s)
+		}
+		cfg.maxWait = d
+	}
+	if on, _ := strconv.ParseBool(q.Get("tls")); on {
+		insecure, _ := strconv.ParseBool(q.Get("tls_insecure"))
+		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // opt-in
+	}
+	switch s := strings.ToUpper(q.Get("sasl")); s {
+	case "", sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512:
+		cfg.sasl = s
+	default:
+		return nil, errorf("sasl must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not %q", s)
+	}
+	cfg.user, cfg.pass = os.Getenv("SLUICE_KAFKA_USER"), os.Getenv("SLUICE_KAFKA_PASSWORD")
+	if u.User != nil {
+		cfg.user = u.User.Username()
+		if p, ok := u.User.Password(); ok {
+			cfg.pass = p
+		}
+	}
+	if cfg.sasl != "" && cfg.user == "" {
+		return nil, errorf("sasl %s needs a user (in the URL or SLUICE_KAFKA_USER)", cfg.sasl)
+	}
+	if cfg.sasl != "" && cfg.sasl != sarama.SASLTypePlaintext {
+		return nil, errorf("sasl %s is not supported yet; use PLAIN over TLS", cfg.sasl)
+	}
+
+	b := &kafkaBroker{brokers: hosts, cfg: cfg, logger: logger}
+	admin, err := sarama.NewClusterAdmin(hosts, b.sarama())
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", strings.Join(hosts, ","), err)
+	}
+	b.admin = admin
+	pcfg := b.sarama()
+	pcfg.Producer.Return.Successes = true
+	pcfg.Producer.RequiredAcks = sarama.WaitForAll
+	pcfg.Producer.Retry.Max = 10
+	pcfg.Producer.Partitioner = sarama.NewHashPartitioner
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers: hosts, Marshaler: kafkaMarshaler, OverwriteSaramaConfig: pcfg,
+	}, logger)
+	if err != nil {
+		admin.Close()
+		return nil, err
+	}
+	b.pub = &kafkaPublisher{b: b, pub: pub}
+	return b, nil
+}
+
+// kafkaMarshaler keys each record by the partition key, or by message id.
+var kafkaMarshaler = kafka.NewWithPartitioningMarshaler(func(_ string, m *message.Message) (string, error) {
+	if k := m.Metadata.Get(MetaPartitionKey); k != "" {
+		return k, nil
+	}
+	return m.UUID, nil
+})
+
+// sarama returns the shared client settings.
+func (b *kafkaBroker) sarama() *sarama.Config {
+	c := sarama.NewConfig()
+	c.Version = b.cfg.version
+	c.ClientID = b.cfg.clientID
+	c.Metadata.Retry.Backoff = 250 * time.Millisecond
+	c.Admin.Timeout = 30 * time.Second
+	if b.cfg.tls != nil {
+		c.Net.TLS.Enable, c.Net.TLS.Config = true, b.cfg.tls
+	}
+	if b.cfg.sasl != "" {
+		c.Net.SASL.Enable = true
+		c.Net.SASL.Mechanism = sarama.SASLMechanism(b.cfg.sasl)
+		c.Net.SASL.User, c.Net.SASL.Password = b.cfg.user, b.cfg.pass
+	}
+	return c
+}
+
+func (b *kafkaBroker) Publisher() message.Publisher { return b.pub }
+
+func (b *kafkaBroker) Features() Features {
+	return Features{ConsumerGroups: true, Persistent: true, Ordered: false}
+}
+
+func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("kafka broker is closed")
+	}
+	c := b.sarama()
+	c.Consumer.Return.Errors = true
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.MaxWaitTime = b.cfg.maxWait
+	c.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
+	c.Consumer.Group.Session.Timeout = 6 * time.Second
+	c.Consumer.Group.Rebalance.Timeout = 3 * time.Second
+	c.ChannelBufferSize = 1024
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers: b.brokers, Unmarshaler: kafkaMarshaler, OverwriteSaramaConfig: c, ConsumerGroup: group,
+		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
+		NackResendSleep:        100 * time.Millisecond,
+		ReconnectRetrySleep:    time.Second,
+	}, b.logger)
+	if err != nil {
+		return nil, err
+	}
+	b.subs = append(b.subs, sub)
+	return &kafkaSubscriber{b: b, sub: sub}, nil
+}
+
+// Partitions implements Partitioner: n members of the Kafka consumer group,
+// among which Kafka shares the topic's partitions. More members than
+// partitions leaves some idle, so the topic is created with at least n.
+func (b *kafkaBroker) Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error) {
+	if err := b.ensureTopic(topic, max(int32(n), b.cfg.partitions)); err != nil {
+		return nil, err
+	}
+	subs := make([]message.Subscriber, n)
+	for i := range subs {
+		s, err := b.Subscriber(group)
+		if err != nil {
+			return nil, err
+		}
+		subs[i] = s
+	}
+	return subs, nil
+}
+
+var topicsMu sync.Mutex
+
+// ensureTopic creates a topic with the given partitions if it is missing.
+func (b *kafkaBroker) ensureTopic(topic string, partitions int32) error {
+	topicsMu.Lock()
+	defer topicsMu.Unlock()
+	if b.pub.known(topic) {
+		return nil
+	}
+	err := b.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: b.cfg.replication}, false)
+	var terr *sarama.TopicError
+	if err != nil && !(errors.As(err, &terr) && terr.Err == sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	b.pub.remember(topic)
+	return nil
+}
+
+func (b *kafkaBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		errs = append(errs, s.Close())
+	}
+	errs = append(errs, b.pub.pub.Close(), b.admin.Close())
+	return errors.Join(errs...)
+}
+
+// kafkaPublisher creates topics before their first message.
+type kafkaPublisher struct {
+	b      *kafkaBroker
+	pub    *kafka.Publisher
+	topics sync.Map
+}
+
+func (p *kafkaPublisher) known(topic string) bool { _, ok := p.topics.Load(topic); return ok }
+func (p *kafkaPublisher) remember(topic string)   { p.topics.Store(topic, true) }
+
+func (p *kafkaPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if !p.known(topic) {
+		if err := p.b.ensureTopic(topic, p.b.cfg.partitions); err != nil {
+			return err
+		}
+	}
+	return p.pub.Publish(topic, msgs...)
+}
+
+// Close is a no-op: the broker owns the producer.
+func (p *kafkaPublisher) Close() error { return nil }
+
+// kafkaSubscriber leaves closing to the broker when the router closes it
+// early; closing twice is harmless.
+type kafkaSubscriber struct {
+	b   *kafkaBroker
+	sub *kafka.Subscriber
+}
+
+func (s *kafkaSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if !s.b.pub.known(topic) {
+		if err := s.b.ensureTopic(topic, s.b.cfg.partitions); err != nil {
+			return nil, err
+		}
+	}
+	return s.sub.Subscribe(ctx, topic)
+}
+
+func (s *kafkaSubscriber) Close() error { return s.sub.Close() }
+
+var (
+	_ Partitioner        = (*kafkaBroker)(nil)
+	_ message.Subscriber = (*kafkaSubscriber)(nil)
+	_ message.Publisher  = (*kafkaPublisher)(nil)
+)

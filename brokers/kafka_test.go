@@ -1,0 +1,71 @@
+package brokers_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sluicehq/sluice/brokers"
+)
+
+// kafkaURL starts an in-process Kafka-protocol cluster (kfake) for the test
+// and returns a broker URL for it.
+func kafkaURL(t *testing.T, params string) string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return "kafka://" + strings.Join(c.ListenAddrs(), ",") + "?max_wait=20ms&" + params
+}
+
+func TestKafkaPubSub(t *testing.T) {
+	url := kafkaURL(t, "partitions=8")
+	tests.TestPubSub(t,
+		tests.Features{
+			ConsumerGroups:      true,
+			ExactlyOnceDelivery: false,
+			GuaranteedOrder:     false,
+			Persistent:          true,
+		},
+		func(t *testing.T) (message.Publisher, message.Subscriber) { return pubSub(t, url, "test") },
+		func(t *testing.T, group string) (message.Publisher, message.Subscriber) { return pubSub(t, url, group) },
+	)
+}
+
+// TestKafkaPubSubOrdered runs the suite on one partition, where Kafka keeps
+// publish order.
+func TestKafkaPubSubOrdered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	url := kafkaURL(t, "partitions=1")
+	tests.TestPubSub(t,
+		tests.Features{
+			ConsumerGroups:      true,
+			ExactlyOnceDelivery: false,
+			GuaranteedOrder:     true,
+			Persistent:          true,
+		},
+		func(t *testing.T) (message.Publisher, message.Subscriber) { return pubSub(t, url, "test") },
+		func(t *testing.T, group string) (message.Publisher, message.Subscriber) { return pubSub(t, url, group) },
+	)
+}
+
+func TestKafkaURLErrors(t *testing.T) {
+	for url, want := range map[string]string{
+		"kafka://":                           "needs brokers",
+		"kafka://h:1?partitions=0":           "partitions must be a positive integer",
+		"kafka://h:1?version=banana":         "version",
+		"kafka://h:1?sasl=KERBEROS":          "sasl must be",
+		"kafka://h:1?sasl=PLAIN":             "needs a user",
+		"kafka://u:p@h:1?sasl=SCRAM-SHA-256": "not supported yet",
+	} {
+		_, err := brokers.Open(context.Background(), url, nil)
+		require.ErrorContains(t, err, want, url)
+	}
+}
