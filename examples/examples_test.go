@@ -60,7 +60,16 @@ func freeAddr(t *testing.T) string {
 
 func run(t *testing.T, dir string, args ...string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: dir, addr: freeAddr(t), log: &bytes.Buffer{}}
+	in := &instance{t: t, dir: dir, addr: freeAddr(t)}
+	startAt(t, in, args...)
+	return in
+}
+
+// startAt starts `sluice run` for in, listening on in.addr.
+func startAt(t *testing.T, in *instance, args ...string) {
+	t.Helper()
+	in.log = &bytes.Buffer{}
+	dir := in.dir
 	in.cmd = exec.Command(sluiceBin, append([]string{"run", "--listen", in.addr}, args...)...)
 	in.cmd.Dir = dir
 	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
@@ -74,7 +83,6 @@ func run(t *testing.T, dir string, args ...string) *instance {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	}, 20*time.Second, 20*time.Millisecond, "sluice run did not get ready:\n%s", in.log)
-	return in
 }
 
 func (in *instance) stop() {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
-	_ "github.com/sluicehq/sluice/storage/s3" // s3:// storage
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
+	"github.com/sluicehq/sluice/storage/s3"
 )
 
 func runCmd(g *globals) *cobra.Command {
@@ -35,7 +36,9 @@ them, and runs them until SIGINT or SIGTERM. On a signal it stops taking
 messages, lets runs in flight finish (up to --drain-timeout, then cancels
 them: they are redelivered on the next start), and exits.
 
-An HTTP listener serves /healthz, /readyz and Prometheus /metrics.`,
+An HTTP listener serves /healthz, /readyz and Prometheus /metrics, and, with
+s3:// storage, /hooks/s3: the endpoint for MinIO's webhook notification
+target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 		Example: `  sluice run examples/thumbnails
   sluice run --listen :8787 flows/
   SLUICE_BROKER=mem:// sluice run flows/orders.yaml`,
@@ -83,7 +86,11 @@ An HTTP listener serves /healthz, /readyz and Prometheus /metrics.`,
 				return err
 			}
 			if listen != "" {
-				srv, addr, err := serveOps(listen, engine, reg)
+				var hooks http.Handler
+				if d, ok := store.Driver().(*s3.Driver); ok {
+					hooks = d.Receiver()
+				}
+				srv, addr, err := serveOps(listen, engine, reg, hooks)
 				if err != nil {
 					return err
 				}
@@ -113,8 +120,9 @@ An HTTP listener serves /healthz, /readyz and Prometheus /metrics.`,
 	return cmd
 }
 
-// serveOps serves the operational endpoints; readiness follows the engine.
-func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry) (*http.Server, string, error) {
+// serveOps serves the operational endpoints, and the bucket notification
+// webhook when the storage has one.
+func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
@@ -130,6 +138,9 @@ func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry) (*htt
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if hooks != nil {
+		mux.Handle("/hooks/s3", hooks)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil

@@ -6,6 +6,12 @@
 //
 // Credentials come from the URL's user info, else SLUICE_S3_ACCESS_KEY and
 // SLUICE_S3_SECRET_KEY, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+//
+// Bucket triggers: notifications posted to the driver's Receiver (served by
+// `sluice run` at /hooks/s3, bearer token SLUICE_WEBHOOK_TOKEN), plus a
+// listing at start and every reconcile interval (&reconcile=5m; 0 turns it
+// off). &notify_arn=arn:minio:sqs::SLUICE:webhook makes Sluice add the
+// bucket's notification rule itself.
 // minio-go stays inside this package: callers see storage's portable types
 // and errors only.
 package s3
@@ -19,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -30,8 +37,11 @@ func init() { storage.Register("s3", open) }
 
 // Driver implements storage.Driver on an S3 API.
 type Driver struct {
-	c      *minio.Client
-	region string
+	c         *minio.Client
+	region    string
+	receiver  *Receiver
+	notifyARN string
+	reconcile time.Duration
 }
 
 func open(_ context.Context, u *url.URL) (storage.Driver, error) {
@@ -73,7 +83,16 @@ func open(_ context.Context, u *url.URL) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 client: %w", err)
 	}
-	return &Driver{c: c, region: q.Get("region")}, nil
+	d := &Driver{c: c, region: q.Get("region"), receiver: NewReceiver(os.Getenv("SLUICE_WEBHOOK_TOKEN")),
+		notifyARN: q.Get("notify_arn"), reconcile: 5 * time.Minute}
+	if s := q.Get("reconcile"); s != "" {
+		r, err := time.ParseDuration(s)
+		if err != nil || r < 0 {
+			return nil, fmt.Errorf("reconcile must be a duration such as 5m (0 for never), not %q", s)
+		}
+		d.reconcile = r
+	}
+	return d, nil
 }
 
 func firstEnv(names ...string) string {

@@ -2,26 +2,72 @@ package s3_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/storage"
-	_ "github.com/sluicehq/sluice/storage/s3"
+	"github.com/sluicehq/sluice/storage/s3"
 	"github.com/sluicehq/sluice/storage/storagetest"
 )
 
-// TestConformance runs the storage suite against a real MinIO server. Each
-// subtest gets the server with its buckets emptied.
+// TestConformance runs the storage suite against a real MinIO server whose
+// webhook notification target posts to the driver's receiver, with the
+// bucket rule set by Sluice. Each subtest gets the buckets emptied.
 func TestConformance(t *testing.T) {
-	srv := miniotest.Start(t)
+	var current atomic.Pointer[s3.Receiver]
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rc := current.Load(); rc != nil {
+			rc.ServeHTTP(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer hook.Close()
+	srv := miniotest.Start(t,
+		"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
+		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE="+hook.URL+"/hooks/s3",
+		"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+t.TempDir(),
+	)
 	storagetest.Run(t, func(t *testing.T) *storage.Store {
-		s, err := storage.Open(t.Context(), srv.URL())
+		s, err := storage.Open(t.Context(), srv.URL()+"&notify_arn=arn:minio:sqs::SLUICE:webhook&reconcile=0")
 		require.NoError(t, err)
+		current.Store(s.Driver().(*s3.Driver).Receiver())
 		emptyAll(t, s, "bucket-a")
 		return s
 	})
+}
+
+func TestReceiverRejectsBadRequests(t *testing.T) {
+	t.Setenv("SLUICE_WEBHOOK_TOKEN", "secret")
+	s, err := storage.Open(t.Context(), "s3://localhost:1?secure=false")
+	require.NoError(t, err)
+	rc := s.Driver().(*s3.Driver).Receiver()
+	for _, tc := range []struct {
+		method, auth, body string
+		want               int
+	}{
+		{"GET", "Bearer secret", "", http.StatusMethodNotAllowed},
+		{"POST", "", `{"Records":[]}`, http.StatusUnauthorized},
+		{"POST", "Bearer wrong", `{"Records":[]}`, http.StatusUnauthorized},
+		{"POST", "Bearer secret", `not json`, http.StatusBadRequest},
+		{"POST", "Bearer secret", strings.Repeat("x", 5<<20), http.StatusRequestEntityTooLarge},
+		{"POST", "Bearer secret", `{"Records":[]}`, http.StatusOK},
+	} {
+		req := httptest.NewRequest(tc.method, "/hooks/s3", strings.NewReader(tc.body))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		rec := httptest.NewRecorder()
+		rc.ServeHTTP(rec, req)
+		assert.Equal(t, tc.want, rec.Code, "%s %s", tc.method, tc.auth)
+	}
 }
 
 func emptyAll(t *testing.T, s *storage.Store, bucket string) {

@@ -1,0 +1,167 @@
+package s3
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/notification"
+
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Receiver is the webhook endpoint MinIO (or a relay of S3/COS records)
+// posts bucket notifications to. `sluice run` serves it at /hooks/s3 on its
+// listener. It answers 200 once every event of the request was handed to
+// the watchers of its bucket, so a sender with a retry queue (MinIO's
+// queue_dir) redelivers what was not.
+type Receiver struct {
+	token string
+
+	mu       sync.Mutex
+	watchers map[string][]chan<- storage.ObjectEvent
+}
+
+// NewReceiver returns a receiver; a non-empty token must come as
+// "Authorization: Bearer <token>".
+func NewReceiver(token string) *Receiver {
+	return &Receiver{token: token, watchers: map[string][]chan<- storage.ObjectEvent{}}
+}
+
+// maxNotification bounds a notification request body.
+const maxNotification = 4 << 20
+
+func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST notifications here", http.StatusMethodNotAllowed)
+		return
+	}
+	if rc.token != "" {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(rc.token)) != 1 {
+			http.Error(w, "bad or missing bearer token", http.StatusUnauthorized)
+			return
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxNotification))
+	if err != nil {
+		http.Error(w, "notification too large or unreadable", http.StatusRequestEntityTooLarge)
+		return
+	}
+	events, err := ParseEvents(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, ev := range events {
+		rc.mu.Lock()
+		ws := append([]chan<- storage.ObjectEvent(nil), rc.watchers[ev.Bucket]...)
+		rc.mu.Unlock()
+		for _, ch := range ws {
+			select {
+			case ch <- ev:
+			case <-r.Context().Done():
+				http.Error(w, "not delivered", http.StatusServiceUnavailable)
+				return
+			}
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (rc *Receiver) add(bucket string, ch chan<- storage.ObjectEvent) func() {
+	rc.mu.Lock()
+	rc.watchers[bucket] = append(rc.watchers[bucket], ch)
+	rc.mu.Unlock()
+	return func() {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		ws := rc.watchers[bucket]
+		for i, w := range ws {
+			if w == ch {
+				rc.watchers[bucket] = append(ws[:i:i], ws[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// Receiver returns the driver's webhook receiver.
+func (d *Driver) Receiver() *Receiver { return d.receiver }
+
+// Watch implements storage.Watcher. It reports every object present when
+// it starts (and again every reconcile interval, so events lost while
+// Sluice or the network was down are caught up; receivers de-duplicate by
+// bucket, key and etag), then the notifications the receiver gets for the
+// bucket. With notify_arn set it first adds a rule sending the bucket's
+// created and removed events to that target.
+func (d *Driver) Watch(ctx context.Context, bucket string, events chan<- storage.ObjectEvent) error {
+	remove := d.receiver.add(bucket, events)
+	defer remove()
+	if d.notifyARN != "" {
+		if err := d.ensureRule(ctx, bucket); err != nil {
+			return err
+		}
+	}
+	var tick <-chan time.Time
+	if d.reconcile > 0 {
+		t := time.NewTicker(d.reconcile)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		err := d.List(ctx, bucket, "", func(o storage.ObjectInfo) error {
+			ev := storage.ObjectEvent{Name: storage.EventCreatedExisting, Bucket: bucket, Key: o.Key, Size: o.Size,
+				ETag: o.ETag, ContentType: o.ContentType, Time: o.Modified, Source: "s3-list"}
+			select {
+			case events <- ev:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+		}
+	}
+}
+
+// ensureRule adds a queue configuration for the ARN to the bucket's
+// notification configuration, keeping the rules already there.
+func (d *Driver) ensureRule(ctx context.Context, bucket string) error {
+	arn, err := notification.NewArnFromString(d.notifyARN)
+	if err != nil {
+		return fmt.Errorf("notify_arn %q: %w", d.notifyARN, err)
+	}
+	cfg, err := d.c.GetBucketNotification(ctx, bucket)
+	if err != nil {
+		return mapErr(bucket, "", err)
+	}
+	for _, q := range cfg.QueueConfigs {
+		if q.Queue == d.notifyARN {
+			return nil
+		}
+	}
+	qc := notification.NewConfig(arn)
+	qc.AddEvents(notification.ObjectCreatedAll, notification.ObjectRemovedAll)
+	if !cfg.AddQueue(qc) {
+		return fmt.Errorf("bucket %s: a conflicting notification rule exists for %s", bucket, d.notifyARN)
+	}
+	if err := d.c.SetBucketNotification(ctx, bucket, cfg); err != nil {
+		return fmt.Errorf("set notification rule on %s: %w", bucket, mapErr(bucket, "", err))
+	}
+	return nil
+}
+
+var _ storage.Watcher = (*Driver)(nil)
