@@ -1,0 +1,23 @@
+package examples_test
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// TestComposeFileIsValid checks docker-compose.yml with `docker-compose
+// config` (it needs no Docker engine). scripts/test.sh installs it.
+func TestComposeFileIsValid(t *testing.T) {
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("docker-compose not installed (scripts/test.sh installs it)")
+		}
+		t.Skip("docker-compose not installed")
+	}
+	out, err := exec.Command(bin, "-f", "../docker-compose.yml", "config", "--quiet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose.yml is invalid: %v\n%s", err, out)
+	}
+}
