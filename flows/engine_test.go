@@ -58,9 +58,16 @@ func start(t *testing.T, flowYAML string, reg *nodes.Registry) *harness {
 // test can stop it and start another on the same files.
 func startIn(t *testing.T, dir, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
+	return startWith(t, dir, "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", flowYAML, reg)
+}
+
+// startWith starts an engine on the given broker, with buckets and state
+// under dir.
+func startWith(t *testing.T, dir, brokerURL, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: dir}
 	var err error
-	h.broker, err = brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
+	h.broker, err = brokers.Open(t.Context(), brokerURL, nil)
 	require.NoError(t, err)
 	fsd, err := storage.NewFS(filepath.Join(dir, "buckets"), 30*time.Millisecond)
 	require.NoError(t, err)

@@ -1,0 +1,81 @@
+package flows_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/state"
+)
+
+// TestTwoEnginesShareAKafkaGroup runs two engines with the same flow on one
+// Kafka cluster: they split the topic's partitions, and together every
+// input produces its output (duplicates, if a rebalance redelivers, carry
+// the same derived message id).
+func TestTwoEnginesShareAKafkaGroup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("rebalances take seconds")
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=4&max_wait=20ms"
+	flow := `
+name: relay
+on: {topic: jobs}
+steps:
+  - node: publish
+    with: {topic: relayed, payload: 'payload'}
+`
+	a := startWith(t, t.TempDir(), url, flow, nil)
+	b := startWith(t, t.TempDir(), url, flow, nil)
+
+	ran := func(h *harness) int {
+		require.NoError(t, h.state.Flush(t.Context()))
+		runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "relay", Limit: 100000})
+		require.NoError(t, err)
+		return len(runs)
+	}
+	// Publish until both engines have taken part (the group has settled),
+	// then a known batch more.
+	n := 0
+	pub := func(count int) {
+		for i := 0; i < count; i++ {
+			m := message.NewMessage(fmt.Sprintf("job-%d", n), []byte(fmt.Sprint(n)))
+			m.Metadata.Set(brokers.MetaPartitionKey, fmt.Sprintf("key-%d", n))
+			require.NoError(t, a.broker.Publisher().Publish("jobs", m))
+			n++
+		}
+	}
+	require.Eventually(t, func() bool {
+		pub(10)
+		return ran(a) > 0 && ran(b) > 0
+	}, 60*time.Second, 200*time.Millisecond, "both engines should get partitions")
+	pub(200)
+	if testing.Verbose() {
+		runs, _ := a.state.Runs(t.Context(), state.Filter{Limit: 3})
+		for _, r := range runs {
+			t.Logf("run %s %s %s", r.Status, r.Step, r.Error)
+		}
+	}
+
+	out := a.consume("relayed", n)
+	ids := map[string]bool{}
+	values := map[string]bool{}
+	for _, m := range out {
+		ids[m.UUID] = true
+		values[string(m.Payload)] = true
+	}
+	for i := 0; i < n; i++ {
+		assert.True(t, values[fmt.Sprint(i)], "input %d has its output", i)
+	}
+	assert.Len(t, ids, n, "one output id per input")
+	assert.GreaterOrEqual(t, ran(a)+ran(b), n)
+}
