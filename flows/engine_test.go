@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -37,6 +38,7 @@ type harness struct {
 	state  *state.DB
 	dir    string
 	engine *flows.Engine
+	reg    *prometheus.Registry
 	done   chan error
 	cancel context.CancelFunc
 }
@@ -65,13 +67,19 @@ func startIn(t *testing.T, dir, flowYAML string, reg *nodes.Registry) *harness {
 // under dir.
 func startWith(t *testing.T, dir, brokerURL, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
+	return startOn(t, dir, brokerURL, "fs://"+filepath.Join(dir, "buckets")+"?settle=30ms", flowYAML, reg)
+}
+
+// startOn starts an engine on the given broker and storage, with state
+// under dir.
+func startOn(t *testing.T, dir, brokerURL, storageURL, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: dir}
 	var err error
 	h.broker, err = brokers.Open(t.Context(), brokerURL, nil)
 	require.NoError(t, err)
-	fsd, err := storage.NewFS(filepath.Join(dir, "buckets"), 30*time.Millisecond)
+	h.store, err = storage.Open(t.Context(), storageURL)
 	require.NoError(t, err)
-	h.store = storage.NewStore(fsd)
 	h.state, err = state.Open(filepath.Join(dir, "state.db"))
 	require.NoError(t, err)
 
@@ -79,7 +87,9 @@ func startWith(t *testing.T, dir, brokerURL, flowYAML string, reg *nodes.Registr
 	require.NoError(t, os.WriteFile(file, []byte(flowYAML), 0o644))
 	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
 	require.NoError(t, err)
-	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(), DrainTimeout: 5 * time.Second}, fl)
+	h.reg = prometheus.NewRegistry()
+	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(),
+		Metrics: flows.NewMetrics(h.reg), DrainTimeout: 5 * time.Second}, fl)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
@@ -109,6 +119,28 @@ func (h *harness) stop() {
 	}
 	_ = h.state.Close()
 	_ = h.broker.Close()
+}
+
+// counter returns the value of a counter with the given labels.
+func (h *harness) counter(name string, labels map[string]string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(h.t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (h *harness) publish(topic, payload string) string {
