@@ -9,6 +9,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/sluicehq/sluice/storage"
+	"github.com/sluicehq/sluice/storage/s3"
 )
 
 // bridge turns a bucket's object events into messages on its bucket topic,
@@ -97,4 +98,46 @@ func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.Obj
 		}
 	}
 	return nil
+}
+
+// eventsHandler consumes a topic of S3, MinIO or COS notification records
+// (MinIO's Kafka target writes them) and feeds each event of a triggered
+// bucket through the same path as the watcher's. A record that is not a
+// notification goes to <topic>.dlq; a failed publish nacks, so the records
+// are read again.
+func (e *Engine) eventsHandler(topic string, buckets map[string]bool) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		events, err := s3.ParseEvents(msg.Payload)
+		if err != nil {
+			e.log.Error("not a bucket notification; dead-lettered", "topic", topic, "error", err)
+			dl := message.NewMessage(derivedID(msg.UUID, topic+"/dead-letter"), msg.Payload)
+			dl.Metadata.Set(MetaError, err.Error())
+			dl.Metadata.Set(MetaSourceTopic, topic)
+			dl.Metadata.Set(MetaSourceID, msg.UUID)
+			return e.opts.Broker.Publisher().Publish(topic+".dlq", dl)
+		}
+		for _, ev := range events {
+			if !buckets[ev.Bucket] {
+				continue
+			}
+			if err := e.publishEvent(msg.Context(), ev.Bucket, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// eventTopics maps each events_topic to the buckets whose triggers read it.
+func (e *Engine) eventTopics() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, f := range e.flows {
+		if f.Trigger.Kind == TriggerBucket && f.Trigger.EventsTopic != "" {
+			if out[f.Trigger.EventsTopic] == nil {
+				out[f.Trigger.EventsTopic] = map[string]bool{}
+			}
+			out[f.Trigger.EventsTopic][f.Trigger.Bucket] = true
+		}
+	}
+	return out
 }

@@ -139,6 +139,13 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		}
 	}
 
+	for topic, buckets := range e.eventTopics() {
+		sub, err := e.opts.Broker.Subscriber("sluice-events")
+		if err != nil {
+			return fmt.Errorf("events topic %s: %w", topic, err)
+		}
+		router.AddConsumerHandler("sluice-events:"+topic, topic, sub, e.eventsHandler(topic, buckets))
+	}
 	if e.opts.Store != nil {
 		for _, b := range e.stepBuckets() {
 			if err := e.opts.Store.EnsureBucket(ctx, b); err != nil {

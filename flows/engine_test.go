@@ -153,7 +153,13 @@ func (h *harness) publish(topic, payload string) string {
 // consume collects n messages of topic (as a separate consumer group).
 func (h *harness) consume(topic string, n int) []*message.Message {
 	h.t.Helper()
-	sub, err := h.broker.Subscriber("test-reader-" + topic)
+	return h.consumeAs("test-reader-"+topic, topic, n)
+}
+
+// consumeAs collects n messages of topic as the given consumer group.
+func (h *harness) consumeAs(group, topic string, n int) []*message.Message {
+	h.t.Helper()
+	sub, err := h.broker.Subscriber(group)
 	require.NoError(h.t, err)
 	defer sub.Close()
 	ctx, cancel := context.WithTimeout(h.t.Context(), 15*time.Second)

@@ -50,6 +50,9 @@ type Trigger struct {
 	Prefix   string   // only keys starting with it
 	Suffixes []string // only keys ending with one of them (case-insensitive)
 	Events   []string // "created", "removed"
+	// EventsTopic carries the bucket's notifications as S3/MinIO/COS
+	// records (MinIO's Kafka target), read besides the storage's watcher.
+	EventsTopic string
 
 	HTTPPath    string // http triggers (runtime: a later release)
 	HTTPMethods []string

@@ -158,6 +158,7 @@ var triggerFields = []nodes.Field{
 	{Name: "prefix", Kind: nodes.String, Doc: "Bucket triggers: only keys starting with this."},
 	{Name: "suffix", Kind: nodes.StringList, Doc: "Bucket triggers: only keys ending with one of these (case-insensitive)."},
 	{Name: "events", Kind: nodes.StringList, Default: []string{"created"}, Doc: "Bucket triggers: created, removed."},
+	{Name: "events_topic", Kind: nodes.String, Doc: "Bucket triggers: also read the bucket's notifications (S3, MinIO or COS records) from this topic, e.g. where MinIO's Kafka target writes them."},
 	{Name: "http", Kind: nodes.Object, Doc: "Run for each HTTP request on a route.", Fields: []nodes.Field{
 		{Name: "path", Kind: nodes.String, Required: true, Doc: "Route, with {param} parts: /images/{id}."},
 		{Name: "methods", Kind: nodes.StringList, Default: []string{"POST"}},
@@ -272,7 +273,8 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		probs.Add(on.Pos(""), "on: needs exactly one of topic, bucket, http or schedule (got %s)", what)
 		return t
 	}
-	only := map[string]TriggerKind{"group": "", "prefix": TriggerBucket, "suffix": TriggerBucket, "events": TriggerBucket, "timezone": TriggerSchedule}
+	only := map[string]TriggerKind{"group": "", "prefix": TriggerBucket, "suffix": TriggerBucket, "events": TriggerBucket,
+		"events_topic": TriggerBucket, "timezone": TriggerSchedule}
 	for field, kind := range only {
 		if !on.Has(field) {
 			continue
@@ -291,6 +293,10 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		}
 	case TriggerBucket:
 		t.Bucket, t.Prefix, t.Suffixes, t.Events = on.String("bucket"), on.String("prefix"), on.Strings("suffix"), on.Strings("events")
+		t.EventsTopic = on.String("events_topic")
+		if t.EventsTopic != "" && !topicRE.MatchString(t.EventsTopic) {
+			probs.Add(on.Pos("events_topic"), "on: events_topic %q: use letters, digits and -$:._", t.EventsTopic)
+		}
 		if err := storage.ValidateBucket(t.Bucket); err != nil {
 			probs.Add(on.Pos("bucket"), "on: %v", err)
 		}

@@ -3,11 +3,13 @@ package flows_test
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/state"
@@ -72,4 +74,53 @@ steps:
 		require.NoError(t, err)
 		assert.Equal(t, fmt.Sprint(i), string(data))
 	}
+}
+
+// TestS3NotificationsThroughKafka is the durable path: MinIO's Kafka
+// notification target writes records to a topic, and the bucket trigger
+// reads them through events_topic.
+func TestS3NotificationsThroughKafka(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts MinIO")
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	defer cluster.Close()
+	addrs := strings.Join(cluster.ListenAddrs(), ",")
+	srv := miniotest.Start(t,
+		"MINIO_NOTIFY_KAFKA_ENABLE_SLUICE=on",
+		"MINIO_NOTIFY_KAFKA_BROKERS_SLUICE="+addrs,
+		"MINIO_NOTIFY_KAFKA_TOPIC_SLUICE=minio.events",
+		"MINIO_NOTIFY_KAFKA_QUEUE_DIR_SLUICE="+t.TempDir(),
+	)
+	storageURL := srv.URL() + "&reconcile=0&notify_arn=arn:minio:sqs::SLUICE:kafka"
+	store, err := storage.Open(t.Context(), storageURL)
+	require.NoError(t, err)
+	require.NoError(t, store.EnsureBucket(t.Context(), "inbox"))
+	_, err = store.PutBytes(t.Context(), "inbox", "marker.txt", []byte("m"), storage.PutOptions{})
+	require.NoError(t, err)
+
+	h := startOn(t, t.TempDir(), "kafka://"+addrs+"?max_wait=20ms&partitions=1", storageURL, `
+name: notified
+on: {bucket: inbox, events_topic: minio.events}
+steps:
+  - node: publish
+    with: {topic: seen, payload: '{"key": payload.key, "event": payload.event}'}
+`, nil)
+	first := h.consume("seen", 1) // the start listing is over once this ran
+	assert.Equal(t, map[string]any{"key": "marker.txt", "event": "s3:ObjectCreated:Existing"}, payloadOf(t, first[0]))
+
+	for i := 0; i < 5; i++ {
+		_, err := store.PutBytes(t.Context(), "inbox", fmt.Sprintf("new-%d.txt", i), []byte("x"), storage.PutOptions{})
+		require.NoError(t, err)
+	}
+	got := map[string]string{}
+	for _, m := range h.consumeAs("second-reader", "seen", 6) { // from the oldest: the marker too
+		p := payloadOf(t, m)
+		got[p["key"].(string)] = p["event"].(string)
+	}
+	for i := 0; i < 5; i++ {
+		assert.Equal(t, "s3:ObjectCreated:Put", got[fmt.Sprintf("new-%d.txt", i)], "new-%d came through Kafka", i)
+	}
+	assert.Len(t, got, 6, "each object once")
 }
