@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
@@ -68,4 +69,35 @@ func TestKafkaURLErrors(t *testing.T) {
 		_, err := brokers.Open(context.Background(), url, nil)
 		require.ErrorContains(t, err, want, url)
 	}
+}
+
+func TestKafkaSASLPlain(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "sluice", "s3cret"))
+	require.NoError(t, err)
+	defer c.Close()
+	addr := strings.Join(c.ListenAddrs(), ",")
+
+	b, err := brokers.Open(context.Background(), "kafka://sluice:s3cret@"+addr+"?sasl=PLAIN&max_wait=20ms", nil)
+	require.NoError(t, err)
+	defer b.Close()
+	sub, err := b.Subscriber("g")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "secured")
+	require.NoError(t, err)
+	require.NoError(t, b.Publisher().Publish("secured", message.NewMessage("m-1", []byte("hello"))))
+	select {
+	case m := <-ch:
+		m.Ack()
+		require.Equal(t, "hello", string(m.Payload))
+	case <-ctx.Done():
+		t.Fatal("no message over SASL")
+	}
+
+	t.Setenv("SLUICE_KAFKA_PASSWORD", "wrong")
+	t.Setenv("SLUICE_KAFKA_USER", "sluice")
+	_, err = brokers.Open(context.Background(), "kafka://"+addr+"?sasl=PLAIN", nil)
+	require.Error(t, err, "wrong credentials fail at open")
+	require.ErrorContains(t, err, "connect to")
 }
