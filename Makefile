@@ -10,7 +10,7 @@ test:
 # Throughput of the engine next to a bare Watermill router, and of the
 # embedded queue, on this machine (ratios are what to compare).
 bench:
-	go test -run '^$$' -bench . -benchtime 20000x ./flows/ ./brokers/
+	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/
 
 run:
 	go run ./cmd/sluice run examples/thumbnails

@@ -7,13 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
@@ -66,10 +69,120 @@ func BenchmarkFlowThroughput(b *testing.B) {
 }
 
 func brokerURL(b *testing.B, kind string) string {
-	if kind == "mem" {
+	switch kind {
+	case "mem":
 		return "mem://?buffer=1024"
+	case "kafka":
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+		require.NoError(b, err)
+		b.Cleanup(c.Close)
+		return "kafka://" + strings.Join(c.ListenAddrs(), ",") + "?partitions=1&max_wait=5ms"
 	}
 	return "sqlite://" + filepath.Join(b.TempDir(), "q.db") + "?poll=5ms"
+}
+
+// BenchmarkKafkaFlowThroughput reports messages/s through the 3-step flow
+// on Kafka (an in-process Kafka-protocol broker), publish and consume
+// included, next to a raw sarama consumer group doing the same JSON work
+// and producing with a sync producer, on the same kind of broker in the
+// same run (alternating rounds, medians).
+func BenchmarkKafkaFlowThroughput(b *testing.B) {
+	n := max(b.N, 2000)
+	var engines, raws []float64
+	for round := 0; round < 3; round++ {
+		engines = append(engines, measure(b, "kafka", n, true))
+		raws = append(raws, measureRawSarama(b, n))
+	}
+	engine, raw := median(engines), median(raws)
+	b.ReportMetric(engine, "engine_msgs/s")
+	b.ReportMetric(raw, "sarama_msgs/s")
+	b.ReportMetric(engine/raw, "ratio")
+	b.ReportMetric(0, "ns/op")
+}
+
+type rawHandler struct {
+	prod sarama.SyncProducer
+	n    int
+	done chan struct{}
+	got  atomic.Int64
+}
+
+func (h *rawHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *rawHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h *rawHandler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
+	for m := range c.Messages() {
+		var p map[string]any
+		if err := json.Unmarshal(m.Value, &p); err != nil {
+			return err
+		}
+		p["total"] = p["qty"].(float64) * p["price"].(float64)
+		topic := "out"
+		if p["qty"].(float64) < 0 {
+			topic = "rejected"
+		}
+		data, _ := json.Marshal(p)
+		if _, _, err := h.prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(data)}); err != nil {
+			return err
+		}
+		s.MarkMessage(m, "")
+		if h.got.Add(1) == int64(h.n) {
+			close(h.done)
+		}
+	}
+	return nil
+}
+
+// measureRawSarama publishes n messages with a sync producer while a raw
+// consumer group transforms each and produces it to "out".
+func measureRawSarama(b *testing.B, n int) float64 {
+	b.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
+	require.NoError(b, err)
+	defer c.Close()
+	addrs := c.ListenAddrs()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.MaxWaitTime = 5 * time.Millisecond
+	prod, err := sarama.NewSyncProducer(addrs, cfg)
+	require.NoError(b, err)
+	defer prod.Close()
+	group, err := sarama.NewConsumerGroup(addrs, "raw", cfg)
+	require.NoError(b, err)
+	defer group.Close()
+	h := &rawHandler{prod: prod, n: n, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, _, err = prod.SendMessage(&sarama.ProducerMessage{Topic: "in", Value: sarama.StringEncoder(`{"qty":1,"price":1}`)})
+	require.NoError(b, err)
+	h.n = n + 1 // the warm-up message above
+	go func() {
+		for ctx.Err() == nil {
+			if err := group.Consume(ctx, []string{"in"}, h); err != nil {
+				return
+			}
+		}
+	}()
+	for h.got.Load() == 0 { // wait for the group to be consuming (the warm-up message processed)
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "in", Key: sarama.StringEncoder(fmt.Sprint(i)),
+			Value: sarama.StringEncoder(fmt.Sprintf(`{"id":%d,"qty":%d,"price":2.5}`, i, i%7))})
+		require.NoError(b, err)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("raw sarama processed %d of %d", h.got.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // measure publishes n messages one Publish call each while a consumer
