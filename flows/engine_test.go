@@ -32,7 +32,7 @@ import (
 // harness is an engine on real parts: a SQLite queue file, a folder
 // bucket store, and a state database.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	broker brokers.Broker
 	store  *storage.Store
 	state  *state.DB
@@ -72,7 +72,7 @@ func startWith(t *testing.T, dir, brokerURL, flowYAML string, reg *nodes.Registr
 
 // startOn starts an engine on the given broker and storage, with state
 // under dir.
-func startOn(t *testing.T, dir, brokerURL, storageURL, flowYAML string, reg *nodes.Registry) *harness {
+func startOn(t testing.TB, dir, brokerURL, storageURL, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: dir}
 	var err error
@@ -560,4 +560,9 @@ steps:
 	runs, err := h2.state.Runs(t.Context(), state.Filter{Flow: "copy"})
 	require.NoError(t, err)
 	assert.Len(t, runs, 3, "a.txt ran once, before the restart")
+}
+
+// startOnB is startOn for benchmarks.
+func startOnB(b *testing.B, dir, brokerURL, storageURL, flowYAML string) *harness {
+	return startOn(b, dir, brokerURL, storageURL, flowYAML, nil)
 }

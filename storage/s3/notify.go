@@ -18,8 +18,9 @@ import (
 // Receiver is the webhook endpoint MinIO (or a relay of S3/COS records)
 // posts bucket notifications to. `sluice run` serves it at /hooks/s3 on its
 // listener. It answers 200 once every event of the request was handed to
-// the watchers of its bucket, so a sender with a retry queue (MinIO's
-// queue_dir) redelivers what was not.
+// the watchers of its bucket (events of buckets nobody watches are
+// dropped), and 503 while no bucket is watched yet, so a sender with a
+// retry queue (MinIO's queue_dir) redelivers what was not taken.
 type Receiver struct {
 	token string
 
@@ -57,6 +58,16 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	events, err := ParseEvents(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	rc.mu.Lock()
+	watching := len(rc.watchers) > 0
+	rc.mu.Unlock()
+	if !watching && len(events) > 0 {
+		// Still starting: refuse, so a sender with a queue (MinIO's
+		// queue_dir) delivers it again rather than it being lost.
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "not watching any bucket yet", http.StatusServiceUnavailable)
 		return
 	}
 	for _, ev := range events {

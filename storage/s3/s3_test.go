@@ -59,6 +59,7 @@ func TestReceiverRejectsBadRequests(t *testing.T) {
 		{"POST", "Bearer secret", `not json`, http.StatusBadRequest},
 		{"POST", "Bearer secret", strings.Repeat("x", 5<<20), http.StatusRequestEntityTooLarge},
 		{"POST", "Bearer secret", `{"Records":[]}`, http.StatusOK},
+		{"POST", "Bearer secret", `{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}`, http.StatusServiceUnavailable},
 	} {
 		req := httptest.NewRequest(tc.method, "/hooks/s3", strings.NewReader(tc.body))
 		if tc.auth != "" {
