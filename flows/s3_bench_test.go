@@ -7,11 +7,8 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"sort"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,24 +25,13 @@ import (
 // thumbnail, writes it back to MinIO and publishes a message, whose arrival
 // ends the measurement. One image at a time.
 func BenchmarkWebhookLatency(b *testing.B) {
-	var current atomic.Pointer[s3.Receiver]
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rc := current.Load(); rc != nil {
-			rc.ServeHTTP(w, r)
-			return
-		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}))
-	defer hook.Close()
+	hook := miniotest.NewHook(b)
 	// No queue_dir: MinIO posts at once. With a queue_dir every event goes
 	// through MinIO's on-disk queue, which it polls every 3 s (p50 ≈ 3 s
 	// here); without one, events posted while Sluice is down are dropped by
 	// MinIO and caught up by Sluice's listing at start and every reconcile.
-	srv := miniotest.Start(b,
-		"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
-		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE="+hook.URL,
-	)
-	storageURL := srv.URL() + "&notify_arn=arn:minio:sqs::SLUICE:webhook&reconcile=1m"
+	srv := miniotest.Start(b, hook.Env("")...)
+	storageURL := srv.URL() + "&notify_arn=" + miniotest.WebhookARN + "&reconcile=1m"
 	dir := b.TempDir()
 	h := startOnB(b, dir, "sqlite://"+filepath.Join(dir, "q.db")+"?poll=2ms", storageURL, `
 name: thumbs
@@ -59,7 +45,7 @@ steps:
   - node: publish
     with: {topic: done, payload: 'object.key'}
 `)
-	current.Store(h.store.Driver().(*s3.Driver).Receiver())
+	hook.Set(h.store.Driver().(*s3.Driver).Receiver())
 	store, err := storage.Open(context.Background(), storageURL)
 	require.NoError(b, err)
 

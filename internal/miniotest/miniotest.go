@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,3 +113,41 @@ func Start(t testing.TB, env ...string) *Server {
 		}
 	}
 }
+
+// Hook is a loopback HTTP server standing in for Sluice's /hooks/s3: it
+// forwards MinIO's webhook posts to the handler set last (a driver's
+// receiver), and answers 503 while there is none.
+type Hook struct {
+	srv     *httptest.Server
+	handler atomic.Pointer[http.Handler]
+}
+
+// NewHook starts a hook server, closed when the test ends.
+func NewHook(t testing.TB) *Hook {
+	h := &Hook{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := h.handler.Load(); p != nil {
+			(*p).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "no receiver yet", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// Set routes posts to handler.
+func (h *Hook) Set(handler http.Handler) { h.handler.Store(&handler) }
+
+// Env configures MinIO's webhook target SLUICE to post here; a queue
+// folder makes MinIO keep and retry events (delivered every 3 s).
+func (h *Hook) Env(queueDir string) []string {
+	env := []string{"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on", "MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE=" + h.srv.URL + "/hooks/s3"}
+	if queueDir != "" {
+		env = append(env, "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+queueDir)
+	}
+	return env
+}
+
+// WebhookARN is the ARN of the target Hook.Env configures.
+const WebhookARN = "arn:minio:sqs::SLUICE:webhook"

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,24 +20,12 @@ import (
 // webhook notification target posts to the driver's receiver, with the
 // bucket rule set by Sluice. Each subtest gets the buckets emptied.
 func TestConformance(t *testing.T) {
-	var current atomic.Pointer[s3.Receiver]
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rc := current.Load(); rc != nil {
-			rc.ServeHTTP(w, r)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
-	defer hook.Close()
-	srv := miniotest.Start(t,
-		"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
-		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE="+hook.URL+"/hooks/s3",
-		"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+t.TempDir(),
-	)
+	hook := miniotest.NewHook(t)
+	srv := miniotest.Start(t, hook.Env(t.TempDir())...)
 	storagetest.Run(t, func(t *testing.T) *storage.Store {
-		s, err := storage.Open(t.Context(), srv.URL()+"&notify_arn=arn:minio:sqs::SLUICE:webhook&reconcile=0")
+		s, err := storage.Open(t.Context(), srv.URL()+"&notify_arn="+miniotest.WebhookARN+"&reconcile=0")
 		require.NoError(t, err)
-		current.Store(s.Driver().(*s3.Driver).Receiver())
+		hook.Set(s.Driver().(*s3.Driver).Receiver())
 		emptyAll(t, s, "bucket-a")
 		return s
 	})
