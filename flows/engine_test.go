@@ -566,3 +566,55 @@ steps:
 func startOnB(b *testing.B, dir, brokerURL, storageURL, flowYAML string) *harness {
 	return startOn(b, dir, brokerURL, storageURL, flowYAML, nil)
 }
+
+func TestSeveralFlowsOnOneTopicEachGetEveryMessage(t *testing.T) {
+	h := start(t, `
+name: audit
+on: {topic: orders}
+steps:
+  - node: publish
+    with: {topic: audited}
+---
+name: bill
+on: {topic: orders}
+steps:
+  - node: publish
+    with: {topic: billed}
+---
+name: bill-shared-a
+on: {topic: invoices, group: billing}
+steps:
+  - node: publish
+    with: {topic: invoiced, payload: '{"by": "a", "n": payload.n}'}
+---
+name: bill-shared-b
+on: {topic: invoices, group: billing}
+steps:
+  - node: publish
+    with: {topic: invoiced, payload: '{"by": "b", "n": payload.n}'}
+`, nil)
+	for i := 0; i < 5; i++ {
+		h.publish("orders", fmt.Sprintf(`{"n": %d}`, i))
+		h.publish("invoices", fmt.Sprintf(`{"n": %d}`, i))
+	}
+	assert.Len(t, h.consume("audited", 5), 5)
+	assert.Len(t, h.consume("billed", 5), 5)
+	// Flows sharing a group share the messages: each invoice is handled once.
+	seen := map[float64]int{}
+	for _, m := range h.consume("invoiced", 5) {
+		seen[payloadOf(t, m)["n"].(float64)]++
+	}
+	assert.Equal(t, map[float64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1}, seen)
+	shared := func() int {
+		require.NoError(t, h.state.Flush(t.Context()))
+		n := 0
+		for _, f := range []string{"bill-shared-a", "bill-shared-b"} {
+			runs, err := h.state.Runs(t.Context(), state.Filter{Flow: f})
+			require.NoError(t, err)
+			n += len(runs)
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return shared() >= 5 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 5, shared(), "one run per invoice across the group")
+}
