@@ -113,15 +113,21 @@ func cli(t *testing.T, dir string, args ...string) string {
 
 func photo(t *testing.T, path string, w, h int) {
 	t.Helper()
+	var buf bytes.Buffer
+	photoBytes(t, &buf, w, h)
+	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))
+}
+
+// photoBytes encodes a w×h gradient JPEG into buf.
+func photoBytes(t *testing.T, buf *bytes.Buffer, w, h int) {
+	t.Helper()
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			img.Set(x, y, color.RGBA{uint8(x * 255 / w), uint8(y * 255 / h), 100, 255})
 		}
 	}
-	var buf bytes.Buffer
-	require.NoError(t, jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}))
-	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))
+	require.NoError(t, jpeg.Encode(buf, img, &jpeg.Options{Quality: 90}))
 }
 
 // TestThumbnails follows examples/thumbnails/README.md.
