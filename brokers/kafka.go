@@ -3,6 +3,7 @@ package brokers
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -50,7 +51,7 @@ type kafkaConfig struct {
 }
 
 // openKafka accepts kafka://host:port[,host:port]?version=2.8.0
-// &partitions=4&replication=1&client_id=sluice&tls=true&tls_insecure=false
+// &partitions=4&replication=1&client_id=sluice&tls=true&tls_ca=ca.pem&tls_insecure=false
 // &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512. SASL credentials come from the
 // URL's user info or from SLUICE_KAFKA_USER and SLUICE_KAFKA_PASSWORD.
 func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
@@ -99,6 +100,17 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 	if on, _ := strconv.ParseBool(q.Get("tls")); on {
 		insecure, _ := strconv.ParseBool(q.Get("tls_insecure"))
 		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // opt-in
+		if ca := q.Get("tls_ca"); ca != "" {
+			pem, err := os.ReadFile(ca)
+			if err != nil {
+				return nil, errorf("tls_ca: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, errorf("tls_ca %s holds no PEM certificate", ca)
+			}
+			cfg.tls.RootCAs = pool
+		}
 	}
 	switch s := strings.ToUpper(q.Get("sasl")); s {
 	case "", sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512:

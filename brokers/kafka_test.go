@@ -2,6 +2,17 @@ package brokers_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +111,56 @@ func TestKafkaSASLPlain(t *testing.T) {
 	_, err = brokers.Open(context.Background(), "kafka://"+addr+"?sasl=PLAIN", nil)
 	require.Error(t, err, "wrong credentials fail at open")
 	require.ErrorContains(t, err, "connect to")
+}
+
+// selfSigned returns a TLS server config with a fresh self-signed
+// certificate for 127.0.0.1.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kfake"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+}
+
+func TestKafkaTLS(t *testing.T) {
+	cert := selfSigned(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(cert))
+	require.NoError(t, err)
+	defer c.Close()
+	addr := strings.Join(c.ListenAddrs(), ",")
+
+	// The certificate is not trusted: verified TLS refuses it.
+	_, err = brokers.Open(context.Background(), "kafka://"+addr+"?tls=true", nil)
+	require.Error(t, err)
+	// Trusted through tls_ca, it is accepted.
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificates[0].Certificate[0]}), 0o644))
+	_, err = brokers.Open(context.Background(), "kafka://"+addr+"?tls=true&tls_ca=/no/such/ca.pem", nil)
+	require.ErrorContains(t, err, "tls_ca")
+
+	b, err := brokers.Open(context.Background(), "kafka://"+addr+"?tls=true&tls_ca="+caFile+"&max_wait=20ms", nil)
+	require.NoError(t, err)
+	defer b.Close()
+	sub, err := b.Subscriber("g")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "over-tls")
+	require.NoError(t, err)
+	require.NoError(t, b.Publisher().Publish("over-tls", message.NewMessage("m-1", []byte("sealed"))))
+	select {
+	case m := <-ch:
+		m.Ack()
+		require.Equal(t, "sealed", string(m.Payload))
+	case <-ctx.Done():
+		t.Fatal("no message over TLS")
+	}
 }
