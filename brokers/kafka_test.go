@@ -91,20 +91,7 @@ func TestKafkaSASLPlain(t *testing.T) {
 	b, err := brokers.Open(context.Background(), "kafka://sluice:s3cret@"+addr+"?sasl=PLAIN&max_wait=20ms", nil)
 	require.NoError(t, err)
 	defer b.Close()
-	sub, err := b.Subscriber("g")
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	ch, err := sub.Subscribe(ctx, "secured")
-	require.NoError(t, err)
-	require.NoError(t, b.Publisher().Publish("secured", message.NewMessage("m-1", []byte("hello"))))
-	select {
-	case m := <-ch:
-		m.Ack()
-		require.Equal(t, "hello", string(m.Payload))
-	case <-ctx.Done():
-		t.Fatal("no message over SASL")
-	}
+	roundTrip(t, b, "secured", "hello")
 
 	t.Setenv("SLUICE_KAFKA_PASSWORD", "wrong")
 	t.Setenv("SLUICE_KAFKA_USER", "sluice")
@@ -149,18 +136,24 @@ func TestKafkaTLS(t *testing.T) {
 	b, err := brokers.Open(context.Background(), "kafka://"+addr+"?tls=true&tls_ca="+caFile+"&max_wait=20ms", nil)
 	require.NoError(t, err)
 	defer b.Close()
+	roundTrip(t, b, "over-tls", "sealed")
+}
+
+// roundTrip publishes payload to topic and receives it back.
+func roundTrip(t *testing.T, b brokers.Broker, topic, payload string) {
+	t.Helper()
 	sub, err := b.Subscriber("g")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	ch, err := sub.Subscribe(ctx, "over-tls")
+	ch, err := sub.Subscribe(ctx, topic)
 	require.NoError(t, err)
-	require.NoError(t, b.Publisher().Publish("over-tls", message.NewMessage("m-1", []byte("sealed"))))
+	require.NoError(t, b.Publisher().Publish(topic, message.NewMessage("m-1", []byte(payload))))
 	select {
 	case m := <-ch:
 		m.Ack()
-		require.Equal(t, "sealed", string(m.Payload))
+		require.Equal(t, payload, string(m.Payload))
 	case <-ctx.Done():
-		t.Fatal("no message over TLS")
+		t.Fatalf("no message on %s", topic)
 	}
 }
