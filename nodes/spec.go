@@ -1,7 +1,5 @@
 package nodes
 
-import "time"
-
 // Kind is a config field's type.
 type Kind string
 
@@ -66,6 +64,3 @@ type Spec struct {
 	// a field should come from c.Errorf so they carry its position.
 	New func(c *Config, d Deps) (Node, error)
 }
-
-// Durations are common defaults; declared here so specs read well.
-func Seconds(n float64) time.Duration { return time.Duration(n * float64(time.Second)) }
