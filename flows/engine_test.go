@@ -618,3 +618,60 @@ steps:
 	require.Eventually(t, func() bool { return shared() >= 5 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 5, shared(), "one run per invoice across the group")
 }
+
+// TestDeadLetterReplayAfterFixingTheFlow: a poison message is
+// dead-lettered while the rest flow at full speed; after the flow is
+// fixed, replaying the dead letter succeeds, linked to it.
+func TestDeadLetterReplayAfterFixingTheFlow(t *testing.T) {
+	dir := t.TempDir()
+	broken := `
+name: totals
+on: {topic: carts}
+retry: {max_attempts: 2, backoff: 1ms}
+steps:
+  - id: sum
+    node: transform
+    with: {set: {total: "payload.qty * payload.price"}}
+  - node: publish
+    with: {topic: totals}
+`
+	h := startIn(t, dir, broken, nil)
+	poison := h.publish("carts", `{"qty": 2, "price": "3"}`)
+	for i := 0; i < 20; i++ {
+		h.publish("carts", fmt.Sprintf(`{"qty": %d, "price": 1}`, i))
+	}
+	assert.Len(t, h.consume("totals", 20), 20, "the rest are processed")
+	var dls []state.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dls, err = h.state.DeadLetters(t.Context(), state.DeadLetterFilter{Flow: "totals"})
+		require.NoError(t, err)
+		return len(dls) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	dl := dls[0]
+	assert.Equal(t, poison, dl.SourceID)
+	assert.Equal(t, "carts", dl.SourceTopic)
+	assert.Equal(t, "sum", dl.Step)
+	assert.Equal(t, "transform", dl.Node)
+	assert.Contains(t, dl.Error, "invalid operation")
+	assert.JSONEq(t, `{"qty": 2, "price": "3"}`, string(dl.Payload))
+	h.stop()
+
+	fixed := strings.Replace(broken, `payload.qty * payload.price`, `payload.qty * float(payload.price)`, 1)
+	h = startIn(t, dir, fixed, nil)
+	n, err := flows.ReplayDeadLetters(t.Context(), h.broker.Publisher(), h.state, state.DeadLetterFilter{Flow: "totals"}, "", nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	out := h.consumeAs("after-replay", "totals", 21)
+	last := out[20]
+	assert.EqualValues(t, 6, payloadOf(t, last)["total"])
+	assert.Equal(t, dl.ID, last.Metadata.Get(flows.MetaReplayOf), "the output links back to the dead letter")
+
+	left, err := h.state.DeadLetters(t.Context(), state.DeadLetterFilter{Flow: "totals"})
+	require.NoError(t, err)
+	assert.Empty(t, left, "a replayed dead letter is no longer pending")
+	all, err := h.state.DeadLetters(t.Context(), state.DeadLetterFilter{Flow: "totals", Replayed: true})
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	assert.NotNil(t, all[0].Replayed)
+}

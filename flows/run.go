@@ -331,5 +331,18 @@ func (e *Engine) deadLetter(f *Flow, msg *message.Message, fail *failure) error 
 		return err
 	}
 	e.fm[f].published.Inc()
+	if e.opts.State != nil {
+		// Kept for `sluice dlq`; the dead-letter topic has it in any case.
+		rec := state.DeadLetter{
+			ID: dl.UUID, Flow: f.Name, Error: fail.err.Error(), Attempts: max(fail.attempts, 1), Failed: time.Now().UTC(),
+			SourceTopic: triggerTopic(f), SourceID: msg.UUID, Topic: f.DeadLetter, Payload: msg.Payload, Metadata: msg.Metadata,
+		}
+		if fail.step != nil {
+			rec.Step, rec.Node = fail.step.ID, fail.step.Type
+		}
+		if err := e.opts.State.RecordDeadLetter(context.Background(), rec); err != nil {
+			e.log.Error("recording the dead letter failed; it is on the dead-letter topic", "flow", f.Name, "error", err)
+		}
+	}
 	return nil
 }

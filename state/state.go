@@ -94,7 +94,7 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.Exec(schema); err != nil {
+	if _, err := db.Exec(schema + deadLetterSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state schema: %w", err)
 	}
