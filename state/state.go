@@ -193,6 +193,7 @@ func (d *DB) insert(runs []Run) error {
 
 // Filter selects runs; zero fields match everything.
 type Filter struct {
+	ID     string
 	Flow   string
 	Status string
 	Input  string
@@ -204,6 +205,9 @@ type Filter struct {
 func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	var where []string
 	var args []any
+	if f.ID != "" {
+		where, args = append(where, "id = ?"), append(args, f.ID)
+	}
 	if f.Flow != "" {
 		where, args = append(where, "flow = ?"), append(args, f.Flow)
 	}

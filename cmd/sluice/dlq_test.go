@@ -87,3 +87,23 @@ func TestDLQCommands(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "purged 2 dead letter(s)\n", out)
 }
+
+func TestRunsShow(t *testing.T) {
+	home := t.TempDir()
+	st, err := state.Open(filepath.Join(home, "state.db"))
+	require.NoError(t, err)
+	st.Record(state.Run{ID: "r-1", Flow: "thumbs", Trigger: "bucket:uploads", Input: "uploads/a.jpg@e1", Attempts: 2,
+		Status: state.StatusDeadLettered, Started: time.Now().UTC(), Duration: 40 * time.Millisecond, Step: "save", Error: "bucket not found",
+		Steps: []state.StepRun{
+			{ID: "thumb", Node: "image.thumbnail", Status: "succeeded", Attempts: 1, Duration: 30 * time.Millisecond},
+			{ID: "save", Node: "storage.put", Status: "failed", Attempts: 2, Duration: 10 * time.Millisecond, Error: "bucket not found"},
+		}})
+	require.NoError(t, st.Close())
+	out, err := sluice(t, home, "", "runs", "show", "r-1")
+	require.NoError(t, err)
+	assert.Contains(t, out, "failed at save after 2 attempt(s): bucket not found")
+	assert.Regexp(t, `thumb\s+image.thumbnail\s+succeeded\s+1\s+30ms`, out)
+	assert.Regexp(t, `save\s+storage.put\s+failed\s+2\s+10ms\s+bucket not found`, out)
+	_, err = sluice(t, home, "", "runs", "show", "r-404")
+	assert.ErrorContains(t, err, `no run "r-404"`)
+}

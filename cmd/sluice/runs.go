@@ -74,5 +74,43 @@ func runsCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&since, "since", 0, "only runs started within this long, e.g. 1h")
 	cmd.Flags().IntVar(&f.Limit, "limit", 50, "at most this many runs, newest first")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	cmd.AddCommand(runShowCmd(g))
 	return cmd
+}
+
+func runShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show RUN_ID",
+		Short:   "Show one run: its input, status and the timeline of its steps",
+		Example: "  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := state.Open(g.statePath())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			runs, err := st.Runs(cmd.Context(), state.Filter{ID: args[0], Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(runs) == 0 {
+				return fmt.Errorf("no run %q (see 'sluice runs')", args[0])
+			}
+			r := runs[0]
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "run       %s\nflow      %s\ntrigger   %s\ninput     %s\nstatus    %s\nstarted   %s\nduration  %s\n",
+				r.ID, r.Flow, r.Trigger, r.Input, r.Status, r.Started.Local().Format(time.RFC3339Nano), r.Duration)
+			if r.Error != "" {
+				fmt.Fprintf(out, "failed at %s after %d attempt(s): %s\n", r.Step, r.Attempts, r.Error)
+			}
+			fmt.Fprintln(out)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "STEP\tNODE\tSTATUS\tATTEMPTS\tDURATION\tERROR")
+			for _, s := range r.Steps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), s.Error)
+			}
+			return tw.Flush()
+		},
+	}
 }
