@@ -4,14 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
@@ -49,6 +47,16 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 			f.Since = time.Now().Add(-since)
 		}
 		return state.Open(g.statePath())
+	}
+
+	var all bool
+	// openSelected is open for commands that act on dead letters: they must
+	// be named or filtered, or --all given, so a bare command does nothing.
+	openSelected := func(ids []string) (*state.DB, error) {
+		if len(ids) == 0 && !all && f.Flow == "" && f.Step == "" && f.Error == "" && since == 0 {
+			return nil, errors.New("name dead letters by id, select them with --flow/--step/--error/--since, or give --all")
+		}
+		return open(ids)
 	}
 
 	var asJSON bool
@@ -129,15 +137,11 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 	}
 
 	var to string
-	var all bool
 	replay := &cobra.Command{
 		Use:   "replay [ID...]",
 		Short: "Publish dead letters again to their flow's trigger topic (by id, by filter, or --all)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && !all && f.Flow == "" && f.Step == "" && f.Error == "" && since == 0 {
-				return errors.New("name dead letters by id, select them with --flow/--step/--error/--since, or give --all")
-			}
-			st, err := open(args)
+			st, err := openSelected(args)
 			if err != nil {
 				return err
 			}
@@ -150,9 +154,7 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 			var bar *progressbar.ProgressBar
 			n, err := flows.ReplayDeadLetters(cmd.Context(), b.Publisher(), st, f, to, func(done, total int) {
 				if bar == nil {
-					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription("replaying"),
-						progressbar.OptionShowCount(), progressbar.OptionClearOnFinish(),
-						progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))))
+					bar = newBar(int64(total), "replaying", false)
 				}
 				_ = bar.Set(done)
 			})
@@ -171,10 +173,7 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 		Use:   "purge [ID...]",
 		Short: "Delete dead letters from the state database (by id, by filter, or --all)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && !all && f.Flow == "" && f.Step == "" && f.Error == "" && since == 0 {
-				return errors.New("name dead letters by id, select them with --flow/--step/--error/--since, or give --all")
-			}
-			st, err := open(args)
+			st, err := openSelected(args)
 			if err != nil {
 				return err
 			}

@@ -47,14 +47,10 @@ terminal a progress bar shows the bytes sent.`,
 			for _, f := range files {
 				total += f.size
 			}
-			bar := progressbar.NewOptions64(total,
-				progressbar.OptionSetWriter(os.Stderr),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetDescription(fmt.Sprintf("uploading %d file(s)", len(files))),
-				progressbar.OptionSetVisibility(!quiet && term.IsTerminal(int(os.Stderr.Fd()))),
-				progressbar.OptionClearOnFinish(),
-			)
+			bar := newBar(total, fmt.Sprintf("uploading %d file(s)", len(files)), true)
+			if quiet {
+				bar = progressbar.NewOptions64(total, progressbar.OptionSetVisibility(false))
+			}
 			out := cmd.OutOrStdout()
 			for _, f := range files {
 				fh, err := os.Open(f.path)
@@ -79,6 +75,19 @@ terminal a progress bar shows the bytes sent.`,
 	cmd.Flags().StringVar(&prefix, "prefix", "", "prefix added to every key, e.g. 2026/")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing")
 	return cmd
+}
+
+// newBar is a progress bar on stderr, shown only on a terminal (logs and
+// pipes get none), cleared when done; bytes counts sizes, else items.
+func newBar(total int64, desc string, bytes bool) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionShowBytes(bytes),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
+		progressbar.OptionClearOnFinish(),
+	)
 }
 
 type upload struct {
