@@ -37,6 +37,8 @@ type kafkaBroker struct {
 	mu     sync.Mutex
 	subs   []*kafka.Subscriber
 	closed bool
+
+	topicsMu sync.Mutex // one topic creation at a time
 }
 
 type kafkaConfig struct {
@@ -231,12 +233,10 @@ func (b *kafkaBroker) Partitions(ctx context.Context, topic, group string, n int
 	return subs, nil
 }
 
-var topicsMu sync.Mutex
-
 // ensureTopic creates a topic with the given partitions if it is missing.
 func (b *kafkaBroker) ensureTopic(topic string, partitions int32) error {
-	topicsMu.Lock()
-	defer topicsMu.Unlock()
+	b.topicsMu.Lock()
+	defer b.topicsMu.Unlock()
 	if b.pub.known(topic) {
 		return nil
 	}
