@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicehq/sluice/internal/scheme"
 )
 
 // Broker is an opened pub/sub backend. It is safe for concurrent use.
@@ -58,33 +58,14 @@ type Features struct {
 // OpenFunc opens a broker from a parsed URL.
 type OpenFunc func(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error)
 
-var (
-	mu      sync.RWMutex
-	openers = map[string]OpenFunc{}
-)
+var openers = scheme.New[OpenFunc]("brokers")
 
 // Register makes a scheme available to Open. It panics if the scheme is
 // registered twice: that is a programming error found at start-up.
-func Register(scheme string, open OpenFunc) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := openers[scheme]; dup {
-		panic("brokers: scheme registered twice: " + scheme)
-	}
-	openers[scheme] = open
-}
+func Register(name string, open OpenFunc) { openers.Register(name, open) }
 
 // Schemes lists the registered URL schemes, sorted.
-func Schemes() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	out := make([]string, 0, len(openers))
-	for s := range openers {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func Schemes() []string { return openers.Schemes() }
 
 // ErrUnknownScheme is returned by Open for a URL whose scheme no broker
 // registered.
@@ -97,9 +78,7 @@ func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (B
 	if err != nil {
 		return nil, fmt.Errorf("broker url %q: %w", rawURL, err)
 	}
-	mu.RLock()
-	open, ok := openers[u.Scheme]
-	mu.RUnlock()
+	open, ok := openers.Lookup(u.Scheme)
 	if !ok {
 		return nil, fmt.Errorf("broker url %q: %w (known: %s)", rawURL, ErrUnknownScheme, strings.Join(Schemes(), ", "))
 	}
@@ -115,11 +94,6 @@ func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (B
 
 // URLPath returns the file path a URL names: "sqlite://rel/dir/q.db" and
 // "sqlite:///abs/q.db" both work, as does "sqlite:q.db".
-func URLPath(u *url.URL) string {
-	if u.Opaque != "" {
-		return u.Opaque
-	}
-	return u.Host + u.Path
-}
+func URLPath(u *url.URL) string { return scheme.Path(u) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -14,10 +14,10 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"sort"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/scheme"
 )
 
 // Portable errors. Drivers wrap them (fmt.Errorf("...: %w", ErrNotFound));
@@ -106,33 +106,14 @@ func (e ObjectEvent) Removed() bool { return strings.HasPrefix(e.Name, "s3:Objec
 // OpenFunc opens a driver from a parsed URL.
 type OpenFunc func(ctx context.Context, u *url.URL) (Driver, error)
 
-var (
-	mu      sync.RWMutex
-	openers = map[string]OpenFunc{}
-)
+var openers = scheme.New[OpenFunc]("storage")
 
 // Register makes a URL scheme available to Open; registering a scheme
 // twice panics (a programming error found at start-up).
-func Register(scheme string, open OpenFunc) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := openers[scheme]; dup {
-		panic("storage: scheme registered twice: " + scheme)
-	}
-	openers[scheme] = open
-}
+func Register(name string, open OpenFunc) { openers.Register(name, open) }
 
 // Schemes lists the registered URL schemes, sorted.
-func Schemes() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	out := make([]string, 0, len(openers))
-	for s := range openers {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func Schemes() []string { return openers.Schemes() }
 
 // Open opens the store a URL names, such as "fs://.sluice/buckets".
 func Open(ctx context.Context, rawURL string) (*Store, error) {
@@ -140,9 +121,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage url %q: %w", rawURL, err)
 	}
-	mu.RLock()
-	open, ok := openers[u.Scheme]
-	mu.RUnlock()
+	open, ok := openers.Lookup(u.Scheme)
 	if !ok {
 		return nil, fmt.Errorf("storage url %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(Schemes(), ", "))
 	}
@@ -155,9 +134,4 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 
 // URLPath returns the path a URL names: "fs://rel/dir", "fs:///abs/dir"
 // and "fs:dir" all work.
-func URLPath(u *url.URL) string {
-	if u.Opaque != "" {
-		return u.Opaque
-	}
-	return u.Host + u.Path
-}
+func URLPath(u *url.URL) string { return scheme.Path(u) }
