@@ -95,5 +95,3 @@ func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (B
 // URLPath returns the file path a URL names: "sqlite://rel/dir/q.db" and
 // "sqlite:///abs/q.db" both work, as does "sqlite:q.db".
 func URLPath(u *url.URL) string { return scheme.Path(u) }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -64,28 +64,28 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 		}
 	}
 	if len(hosts) == 0 {
-		return nil, errorf("kafka url needs brokers, e.g. kafka://localhost:9092")
+		return nil, fmt.Errorf("kafka url needs brokers, e.g. kafka://localhost:9092")
 	}
 	q := u.Query()
 	cfg := kafkaConfig{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
 	if s := q.Get("version"); s != "" {
 		v, err := sarama.ParseKafkaVersion(s)
 		if err != nil {
-			return nil, errorf("version %q: %v", s, err)
+			return nil, fmt.Errorf("version %q: %v", s, err)
 		}
 		cfg.version = v
 	}
 	if s := q.Get("partitions"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 32)
 		if err != nil || n < 1 {
-			return nil, errorf("partitions must be a positive integer, not %q", s)
+			return nil, fmt.Errorf("partitions must be a positive integer, not %q", s)
 		}
 		cfg.partitions = int32(n)
 	}
 	if s := q.Get("replication"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 16)
 		if err != nil || n < 1 {
-			return nil, errorf("replication must be a positive integer, not %q", s)
+			return nil, fmt.Errorf("replication must be a positive integer, not %q", s)
 		}
 		cfg.replication = int16(n)
 	}
@@ -95,7 +95,7 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 	if s := q.Get("max_wait"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return nil, errorf("max_wait must be a positive duration, not %q", s)
+			return nil, fmt.Errorf("max_wait must be a positive duration, not %q", s)
 		}
 		cfg.maxWait = d
 	}
@@ -105,11 +105,11 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 		if ca := q.Get("tls_ca"); ca != "" {
 			pem, err := os.ReadFile(ca)
 			if err != nil {
-				return nil, errorf("tls_ca: %v", err)
+				return nil, fmt.Errorf("tls_ca: %v", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, errorf("tls_ca %s holds no PEM certificate", ca)
+				return nil, fmt.Errorf("tls_ca %s holds no PEM certificate", ca)
 			}
 			cfg.tls.RootCAs = pool
 		}
@@ -118,7 +118,7 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 	case "", sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512:
 		cfg.sasl = s
 	default:
-		return nil, errorf("sasl must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not %q", s)
+		return nil, fmt.Errorf("sasl must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not %q", s)
 	}
 	cfg.user, cfg.pass = os.Getenv("SLUICE_KAFKA_USER"), os.Getenv("SLUICE_KAFKA_PASSWORD")
 	if u.User != nil {
@@ -128,10 +128,10 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 		}
 	}
 	if cfg.sasl != "" && cfg.user == "" {
-		return nil, errorf("sasl %s needs a user (in the URL or SLUICE_KAFKA_USER)", cfg.sasl)
+		return nil, fmt.Errorf("sasl %s needs a user (in the URL or SLUICE_KAFKA_USER)", cfg.sasl)
 	}
 	if cfg.sasl != "" && cfg.sasl != sarama.SASLTypePlaintext {
-		return nil, errorf("sasl %s is not supported yet; use PLAIN over TLS", cfg.sasl)
+		return nil, fmt.Errorf("sasl %s is not supported yet; use PLAIN over TLS", cfg.sasl)
 	}
 
 	b := &kafkaBroker{brokers: hosts, cfg: cfg, logger: logger}

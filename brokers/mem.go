@@ -2,6 +2,7 @@ package brokers
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strconv"
 
@@ -27,7 +28,7 @@ func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Bro
 	if s := q.Get("buffer"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
-			return nil, errorf("buffer must be a non-negative integer, not %q", s)
+			return nil, fmt.Errorf("buffer must be a non-negative integer, not %q", s)
 		}
 		buf = n
 	}
@@ -35,7 +36,7 @@ func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Bro
 	if s := q.Get("persistent"); s != "" {
 		var err error
 		if persistent, err = strconv.ParseBool(s); err != nil {
-			return nil, errorf("persistent must be true or false, not %q", s)
+			return nil, fmt.Errorf("persistent must be true or false, not %q", s)
 		}
 	}
 	return &memBroker{ch: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: buf, Persistent: persistent}, logger)}, nil

@@ -50,7 +50,7 @@ type sqliteConfig struct {
 func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	path := URLPath(u)
 	if path == "" {
-		return nil, errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
+		return nil, fmt.Errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
 	}
 	q := u.Query()
 	cfg := sqliteConfig{poll: 50 * time.Millisecond, resend: 100 * time.Millisecond, batch: 100}
@@ -58,16 +58,16 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 	for name, dst := range map[string]*time.Duration{"poll": &cfg.poll, "resend": &cfg.resend, "ack_deadline": &cfg.ackWithin} {
 		if s := q.Get(name); s != "" {
 			if *dst, err = time.ParseDuration(s); err != nil || *dst < 0 {
-				return nil, errorf("%s must be a non-negative duration such as 50ms, not %q", name, s)
+				return nil, fmt.Errorf("%s must be a non-negative duration such as 50ms, not %q", name, s)
 			}
 		}
 	}
 	if cfg.poll == 0 || cfg.resend == 0 {
-		return nil, errorf("poll and resend must be above zero")
+		return nil, fmt.Errorf("poll and resend must be above zero")
 	}
 	if s := q.Get("batch"); s != "" {
 		if _, err := fmt.Sscanf(s, "%d", &cfg.batch); err != nil || cfg.batch < 1 {
-			return nil, errorf("batch must be a positive integer, not %q", s)
+			return nil, fmt.Errorf("batch must be a positive integer, not %q", s)
 		}
 	}
 	sync, err := sqlitedb.ParseSync(q.Get("sync"))
@@ -101,7 +101,7 @@ func (b *sqliteBroker) Subscriber(group string) (message.Subscriber, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return nil, errorf("sqlite broker is closed")
+		return nil, fmt.Errorf("sqlite broker is closed")
 	}
 	s := &sqliteSubscriber{broker: b, group: group}
 	b.subs = append(b.subs, s)
@@ -203,7 +203,7 @@ func (s *sqliteSubscriber) Close() error {
 // one transaction.
 func (b *sqliteBroker) Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error) {
 	if n < 1 {
-		return nil, errorf("partitions must be at least 1, not %d", n)
+		return nil, fmt.Errorf("partitions must be at least 1, not %d", n)
 	}
 	if err := b.initTopic(ctx, topic); err != nil {
 		return nil, err
