@@ -59,3 +59,18 @@ func TestMemPubSub(t *testing.T) {
 		nil,
 	)
 }
+
+func TestURLErrors(t *testing.T) {
+	for url, want := range map[string]string{
+		"nope://x":                     "unknown broker scheme",
+		"sqlite://":                    "needs a file path",
+		"sqlite://q.db?poll=soon":      "poll must be a non-negative duration",
+		"sqlite://q.db?batch=0":        "batch must be a positive integer",
+		"sqlite://q.db?sync=sometimes": "synchronous must be normal or full",
+		"mem://?buffer=-1":             "buffer must be a non-negative integer",
+		"mem://?persistent=perhaps":    "persistent must be true or false",
+	} {
+		_, err := brokers.Open(context.Background(), url, nil)
+		require.ErrorContains(t, err, want, url)
+	}
+}
