@@ -1,5 +1,6 @@
-# Sluice: build with cgo (SQLite), run on Debian slim.
+# Sluice: build with cgo (SQLite, libjpeg-turbo), run on Debian slim.
 FROM golang:1.26-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libturbojpeg0-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -7,7 +8,7 @@ COPY . .
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "-s -w" -o /out/sluice ./cmd/sluice
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libturbojpeg0 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/sluice /usr/local/bin/sluice
 COPY examples /examples
 WORKDIR /data

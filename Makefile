@@ -2,6 +2,7 @@
 .PHONY: build test bench run validate clean
 
 build:
+	./scripts/deps.sh
 	CGO_ENABLED=1 go build -o bin/sluice ./cmd/sluice
 
 test:
@@ -13,7 +14,7 @@ bench:
 	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/
 
 run:
-	go run ./cmd/sluice run examples/thumbnails
+	./scripts/run.sh examples/thumbnails
 
 validate:
 	go run ./cmd/sluice validate examples/

@@ -1,15 +1,11 @@
 package nodes
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
-	"image/gif"
-	"image/jpeg"
-	"image/png"
 	"time"
 
 	"github.com/sluicehq/sluice/eval"
@@ -40,10 +36,9 @@ type Envelope struct {
 	bodyLoaded bool
 	bodyType   string
 
-	img       image.Image
-	imgFormat string // "jpeg", "png", "gif"
-	imgDirty  bool   // changed since decoding: the body is stale
-	quality   int
+	img      image.Image
+	imgEnc   ImageEncoder
+	imgDirty bool // changed since decoding: the body is stale
 
 	outputs []Output
 	route   *Route
@@ -131,7 +126,7 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 			return nil, Permanent(err)
 		}
 		e.body, e.bodyLoaded, e.imgDirty = b, true, false
-		e.bodyType = "image/" + e.imgFormat
+		e.bodyType = "image/" + e.imgEnc.Format()
 		return e.body, nil
 	}
 	if e.bodyLoaded {
@@ -154,7 +149,7 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 // BodyType is the content type of the body, if known.
 func (e *Envelope) BodyType() string {
 	if e.imgDirty {
-		return "image/" + e.imgFormat
+		return "image/" + e.imgEnc.Format()
 	}
 	return e.bodyType
 }
@@ -162,52 +157,46 @@ func (e *Envelope) BodyType() string {
 // SetBody replaces the body; a decoded image is dropped.
 func (e *Envelope) SetBody(b []byte, contentType string) {
 	e.body, e.bodyLoaded, e.bodyType = b, true, contentType
-	e.img, e.imgFormat, e.imgDirty = nil, "", false
+	e.img, e.imgEnc, e.imgDirty = nil, nil, false
 }
 
 // SetObject points the envelope at an object; its body is loaded lazily.
 func (e *Envelope) SetObject(info storage.ObjectInfo) {
 	e.Object = &info
 	e.body, e.bodyLoaded, e.bodyType = nil, false, ""
-	e.img, e.imgFormat, e.imgDirty = nil, "", false
+	e.img, e.imgEnc, e.imgDirty = nil, nil, false
 }
 
-// Image returns the decoded image kept by an earlier image step.
-func (e *Envelope) Image() (img image.Image, format string, ok bool) {
-	return e.img, e.imgFormat, e.img != nil
+// ImageEncoder writes a kept image as bytes. The image nodes provide it:
+// it carries the output format and its options.
+type ImageEncoder interface {
+	// Format names what Encode writes: "jpeg", "png", "gif".
+	Format() string
+	Encode(img image.Image) ([]byte, error)
+}
+
+// Image returns the decoded image kept by an earlier image step and the
+// encoder that will write it.
+func (e *Envelope) Image() (img image.Image, enc ImageEncoder, ok bool) {
+	return e.img, e.imgEnc, e.img != nil
 }
 
 // SetImage keeps a decoded image for the next image steps. changed says the
-// image differs from the body, which is then re-encoded when next read,
-// in format ("jpeg", "png" or "gif") and, for JPEG, quality (1-100).
-func (e *Envelope) SetImage(img image.Image, format string, quality int, changed bool) {
-	e.img, e.imgFormat, e.quality = img, format, quality
+// image (or its encoding) differs from the body, which is then encoded
+// with enc when next read, once.
+func (e *Envelope) SetImage(img image.Image, enc ImageEncoder, changed bool) {
+	e.img, e.imgEnc = img, enc
 	if changed {
 		e.imgDirty = true
 	}
 }
 
 func (e *Envelope) encodeImage() ([]byte, error) {
-	var buf bytes.Buffer
-	var err error
-	switch e.imgFormat {
-	case "jpeg":
-		q := e.quality
-		if q <= 0 {
-			q = 85
-		}
-		err = jpeg.Encode(&buf, e.img, &jpeg.Options{Quality: q})
-	case "png":
-		err = png.Encode(&buf, e.img)
-	case "gif":
-		err = gif.Encode(&buf, e.img, nil)
-	default:
-		err = fmt.Errorf("cannot encode images as %q", e.imgFormat)
-	}
+	b, err := e.imgEnc.Encode(e.img)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", e.imgFormat, err)
+		return nil, fmt.Errorf("encode %s: %w", e.imgEnc.Format(), err)
 	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
 // Emit queues a message for publishing after the run succeeds.

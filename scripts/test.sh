@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a clean checkout, installing what it needs.
-# Needs Go (see go.mod) and, for cgo (SQLite), a C compiler: installed with
-# apt-get when missing. Extra arguments go to `go test`.
+# Needs Go (see go.mod); the rest (a C compiler and libjpeg-turbo for cgo,
+# a MinIO server, a photo corpus) is installed or built here when missing.
+# Extra arguments go to `go test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
-# docker-compose (no engine needed) validates docker-compose.yml in the tests.
-command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]} (apt-get)"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
-fi
+# Build dependencies (gcc, libjpeg-turbo headers), and docker-compose (no
+# engine needed) which validates docker-compose.yml in the tests.
+extra=()
+command -v docker-compose >/dev/null 2>&1 || extra+=(docker-compose)
+./scripts/deps.sh "${extra[@]}"
+
+# Real photographs for the image tests (Debian wallpaper packages, cached).
+SLUICE_PHOTOS="$(./scripts/corpus.sh)"
+export SLUICE_PHOTOS
 
 export CGO_ENABLED=1
 
@@ -41,3 +41,5 @@ echo "== go test"
 race=-race
 [ "${SLUICE_TEST_NORACE:-}" = 1 ] && race=
 go test $race -count=1 -timeout 20m "$@" ./...
+echo "== go test -tags purego (image nodes without libjpeg-turbo)"
+go test -tags purego -count=1 ./nodes/image/...

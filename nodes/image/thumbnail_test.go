@@ -24,13 +24,21 @@ func pngOf(t *testing.T, w, h int) []byte {
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
-			img.Set(x, y, color.NRGBA{uint8(x), uint8(y), 0, 255})
+			img.SetNRGBA(x, y, pixel(x, y))
 		}
 	}
+	return encodePNG(t, img)
+}
+
+func encodePNG(t testing.TB, img image.Image) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	require.NoError(t, png.Encode(&buf, img))
 	return buf.Bytes()
 }
+
+// pixel is pngOf's colour at x, y.
+func pixel(x, y int) color.NRGBA { return color.NRGBA{uint8(x), uint8(y), 0, 255} }
 
 func envOf(body []byte) *nodes.Envelope {
 	env := nodes.NewEnvelope(nil, 0)

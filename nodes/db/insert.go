@@ -1,0 +1,229 @@
+// Package db holds the database nodes: rows written to SQLite files,
+// through parameterized statements only.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/internal/sqlitedb"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+func init() {
+	nodes.Register(nodes.Spec{
+		Type:    "db.insert",
+		Summary: "Write a row into a SQLite table (created if missing), one column per expression.",
+		Description: "Values are bound as statement parameters, never spliced into SQL. The table is created " +
+			"on start if missing, and columns the flow names that the table lacks are added. With key " +
+			"columns, a retried or redelivered run writes the same row again instead of a second one " +
+			"(on_conflict: replace, the default, or ignore). Objects and lists are stored as JSON text. " +
+			"The result holds table, rowid and rows (rows affected).",
+		Fields: []nodes.Field{
+			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file; relative paths are inside the Sluice home (--home)."},
+			{Name: "table", Kind: nodes.String, Required: true, Doc: "Table name (letters, digits, underscore)."},
+			{Name: "columns", Kind: nodes.Map, Elem: nodes.Expr, Required: true, Doc: "Column name → expression for its value."},
+			{Name: "key", Kind: nodes.StringList, Doc: "Columns identifying a row (a UNIQUE constraint): what makes re-runs idempotent."},
+			{Name: "on_conflict", Kind: nodes.Enum, Options: []string{"replace", "ignore", "error"}, Default: "replace", Doc: "When a row with the same key exists: replace it, keep it, or fail permanently."},
+		},
+		Examples: []nodes.Example{{Title: "Record a thumbnail", YAML: "node: db.insert\nwith:\n  table: images\n  key: [key]\n  columns:\n    key: object.key\n    width: steps.thumb.width\n    height: steps.thumb.height\n    thumbnail: steps.save.key"}},
+		New:      newInsert,
+	})
+}
+
+var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// quote quotes an identifier already checked against ident.
+func quote(name string) string { return `"` + name + `"` }
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
+type insert struct {
+	path, table string
+	cols        []string
+	exprs       []*eval.Program
+	key         []string
+	onConflict  string
+
+	db   *sql.DB
+	stmt *sql.Stmt
+}
+
+func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
+	n := &insert{table: c.String("table"), key: c.Strings("key"), onConflict: c.String("on_conflict")}
+	var probs nodes.Problems
+	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
+	if !ident.MatchString(n.table) || strings.HasPrefix(strings.ToLower(n.table), "sqlite_") {
+		add(c.Errorf("table", "%q is not a table name: use letters, digits and underscores, starting with a letter", n.table))
+	}
+	for _, e := range c.Map("columns") {
+		if !ident.MatchString(e.Key) {
+			probs = append(probs, nodes.Problem{Pos: e.Pos, Msg: fmt.Sprintf("column %q: use letters, digits and underscores, starting with a letter", e.Key)})
+			continue
+		}
+		n.cols = append(n.cols, e.Key)
+		n.exprs = append(n.exprs, e.Value.(*eval.Program))
+	}
+	for _, k := range n.key {
+		if !contains(n.cols, k) {
+			add(c.Errorf("key", "key column %q is not one of the columns", k))
+		}
+	}
+	if len(n.key) == 0 && c.Has("on_conflict") {
+		add(c.Errorf("on_conflict", "conflicts need key columns: set key"))
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	n.path = c.String("database")
+	if !filepath.IsAbs(n.path) {
+		n.path = filepath.Join(d.StateDir, n.path)
+	}
+	return n, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Start opens the database, creates the table or adds missing columns, and
+// prepares the insert.
+func (n *insert) Start(ctx context.Context) error {
+	db, err := sqlitedb.Open(n.path, sqlitedb.SyncNormal)
+	if err != nil {
+		return err
+	}
+	n.db = db
+	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+quote(n.table)+" ("+quoteList(n.cols)+")"); err != nil {
+		return fmt.Errorf("db.insert: create table %s in %s: %w", n.table, n.path, err)
+	}
+	have, err := n.columns(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range n.cols {
+		if !have[strings.ToLower(c)] {
+			if _, err := db.ExecContext(ctx, "ALTER TABLE "+quote(n.table)+" ADD COLUMN "+quote(c)); err != nil {
+				return fmt.Errorf("db.insert: add column %s to %s: %w", c, n.table, err)
+			}
+		}
+	}
+	sqlText := "INSERT INTO " + quote(n.table) + " (" + quoteList(n.cols) + ") VALUES (" + strings.Repeat("?, ", len(n.cols)-1) + "?)"
+	if len(n.key) > 0 {
+		// An index rather than a table constraint: it also applies to a
+		// table created before the flow had a key.
+		if _, err := db.ExecContext(ctx, "CREATE UNIQUE INDEX IF NOT EXISTS "+quote(n.table+"_key")+" ON "+quote(n.table)+" ("+quoteList(n.key)+")"); err != nil {
+			return fmt.Errorf("db.insert: unique key on %s: %w", n.table, err)
+		}
+		var sets []string
+		for _, c := range n.cols {
+			if !contains(n.key, c) {
+				sets = append(sets, quote(c)+" = excluded."+quote(c))
+			}
+		}
+		switch {
+		case n.onConflict == "replace" && len(sets) > 0:
+			sqlText += " ON CONFLICT (" + quoteList(n.key) + ") DO UPDATE SET " + strings.Join(sets, ", ")
+		case n.onConflict != "error":
+			sqlText += " ON CONFLICT (" + quoteList(n.key) + ") DO NOTHING"
+		}
+	}
+	n.stmt, err = db.PrepareContext(ctx, sqlText)
+	if err != nil {
+		return fmt.Errorf("db.insert: prepare insert into %s: %w", n.table, err)
+	}
+	return nil
+}
+
+func (n *insert) columns(ctx context.Context) (map[string]bool, error) {
+	rows, err := n.db.QueryContext(ctx, "SELECT name FROM pragma_table_info(?)", n.table)
+	if err != nil {
+		return nil, fmt.Errorf("db.insert: columns of %s: %w", n.table, err)
+	}
+	defer rows.Close()
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		have[strings.ToLower(name)] = true
+	}
+	return have, rows.Err()
+}
+
+func (n *insert) Process(ctx context.Context, env *nodes.Envelope) error {
+	vars := env.Vars()
+	args := make([]any, len(n.exprs))
+	for i, p := range n.exprs {
+		v, err := p.Eval(vars)
+		if err != nil {
+			return nodes.Permanent(fmt.Errorf("column %s: %w", n.cols[i], err))
+		}
+		if args[i], err = sqlValue(v); err != nil {
+			return nodes.Permanent(fmt.Errorf("column %s: %w", n.cols[i], err))
+		}
+	}
+	res, err := n.stmt.ExecContext(ctx, args...)
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return nodes.Permanent(fmt.Errorf("insert into %s: a row with this key exists (on_conflict: error): %w", n.table, err))
+		}
+		return fmt.Errorf("insert into %s: %w", n.table, err)
+	}
+	id, _ := res.LastInsertId()
+	rows, _ := res.RowsAffected()
+	env.SetResult(map[string]any{"table": n.table, "rowid": id, "rows": rows})
+	return nil
+}
+
+// sqlValue maps an expression value to what SQLite stores: scalars as
+// themselves, times as RFC 3339 text, objects and lists as JSON text.
+func sqlValue(v any) (any, error) {
+	switch x := v.(type) {
+	case nil, string, bool, int, int64, float64, []byte:
+		return x, nil
+	case int32, int16, int8, uint8, uint16, uint32, uint, uint64, float32:
+		return x, nil
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano), nil
+	case time.Duration:
+		return x.Seconds(), nil
+	case map[string]any, []any:
+		b, err := json.Marshal(x)
+		return string(b), err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cannot store a %T", v)
+	}
+	return string(b), nil
+}
+
+func (n *insert) Close() error {
+	if n.stmt != nil {
+		n.stmt.Close()
+	}
+	if n.db != nil {
+		return n.db.Close()
+	}
+	return nil
+}
