@@ -4,23 +4,32 @@ package examples_test
 
 import (
 	"bytes"
+	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
+	"image/png"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/phototest"
 )
 
 var sluiceBin string
@@ -130,31 +139,89 @@ func photoBytes(t *testing.T, buf *bytes.Buffer, w, h int) {
 	require.NoError(t, jpeg.Encode(buf, img, &jpeg.Options{Quality: 90}))
 }
 
-// TestThumbnails follows examples/thumbnails/README.md.
+// TestThumbnails follows examples/thumbnails/README.md, on synthetic and
+// real photographs and on a set of broken files.
 func TestThumbnails(t *testing.T) {
 	dir := t.TempDir()
 	flow, err := filepath.Abs("thumbnails")
 	require.NoError(t, err)
 	in := run(t, dir, flow)
+	uploads := filepath.Join(dir, ".sluice", "buckets", "uploads")
 
+	want := map[string][2]int{} // thumbnail sizes by key
 	photo(t, filepath.Join(dir, "photo.jpg"), 1024, 768)
 	cli(t, dir, "put", "uploads", "photo.jpg")
+	want["photo.jpg"] = [2]int{256, 192}
 	// The other way the README gives: copy straight into the bucket folder.
-	photo(t, filepath.Join(dir, ".sluice", "buckets", "uploads", "copied.jpg"), 300, 600)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, ".sluice", "buckets", "uploads", "broken.jpg"), []byte("not an image"), 0o644))
+	photo(t, filepath.Join(uploads, "copied.jpg"), 300, 600)
+	want["copied.jpg"] = [2]int{128, 256}
+	// A flat grey picture shows where the watermark went.
+	grey := image.NewNRGBA(image.Rect(0, 0, 800, 600))
+	for i := range grey.Pix {
+		grey.Pix[i] = 100
+		if i%4 == 3 {
+			grey.Pix[i] = 255
+		}
+	}
+	var buf bytes.Buffer
+	require.NoError(t, png.Encode(&buf, grey))
+	require.NoError(t, os.WriteFile(filepath.Join(uploads, "grey.png"), buf.Bytes(), 0o644))
+	want["grey.png"] = [2]int{256, 192}
 
-	for name, want := range map[string][2]int{"photo.jpg": {256, 192}, "copied.jpg": {128, 256}} {
-		path := filepath.Join(dir, ".sluice", "buckets", "thumbnails", name)
-		require.Eventually(t, func() bool { _, err := os.Stat(path); return err == nil }, 20*time.Second, 20*time.Millisecond, "no thumbnail %s", name)
-		data, err := os.ReadFile(path)
+	// Real photographs (the smallest of the corpus, for time), one of them
+	// as a phone writes a portrait shot: stored sideways, EXIF orientation 6.
+	photos := phototest.Photos(t)
+	sort.Slice(photos, func(i, j int) bool { return fileSize(t, photos[i]) < fileSize(t, photos[j]) })
+	for i, p := range photos[:3] {
+		body, err := os.ReadFile(p)
 		require.NoError(t, err)
-		cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+		cfg, _, err := image.DecodeConfig(bytes.NewReader(body))
 		require.NoError(t, err)
-		assert.Equal(t, "jpeg", format)
-		assert.Equal(t, want, [2]int{cfg.Width, cfg.Height}, name)
+		w, h := cfg.Width, cfg.Height
+		key := fmt.Sprintf("real-%d.jpg", i)
+		if i == 0 {
+			body, w, h, key = phototest.WithOrientation(body, 6), h, w, "portrait.jpg"
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(uploads, key), body, 0o644))
+		if w >= h {
+			want[key] = [2]int{256, int(math.Round(float64(h) * 256 / float64(w)))}
+		} else {
+			want[key] = [2]int{int(math.Round(float64(w) * 256 / float64(h))), 256}
+		}
 	}
 
-	// The runs ledger shows both thumbnails and the dead-lettered file.
+	// Broken files: each must fail with a reason naming it.
+	real0, err := os.ReadFile(photos[0])
+	require.NoError(t, err)
+	broken := map[string][]byte{
+		"text.jpg":      []byte("not an image"),
+		"empty.jpg":     {},
+		"truncated.jpg": real0[:len(real0)/3],
+		"huge.png":      hugePNGHeader(50000, 50000),
+		"garbage.png":   append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, 500)...),
+	}
+	for name, b := range broken {
+		require.NoError(t, os.WriteFile(filepath.Join(uploads, name), b, 0o644))
+	}
+
+	for name, size := range want {
+		path := filepath.Join(dir, ".sluice", "buckets", "thumbnails", name)
+		require.Eventually(t, func() bool { _, err := os.Stat(path); return err == nil }, 30*time.Second, 20*time.Millisecond, "no thumbnail %s:\n%s", name, in.log)
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		img, format, err := image.Decode(bytes.NewReader(data))
+		require.NoError(t, err)
+		assert.Equal(t, strings.TrimPrefix(strings.Replace(filepath.Ext(name), "jpg", "jpeg", 1), "."), format, name)
+		assert.Equal(t, size, [2]int{img.Bounds().Dx(), img.Bounds().Dy()}, name)
+		if name == "grey.png" {
+			b := img.Bounds()
+			assert.Positive(t, brightPixels(img, image.Rect(b.Dx()/2, b.Dy()*3/4, b.Dx(), b.Dy())), "watermark at the bottom right")
+			assert.Zero(t, brightPixels(img, image.Rect(0, 0, b.Dx(), b.Dy()/2)), "and not elsewhere")
+		}
+	}
+
+	// The runs ledger shows every thumbnail and every broken file, failed
+	// with its reason.
 	var runs []map[string]any
 	require.Eventually(t, func() bool {
 		runs = nil
@@ -164,15 +231,40 @@ func TestThumbnails(t *testing.T) {
 				runs = append(runs, r)
 			}
 		}
-		return len(runs) == 3
-	}, 20*time.Second, 50*time.Millisecond)
-	status := map[string]string{}
+		return len(runs) == len(want)+len(broken)
+	}, 30*time.Second, 50*time.Millisecond)
 	for _, r := range runs {
-		status[strings.SplitN(r["input"].(string), "@", 2)[0]] = r["status"].(string)
+		key := strings.TrimPrefix(strings.SplitN(r["input"].(string), "@", 2)[0], "uploads/")
+		if _, ok := broken[key]; ok {
+			assert.Equal(t, "dead_lettered", r["status"], key)
+			assert.Contains(t, r["error"], "uploads/"+key, "the reason names the file")
+		} else {
+			assert.Equal(t, "succeeded", r["status"], "%s: %v", key, r["error"])
+		}
 	}
-	assert.Equal(t, map[string]string{
-		"uploads/photo.jpg": "succeeded", "uploads/copied.jpg": "succeeded", "uploads/broken.jpg": "dead_lettered",
-	}, status)
+	out := cli(t, dir, "runs", "--flow", "thumbnails", "--status", "dead_lettered")
+	assert.Contains(t, out, "over the limit of 100000000")
+
+	// One row per image in the example's table.
+	db, err := sql.Open("sqlite3", filepath.Join(dir, ".sluice", "data.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	rows := map[string][4]int{}
+	q, err := db.Query(`SELECT key, width, height, thumbnail_width, thumbnail_height FROM images`)
+	require.NoError(t, err)
+	for q.Next() {
+		var key string
+		var r [4]int
+		require.NoError(t, q.Scan(&key, &r[0], &r[1], &r[2], &r[3]))
+		rows[key] = r
+	}
+	require.NoError(t, q.Err())
+	require.Len(t, rows, len(want))
+	for key, size := range want {
+		assert.Equal(t, size, [2]int{rows[key][2], rows[key][3]}, key)
+	}
+	assert.Equal(t, [2]int{1024, 768}, [2]int{rows["photo.jpg"][0], rows["photo.jpg"][1]})
+	assert.Less(t, rows["portrait.jpg"][0], rows["portrait.jpg"][1], "portrait source recorded upright")
 
 	// The metrics endpoint counts them.
 	resp, err := http.Get("http://" + in.addr + "/metrics")
@@ -180,6 +272,41 @@ func TestThumbnails(t *testing.T) {
 	defer resp.Body.Close()
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(resp.Body)
-	assert.Contains(t, body.String(), `sluice_runs_total{flow="thumbnails",status="succeeded"} 2`)
-	assert.Contains(t, body.String(), `sluice_runs_total{flow="thumbnails",status="dead_lettered"} 1`)
+	assert.Contains(t, body.String(), fmt.Sprintf(`sluice_runs_total{flow="thumbnails",status="succeeded"} %d`, len(want)))
+	assert.Contains(t, body.String(), fmt.Sprintf(`sluice_runs_total{flow="thumbnails",status="dead_lettered"} %d`, len(broken)))
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Size()
+}
+
+// brightPixels counts near-white pixels (the watermark's) in r.
+func brightPixels(img image.Image, r image.Rectangle) int {
+	n := 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			c := color.GrayModel.Convert(img.At(x, y)).(color.Gray)
+			if c.Y > 160 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// hugePNGHeader is a valid PNG header claiming w×h pixels, with no pixel data.
+func hugePNGHeader(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 6
+	chunk := append([]byte("IHDR"), ihdr...)
+	binary.Write(&b, binary.BigEndian, uint32(13))
+	b.Write(chunk)
+	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
 }

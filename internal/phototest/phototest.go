@@ -4,6 +4,8 @@
 package phototest
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,4 +39,25 @@ func Photos(t testing.TB) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// WithOrientation returns a JPEG with an EXIF segment holding orientation
+// o (1-8, or anything for hostile tests) inserted right after its SOI
+// marker, as cameras write it.
+func WithOrientation(jpg []byte, o uint16) []byte {
+	var tiff bytes.Buffer
+	tiff.WriteString("MM\x00\x2a")
+	binary.Write(&tiff, binary.BigEndian, uint32(8)) // IFD0 offset
+	binary.Write(&tiff, binary.BigEndian, uint16(1)) // one entry
+	binary.Write(&tiff, binary.BigEndian, []uint16{0x0112, 3})
+	binary.Write(&tiff, binary.BigEndian, uint32(1))
+	binary.Write(&tiff, binary.BigEndian, []uint16{o, 0})
+	binary.Write(&tiff, binary.BigEndian, uint32(0)) // no next IFD
+	payload := append([]byte("Exif\x00\x00"), tiff.Bytes()...)
+	seg := []byte{0xFF, 0xE1, 0, 0}
+	binary.BigEndian.PutUint16(seg[2:], uint16(len(payload)+2))
+	out := append([]byte{}, jpg[:2]...)
+	out = append(out, seg...)
+	out = append(out, payload...)
+	return append(out, jpg[2:]...)
 }

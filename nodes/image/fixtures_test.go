@@ -2,13 +2,14 @@ package image_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/phototest"
 )
 
 // halves is a w×h image, left half a, right half b.
@@ -33,25 +34,8 @@ func jpegOf(t testing.TB, img image.Image) []byte {
 	return buf.Bytes()
 }
 
-// withOrientation inserts an EXIF segment holding orientation o (1-8) right
-// after a JPEG's SOI marker, as cameras write it.
-func withOrientation(jpg []byte, o uint16) []byte {
-	var tiff bytes.Buffer
-	tiff.WriteString("MM\x00\x2a")
-	binary.Write(&tiff, binary.BigEndian, uint32(8)) // IFD0 offset
-	binary.Write(&tiff, binary.BigEndian, uint16(1)) // one entry
-	binary.Write(&tiff, binary.BigEndian, []uint16{0x0112, 3})
-	binary.Write(&tiff, binary.BigEndian, uint32(1))
-	binary.Write(&tiff, binary.BigEndian, []uint16{o, 0})
-	binary.Write(&tiff, binary.BigEndian, uint32(0)) // no next IFD
-	payload := append([]byte("Exif\x00\x00"), tiff.Bytes()...)
-	seg := []byte{0xFF, 0xE1, 0, 0}
-	binary.BigEndian.PutUint16(seg[2:], uint16(len(payload)+2))
-	out := append([]byte{}, jpg[:2]...)
-	out = append(out, seg...)
-	out = append(out, payload...)
-	return append(out, jpg[2:]...)
-}
+// withOrientation inserts an EXIF orientation; see phototest.
+func withOrientation(jpg []byte, o uint16) []byte { return phototest.WithOrientation(jpg, o) }
 
 // near reports whether two colours are within tol per channel (JPEG is lossy).
 func near(c color.Color, want color.NRGBA, tol int) bool {

@@ -1,8 +1,11 @@
 package image_test
 
 import (
+	"os"
+	"sort"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/phototest"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/nodestest"
 )
@@ -24,6 +27,14 @@ func FuzzThumbnail(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
+	if os.Getenv("SLUICE_PHOTOS") != "" { // the corpus's smallest real photo
+		photos := phototest.Photos(f)
+		sort.Slice(photos, func(i, j int) bool { return fileSize(photos[i]) < fileSize(photos[j]) })
+		if b, err := os.ReadFile(photos[0]); err == nil {
+			f.Add(b)
+			f.Add(withOrientation(b, 8))
+		}
+	}
 	n, err := nodestest.Build("image.thumbnail", `{width: 32, height: 32, max_pixels: 4000000}`, nodes.Deps{})
 	if err != nil {
 		f.Fatal(err)
@@ -38,4 +49,12 @@ func FuzzThumbnail(f *testing.F) {
 			t.Fatalf("a bad input must be a permanent error, got %v", err)
 		}
 	})
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 1 << 62
+	}
+	return fi.Size()
 }

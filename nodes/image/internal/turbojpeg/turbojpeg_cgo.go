@@ -21,6 +21,8 @@ const Available = true
 // stored orientation; minW = minH = 0 asks for the smallest, 1/8), never
 // enlarging. The result is opaque and safe to keep: its pixels live in Go
 // memory. Errors wrap ErrUnsupported when another decoder should try.
+// Progressive files with more than 500 scans (a known decompression bomb)
+// are refused, as libjpeg-turbo advises for untrusted input.
 func Decode(body []byte, minW, minH int) (*image.NRGBA, error) {
 	if len(body) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrUnsupported)
@@ -41,7 +43,7 @@ func Decode(body []byte, minW, minH int) (*image.NRGBA, error) {
 	sw, sh := scaled(int(w), int(ht), minW, minH)
 	img := image.NewNRGBA(image.Rect(0, 0, sw, sh))
 	dst := (*C.uchar)(unsafe.Pointer(&img.Pix[0]))
-	if C.tjDecompress2(h, src, C.ulong(len(body)), dst, C.int(sw), C.int(img.Stride), C.int(sh), C.TJPF_RGBA, C.TJFLAG_STOPONWARNING) != 0 {
+	if C.tjDecompress2(h, src, C.ulong(len(body)), dst, C.int(sw), C.int(img.Stride), C.int(sh), C.TJPF_RGBA, C.TJFLAG_STOPONWARNING|C.TJFLAG_LIMITSCANS) != 0 {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, C.GoString(C.tjGetErrorStr2(h)))
 	}
 	return img, nil
