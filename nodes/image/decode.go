@@ -145,8 +145,12 @@ func decode(body []byte, lim Limits, hint sizeHint) (img image.Image, format str
 		if orient >= 5 {
 			minW, minH = minH, minW
 		}
-		if img, err := turbojpeg.Decode(body, minW, minH); err == nil {
+		img, err := turbojpeg.Decode(body, minW, minH)
+		if err == nil {
 			return orient1(img, orient), format, size, orient > 1, nil
+		}
+		if !errors.Is(err, turbojpeg.ErrUnsupported) {
+			return nil, "", size, false, fmt.Errorf("cannot decode jpeg: %w", err)
 		}
 		// Not for libjpeg-turbo (CMYK, a recoverable defect such as a
 		// truncated file): the Go decoder judges.

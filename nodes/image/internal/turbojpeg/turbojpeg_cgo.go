@@ -20,7 +20,9 @@ const Available = true
 // (N/8) whose result is still at least minW×minH pixels (in the file's
 // stored orientation; minW = minH = 0 asks for the smallest, 1/8), never
 // enlarging. The result is opaque and safe to keep: its pixels live in Go
-// memory. Errors wrap ErrUnsupported when another decoder should try.
+// memory. Errors wrap ErrUnsupported when another decoder should try (an
+// unreadable header, CMYK, a warning such as a truncated file); other
+// errors are final.
 // Progressive files with more than 500 scans (a known decompression bomb)
 // are refused, as libjpeg-turbo advises for untrusted input.
 func Decode(body []byte, minW, minH int) (*image.NRGBA, error) {
@@ -44,7 +46,11 @@ func Decode(body []byte, minW, minH int) (*image.NRGBA, error) {
 	img := image.NewNRGBA(image.Rect(0, 0, sw, sh))
 	dst := (*C.uchar)(unsafe.Pointer(&img.Pix[0]))
 	if C.tjDecompress2(h, src, C.ulong(len(body)), dst, C.int(sw), C.int(img.Stride), C.int(sh), C.TJPF_RGBA, C.TJFLAG_STOPONWARNING|C.TJFLAG_LIMITSCANS) != 0 {
-		return nil, fmt.Errorf("%w: %s", ErrUnsupported, C.GoString(C.tjGetErrorStr2(h)))
+		msg := C.GoString(C.tjGetErrorStr2(h))
+		if C.tjGetErrorCode(h) == C.TJERR_WARNING {
+			return nil, fmt.Errorf("%w: %s", ErrUnsupported, msg)
+		}
+		return nil, fmt.Errorf("libjpeg-turbo: %s", msg)
 	}
 	return img, nil
 }
