@@ -5,10 +5,8 @@ package examples_test
 import (
 	"bytes"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -197,7 +195,7 @@ func TestThumbnails(t *testing.T) {
 		"text.jpg":      []byte("not an image"),
 		"empty.jpg":     {},
 		"truncated.jpg": real0[:len(real0)/3],
-		"huge.png":      hugePNGHeader(50000, 50000),
+		"huge.png":      phototest.HugePNG(50000, 50000),
 		"garbage.png":   append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, 500)...),
 	}
 	for name, b := range broken {
@@ -296,17 +294,3 @@ func brightPixels(img image.Image, r image.Rectangle) int {
 	return n
 }
 
-// hugePNGHeader is a valid PNG header claiming w×h pixels, with no pixel data.
-func hugePNGHeader(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6
-	chunk := append([]byte("IHDR"), ihdr...)
-	binary.Write(&b, binary.BigEndian, uint32(13))
-	b.Write(chunk)
-	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	return b.Bytes()
-}

@@ -6,6 +6,7 @@ package phototest
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sort"
@@ -60,4 +61,20 @@ func WithOrientation(jpg []byte, o uint16) []byte {
 	out = append(out, seg...)
 	out = append(out, payload...)
 	return append(out, jpg[2:]...)
+}
+
+// HugePNG is a valid PNG header claiming w×h pixels, with no pixel data:
+// a decompression bomb's calling card, a few dozen bytes long.
+func HugePNG(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 6 // 8-bit RGBA
+	chunk := append([]byte("IHDR"), ihdr...)
+	binary.Write(&b, binary.BigEndian, uint32(13))
+	b.Write(chunk)
+	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
 }

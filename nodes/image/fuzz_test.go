@@ -21,7 +21,7 @@ func FuzzThumbnail(f *testing.F) {
 	png := encodePNG(f, halves(30, 20, red, blue))
 	for _, seed := range [][]byte{
 		jpg, png, withOrientation(jpg, 6), withOrientation(jpg, 9),
-		jpg[:len(jpg)/2], png[:len(png)-12], hugePNG(50000, 50000), hugePNG(0, 10),
+		jpg[:len(jpg)/2], png[:len(png)-12], phototest.HugePNG(50000, 50000), phototest.HugePNG(0, 10),
 		append(append([]byte{}, jpg[:200]...), make([]byte, 100)...),
 		nil, []byte("GIF89a"), []byte("\xff\xd8\xff\xe1\x00\x02"),
 	} {

@@ -2,8 +2,6 @@ package image_test
 
 import (
 	"bytes"
-	"encoding/binary"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/internal/phototest"
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/image"
 	"github.com/sluicehq/sluice/nodes/nodestest"
@@ -113,26 +112,12 @@ func TestJPEGQualityAndFormat(t *testing.T) {
 	assert.Equal(t, "image/jpeg", env.BodyType())
 }
 
-// hugePNG is a valid PNG header claiming w×h pixels, with no pixel data.
-func hugePNG(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6 // 8-bit RGBA
-	chunk := append([]byte("IHDR"), ihdr...)
-	binary.Write(&b, binary.BigEndian, uint32(13))
-	b.Write(chunk)
-	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	return b.Bytes()
-}
 
 func TestHostileAndBrokenInputsArePermanentErrors(t *testing.T) {
 	n := nodestest.New(t, "image.thumbnail", `{}`, nodes.Deps{})
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	err := n.Process(t.Context(), envOf(hugePNG(50000, 50000)))
+	err := n.Process(t.Context(), envOf(phototest.HugePNG(50000, 50000)))
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	require.Error(t, err)
