@@ -293,4 +293,3 @@ func brightPixels(img image.Image, r image.Rectangle) int {
 	}
 	return n
 }
-

@@ -112,7 +112,6 @@ func TestJPEGQualityAndFormat(t *testing.T) {
 	assert.Equal(t, "image/jpeg", env.BodyType())
 }
 
-
 func TestHostileAndBrokenInputsArePermanentErrors(t *testing.T) {
 	n := nodestest.New(t, "image.thumbnail", `{}`, nodes.Deps{})
 	var before runtime.MemStats
