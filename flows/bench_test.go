@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
 )
 
 const benchFlow = `
@@ -52,11 +53,11 @@ func BenchmarkFlowThroughput(b *testing.B) {
 			var engines, bares []float64
 			for round := 0; round < 3; round++ {
 				if round%2 == 0 {
-					engines = append(engines, measure(b, kind, n, true))
-					bares = append(bares, measure(b, kind, n, false))
+					engines = append(engines, measure(b, kind, n, modeEngine))
+					bares = append(bares, measure(b, kind, n, modeBare))
 				} else {
-					bares = append(bares, measure(b, kind, n, false))
-					engines = append(engines, measure(b, kind, n, true))
+					bares = append(bares, measure(b, kind, n, modeBare))
+					engines = append(engines, measure(b, kind, n, modeEngine))
 				}
 			}
 			engine, bare := median(engines), median(bares)
@@ -81,6 +82,33 @@ func brokerURL(b *testing.B, kind string) string {
 	return "sqlite://" + filepath.Join(b.TempDir(), "q.db") + "?poll=5ms"
 }
 
+// BenchmarkLedger reports messages/s through the 3-step flow with the
+// completion ledger (a durable commit before each ack, shared by runs
+// finishing together) next to the same engine recording runs without it,
+// on the SQLite and Kafka brokers, alternating rounds, medians.
+func BenchmarkLedger(b *testing.B) {
+	for _, kind := range []string{"sqlite", "kafka"} {
+		b.Run(kind, func(b *testing.B) {
+			n := max(b.N, 2000)
+			var with, without []float64
+			for round := 0; round < 3; round++ {
+				if round%2 == 0 {
+					with = append(with, measure(b, kind, n, modeLedger))
+					without = append(without, measure(b, kind, n, modeRuns))
+				} else {
+					without = append(without, measure(b, kind, n, modeRuns))
+					with = append(with, measure(b, kind, n, modeLedger))
+				}
+			}
+			w, wo := median(with), median(without)
+			b.ReportMetric(w, "ledger_msgs/s")
+			b.ReportMetric(wo, "no_ledger_msgs/s")
+			b.ReportMetric(w/wo, "ratio")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
 // BenchmarkKafkaFlowThroughput reports messages/s through the 3-step flow
 // on Kafka (an in-process Kafka-protocol broker), publish and consume
 // included, next to a raw sarama consumer group doing the same JSON work
@@ -90,7 +118,7 @@ func BenchmarkKafkaFlowThroughput(b *testing.B) {
 	n := max(b.N, 2000)
 	var engines, raws []float64
 	for round := 0; round < 3; round++ {
-		engines = append(engines, measure(b, "kafka", n, true))
+		engines = append(engines, measure(b, "kafka", n, modeEngine))
 		raws = append(raws, measureRawSarama(b, n))
 	}
 	engine, raw := median(engines), median(raws)
@@ -188,7 +216,17 @@ func measureRawSarama(b *testing.B, n int) float64 {
 // measure publishes n messages one Publish call each while a consumer
 // processes them, and returns messages/s from the first publish to the n-th
 // output.
-func measure(b *testing.B, kind string, n int, useEngine bool) float64 {
+// Modes of measure: a bare Watermill handler, the engine without a state
+// database, with one recording runs only (NoLedger), and with the
+// completion ledger (the default of `sluice run`).
+const (
+	modeBare   = "bare"
+	modeEngine = "engine"
+	modeRuns   = "runs"
+	modeLedger = "ledger"
+)
+
+func measure(b *testing.B, kind string, n int, mode string) float64 {
 	b.Helper()
 	br, err := brokers.Open(context.Background(), brokerURL(b, kind), nil)
 	require.NoError(b, err)
@@ -214,13 +252,20 @@ func measure(b *testing.B, kind string, n int, useEngine bool) float64 {
 
 	ready := make(chan struct{})
 	var stop func()
-	if useEngine {
+	if mode != modeBare {
 		dir := b.TempDir()
 		file := filepath.Join(dir, "flow.yaml")
 		require.NoError(b, os.WriteFile(file, []byte(benchFlow), 0o644))
 		fl, err := flows.Loader{Deps: nodes.Deps{Logger: quietLogger()}}.Load(file)
 		require.NoError(b, err)
-		e, err := flows.NewEngine(flows.Options{Broker: br, Logger: quietLogger()}, fl)
+		opts := flows.Options{Broker: br, Logger: quietLogger(), NoLedger: mode == modeRuns}
+		if mode == modeRuns || mode == modeLedger {
+			st, err := state.Open(filepath.Join(dir, "state.db"))
+			require.NoError(b, err)
+			defer st.Close()
+			opts.State = st
+		}
+		e, err := flows.NewEngine(opts, fl)
 		require.NoError(b, err)
 		ectx, ecancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)

@@ -21,8 +21,12 @@ import (
 type Options struct {
 	Broker brokers.Broker // required
 	Store  *storage.Store // required by bucket triggers and storage nodes
-	State  *state.DB      // optional: run ledger, bucket event de-duplication
-	Logger *slog.Logger   // slog.Default() when nil
+	State  *state.DB      // optional: run ledger, completion ledger, bucket event de-duplication
+	// NoLedger skips the completion ledger (runs are still recorded): a
+	// redelivered input runs again (at-least-once), and a run's ack waits
+	// for no commit.
+	NoLedger bool
+	Logger   *slog.Logger // slog.Default() when nil
 	// Metrics; a private registry's when nil.
 	Metrics *Metrics
 	// DrainTimeout bounds how long shutdown waits for runs in flight
@@ -104,6 +108,18 @@ func allSteps(f *Flow) []*Step {
 		out = append(out, b...)
 	}
 	return out
+}
+
+// Err reports why the engine is not acking inputs now, if it is not: the
+// state database cannot be written (disk full, locked). Inputs are then
+// left unacked, to be redelivered, until a write succeeds again.
+func (e *Engine) Err() error {
+	if e.opts.State != nil {
+		if err := e.opts.State.Err(); err != nil {
+			return fmt.Errorf("state database: %w", err)
+		}
+	}
+	return nil
 }
 
 // Ready is closed once every flow is subscribed and bucket watchers run.

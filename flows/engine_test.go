@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -674,4 +675,47 @@ steps:
 	require.NoError(t, err)
 	require.Len(t, all, 1)
 	assert.NotNil(t, all[0].Replayed)
+}
+
+type countingNode struct{ n *atomic.Int64 }
+
+func (c countingNode) Process(context.Context, *nodes.Envelope) error { c.n.Add(1); return nil }
+
+// TestRedeliveredInputRunsOnce: an input delivered again after its run
+// completed (a crash between the completion commit and the ack) is acked
+// as a duplicate, its steps not run again, nothing published twice.
+func TestRedeliveredInputRunsOnce(t *testing.T) {
+	var calls atomic.Int64
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.count", Summary: "counts calls",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return countingNode{&calls}, nil },
+	}))
+	h := start(t, `
+name: once
+on: {topic: in}
+steps:
+  - node: test.count
+  - node: publish
+    with: {topic: out}
+`, reg)
+	for _, id := range []string{"order-1", "order-2", "order-1"} {
+		require.NoError(t, h.broker.Publisher().Publish("in", message.NewMessage(id, []byte(`{}`))))
+	}
+	var runs []state.Run
+	require.Eventually(t, func() bool {
+		require.NoError(t, h.state.Flush(t.Context()))
+		var err error
+		runs, err = h.state.Runs(t.Context(), state.Filter{Flow: "once"})
+		require.NoError(t, err)
+		return len(runs) == 3
+	}, 20*time.Second, 10*time.Millisecond)
+	status := map[string]int{}
+	for _, r := range runs {
+		status[r.Input+" "+r.Status]++
+	}
+	assert.Equal(t, map[string]int{"order-1 succeeded": 1, "order-2 succeeded": 1, "order-1 duplicate": 1}, status)
+	assert.EqualValues(t, 2, calls.Load())
+	assert.Len(t, h.consume("out", 2), 2)
+	assert.EqualValues(t, 1, h.counter("sluice_runs_total", map[string]string{"flow": "once", "status": "duplicate"}))
 }

@@ -60,7 +60,7 @@ func (m *Metrics) forFlow(f *Flow) *flowMetrics {
 		published:  m.published.WithLabelValues(f.Name),
 		steps:      map[*Step]*stepMetrics{},
 	}
-	for _, s := range []string{"succeeded", "failed", "dead_lettered", "filtered"} {
+	for _, s := range []string{"succeeded", "failed", "dead_lettered", "duplicate", "filtered"} {
 		fm.runs[s] = m.runs.WithLabelValues(f.Name, s)
 	}
 	for _, s := range allSteps(f) {

@@ -51,6 +51,11 @@ type failure struct {
 }
 
 func (e *Engine) process(f *Flow, msg *message.Message) error {
+	if err := e.Err(); err != nil {
+		// Runs cannot be recorded: stop acking rather than lose track of
+		// work; the input is redelivered once the database is writable.
+		return err
+	}
 	start := time.Now()
 	fm := e.fm[f]
 	fm.received.Inc()
@@ -92,6 +97,22 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		env.SetBody(msg.Payload, msg.Metadata.Get("content_type"))
 	}
 
+	if fail == nil && e.opts.State != nil && !e.opts.NoLedger {
+		// Redelivered after its run completed (a crash between the
+		// completion commit and the ack, a rebalance, a repeated bucket
+		// event): ack it without running again.
+		c, done, err := e.opts.State.Completed(e.hardCtx, f.Name, run.Input)
+		if err != nil {
+			return err // cannot tell: leave it unacked, it comes back
+		}
+		if done {
+			run.Status, run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
+			e.record(run)
+			fm.runs[run.Status].Inc()
+			return nil
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
 	defer cancel()
 	if fail == nil {
@@ -106,7 +127,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	fm.runLatency.Observe(run.Duration.Seconds())
 	if fail == nil {
 		run.Status = state.StatusSucceeded
-		e.record(run)
+		e.complete(run)
 		fm.runs[run.Status].Inc()
 		return nil
 	}
@@ -135,9 +156,21 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	log.Warn("run failed; input sent to the dead-letter topic", "step", run.Step, "error", fail.err,
 		"attempts", run.Attempts, "dead_letter", f.DeadLetter)
 	run.Status = state.StatusDeadLettered
-	e.record(run)
+	e.complete(run)
 	fm.runs[run.Status].Inc()
 	return nil
+}
+
+// complete records a finished run and marks its input completed.
+func (e *Engine) complete(r state.Run) {
+	if e.opts.State == nil {
+		return
+	}
+	if e.opts.NoLedger {
+		e.opts.State.Record(r)
+		return
+	}
+	e.opts.State.Complete(r)
 }
 
 func (e *Engine) record(r state.Run) {

@@ -21,6 +21,7 @@ const (
 	StatusSucceeded    = "succeeded"
 	StatusFailed       = "failed"        // not dead-lettered: will be redelivered
 	StatusDeadLettered = "dead_lettered" // failed for good, sent to the dead-letter topic
+	StatusDuplicate    = "duplicate"     // a redelivered input already completed: acked, not re-run
 )
 
 // Run is one invocation of a flow.
@@ -53,7 +54,13 @@ type StepRun struct {
 // message path no commit; Close and Flush wait until they are written.
 type DB struct {
 	db   *sql.DB
-	runs chan Run
+	// Prepared once: statement preparation costs as much as the insert.
+	insertRun, insertDone, lookupDone *sql.Stmt
+	runs                              chan pending
+	// queued holds completions not yet written, so Completed sees them
+	// at once; the writer removes them once committed.
+	queuedMu sync.Mutex
+	queued   map[[2]string]Completion
 	// flushReq carries a channel closed once everything queued is written.
 	flushReq chan chan struct{}
 	done     chan struct{}
@@ -94,18 +101,39 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.Exec(schema + deadLetterSchema); err != nil {
+	if _, err := db.Exec(schema + deadLetterSchema + completionSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state schema: %w", err)
 	}
-	d := &DB{db: db, runs: make(chan Run, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	d := &DB{db: db, runs: make(chan pending, 4096), queued: map[[2]string]Completion{}, flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{
+		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?)`},
+		{&d.insertDone, `INSERT OR IGNORE INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)`},
+		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
+	} {
+		if *p.st, err = db.Prepare(p.sql); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state: %w", err)
+		}
+	}
 	go d.writer()
 	return d, nil
 }
 
+// pending is a run waiting for the writer; complete marks its input
+// completed in the same transaction.
+type pending struct {
+	run      Run
+	complete bool
+}
+
 // Record queues a run for writing. It blocks only when the writer is
 // thousands of records behind.
-func (d *DB) Record(r Run) { d.runs <- r }
+func (d *DB) Record(r Run) { d.runs <- pending{run: r} }
 
 // Flush waits until every run recorded so far is written.
 func (d *DB) Flush(ctx context.Context) error {
@@ -123,27 +151,43 @@ func (d *DB) Flush(ctx context.Context) error {
 	}
 }
 
+// Err is the last write's error: nil once a write succeeds again.
+func (d *DB) Err() error { return d.writeErr() }
+
 func (d *DB) writeErr() error {
 	d.errMu.Lock()
 	defer d.errMu.Unlock()
 	return d.err
 }
 
+const batchSize = 512
+
 func (d *DB) writer() {
 	defer close(d.done)
-	batch := make([]Run, 0, 512)
+	batch := make([]pending, 0, batchSize)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	write := func() {
 		if len(batch) == 0 {
 			return
 		}
-		if err := d.insert(batch); err != nil {
-			d.errMu.Lock()
-			d.err = err
-			d.errMu.Unlock()
+		err := d.insert(batch)
+		d.errMu.Lock()
+		d.err = err
+		d.errMu.Unlock()
+		if err == nil {
+			d.queuedMu.Lock()
+			for _, p := range batch {
+				if p.complete {
+					delete(d.queued, [2]string{p.run.Flow, p.run.Input})
+				}
+			}
+			d.queuedMu.Unlock()
+			batch = batch[:0]
 		}
-		batch = batch[:0]
+		// On error (disk full, database locked past the busy timeout) the
+		// batch is kept and retried at the next tick; Err reports it, and
+		// the engine stops acking until a write succeeds.
 	}
 	for {
 		select {
@@ -153,7 +197,7 @@ func (d *DB) writer() {
 				return
 			}
 			batch = append(batch, r)
-			if len(batch) == cap(batch) {
+			if len(batch) >= batchSize && d.writeErr() == nil {
 				write()
 			}
 		case <-tick.C:
@@ -169,19 +213,27 @@ func (d *DB) writer() {
 	}
 }
 
-func (d *DB) insert(runs []Run) error {
+func (d *DB) insert(runs []pending) error {
 	tx, err := d.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	st, err := tx.Prepare(`INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?)`)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for _, r := range runs {
+	st, done := tx.Stmt(d.insertRun), tx.Stmt(d.insertDone)
+	for _, p := range runs {
+		r := p.run
+		if p.complete {
+			res, err := done.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				// Completed already, by a run that raced this one (a
+				// redelivery before the first completion was written):
+				// its effects were repeated with the same keys and ids.
+				r.Status, r.Error = StatusDuplicate, "input completed by another run"
+			}
+		}
 		steps, _ := json.Marshal(r.Steps)
 		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
 			r.Duration.Microseconds(), r.Step, r.Error, string(steps)); err != nil {

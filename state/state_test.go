@@ -1,6 +1,7 @@
 package state_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -78,4 +79,45 @@ func TestSeenObjects(t *testing.T) {
 	assert.True(t, seen)
 	seen, _ = db.Seen(ctx, "b", "k", "e2")
 	assert.False(t, seen, "a new version of the object is new")
+}
+
+func TestCompletionLedger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	t0 := time.Now().UTC().Add(-48 * time.Hour)
+	_, done, err := db.Completed(ctx, "f", "m1")
+	require.NoError(t, err)
+	assert.False(t, done)
+
+	for i := range 20 {
+		db.Complete(state.Run{ID: fmt.Sprintf("r%d", i), Flow: "f", Input: fmt.Sprintf("m%d", i), Status: state.StatusSucceeded, Started: t0})
+	}
+	// A second completion of an input (a redelivery racing the first
+	// run's write) is recorded as a duplicate.
+	db.Complete(state.Run{ID: "again", Flow: "f", Input: "m1", Status: state.StatusSucceeded, Started: time.Now()})
+	require.NoError(t, db.Flush(ctx))
+	again, err := db.Runs(ctx, state.Filter{ID: "again"})
+	require.NoError(t, err)
+	require.Len(t, again, 1)
+	assert.Equal(t, state.StatusDuplicate, again[0].Status)
+	c, done, err := db.Completed(ctx, "f", "m1")
+	require.NoError(t, err)
+	assert.True(t, done)
+	assert.Equal(t, "r1", c.Run, "the first completion stands")
+	_, done, _ = db.Completed(ctx, "other-flow", "m1")
+	assert.False(t, done, "completions are per flow")
+	require.NoError(t, db.Close())
+
+	db, err = state.Open(path)
+	require.NoError(t, err)
+	defer db.Close()
+	_, done, _ = db.Completed(ctx, "f", "m7")
+	assert.True(t, done, "durable across a reopen")
+	n, err := db.Prune(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.EqualValues(t, 40, n, "20 old runs and their completions")
+	_, done, _ = db.Completed(ctx, "f", "m1")
+	assert.False(t, done)
 }

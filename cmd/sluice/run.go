@@ -132,6 +132,10 @@ func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {
 		case <-engine.Ready():
+			if err := engine.Err(); err != nil {
+				http.Error(w, "not acking: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 			fmt.Fprintln(w, "ready")
 		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
