@@ -53,7 +53,7 @@ type StepRun struct {
 // background writer (one transaction per batch) so recording costs the
 // message path no commit; Close and Flush wait until they are written.
 type DB struct {
-	db   *sql.DB
+	db *sql.DB
 	// Prepared once: statement preparation costs as much as the insert.
 	insertRun, insertDone, lookupDone *sql.Stmt
 	runs                              chan pending
