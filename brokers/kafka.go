@@ -311,3 +311,12 @@ var (
 	_ message.Subscriber = (*kafkaSubscriber)(nil)
 	_ message.Publisher  = (*kafkaPublisher)(nil)
 )
+
+// Position reports where a consumed message sits in its broker: the Kafka
+// partition and offset it was read from. ok is false for brokers without
+// positions (the message id identifies those).
+func Position(msg *message.Message) (partition int32, offset int64, ok bool) {
+	p, okP := kafka.MessagePartitionFromCtx(msg.Context())
+	o, okO := kafka.MessagePartitionOffsetFromCtx(msg.Context())
+	return p, o, okP && okO
+}

@@ -719,3 +719,37 @@ steps:
 	assert.Len(t, h.consume("out", 2), 2)
 	assert.EqualValues(t, 1, h.counter("sluice_runs_total", map[string]string{"flow": "once", "status": "duplicate"}))
 }
+
+func TestStepRetryOverridesFlowRetryAndMaxElapsed(t *testing.T) {
+	failures := 2
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.flaky", Summary: "fails, then works",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return flaky{failures: &failures}, nil },
+	}))
+	h := start(t, `
+name: steps-retry
+on: {topic: jobs}
+retry: {max_attempts: 1}
+steps:
+  - id: patient
+    node: test.flaky
+    when: payload.id == 1
+    retry: {max_attempts: 5, backoff: 1ms}
+  - id: hasty
+    node: test.flaky
+    when: payload.id == 2
+    retry: {max_attempts: 10, backoff: 1h, max_elapsed: 100ms}
+  - node: publish
+    with: {topic: done}
+`, reg)
+	h.publish("jobs", `{"id": 1}`)
+	h.consume("done", 1)
+	assert.Equal(t, 0, failures, "the step's 5 attempts, not the flow's 1")
+
+	failures = 1
+	h.publish("jobs", `{"id": 2}`)
+	dl := h.consume("steps-retry.dlq", 1)
+	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "gave up after 1 attempts", "a 1h backoff would pass max_elapsed: no wait")
+	assert.Equal(t, "1", dl[0].Metadata.Get(flows.MetaAttempts))
+}

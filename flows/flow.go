@@ -68,6 +68,7 @@ type Retry struct {
 	MaxAttempts int           // 1 means no retry
 	Backoff     time.Duration // first wait, doubled each time, with jitter
 	MaxBackoff  time.Duration
+	MaxElapsed  time.Duration // 0: unbounded (the run's timeout still applies)
 }
 
 // Step is one node in the chain.
@@ -77,6 +78,7 @@ type Step struct {
 	Pos     nodes.Pos
 	When    *eval.Program // nil: always
 	Timeout time.Duration // 0: the run's
+	Retry   *Retry        // nil: the flow's
 	Config  *nodes.Config
 	Node    nodes.Node
 	where   string // "steps[2] (image.thumbnail)", for messages

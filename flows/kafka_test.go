@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/state"
 )
 
@@ -78,4 +79,47 @@ steps:
 	}
 	assert.Len(t, ids, n, "one output id per input")
 	assert.GreaterOrEqual(t, ran(a)+ran(b), n)
+}
+
+// TestKafkaPoisonMessageIsDeadLetteredWithItsPosition: a message that
+// always fails is retried the flow's attempts, then dead-lettered with its
+// partition and offset; it is not redelivered in a loop, and the messages
+// behind it are processed.
+func TestKafkaPoisonMessageIsDeadLetteredWithItsPosition(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	h := startWith(t, t.TempDir(), url, `
+name: strict
+on: {topic: orders}
+retry: {max_attempts: 3, backoff: 1ms}
+steps:
+  - node: transform
+    with: {set: {total: 'payload.qty * 2'}}
+  - node: publish
+    with: {topic: priced}
+`, nil)
+	h.publish("orders", `{"qty": 1}`)
+	poison := h.publish("orders", `{"qty": "many"}`)
+	for i := 2; i <= 20; i++ {
+		h.publish("orders", fmt.Sprintf(`{"qty": %d}`, i))
+	}
+	assert.Len(t, h.consume("priced", 20), 20, "the rest flows past the poison message")
+	dl := h.consume("strict.dlq", 1)[0]
+	assert.Equal(t, poison, dl.Metadata.Get(flows.MetaSourceID))
+	assert.Equal(t, "0", dl.Metadata.Get(flows.MetaSourcePartition))
+	assert.Equal(t, "1", dl.Metadata.Get(flows.MetaSourceOffset), "the second record of the partition")
+	assert.Equal(t, poison, dl.Metadata.Get(flows.MetaInput))
+	first, err := time.Parse(time.RFC3339Nano, dl.Metadata.Get(flows.MetaFirstFailedAt))
+	require.NoError(t, err)
+	last, err := time.Parse(time.RFC3339Nano, dl.Metadata.Get(flows.MetaFailedAt))
+	require.NoError(t, err)
+	assert.False(t, last.Before(first))
+
+	require.NoError(t, h.state.Flush(t.Context()))
+	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "strict", Input: poison})
+	require.NoError(t, err)
+	require.Len(t, runs, 1, "dead-lettered once, not looped")
+	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
 }

@@ -174,16 +174,32 @@ var flowFields = []nodes.Field{
 	{Name: "on", Kind: nodes.Object, Required: true, Fields: triggerFields, Doc: "The trigger."},
 	{Name: "concurrency", Kind: nodes.Int, Default: 1, Min: 1, Max: 1024, Doc: "Messages processed at once."},
 	{Name: "timeout", Kind: nodes.Duration, Default: 5 * time.Minute, Doc: "Bound on one run."},
-	{Name: "retry", Kind: nodes.Object, Doc: "How failing steps are retried.", Fields: []nodes.Field{
-		{Name: "max_attempts", Kind: nodes.Int, Default: 3, Min: 1, Max: 100},
-		{Name: "backoff", Kind: nodes.Duration, Default: time.Second},
-		{Name: "max_backoff", Kind: nodes.Duration, Default: 30 * time.Second},
-	}},
+	{Name: "retry", Kind: nodes.Object, Doc: "How failing steps are retried (a step's own retry overrides it).", Fields: retryFields},
 	{Name: "dead_letter", Kind: nodes.String, Role: nodes.RoleTopic, Doc: "Topic for messages that fail; <name>.dlq by default."},
 	{Name: "max_body", Kind: nodes.Int, Default: 256 << 20, Min: 1, Max: 1 << 40, Doc: "Largest object body loaded into memory, in bytes."},
 	// steps and branches are decoded by parseSteps.
 	{Name: "steps", Kind: nodes.Any, Required: true},
 	{Name: "branches", Kind: nodes.Any},
+}
+
+// retryFields configure retries, for a flow or one step.
+var retryFields = []nodes.Field{
+	{Name: "max_attempts", Kind: nodes.Int, Default: 3, Min: 1, Max: 100, Doc: "Attempts in all; 1: no retry."},
+	{Name: "backoff", Kind: nodes.Duration, Default: time.Second, Doc: "First wait; doubled after each attempt, ±50% jitter."},
+	{Name: "max_backoff", Kind: nodes.Duration, Default: 30 * time.Second, Doc: "Longest wait."},
+	{Name: "max_elapsed", Kind: nodes.Duration, Doc: "Stop retrying once this long has passed since the first attempt (0: only max_attempts and the run's timeout bound it)."},
+}
+
+// defaultRetry is the retry of a flow without a retry block.
+var defaultRetry = Retry{MaxAttempts: 3, Backoff: time.Second, MaxBackoff: 30 * time.Second}
+
+// parseRetry reads a retry block; nil gives def. Fields left out take
+// their defaults from retryFields, not from def.
+func parseRetry(r *nodes.Config, def Retry) Retry {
+	if r == nil {
+		return def
+	}
+	return Retry{MaxAttempts: r.Int("max_attempts"), Backoff: r.Duration("backoff"), MaxBackoff: r.Duration("max_backoff"), MaxElapsed: r.Duration("max_elapsed")}
 }
 
 var stepFields = []nodes.Field{
@@ -192,6 +208,7 @@ var stepFields = []nodes.Field{
 	{Name: "with", Kind: nodes.Any},
 	{Name: "when", Kind: nodes.Condition},
 	{Name: "timeout", Kind: nodes.Duration},
+	{Name: "retry", Kind: nodes.Object, Fields: retryFields, Doc: "This step's retries, instead of the flow's."},
 }
 
 func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *Flow {
@@ -214,11 +231,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	} else if !topicRE.MatchString(f.DeadLetter) {
 		probs.Add(c.Pos("dead_letter"), "dead_letter: %q is not a valid topic name (letters, digits and -$:._)", f.DeadLetter)
 	}
-	r := c.Object("retry")
-	f.Retry = Retry{MaxAttempts: 3, Backoff: time.Second, MaxBackoff: 30 * time.Second}
-	if r != nil {
-		f.Retry = Retry{MaxAttempts: r.Int("max_attempts"), Backoff: r.Duration("backoff"), MaxBackoff: r.Duration("max_backoff")}
-	}
+	f.Retry = parseRetry(c.Object("retry"), defaultRetry)
 	if on := c.Object("on"); on != nil {
 		f.Trigger = parseTrigger(on, probs)
 	}
@@ -349,6 +362,10 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 			continue
 		}
 		s := &Step{ID: sc.String("id"), Type: sc.String("node"), Pos: nodes.PosOf(file, sn), When: sc.Expr("when"), Timeout: sc.Duration("timeout")}
+		if r := sc.Object("retry"); r != nil {
+			rt := parseRetry(r, defaultRetry)
+			s.Retry = &rt
+		}
 		s.where = fmt.Sprintf("%s (%s)", where, s.Type)
 		if s.ID == "" {
 			s.ID = strings.NewReplacer(".", "_", "-", "_").Replace(s.Type)

@@ -15,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/google/uuid"
 
+	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
@@ -30,7 +31,12 @@ const (
 	MetaFailedAt    = "sluice_failed_at"
 	MetaSourceTopic = "sluice_source_topic"
 	MetaSourceID    = "sluice_source_id"
-	MetaInput       = "sluice_input"
+	MetaInput       = "sluice_input" // the input's identity: message id, or bucket/key@etag
+	// MetaFirstFailedAt is when the failing step first failed; MetaFailedAt
+	// when it failed last.
+	MetaFirstFailedAt   = "sluice_first_failed_at"
+	MetaSourcePartition = "sluice_source_partition" // Kafka partition of the input
+	MetaSourceOffset    = "sluice_source_offset"    // and its offset
 	MetaRun         = "sluice_run"
 )
 
@@ -45,9 +51,10 @@ func derivedID(inputID, what string) string {
 
 // failure is a run's error with the step it happened in.
 type failure struct {
-	step     *Step
-	attempts int
-	err      error
+	step        *Step
+	attempts    int
+	err         error
+	first, last time.Time // the failing step's first and last failure
 }
 
 func (e *Engine) process(f *Flow, msg *message.Message) error {
@@ -145,7 +152,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		return fail.err
 	}
 	log := e.log.With("flow", f.Name, "run", env.Run, "input", msg.UUID)
-	if err := e.deadLetter(f, msg, fail); err != nil {
+	if err := e.deadLetter(f, msg, run.Input, fail); err != nil {
 		log.Error("dead-letter publish failed; the input will be redelivered", "error", err, "cause", fail.err)
 		run.Status = state.StatusFailed
 		run.Error += "; dead-letter publish failed: " + err.Error()
@@ -240,10 +247,10 @@ func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *node
 			}
 		}
 		env.SetStep(s.ID)
-		sr, err := e.runStep(ctx, f, s, env)
+		sr, firstFail, err := e.runStep(ctx, f, s, env)
 		run.Steps = append(run.Steps, sr)
 		if err != nil {
-			return &failure{step: s, attempts: sr.Attempts, err: err}
+			return &failure{step: s, attempts: sr.Attempts, err: err, first: firstFail, last: time.Now()}
 		}
 		if r, ok := env.TakeRoute(); ok {
 			if r.Topic != "" {
@@ -261,19 +268,32 @@ func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *node
 }
 
 // runStep runs one step with its retries, timeout and panic recovery.
-func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envelope) (state.StepRun, error) {
+// It also returns when the step first failed (zero if it never did).
+func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envelope) (state.StepRun, time.Time, error) {
 	start := time.Now()
 	sr := state.StepRun{ID: s.ID, Node: s.Type}
+	retry := f.Retry
+	if s.Retry != nil {
+		retry = *s.Retry
+	}
 	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = f.Retry.Backoff, f.Retry.MaxBackoff, 0.5
+	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = retry.Backoff, retry.MaxBackoff, 0.5
 	var err error
+	var firstFail time.Time
 	for {
 		sr.Attempts++
 		err = e.callNode(ctx, s, env)
-		if err == nil || nodes.IsPermanent(err) || sr.Attempts >= f.Retry.MaxAttempts || ctx.Err() != nil {
+		if err != nil && firstFail.IsZero() {
+			firstFail = time.Now()
+		}
+		if err == nil || nodes.IsPermanent(err) || sr.Attempts >= retry.MaxAttempts || ctx.Err() != nil {
 			break
 		}
 		wait := bo.NextBackOff()
+		if retry.MaxElapsed > 0 && time.Since(start)+wait > retry.MaxElapsed {
+			err = fmt.Errorf("gave up after %d attempts in %s (max_elapsed %s): %w", sr.Attempts, time.Since(start).Round(time.Millisecond), retry.MaxElapsed, err)
+			break
+		}
 		e.log.Debug("step failed; retrying", "flow", f.Name, "step", s.ID, "attempt", sr.Attempts, "wait", wait, "error", err)
 		t := time.NewTimer(wait)
 		select {
@@ -294,7 +314,7 @@ func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envel
 		sm.succeeded.Inc()
 	}
 	sm.latency.Observe(sr.Duration.Seconds())
-	return sr, err
+	return sr, firstFail, err
 }
 
 // callNode calls the node once; a panic becomes a permanent error.
@@ -345,7 +365,7 @@ func (e *Engine) publishOutputs(f *Flow, inputID string, env *nodes.Envelope) er
 
 // deadLetter publishes the input, unchanged, to the flow's dead-letter
 // topic, with why it failed in its metadata.
-func (e *Engine) deadLetter(f *Flow, msg *message.Message, fail *failure) error {
+func (e *Engine) deadLetter(f *Flow, msg *message.Message, input string, fail *failure) error {
 	dl := message.NewMessage(derivedID(msg.UUID, f.Name+"/dead-letter"), msg.Payload)
 	for k, v := range msg.Metadata {
 		dl.Metadata.Set(k, v)
@@ -357,9 +377,23 @@ func (e *Engine) deadLetter(f *Flow, msg *message.Message, fail *failure) error 
 	}
 	dl.Metadata.Set(MetaError, fail.err.Error())
 	dl.Metadata.Set(MetaAttempts, strconv.Itoa(max(fail.attempts, 1)))
-	dl.Metadata.Set(MetaFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	last := fail.last
+	if last.IsZero() {
+		last = time.Now()
+	}
+	first := fail.first
+	if first.IsZero() {
+		first = last
+	}
+	dl.Metadata.Set(MetaFirstFailedAt, first.UTC().Format(time.RFC3339Nano))
+	dl.Metadata.Set(MetaFailedAt, last.UTC().Format(time.RFC3339Nano))
 	dl.Metadata.Set(MetaSourceTopic, triggerTopic(f))
 	dl.Metadata.Set(MetaSourceID, msg.UUID)
+	dl.Metadata.Set(MetaInput, input)
+	if p, o, ok := brokers.Position(msg); ok {
+		dl.Metadata.Set(MetaSourcePartition, strconv.Itoa(int(p)))
+		dl.Metadata.Set(MetaSourceOffset, strconv.FormatInt(o, 10))
+	}
 	if err := e.opts.Broker.Publisher().Publish(f.DeadLetter, dl); err != nil {
 		return err
 	}
