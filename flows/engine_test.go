@@ -713,6 +713,10 @@ steps:
 	status := map[string]int{}
 	for _, r := range runs {
 		status[r.Input+" "+r.Status]++
+		if r.Status == state.StatusSucceeded {
+			assert.EqualValues(t, 2, r.BytesIn, "the {} payload")
+			assert.EqualValues(t, 2, r.BytesOut, "published as is")
+		}
 	}
 	assert.Equal(t, map[string]int{"order-1 succeeded": 1, "order-2 succeeded": 1, "order-1 duplicate": 1}, status)
 	assert.EqualValues(t, 2, calls.Load())

@@ -37,7 +37,7 @@ const (
 	MetaFirstFailedAt   = "sluice_first_failed_at"
 	MetaSourcePartition = "sluice_source_partition" // Kafka partition of the input
 	MetaSourceOffset    = "sluice_source_offset"    // and its offset
-	MetaRun         = "sluice_run"
+	MetaRun             = "sluice_run"
 )
 
 // idSpace namespaces the deterministic ids of published messages.
@@ -131,6 +131,13 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		}
 	}
 	run.Duration = time.Since(start)
+	in, out := env.Bytes()
+	run.BytesIn, run.BytesOut = int64(len(msg.Payload))+in, out
+	if fail == nil {
+		for _, o := range env.Outputs() {
+			run.BytesOut += int64(len(o.Payload))
+		}
+	}
 	fm.runLatency.Observe(run.Duration.Seconds())
 	if fail == nil {
 		run.Status = state.StatusSucceeded

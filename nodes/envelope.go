@@ -40,8 +40,10 @@ type Envelope struct {
 	imgEnc   ImageEncoder
 	imgDirty bool // changed since decoding: the body is stale
 
-	outputs []Output
-	route   *Route
+	outputs  []Output
+	route    *Route
+	bytesIn  int64 // object bytes read
+	bytesOut int64 // bytes nodes wrote out (objects)
 	step    string
 
 	// Built once: the object and event as expressions see them.
@@ -143,6 +145,7 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 		return nil, StorageError(err)
 	}
 	e.body, e.bodyLoaded, e.bodyType = b, true, info.ContentType
+	e.bytesIn += int64(len(b))
 	return b, nil
 }
 
@@ -198,6 +201,17 @@ func (e *Envelope) encodeImage() ([]byte, error) {
 	}
 	return b, nil
 }
+
+// CountRead and CountWritten add to the bytes a run read and wrote, for
+// the run ledger and `sluice usage`; nodes doing their own I/O (objects
+// written, files fetched) report it. The body of the triggering object is
+// counted already.
+func (e *Envelope) CountRead(n int64)    { e.bytesIn += n }
+func (e *Envelope) CountWritten(n int64) { e.bytesOut += n }
+
+// Bytes returns what CountRead and CountWritten summed, object body loads
+// included.
+func (e *Envelope) Bytes() (read, written int64) { return e.bytesIn, e.bytesOut }
 
 // Emit queues a message for publishing after the run succeeds.
 func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }

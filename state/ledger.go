@@ -85,3 +85,22 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (int64, error) {
 	}
 	return total, nil
 }
+
+// Retain prunes runs and completions older than keep now and then every
+// interval until ctx ends, reporting each pass to report (which may be
+// nil).
+func (d *DB) Retain(ctx context.Context, keep, interval time.Duration, report func(deleted int64, err error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := d.Prune(ctx, time.Now().Add(-keep))
+		if report != nil && ctx.Err() == nil {
+			report(n, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

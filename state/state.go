@@ -37,6 +37,8 @@ type Run struct {
 	Step     string        `json:"step,omitempty"` // the failing step
 	Error    string        `json:"error,omitempty"`
 	Steps    []StepRun     `json:"steps,omitempty"`
+	BytesIn  int64         `json:"bytes_in"`  // message and object bytes read
+	BytesOut int64         `json:"bytes_out"` // bytes published and written to buckets
 }
 
 // StepRun is one step of a run.
@@ -82,7 +84,9 @@ CREATE TABLE IF NOT EXISTS runs (
 	duration_us INTEGER NOT NULL,
 	step        TEXT NOT NULL DEFAULT '',
 	error       TEXT NOT NULL DEFAULT '',
-	steps       TEXT NOT NULL DEFAULT '[]'
+	steps       TEXT NOT NULL DEFAULT '[]',
+	bytes_in    INTEGER NOT NULL DEFAULT 0,
+	bytes_out   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_flow_started ON runs(flow, started_ms);
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ms);
@@ -105,13 +109,17 @@ func Open(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("state schema: %w", err)
 	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state schema: %w", err)
+	}
 	d := &DB{db: db, runs: make(chan pending, 4096), queued: map[[2]string]Completion{}, flushReq: make(chan chan struct{}), done: make(chan struct{})}
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?)`},
+		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{&d.insertDone, `INSERT OR IGNORE INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
@@ -236,7 +244,7 @@ func (d *DB) insert(runs []pending) error {
 		}
 		steps, _ := json.Marshal(r.Steps)
 		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps)); err != nil {
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut); err != nil {
 			return err
 		}
 	}
@@ -272,7 +280,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	if !f.Since.IsZero() {
 		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
 	}
-	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps FROM runs`
+	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out FROM runs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -291,7 +299,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		var r Run
 		var started, dur int64
 		var steps string
-		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps); err != nil {
+		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps, &r.BytesIn, &r.BytesOut); err != nil {
 			return nil, err
 		}
 		r.Started = time.UnixMilli(started).UTC()
@@ -333,4 +341,31 @@ func (d *DB) Seen(ctx context.Context, bucket, key, etag string) (bool, error) {
 	var n int
 	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_objects WHERE bucket = ? AND key = ? AND etag = ?`, bucket, key, etag).Scan(&n)
 	return n > 0, err
+}
+
+// migrate brings a state database made by an earlier release up to date:
+// columns added since are added, with their defaults.
+func migrate(db *sql.DB) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info('runs')`)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		have[n] = true
+	}
+	rows.Close()
+	for _, col := range []string{"bytes_in", "bytes_out"} {
+		if !have[col] {
+			if _, err := db.Exec(`ALTER TABLE runs ADD COLUMN ` + col + ` INTEGER NOT NULL DEFAULT 0`); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

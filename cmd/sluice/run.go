@@ -28,6 +28,7 @@ import (
 func runCmd(g *globals) *cobra.Command {
 	var listen string
 	var drain time.Duration
+	var retentionText string
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -44,6 +45,10 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
   SLUICE_BROKER=mem:// sluice run flows/orders.yaml`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			retention, err := time.ParseDuration(retentionText)
+			if err != nil || retention < 0 {
+				return fmt.Errorf("--retention %q: want a duration such as 720h (30 days), or 0 to keep everything", retentionText)
+			}
 			log, err := g.logger()
 			if err != nil {
 				return err
@@ -112,11 +117,22 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				log.Info("flow loaded", attrs...)
 			}
 			log.Info("using", "broker", g.brokerURL(), "storage", g.storageURL(), "state", g.statePath())
+			if retention > 0 {
+				go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
+					if err != nil {
+						log.Warn("pruning the run ledger failed", "error", err)
+					} else if n > 0 {
+						log.Info("pruned the run ledger", "rows", n, "older_than", retention)
+					}
+				})
+			}
 			return engine.Run(ctx)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
+	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
+		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	return cmd
 }
 

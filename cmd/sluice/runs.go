@@ -25,9 +25,9 @@ func runsCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch f.Status {
-			case "", state.StatusSucceeded, state.StatusFailed, state.StatusDeadLettered:
+			case "", state.StatusSucceeded, state.StatusFailed, state.StatusDeadLettered, state.StatusDuplicate:
 			default:
-				return fmt.Errorf("--status must be succeeded, failed or dead_lettered, not %q", f.Status)
+				return fmt.Errorf("--status must be succeeded, failed, dead_lettered or duplicate, not %q", f.Status)
 			}
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
@@ -69,7 +69,7 @@ func runsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&f.Flow, "flow", "", "only this flow")
-	cmd.Flags().StringVar(&f.Status, "status", "", "only this status: succeeded, failed, dead_lettered")
+	cmd.Flags().StringVar(&f.Status, "status", "", "only this status: succeeded, failed, dead_lettered, duplicate")
 	cmd.Flags().StringVar(&f.Input, "input", "", "only runs of this input (message id, or bucket/key@etag)")
 	cmd.Flags().DurationVar(&since, "since", 0, "only runs started within this long, e.g. 1h")
 	cmd.Flags().IntVar(&f.Limit, "limit", 50, "at most this many runs, newest first")

@@ -73,6 +73,7 @@ func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
 		if err != nil {
 			return nodes.StorageError(err)
 		}
+		env.CountRead(int64(len(data)))
 		var v any
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nodes.Permanent(fmt.Errorf("%s/%s is not JSON: %w", b, k, err))

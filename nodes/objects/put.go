@@ -78,6 +78,7 @@ func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return nodes.StorageError(fmt.Errorf("write %s/%s: %w", b, k, err))
 	}
+	env.CountWritten(int64(len(data)))
 	env.SetResult(nodes.ObjectMap(info))
 	return nil
 }

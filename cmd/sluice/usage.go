@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/state"
+)
+
+func usageCmd(g *globals) *cobra.Command {
+	var f state.UsageFilter
+	var days int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "usage",
+		Short: "Sum calls, errors, compute time and bytes per flow and per day, like a serverless bill",
+		Long: `Sums the run ledger per flow and per UTC day: calls (runs; redelivered
+duplicates are counted apart and not billed), errors (failed and
+dead-lettered runs), compute seconds (run durations) and bytes read and
+written. Runs older than the ledger's retention (sluice run --retention)
+are gone from it.`,
+		Example: `  sluice usage
+  sluice usage --flow thumbnails --days 7
+  sluice usage --json | jq .`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if days > 0 {
+				y, m, d := time.Now().UTC().AddDate(0, 0, -(days - 1)).Date()
+				f.Since = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+			}
+			st, err := state.Open(g.statePath())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rows, err := st.Usage(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				for _, u := range rows {
+					if err := enc.Encode(u); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(rows) == 0 {
+				fmt.Fprintln(out, "no runs")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "DAY\tFLOW\tCALLS\tERRORS\tDUPLICATES\tCOMPUTE-S\tIN\tOUT\t")
+			var total state.Usage
+			for _, u := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t\n", u.Day, u.Flow, u.Calls, u.Errors, u.Duplicates, u.ComputeSeconds, bytesText(u.BytesIn), bytesText(u.BytesOut))
+				total.Calls += u.Calls
+				total.Errors += u.Errors
+				total.Duplicates += u.Duplicates
+				total.ComputeSeconds += u.ComputeSeconds
+				total.BytesIn += u.BytesIn
+				total.BytesOut += u.BytesOut
+			}
+			fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%.3f\t%s\t%s\t\n", total.Calls, total.Errors, total.Duplicates, total.ComputeSeconds, bytesText(total.BytesIn), bytesText(total.BytesOut))
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&f.Flow, "flow", "", "only this flow")
+	cmd.Flags().IntVar(&days, "days", 30, "the last N days, today included (0: all)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per flow and day")
+	return cmd
+}
+
+// bytesText prints a byte count in binary units (1.5 MiB).
+func bytesText(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

@@ -1,0 +1,61 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Usage sums one flow's invocations over one UTC day, the way a
+// serverless bill does: calls, errors, compute time, bytes.
+type Usage struct {
+	Flow           string  `json:"flow"`
+	Day            string  `json:"day"`   // 2026-11-25
+	Calls          int64   `json:"calls"` // runs, duplicates and filtered inputs excluded
+	Errors         int64   `json:"errors"`
+	Duplicates     int64   `json:"duplicates"`
+	ComputeSeconds float64 `json:"compute_seconds"`
+	BytesIn        int64   `json:"bytes_in"`
+	BytesOut       int64   `json:"bytes_out"`
+}
+
+// UsageFilter selects what Usage sums; zero fields match everything.
+type UsageFilter struct {
+	Flow  string
+	Since time.Time
+}
+
+// Usage sums the run ledger per flow and per day, oldest day first.
+func (d *DB) Usage(ctx context.Context, f UsageFilter) ([]Usage, error) {
+	var where []string
+	var args []any
+	if f.Flow != "" {
+		where, args = append(where, "flow = ?"), append(args, f.Flow)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
+	}
+	q := `SELECT flow, strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch') AS day,
+		SUM(status != 'duplicate'), SUM(status IN ('failed', 'dead_lettered')), SUM(status = 'duplicate'),
+		SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) / 1e6, SUM(bytes_in), SUM(bytes_out)
+		FROM runs`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " GROUP BY flow, day ORDER BY day, flow"
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	defer rows.Close()
+	var out []Usage
+	for rows.Next() {
+		var u Usage
+		if err := rows.Scan(&u.Flow, &u.Day, &u.Calls, &u.Errors, &u.Duplicates, &u.ComputeSeconds, &u.BytesIn, &u.BytesOut); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
