@@ -1,6 +1,7 @@
 package flows_test
 
 import (
+	"database/sql"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -73,6 +74,11 @@ func startWith(t *testing.T, dir, brokerURL, flowYAML string, reg *nodes.Registr
 
 // startOn starts an engine on the given broker and storage, with state
 // under dir.
+//
+// stateBusyTimeout is how long the state database waits for a lock; tests
+// of a locked database shorten it (tests here do not run in parallel).
+var stateBusyTimeout = 30 * time.Second
+
 func startOn(t testing.TB, dir, brokerURL, storageURL, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: dir}
@@ -81,7 +87,7 @@ func startOn(t testing.TB, dir, brokerURL, storageURL, flowYAML string, reg *nod
 	require.NoError(t, err)
 	h.store, err = storage.Open(t.Context(), storageURL)
 	require.NoError(t, err)
-	h.state, err = state.Open(filepath.Join(dir, "state.db"))
+	h.state, err = state.OpenTimeout(filepath.Join(dir, "state.db"), stateBusyTimeout)
 	require.NoError(t, err)
 
 	file := filepath.Join(dir, "flow.yaml")
@@ -756,4 +762,79 @@ steps:
 	dl := h.consume("steps-retry.dlq", 1)
 	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "gave up after 1 attempts", "a 1h backoff would pass max_elapsed: no wait")
 	assert.Equal(t, "1", dl[0].Metadata.Get(flows.MetaAttempts))
+}
+
+// TestLockedStateDatabaseStopsAcking: while the state database cannot be
+// written (another process holds its write lock, as a disk that is full
+// would fail it), the engine reports unready and leaves inputs unacked;
+// once writable, it records the runs it held and processes the rest.
+func TestLockedStateDatabaseStopsAcking(t *testing.T) {
+	stateBusyTimeout = 100 * time.Millisecond
+	defer func() { stateBusyTimeout = 30 * time.Second }()
+	dir := t.TempDir()
+	h := startWith(t, dir, "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms&resend=50ms", `
+name: guarded
+on: {topic: in}
+steps:
+  - node: publish
+    with: {topic: out}
+`, nil)
+	// Outputs with the time they arrived.
+	type arrival struct {
+		n  float64
+		at time.Time
+	}
+	arrivals := make(chan arrival, 10)
+	sub, err := h.broker.Subscriber("watch")
+	require.NoError(t, err)
+	defer sub.Close()
+	outs, err := sub.Subscribe(t.Context(), "out")
+	require.NoError(t, err)
+	go func() {
+		for m := range outs {
+			m.Ack()
+			var p map[string]any
+			_ = json.Unmarshal(m.Payload, &p)
+			arrivals <- arrival{p["n"].(float64), time.Now()}
+		}
+	}()
+	next := func() arrival {
+		select {
+		case a := <-arrivals:
+			return a
+		case <-time.After(15 * time.Second):
+			t.Fatal("no output")
+		}
+		return arrival{}
+	}
+	h.publish("in", `{"n": 1}`)
+	assert.EqualValues(t, 1, next().n)
+
+	// Another process takes the state database's write lock.
+	locker, err := sql.Open("sqlite3", filepath.Join(dir, "state.db"))
+	require.NoError(t, err)
+	defer locker.Close()
+	conn, err := locker.Conn(t.Context())
+	require.NoError(t, err)
+	_, err = conn.ExecContext(t.Context(), "BEGIN IMMEDIATE")
+	require.NoError(t, err)
+
+	h.publish("in", `{"n": 2}`) // processed, but its run record cannot be written
+	assert.EqualValues(t, 2, next().n)
+	require.Eventually(t, func() bool { return h.engine.Err() != nil }, 10*time.Second, 10*time.Millisecond)
+	assert.ErrorContains(t, h.engine.Err(), "locked")
+	h.publish("in", `{"n": 3}`) // left unacked while the database is locked
+
+	unlocked := time.Now()
+	_, err = conn.ExecContext(t.Context(), "ROLLBACK")
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+	a3 := next()
+	assert.EqualValues(t, 3, a3.n)
+	assert.True(t, a3.at.After(unlocked), "n=3 ran only once the database was writable")
+	require.Eventually(t, func() bool { return h.engine.Err() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, h.state.Flush(t.Context()))
+	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "guarded", Status: state.StatusSucceeded})
+	require.NoError(t, err)
+	assert.Len(t, runs, 3, "the run held while locked was written afterwards")
 }

@@ -100,8 +100,13 @@ CREATE TABLE IF NOT EXISTS seen_objects (
 );`
 
 // Open opens (creating) the state database at path.
-func Open(path string) (*DB, error) {
-	db, err := sqlitedb.Open(path, sqlitedb.SyncNormal)
+func Open(path string) (*DB, error) { return OpenTimeout(path, sqlitedb.DefaultBusyTimeout) }
+
+// OpenTimeout is Open with another busy timeout: how long a write waits
+// for another process's lock on the file before it fails (and the engine
+// stops acking until a write succeeds).
+func OpenTimeout(path string, busy time.Duration) (*DB, error) {
+	db, err := sqlitedb.OpenTimeout(path, sqlitedb.SyncNormal, busy)
 	if err != nil {
 		return nil, err
 	}

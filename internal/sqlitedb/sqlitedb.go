@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +38,18 @@ func ParseSync(s string) (Sync, error) {
 	return "", fmt.Errorf("synchronous must be normal or full, not %q", s)
 }
 
+// DefaultBusyTimeout is how long a write waits for another writer's lock.
+const DefaultBusyTimeout = 30 * time.Second
+
 // Open opens (creating it and its folder if needed) the database at path.
 // ":memory:" is refused: every Sluice database must survive a restart.
 func Open(path string, sync Sync) (*sql.DB, error) {
+	return OpenTimeout(path, sync, DefaultBusyTimeout)
+}
+
+// OpenTimeout is Open with another busy timeout: how long a write waits
+// for a lock before failing with SQLITE_BUSY.
+func OpenTimeout(path string, sync Sync, busy time.Duration) (*sql.DB, error) {
 	if path == "" || path == ":memory:" {
 		return nil, fmt.Errorf("sqlite: a file path is required, got %q", path)
 	}
@@ -52,7 +62,7 @@ func Open(path string, sync Sync) (*sql.DB, error) {
 		}
 	}
 	q := url.Values{}
-	q.Set("_busy_timeout", "30000")
+	q.Set("_busy_timeout", strconv.FormatInt(busy.Milliseconds(), 10))
 	q.Set("_synchronous", string(sync))
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
