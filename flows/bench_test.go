@@ -85,13 +85,13 @@ func brokerURL(b *testing.B, kind string) string {
 // BenchmarkLedger reports messages/s through the 3-step flow with the
 // completion ledger (a durable commit before each ack, shared by runs
 // finishing together) next to the same engine recording runs without it,
-// on the SQLite and Kafka brokers, alternating rounds, medians.
+// on the SQLite and Kafka brokers, five alternating rounds, medians.
 func BenchmarkLedger(b *testing.B) {
 	for _, kind := range []string{"sqlite", "kafka"} {
 		b.Run(kind, func(b *testing.B) {
 			n := max(b.N, 2000)
 			var with, without []float64
-			for round := 0; round < 3; round++ {
+			for round := 0; round < 5; round++ {
 				if round%2 == 0 {
 					with = append(with, measure(b, kind, n, modeLedger))
 					without = append(without, measure(b, kind, n, modeRuns))

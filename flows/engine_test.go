@@ -150,6 +150,22 @@ func (h *harness) counter(name string, labels map[string]string) float64 {
 	return 0
 }
 
+// waitRuns returns the recorded runs matching f once there are n of them:
+// a run is recorded just after its outputs are published, so a test that
+// saw the outputs may look before the record is there.
+func (h *harness) waitRuns(f state.Filter, n int) []state.Run {
+	h.t.Helper()
+	var runs []state.Run
+	require.Eventually(h.t, func() bool {
+		require.NoError(h.t, h.state.Flush(h.t.Context()))
+		var err error
+		runs, err = h.state.Runs(h.t.Context(), f)
+		require.NoError(h.t, err)
+		return len(runs) >= n
+	}, 20*time.Second, 10*time.Millisecond, "want %d runs matching %+v", n, f)
+	return runs
+}
+
 func (h *harness) publish(topic, payload string) string {
 	h.t.Helper()
 	m := message.NewMessage(strings.ReplaceAll(h.t.Name(), "/", "-")+"-"+time.Now().Format("150405.000000000"), []byte(payload))
@@ -287,9 +303,7 @@ steps:
 	assert.Equal(t, "1", m.Metadata.Get(flows.MetaAttempts), "a permanent error is not retried")
 	assert.Equal(t, "in", m.Metadata.Get(flows.MetaSourceTopic))
 
-	require.NoError(t, h.state.Flush(t.Context()))
-	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "strict", Input: bad})
-	require.NoError(t, err)
+	runs := h.waitRuns(state.Filter{Flow: "strict", Input: bad}, 1)
 	require.Len(t, runs, 1)
 	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
 	assert.Equal(t, "total", runs[0].Step)
@@ -348,9 +362,7 @@ steps:
 	assert.Equal(t, panicID, dl[0].Metadata.Get(flows.MetaSourceID))
 	assert.Contains(t, dl[0].Metadata.Get(flows.MetaError), "panic in test.flaky: boom")
 
-	require.NoError(t, h.state.Flush(t.Context()))
-	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "retrying", Status: state.StatusSucceeded})
-	require.NoError(t, err)
+	runs := h.waitRuns(state.Filter{Flow: "retrying", Status: state.StatusSucceeded}, 1)
 	require.Len(t, runs, 1)
 	var work state.StepRun
 	for _, s := range runs[0].Steps {
@@ -536,9 +548,7 @@ steps:
 	out := h2.consume("finished", 2)
 	assert.EqualValues(t, 1, payloadOf(t, out[0])["n"])
 	assert.EqualValues(t, 2, payloadOf(t, out[1])["n"])
-	require.NoError(t, h2.state.Flush(t.Context()))
-	runs, err := h2.state.Runs(t.Context(), state.Filter{Flow: "slow"})
-	require.NoError(t, err)
+	runs := h2.waitRuns(state.Filter{Flow: "slow"}, 2)
 	assert.Len(t, runs, 2, "one run per message: nothing ran twice")
 }
 
@@ -563,9 +573,7 @@ steps:
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "c.txt"), []byte("c"), 0o644))
 	got := h2.consume("seen", 3) // the reader group starts from the oldest
 	assert.Equal(t, []string{`"a.txt"`, `"b.txt"`, `"c.txt"`}, []string{string(got[0].Payload), string(got[1].Payload), string(got[2].Payload)})
-	require.NoError(t, h2.state.Flush(t.Context()))
-	runs, err := h2.state.Runs(t.Context(), state.Filter{Flow: "copy"})
-	require.NoError(t, err)
+	runs := h2.waitRuns(state.Filter{Flow: "copy"}, 3)
 	assert.Len(t, runs, 3, "a.txt ran once, before the restart")
 }
 
@@ -798,14 +806,20 @@ steps:
 			arrivals <- arrival{p["n"].(float64), time.Now()}
 		}
 	}()
-	next := func() arrival {
-		select {
-		case a := <-arrivals:
-			return a
-		case <-time.After(15 * time.Second):
-			t.Fatal("no output")
+	seen := map[float64]bool{}
+	next := func() arrival { // the next new output (retries repeat theirs)
+		for {
+			select {
+			case a := <-arrivals:
+				if !seen[a.n] {
+					seen[a.n] = true
+					return a
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("no output")
+				return arrival{}
+			}
 		}
-		return arrival{}
 	}
 	h.publish("in", `{"n": 1}`)
 	assert.EqualValues(t, 1, next().n)
@@ -819,7 +833,7 @@ steps:
 	_, err = conn.ExecContext(t.Context(), "BEGIN IMMEDIATE")
 	require.NoError(t, err)
 
-	h.publish("in", `{"n": 2}`) // processed, but its run record cannot be written
+	h.publish("in", `{"n": 2}`) // processed, but its completion cannot be committed: not acked
 	assert.EqualValues(t, 2, next().n)
 	require.Eventually(t, func() bool { return h.engine.Err() != nil }, 10*time.Second, 10*time.Millisecond)
 	assert.ErrorContains(t, h.engine.Err(), "locked")
@@ -833,8 +847,6 @@ steps:
 	assert.EqualValues(t, 3, a3.n)
 	assert.True(t, a3.at.After(unlocked), "n=3 ran only once the database was writable")
 	require.Eventually(t, func() bool { return h.engine.Err() == nil }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, h.state.Flush(t.Context()))
-	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "guarded", Status: state.StatusSucceeded})
-	require.NoError(t, err)
-	assert.Len(t, runs, 3, "the run held while locked was written afterwards")
+	runs := h.waitRuns(state.Filter{Flow: "guarded", Status: state.StatusSucceeded}, 3)
+	assert.Len(t, runs, 3, "n=2 and n=3 completed once the lock was gone")
 }

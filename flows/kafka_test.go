@@ -117,9 +117,7 @@ steps:
 	require.NoError(t, err)
 	assert.False(t, last.Before(first))
 
-	require.NoError(t, h.state.Flush(t.Context()))
-	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "strict", Input: poison})
-	require.NoError(t, err)
+	runs := h.waitRuns(state.Filter{Flow: "strict", Input: poison}, 1)
 	require.Len(t, runs, 1, "dead-lettered once, not looped")
 	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
 }

@@ -141,8 +141,11 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	fm.runLatency.Observe(run.Duration.Seconds())
 	if fail == nil {
 		run.Status = state.StatusSucceeded
-		e.complete(run)
-		fm.runs[run.Status].Inc()
+		status, err := e.complete(run)
+		if err != nil {
+			return err
+		}
+		fm.runs[status].Inc()
 		return nil
 	}
 
@@ -170,21 +173,36 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	log.Warn("run failed; input sent to the dead-letter topic", "step", run.Step, "error", fail.err,
 		"attempts", run.Attempts, "dead_letter", f.DeadLetter)
 	run.Status = state.StatusDeadLettered
-	e.complete(run)
-	fm.runs[run.Status].Inc()
+	status, err := e.complete(run)
+	if err != nil {
+		return err
+	}
+	fm.runs[status].Inc()
 	return nil
 }
 
-// complete records a finished run and marks its input completed.
-func (e *Engine) complete(r state.Run) {
+// complete records a finished run and, unless NoLedger, commits its
+// input's completion before the input is acked. When that commit fails
+// (disk full, database locked past its timeout) the input stays unacked
+// and is redelivered: no input is acked without its completion. It returns
+// the status recorded: a duplicate when a racing run completed it first.
+func (e *Engine) complete(r state.Run) (string, error) {
 	if e.opts.State == nil {
-		return
+		return r.Status, nil
 	}
 	if e.opts.NoLedger {
 		e.opts.State.Record(r)
-		return
+		return r.Status, nil
 	}
-	e.opts.State.Complete(r)
+	dup, err := e.opts.State.Complete(e.hardCtx, r)
+	if err != nil {
+		e.log.Error("cannot record a completed run; its input will be redelivered", "flow", r.Flow, "run", r.ID, "input", r.Input, "error", err)
+		return "", err
+	}
+	if dup {
+		return state.StatusDuplicate, nil
+	}
+	return r.Status, nil
 }
 
 func (e *Engine) record(r state.Run) {

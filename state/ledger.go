@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS completions (
 	done_ms INTEGER NOT NULL,
 	PRIMARY KEY (flow, input)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS completions_done ON completions(done_ms);`
+`
 
 // Completion is the ledger's entry for an input a flow finished.
 type Completion struct {
@@ -30,30 +30,112 @@ type Completion struct {
 	At          time.Time
 }
 
-// Complete queues r for writing and marks its input completed, in the
-// same transaction (written in batches, like Record). If another run
-// completed the input first (a redelivery that raced the first run's
-// write), r is recorded as a duplicate instead: the ledger never holds two
-// completions of one input.
-func (d *DB) Complete(r Run) {
-	k := [2]string{r.Flow, r.Input}
-	d.queuedMu.Lock()
-	if _, ok := d.queued[k]; !ok {
-		d.queued[k] = Completion{Flow: r.Flow, Input: r.Input, Run: r.ID, Status: r.Status, At: r.Started.Add(r.Duration).UTC()}
-	}
-	d.queuedMu.Unlock()
-	d.runs <- pending{run: r, complete: true}
+// completion is a run waiting for its input's completion to be committed.
+type completion struct {
+	run  Run
+	done chan error // answered once committed
+	dup  *bool      // set by the commit: the input was completed already
 }
 
-// Completed looks an input up in the ledger, completions queued for
-// writing included.
-func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, bool, error) {
-	d.queuedMu.Lock()
-	q, ok := d.queued[[2]string{flow, input}]
-	d.queuedMu.Unlock()
-	if ok {
-		return q, true, nil
+// Complete marks r's input completed, durably, then queues r for the run
+// ledger, and returns once the completion is committed: call it before
+// acking the input. Runs completing together share one commit. dup
+// reports that another run had completed the input already (a redelivery
+// that raced the first run); r is then recorded as a duplicate.
+//
+// Only the small completion row is written before returning; the run
+// record follows in a batch. If the process dies in between, the next
+// Open recreates the run record from the completion (its steps are lost).
+func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
 	}
+	c := completion{run: r, done: make(chan error, 1), dup: &dup}
+	d.commitMu.Lock()
+	d.waiting = append(d.waiting, c)
+	if d.committing {
+		// A commit is under way: its caller commits ours next, with
+		// whoever else arrives meanwhile (group commit).
+		d.commitMu.Unlock()
+		err = <-c.done
+	} else {
+		// No commit under way: commit here, without a hand-off to
+		// another goroutine, and keep committing what queues up.
+		d.committing = true
+		for len(d.waiting) > 0 {
+			batch := d.waiting
+			d.waiting = nil
+			d.commitMu.Unlock()
+			cerr := d.commitCompletions(batch)
+			for _, b := range batch {
+				b.done <- cerr
+			}
+			d.commitMu.Lock()
+		}
+		d.committing = false
+		d.commitMu.Unlock()
+		err = <-c.done
+	}
+	if err != nil {
+		return false, fmt.Errorf("record completion of %s: %w", r.Input, err)
+	}
+	if dup {
+		r.Status, r.Error = StatusDuplicate, "input completed by another run"
+	}
+	d.Record(r)
+	return dup, nil
+}
+
+func (d *DB) commitCompletions(batch []completion) error {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	if len(batch) == 1 {
+		// One statement commits by itself: no BEGIN and COMMIT round trips.
+		return d.insertCompletion(d.insertDone, batch[0])
+	}
+	tx, err := d.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st := tx.Stmt(d.insertDone)
+	for _, c := range batch {
+		if err := d.insertCompletion(st, c); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
+	r := c.run
+	res, err := st.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
+	if err != nil {
+		return err
+	}
+	n, _ := res.RowsAffected()
+	*c.dup = n == 0
+	return nil
+}
+
+// recoverRuns recreates the run records a crash lost after their inputs'
+// completions were committed: only the last moments before a crash can
+// lack them, so completions newer than the latest run record (less a
+// margin) are checked.
+func (d *DB) recoverRuns() error {
+	var latest sql.NullInt64
+	if err := d.db.QueryRow(`SELECT MAX(started_ms) FROM runs`).Scan(&latest); err != nil {
+		return err
+	}
+	since := latest.Int64 - (10 * time.Minute).Milliseconds()
+	_, err := d.db.Exec(`INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
+		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
+		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)`, since)
+	return err
+}
+
+// Completed looks an input up in the ledger.
+func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, bool, error) {
 	c := Completion{Flow: flow, Input: input}
 	var ms int64
 	err := d.lookupDone.QueryRowContext(ctx, flow, input).Scan(&c.Run, &c.Status, &ms)

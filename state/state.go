@@ -59,10 +59,15 @@ type DB struct {
 	// Prepared once: statement preparation costs as much as the insert.
 	insertRun, insertDone, lookupDone *sql.Stmt
 	runs                              chan pending
-	// queued holds completions not yet written, so Completed sees them
-	// at once; the writer removes them once committed.
-	queuedMu sync.Mutex
-	queued   map[[2]string]Completion
+	// writeMu serialises this process's write transactions on the file:
+	// waiting on it is cheap, where SQLite's busy handler sleeps in
+	// milliseconds when a second writer finds the file locked.
+	writeMu sync.Mutex
+	// Completions waiting to be committed, and whether a caller is
+	// committing (see Complete).
+	commitMu   sync.Mutex
+	waiting    []completion
+	committing bool
 	// flushReq carries a channel closed once everything queued is written.
 	flushReq chan chan struct{}
 	done     chan struct{}
@@ -118,7 +123,7 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("state schema: %w", err)
 	}
-	d := &DB{db: db, runs: make(chan pending, 4096), queued: map[[2]string]Completion{}, flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	d := &DB{db: db, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
@@ -133,15 +138,17 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 			return nil, fmt.Errorf("state: %w", err)
 		}
 	}
+	if err := d.recoverRuns(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
 	go d.writer()
 	return d, nil
 }
 
-// pending is a run waiting for the writer; complete marks its input
-// completed in the same transaction.
+// pending is a run waiting for the writer.
 type pending struct {
-	run      Run
-	complete bool
+	run Run
 }
 
 // Record queues a run for writing. It blocks only when the writer is
@@ -189,13 +196,6 @@ func (d *DB) writer() {
 		d.err = err
 		d.errMu.Unlock()
 		if err == nil {
-			d.queuedMu.Lock()
-			for _, p := range batch {
-				if p.complete {
-					delete(d.queued, [2]string{p.run.Flow, p.run.Input})
-				}
-			}
-			d.queuedMu.Unlock()
 			batch = batch[:0]
 		}
 		// On error (disk full, database locked past the busy timeout) the
@@ -227,26 +227,16 @@ func (d *DB) writer() {
 }
 
 func (d *DB) insert(runs []pending) error {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
 	tx, err := d.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	st, done := tx.Stmt(d.insertRun), tx.Stmt(d.insertDone)
+	st := tx.Stmt(d.insertRun)
 	for _, p := range runs {
 		r := p.run
-		if p.complete {
-			res, err := done.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				// Completed already, by a run that raced this one (a
-				// redelivery before the first completion was written):
-				// its effects were repeated with the same keys and ids.
-				r.Status, r.Error = StatusDuplicate, "input completed by another run"
-			}
-		}
 		steps, _ := json.Marshal(r.Steps)
 		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
 			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut); err != nil {

@@ -1,11 +1,13 @@
 package state_test
 
 import (
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -91,12 +93,25 @@ func TestCompletionLedger(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, done)
 
+	// Concurrent completions share commits; each returns once durable.
+	errs := make(chan error, 20)
 	for i := range 20 {
-		db.Complete(state.Run{ID: fmt.Sprintf("r%d", i), Flow: "f", Input: fmt.Sprintf("m%d", i), Status: state.StatusSucceeded, Started: t0})
+		go func() {
+			dup, err := db.Complete(ctx, state.Run{ID: fmt.Sprintf("r%d", i), Flow: "f", Input: fmt.Sprintf("m%d", i), Status: state.StatusSucceeded, Started: t0})
+			if dup {
+				err = fmt.Errorf("m%d: a first completion is no duplicate", i)
+			}
+			errs <- err
+		}()
 	}
-	// A second completion of an input (a redelivery racing the first
-	// run's write) is recorded as a duplicate.
-	db.Complete(state.Run{ID: "again", Flow: "f", Input: "m1", Status: state.StatusSucceeded, Started: time.Now()})
+	for range 20 {
+		require.NoError(t, <-errs)
+	}
+	// A second completion of an input (a redelivery racing the first run)
+	// is recorded as a duplicate.
+	dup, err := db.Complete(ctx, state.Run{ID: "again", Flow: "f", Input: "m1", Status: state.StatusSucceeded, Started: time.Now()})
+	require.NoError(t, err)
+	assert.True(t, dup)
 	require.NoError(t, db.Flush(ctx))
 	again, err := db.Runs(ctx, state.Filter{ID: "again"})
 	require.NoError(t, err)
@@ -120,4 +135,34 @@ func TestCompletionLedger(t *testing.T) {
 	assert.EqualValues(t, 40, n, "20 old runs and their completions")
 	_, done, _ = db.Completed(ctx, "f", "m1")
 	assert.False(t, done)
+}
+
+// TestLostRunRecordsAreRecreated: a completion is committed before its run
+// record (which is batched); after a crash in between, Open recreates the
+// record from the completion.
+func TestLostRunRecordsAreRecreated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	db.Record(state.Run{ID: "old", Flow: "f", Input: "m0", Status: state.StatusSucceeded, Started: time.Now().Add(-time.Minute)})
+	require.NoError(t, db.Flush(ctx))
+
+	// What a crash leaves: the completion, and no run record.
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	_, err = raw.Exec(`INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES ('f', 'm1', 'lost', 'succeeded', ?)`, time.Now().UnixMilli())
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+	require.NoError(t, db.Close())
+
+	db, err = state.Open(path)
+	require.NoError(t, err)
+	defer db.Close()
+	runs, err := db.Runs(ctx, state.Filter{Input: "m1"})
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	assert.Equal(t, "lost", runs[0].ID)
+	assert.Equal(t, state.StatusSucceeded, runs[0].Status)
+	assert.Contains(t, runs[0].Error, "recreated from the completion ledger")
 }

@@ -14,8 +14,28 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/mattn/go-sqlite3"
 )
+
+// driverName is go-sqlite3 with Sluice's per-connection settings.
+const driverName = "sqlite3_sluice"
+
+// checkpointPages is how many pages the WAL may hold before a commit
+// checkpoints it. SQLite's default, 1000 (4 MB), makes a store committing
+// per message checkpoint, and sync the file, every few hundred commits;
+// with 10000 (40 MB) the completion ledger's BenchmarkLedger ratio rose
+// from about 0.58 to 0.66 here.
+const checkpointPages = 10000
+
+func init() {
+	sql.Register(driverName, &sqlite3.SQLiteDriver{
+		ConnectHook: func(c *sqlite3.SQLiteConn) error {
+			// A per-connection setting: every pooled connection needs it.
+			_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", checkpointPages), nil)
+			return err
+		},
+	})
+}
 
 // Sync is SQLite's synchronous setting. NORMAL (the default) survives a
 // process crash with every committed transaction intact; FULL also
@@ -66,7 +86,7 @@ func OpenTimeout(path string, sync Sync, busy time.Duration) (*sql.DB, error) {
 	q.Set("_synchronous", string(sync))
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	db, err := sql.Open(driverName, "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
