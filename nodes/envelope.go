@@ -44,7 +44,7 @@ type Envelope struct {
 	route    *Route
 	bytesIn  int64 // object bytes read
 	bytesOut int64 // bytes nodes wrote out (objects)
-	step    string
+	step     string
 
 	// Built once: the object and event as expressions see them.
 	objectVar map[string]any
