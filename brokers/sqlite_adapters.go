@@ -214,8 +214,12 @@ func (t *sqliteTx) release() {
 func (t *sqliteTx) Commit() error   { t.release(); return nil }
 func (t *sqliteTx) Rollback() error { t.release(); return nil }
 
+// ExecContext runs the subscriber's offset write, which stores the acks of
+// messages already handled: it runs to the end even when the subscription
+// is being cancelled (shutdown), or those messages would be delivered
+// again after a clean stop.
 func (t *sqliteTx) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
-	return t.b.db.ExecContext(ctx, query, args...)
+	return t.b.db.ExecContext(context.WithoutCancel(ctx), query, args...)
 }
 
 func (t *sqliteTx) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {

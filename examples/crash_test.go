@@ -43,6 +43,9 @@ const (
 type crashSetup struct {
 	brokerURL, storageURL string
 	listen                string
+	// graceful stops with SIGTERM instead of SIGKILL: runs in flight
+	// finish and are acked, so nothing is redelivered.
+	graceful bool
 }
 
 // TestCrashLosesNothingEmbedded: `sluice run` on the embedded default
@@ -60,6 +63,24 @@ func TestCrashLosesNothingEmbedded(t *testing.T) {
 		brokerURL:  "sqlite://" + filepath.Join(home, "queue.db"),
 		storageURL: "fs://" + filepath.Join(home, "buckets"),
 		listen:     freeAddr(t),
+	})
+}
+
+// TestSIGTERMUnderLoadDrains: the same load, stopped three times with
+// SIGTERM instead: each time runs in flight finish within the drain bound
+// and sluice exits cleanly; the rest wait, unacked, for the restart, and
+// nothing runs twice.
+func TestSIGTERMUnderLoadDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stops and restarts sluice three times")
+	}
+	dir := t.TempDir()
+	home := filepath.Join(dir, ".sluice")
+	crashScenario(t, dir, crashSetup{
+		brokerURL:  "sqlite://" + filepath.Join(home, "queue.db"),
+		storageURL: "fs://" + filepath.Join(home, "buckets"),
+		listen:     freeAddr(t),
+		graceful:   true,
 	})
 }
 
@@ -166,9 +187,15 @@ func crashScenario(t *testing.T, dir string, cs crashSetup) {
 		at += 300 + rng.IntN(1200)
 		require.Eventually(t, func() bool { return seen() >= at }, 120*time.Second, 5*time.Millisecond,
 			"kill %d: %d of %d results before it:\n%s", kill+1, len(results), at, in.log)
-		require.NoError(t, in.cmd.Process.Kill()) // SIGKILL: no drain, no flush
-		_ = in.cmd.Wait()
-		t.Logf("kill %d after %d results", kill+1, len(results))
+		if cs.graceful {
+			stopped := time.Now()
+			in.stop() // SIGTERM; fails the test unless sluice exits cleanly
+			assert.Less(t, time.Since(stopped), 10*time.Second, "drained within the bound")
+		} else {
+			require.NoError(t, in.cmd.Process.Kill()) // SIGKILL: no drain, no flush
+			_ = in.cmd.Wait()
+		}
+		t.Logf("stop %d after %d results", kill+1, len(results))
 		startAt(t, in, flowFile, thumbnails)
 	}
 
@@ -211,7 +238,16 @@ func crashScenario(t *testing.T, dir string, cs crashSetup) {
 	assert.Zero(t, count(`SELECT COUNT(*) FROM (SELECT input FROM runs WHERE status = 'succeeded' GROUP BY flow, input HAVING COUNT(*) > 1)`),
 		"no input has two succeeded runs")
 	assert.Equal(t, crashMessages+crashImages, count(`SELECT COUNT(*) FROM runs WHERE status = 'succeeded'`))
-	t.Logf("runs recorded as duplicates (redelivered after completion): %d", count(`SELECT COUNT(*) FROM runs WHERE status = 'duplicate'`))
+	dupRuns := count(`SELECT COUNT(*) FROM runs WHERE status = 'duplicate'`)
+	t.Logf("runs recorded as duplicates (redelivered after completion): %d", dupRuns)
+	if cs.graceful {
+		var flow, err string
+		_ = db.QueryRow(`SELECT flow, error FROM runs WHERE status = 'duplicate' LIMIT 1`).Scan(&flow, &err)
+		t.Logf("e.g. %s: %s", flow, err)
+		t.Logf("by flow: relay %d, thumbnails %d", count(`SELECT COUNT(*) FROM runs WHERE status = 'duplicate' AND flow = 'relay'`), count(`SELECT COUNT(*) FROM runs WHERE status = 'duplicate' AND flow = 'thumbnails'`))
+		assert.Zero(t, dupRuns, "a drained stop acks every run it finished: nothing comes back")
+		assert.Zero(t, dupes, "nor is any output published twice")
+	}
 
 	rows, err := sql.Open("sqlite3", filepath.Join(dir, ".sluice", "data.db"))
 	require.NoError(t, err)

@@ -93,7 +93,9 @@ func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.Obj
 	}
 	e.m.events.WithLabelValues(bucket, "published").Inc()
 	if versioned && e.opts.State != nil {
-		if _, err := e.opts.State.MarkSeen(ctx, ev.Bucket, ev.Key, ev.ETag); err != nil {
+		// Published: record it even when shutdown is cancelling ctx, or
+		// the next start would publish the version again.
+		if _, err := e.opts.State.MarkSeen(context.WithoutCancel(ctx), ev.Bucket, ev.Key, ev.ETag); err != nil {
 			return err
 		}
 	}

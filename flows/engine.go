@@ -329,6 +329,13 @@ func (e *Engine) handler(f *Flow) message.NoPublishHandlerFunc {
 		e.inflight.Add(1)
 		e.mu.Unlock()
 		defer e.inflight.Done()
-		return e.process(f, msg)
+		err := e.process(f, msg)
+		if err == nil {
+			// Ack here, before the run stops counting as in flight, so a
+			// drained shutdown closes no subscriber between a finished run
+			// and its ack. (The router acks again: a no-op.)
+			msg.Ack()
+		}
+		return err
 	}
 }

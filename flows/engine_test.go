@@ -571,8 +571,8 @@ steps:
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "b.txt"), []byte("b"), 0o644))
 	h2 := startIn(t, dir, flow, nil)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", "inbox", "c.txt"), []byte("c"), 0o644))
-	got := h2.consume("seen", 3) // the reader group starts from the oldest
-	assert.Equal(t, []string{`"a.txt"`, `"b.txt"`, `"c.txt"`}, []string{string(got[0].Payload), string(got[1].Payload), string(got[2].Payload)})
+	got := h2.consume("seen", 2) // the reader group read a.txt already
+	assert.Equal(t, []string{`"b.txt"`, `"c.txt"`}, []string{string(got[0].Payload), string(got[1].Payload)})
 	runs := h2.waitRuns(state.Filter{Flow: "copy"}, 3)
 	assert.Len(t, runs, 3, "a.txt ran once, before the restart")
 }

@@ -1,8 +1,11 @@
 package flows_test
 
 import (
+	"context"
 	"fmt"
+	"github.com/IBM/sarama"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 )
 
@@ -120,4 +124,76 @@ steps:
 	runs := h.waitRuns(state.Filter{Flow: "strict", Input: poison}, 1)
 	require.Len(t, runs, 1, "dead-lettered once, not looped")
 	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
+}
+
+// TestKafkaLongRunNotRedeliveredOnRebalance: a run still going when a
+// second engine joins the group (a rebalance) is not handed to the new
+// member: Kafka waits for the running handler, and the input runs once.
+func TestKafkaLongRunNotRedeliveredOnRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("rebalances take seconds")
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	var calls atomic.Int64
+	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.long", Summary: "a long step",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) {
+			return countedGate{&calls, g}, nil
+		},
+	}))
+	flow := `
+name: long
+on: {topic: work}
+steps:
+  - node: test.long
+  - node: publish
+    with: {topic: finished}
+`
+	a := startWith(t, t.TempDir(), url, flow, reg)
+	a.publish("work", `{"n": 1}`)
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not start")
+	}
+	// A second member joins while the run is in its step.
+	startWith(t, t.TempDir(), url, flow, reg)
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	admin, err := sarama.NewClusterAdmin(cluster.ListenAddrs(), cfg)
+	require.NoError(t, err)
+	defer admin.Close()
+	require.Eventually(t, func() bool { // the group is rebalancing around the running step
+		groups, err := admin.DescribeConsumerGroups([]string{"long"})
+		if err != nil || len(groups) == 0 {
+			return false
+		}
+		t.Logf("group state %s, %d members", groups[0].State, len(groups[0].Members))
+		return groups[0].State != "Stable"
+	}, 30*time.Second, 20*time.Millisecond)
+	close(g.release)
+	out := a.consume("finished", 1)
+	assert.EqualValues(t, 1, payloadOf(t, out[0])["n"])
+	// A message published now is processed by whichever member has the
+	// partition; the first input still ran once.
+	a.publish("work", `{"n": 2}`)
+	a.consumeAs("check", "finished", 2)
+	assert.EqualValues(t, 2, calls.Load(), "each input's step ran once")
+}
+
+// countedGate counts its calls and waits at the gate (released gates let
+// every later call through).
+type countedGate struct {
+	calls *atomic.Int64
+	g     *gate
+}
+
+func (c countedGate) Process(ctx context.Context, env *nodes.Envelope) error {
+	c.calls.Add(1)
+	return c.g.Process(ctx, env)
 }
