@@ -164,6 +164,24 @@ var kafkaMarshaler = kafka.NewWithPartitioningMarshaler(func(_ string, m *messag
 	return m.UUID, nil
 })
 
+// kafkaUnmarshaler reads records as Watermill messages. A record from a
+// producer other than Watermill has no message id header: its id is then
+// its position, "kafka:TOPIC/PARTITION/OFFSET", the same each time it is
+// delivered, so it has a stable identity like any other message (an empty
+// id would make every such record look like one input).
+type kafkaUnmarshaler struct{}
+
+func (kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+	msg, err := kafkaMarshaler.Unmarshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	if msg.UUID == "" {
+		msg.UUID = fmt.Sprintf("kafka:%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
+	}
+	return msg, nil
+}
+
 // sarama returns the shared client settings.
 func (b *kafkaBroker) sarama() *sarama.Config {
 	c := sarama.NewConfig()
@@ -203,7 +221,7 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	c.Consumer.Group.Rebalance.Timeout = 3 * time.Second
 	c.ChannelBufferSize = 1024
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers: b.brokers, Unmarshaler: kafkaMarshaler, OverwriteSaramaConfig: c, ConsumerGroup: group,
+		Brokers: b.brokers, Unmarshaler: kafkaUnmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
 		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
 		NackResendSleep:        100 * time.Millisecond,
 		ReconnectRetrySleep:    time.Second,

@@ -197,3 +197,38 @@ func (c countedGate) Process(ctx context.Context, env *nodes.Envelope) error {
 	c.calls.Add(1)
 	return c.g.Process(ctx, env)
 }
+
+// TestKafkaRecordsFromOtherProducers: records produced without Watermill's
+// id header (any other Kafka client) each get their position as identity:
+// all are processed, none mistaken for a repeat of another.
+func TestKafkaRecordsFromOtherProducers(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	h := startWith(t, t.TempDir(), url, `
+name: external
+on: {topic: clicks}
+steps:
+  - node: publish
+    with: {topic: counted}
+`, nil)
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	cfg.Producer.Return.Successes = true
+	prod, err := sarama.NewSyncProducer(cluster.ListenAddrs(), cfg)
+	require.NoError(t, err)
+	defer prod.Close()
+	for i := 0; i < 3; i++ {
+		_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "clicks", Value: sarama.StringEncoder(`{"click": 1}`)})
+		require.NoError(t, err)
+	}
+	out := h.consume("counted", 3)
+	assert.Len(t, out, 3)
+	runs := h.waitRuns(state.Filter{Flow: "external", Status: state.StatusSucceeded}, 3)
+	inputs := map[string]bool{}
+	for _, r := range runs {
+		inputs[r.Input] = true
+	}
+	assert.Equal(t, map[string]bool{"kafka:clicks/0/0": true, "kafka:clicks/0/1": true, "kafka:clicks/0/2": true}, inputs)
+}
