@@ -118,20 +118,27 @@ func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
 	return nil
 }
 
-// recoverRuns recreates the run records a crash lost after their inputs'
-// completions were committed: only the last moments before a crash can
-// lack them, so completions newer than the latest run record (less a
-// margin) are checked.
-func (d *DB) recoverRuns() error {
+// RecoverRuns recreates the run records a crash lost after their inputs'
+// completions were committed, and returns how many. Only the last moments
+// before a crash can lack them, so completions newer than the latest run
+// record (less a margin) are checked. Call it when starting to process,
+// before any run: while another process is processing, its records still
+// in flight would look lost.
+func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 	var latest sql.NullInt64
-	if err := d.db.QueryRow(`SELECT MAX(started_ms) FROM runs`).Scan(&latest); err != nil {
-		return err
+	if err := d.db.QueryRowContext(ctx, `SELECT MAX(started_ms) FROM runs`).Scan(&latest); err != nil {
+		return 0, err
 	}
 	since := latest.Int64 - (10 * time.Minute).Milliseconds()
-	_, err := d.db.Exec(`INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	res, err := d.db.ExecContext(ctx, `INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
 		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
 		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)`, since)
-	return err
+	if err != nil {
+		return 0, fmt.Errorf("recover run records: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // Completed looks an input up in the ledger.

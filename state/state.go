@@ -138,10 +138,6 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 			return nil, fmt.Errorf("state: %w", err)
 		}
 	}
-	if err := d.recoverRuns(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state: %w", err)
-	}
 	go d.writer()
 	return d, nil
 }

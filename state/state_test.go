@@ -138,8 +138,8 @@ func TestCompletionLedger(t *testing.T) {
 }
 
 // TestLostRunRecordsAreRecreated: a completion is committed before its run
-// record (which is batched); after a crash in between, Open recreates the
-// record from the completion.
+// record (which is batched); after a crash in between, RecoverRuns (at the
+// next start) recreates the record from the completion.
 func TestLostRunRecordsAreRecreated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db, err := state.Open(path)
@@ -159,6 +159,9 @@ func TestLostRunRecordsAreRecreated(t *testing.T) {
 	db, err = state.Open(path)
 	require.NoError(t, err)
 	defer db.Close()
+	n, err := db.RecoverRuns(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n)
 	runs, err := db.Runs(ctx, state.Filter{Input: "m1"})
 	require.NoError(t, err)
 	require.Len(t, runs, 1)

@@ -80,6 +80,11 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			defer st.Close()
+			if n, err := st.RecoverRuns(ctx); err != nil {
+				return err
+			} else if n > 0 {
+				log.Warn("recreated run records lost in a crash from the completion ledger", "runs", n)
+			}
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
