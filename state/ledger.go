@@ -67,6 +67,7 @@ func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 			d.waiting = nil
 			d.commitMu.Unlock()
 			cerr := d.commitCompletions(batch)
+			d.setDoneErr(cerr)
 			for _, b := range batch {
 				b.done <- cerr
 			}

@@ -74,7 +74,8 @@ type DB struct {
 	closeMu  sync.Mutex
 	closed   bool
 	errMu    sync.Mutex
-	err      error
+	err      error // the run writer's last error
+	doneErr  error // the last completion commit's error
 }
 
 const schema = `
@@ -167,8 +168,45 @@ func (d *DB) Flush(ctx context.Context) error {
 	}
 }
 
-// Err is the last write's error: nil once a write succeeds again.
-func (d *DB) Err() error { return d.writeErr() }
+// Err reports that the database cannot be written now: the last
+// completion commit, or the last batch of run records, failed (disk full,
+// locked by another process past the busy timeout). It is nil again once
+// writes succeed; while a completion failure stands, the writer probes the
+// file every tick, so callers may stop trying (and stop acking) meanwhile.
+func (d *DB) Err() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	if d.doneErr != nil {
+		return d.doneErr
+	}
+	return d.err
+}
+
+func (d *DB) setDoneErr(err error) {
+	d.errMu.Lock()
+	d.doneErr = err
+	d.errMu.Unlock()
+}
+
+// probe takes and releases the write lock, to learn whether the file is
+// writable again after a failed completion commit.
+func (d *DB) probe() {
+	d.errMu.Lock()
+	failed := d.doneErr != nil
+	d.errMu.Unlock()
+	if !failed {
+		return
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	tx, err := d.db.Begin() // BEGIN IMMEDIATE: the write lock
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err == nil {
+		d.setDoneErr(nil)
+	}
+}
 
 func (d *DB) writeErr() error {
 	d.errMu.Lock()
@@ -211,6 +249,7 @@ func (d *DB) writer() {
 			}
 		case <-tick.C:
 			write()
+			d.probe()
 		case ch := <-d.flushReq:
 			// Take what is queued now, then answer.
 			for n := len(d.runs); n > 0; n-- {
