@@ -3,6 +3,7 @@ package s3
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -109,10 +110,22 @@ func (d *Driver) Receiver() *Receiver { return d.receiver }
 // Watch implements storage.Watcher. It reports every object present when
 // it starts (and again every reconcile interval, so events lost while
 // Sluice or the network was down are caught up; receivers de-duplicate by
-// bucket, key and etag), then the notifications the receiver gets for the
-// bucket. With notify_arn set it first adds a rule sending the bucket's
-// created and removed events to that target.
+// bucket, key and etag), then the bucket's notifications: those the
+// receiver gets (webhook, the default), or, with notify=listen, those of
+// MinIO's listen API. With notify_arn set it first adds a rule sending the
+// bucket's created and removed events to that target.
 func (d *Driver) Watch(ctx context.Context, bucket string, events chan<- storage.ObjectEvent) error {
+	if d.listen {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		listenErr := make(chan error, 1)
+		go func() { listenErr <- d.listenEvents(ctx, bucket, events); cancel() }()
+		err := d.reconcileLoop(ctx, bucket, events)
+		if lerr := <-listenErr; lerr != nil && !errors.Is(lerr, context.Canceled) {
+			return lerr
+		}
+		return err
+	}
 	remove := d.receiver.add(bucket, events)
 	defer remove()
 	if d.notifyARN != "" {
@@ -120,6 +133,11 @@ func (d *Driver) Watch(ctx context.Context, bucket string, events chan<- storage
 			return err
 		}
 	}
+	return d.reconcileLoop(ctx, bucket, events)
+}
+
+// reconcileLoop lists the bucket now and every reconcile interval.
+func (d *Driver) reconcileLoop(ctx context.Context, bucket string, events chan<- storage.ObjectEvent) error {
 	var tick <-chan time.Time
 	if d.reconcile > 0 {
 		t := time.NewTicker(d.reconcile)
@@ -146,6 +164,45 @@ func (d *Driver) Watch(ctx context.Context, bucket string, events chan<- storage
 		case <-tick:
 		}
 	}
+}
+
+// listenEvents forwards the bucket's events from MinIO's listen API (a
+// MinIO extension; not durable: events while nobody listens are not kept,
+// which the reconcile listing catches up). It returns when the stream
+// fails or ctx ends.
+func (d *Driver) listenEvents(ctx context.Context, bucket string, events chan<- storage.ObjectEvent) error {
+	for info := range d.c.ListenBucketNotification(ctx, bucket, "", "", []string{"s3:ObjectCreated:*", "s3:ObjectRemoved:*"}) {
+		if info.Err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("listen to %s: %w", bucket, mapErr(bucket, "", info.Err))
+		}
+		for _, rec := range info.Records {
+			ev, ok := listenEvent(rec)
+			if !ok {
+				continue
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// listenEvent normalizes a listen-stream record. Unlike notification
+// targets' records, listen streams carry keys unescaped.
+func listenEvent(e notification.Event) (storage.ObjectEvent, bool) {
+	t, _ := time.Parse(time.RFC3339Nano, e.EventTime)
+	ev := storage.ObjectEvent{
+		Name: normalizeName(e.EventName), Bucket: e.S3.Bucket.Name, Key: e.S3.Object.Key, Size: e.S3.Object.Size,
+		ETag: strings.Trim(e.S3.Object.ETag, `"`), ContentType: e.S3.Object.ContentType,
+		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen",
+	}
+	return ev, ev.Bucket != "" && ev.Key != ""
 }
 
 // ensureRule adds a queue configuration for the ARN to the bucket's

@@ -11,7 +11,10 @@
 // `sluice run` at /hooks/s3, bearer token SLUICE_WEBHOOK_TOKEN), plus a
 // listing at start and every reconcile interval (&reconcile=5m; 0 turns it
 // off). &notify_arn=arn:minio:sqs::SLUICE:webhook makes Sluice add the
-// bucket's notification rule itself.
+// bucket's notification rule itself. &notify=listen uses MinIO's listen
+// API instead of the webhook: nothing to configure on the server, but not
+// durable (events while Sluice is not listening are only found by the
+// reconcile listing).
 // minio-go stays inside this package: callers see storage's portable types
 // and errors only.
 package s3
@@ -42,6 +45,7 @@ type Driver struct {
 	receiver  *Receiver
 	notifyARN string
 	reconcile time.Duration
+	listen    bool // notify=listen: MinIO's listen API instead of the webhook
 }
 
 func open(_ context.Context, u *url.URL) (storage.Driver, error) {
@@ -85,6 +89,13 @@ func open(_ context.Context, u *url.URL) (storage.Driver, error) {
 	}
 	d := &Driver{c: c, region: q.Get("region"), receiver: NewReceiver(os.Getenv("SLUICE_WEBHOOK_TOKEN")),
 		notifyARN: q.Get("notify_arn"), reconcile: 5 * time.Minute}
+	switch q.Get("notify") {
+	case "", "webhook":
+	case "listen":
+		d.listen = true
+	default:
+		return nil, fmt.Errorf("notify must be webhook or listen, not %q", q.Get("notify"))
+	}
 	if s := q.Get("reconcile"); s != "" {
 		r, err := time.ParseDuration(s)
 		if err != nil || r < 0 {
