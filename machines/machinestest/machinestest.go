@@ -1,0 +1,138 @@
+// Package machinestest is the conformance suite every machines.Store
+// passes.
+package machinestest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/machines"
+)
+
+// Run runs the suite; open returns a new, empty store.
+func Run(t *testing.T, open func(t *testing.T) machines.Store) {
+	t.Run("GetUnknown", func(t *testing.T) {
+		s := open(t)
+		_, err := s.Get(t.Context(), "order", "nope")
+		assert.ErrorIs(t, err, machines.ErrNotFound)
+	})
+	t.Run("ApplyAndHistory", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		e, applied, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", From: "", To: "created", Input: "m1", At: at})
+		require.NoError(t, err)
+		assert.True(t, applied)
+		assert.Equal(t, machines.Entity{Machine: "order", Key: "o-1", State: "created", Version: 1, Updated: at}, e)
+		e, _, err = s.Apply(ctx, "order", "o-1", 1, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "m2", At: at.Add(time.Second)})
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), e.Version)
+		got, err := s.Get(ctx, "order", "o-1")
+		require.NoError(t, err)
+		assert.Equal(t, e, got)
+		h, err := s.History(ctx, "order", "o-1")
+		require.NoError(t, err)
+		assert.Equal(t, []machines.Transition{
+			{Version: 1, Event: "create", From: "", To: "created", Input: "m1", At: at},
+			{Version: 2, Event: "pay", From: "created", To: "paid", Input: "m2", At: at.Add(time.Second)},
+		}, h)
+		_, err = s.Get(ctx, "invoice", "o-1")
+		assert.ErrorIs(t, err, machines.ErrNotFound, "machines are separate namespaces")
+	})
+	t.Run("StaleVersionConflicts", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1"})
+		require.NoError(t, err)
+		_, _, err = s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m9"})
+		assert.ErrorIs(t, err, machines.ErrConflict, "a second create from version 0")
+		_, _, err = s.Apply(ctx, "order", "o-1", 5, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "m2"})
+		assert.ErrorIs(t, err, machines.ErrConflict)
+		e, err := s.Get(ctx, "order", "o-1")
+		require.NoError(t, err)
+		assert.Equal(t, "created", e.State)
+		assert.Equal(t, int64(1), e.Version)
+	})
+	t.Run("RedeliveredInputAppliesOnce", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1"})
+		require.NoError(t, err)
+		e, applied, err := s.Apply(ctx, "order", "o-1", 1, machines.Transition{Event: "create", From: "created", To: "created", Input: "m1"})
+		require.NoError(t, err)
+		assert.False(t, applied)
+		assert.Equal(t, int64(1), e.Version)
+		h, _ := s.History(ctx, "order", "o-1")
+		assert.Len(t, h, 1)
+		tr, ok, err := s.ByInput(ctx, "order", "o-1", "m1")
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.Equal(t, "created", tr.To)
+		_, ok, err = s.ByInput(ctx, "order", "o-1", "m2")
+		require.NoError(t, err)
+		assert.False(t, ok)
+	})
+	t.Run("ConcurrentEventsNeverShareAVersion", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		_, _, err := s.Apply(ctx, "counter", "c", 0, machines.Transition{Event: "start", To: "s0", Input: "start"})
+		require.NoError(t, err)
+		const n = 20
+		var wg sync.WaitGroup
+		conflicts := make(chan int, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := 0
+				for {
+					e, err := s.Get(ctx, "counter", "c")
+					if !assert.NoError(t, err) {
+						return
+					}
+					_, _, err = s.Apply(ctx, "counter", "c", e.Version, machines.Transition{Event: "inc", From: e.State, To: fmt.Sprintf("s%d", e.Version), Input: fmt.Sprint("inc-", i)})
+					if errors.Is(err, machines.ErrConflict) {
+						c++
+						continue
+					}
+					assert.NoError(t, err)
+					conflicts <- c
+					return
+				}
+			}()
+		}
+		wg.Wait()
+		close(conflicts)
+		h, err := s.History(ctx, "counter", "c")
+		require.NoError(t, err)
+		require.Len(t, h, n+1)
+		for i, tr := range h {
+			assert.Equal(t, int64(i+1), tr.Version)
+			if i > 0 {
+				assert.Equal(t, h[i-1].To, tr.From, "each transition starts where the previous one ended")
+			}
+		}
+	})
+	t.Run("List", func(t *testing.T) {
+		s := open(t)
+		ctx := context.Background()
+		for i, st := range []string{"paid", "created", "paid", "shipped"} {
+			_, _, err := s.Apply(ctx, "order", fmt.Sprintf("o-%d", i), 0, machines.Transition{Event: "x", To: st, Input: fmt.Sprint(i)})
+			require.NoError(t, err)
+		}
+		paid, err := s.List(ctx, "order", "paid", 0)
+		require.NoError(t, err)
+		require.Len(t, paid, 2)
+		assert.Equal(t, []string{"o-0", "o-2"}, []string{paid[0].Key, paid[1].Key})
+		all, err := s.List(ctx, "order", "", 3)
+		require.NoError(t, err)
+		assert.Len(t, all, 3)
+	})
+}

@@ -1,0 +1,187 @@
+package machines
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/sqlitedb"
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS entities (
+	machine    TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	state      TEXT NOT NULL,
+	version    INTEGER NOT NULL,
+	updated_ms INTEGER NOT NULL,
+	PRIMARY KEY (machine, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entities_state ON entities(machine, state, key);
+CREATE TABLE IF NOT EXISTS transitions (
+	machine TEXT NOT NULL,
+	key     TEXT NOT NULL,
+	version INTEGER NOT NULL,
+	event   TEXT NOT NULL,
+	from_state TEXT NOT NULL,
+	to_state   TEXT NOT NULL,
+	input   TEXT NOT NULL,
+	at_ms   INTEGER NOT NULL,
+	PRIMARY KEY (machine, key, version)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS transitions_input ON transitions(machine, key, input) WHERE input != '';`
+
+// SQLite is a Store in a SQLite file.
+type SQLite struct{ db *sql.DB }
+
+// OpenSQLite opens (creating) the store at path.
+func OpenSQLite(path string) (*SQLite, error) {
+	db, err := sqlitedb.Open(path, sqlitedb.SyncNormal)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("machines schema: %w", err)
+	}
+	return &SQLite{db: db}, nil
+}
+
+func (s *SQLite) Close() error { return s.db.Close() }
+
+func (s *SQLite) Get(ctx context.Context, machine, key string) (Entity, error) {
+	return get(ctx, s.db, machine, key)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func get(ctx context.Context, q querier, machine, key string) (Entity, error) {
+	e := Entity{Machine: machine, Key: key}
+	var ms int64
+	err := q.QueryRowContext(ctx, `SELECT state, version, updated_ms FROM entities WHERE machine = ? AND key = ?`, machine, key).
+		Scan(&e.State, &e.Version, &ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, err
+	}
+	e.Updated = time.UnixMilli(ms).UTC()
+	return e, nil
+}
+
+func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t Transition) (Entity, bool, error) {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see sqlitedb)
+	if err != nil {
+		return Entity{}, false, err
+	}
+	defer tx.Rollback()
+	if t.Input != "" {
+		var version int64
+		err := tx.QueryRowContext(ctx, `SELECT version FROM transitions WHERE machine = ? AND key = ? AND input = ?`, machine, key, t.Input).Scan(&version)
+		if err == nil {
+			e, err := get(ctx, tx, machine, key)
+			return e, false, err
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return Entity{}, false, err
+		}
+	}
+	at := t.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	next := expect + 1
+	var res sql.Result
+	if expect == 0 {
+		res, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO entities (machine, key, state, version, updated_ms) VALUES (?, ?, ?, 1, ?)`,
+			machine, key, t.To, at.UnixMilli())
+	} else {
+		res, err = tx.ExecContext(ctx, `UPDATE entities SET state = ?, version = ?, updated_ms = ? WHERE machine = ? AND key = ? AND version = ?`,
+			t.To, next, at.UnixMilli(), machine, key, expect)
+	}
+	if err != nil {
+		return Entity{}, false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Entity{}, false, ErrConflict
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms) VALUES (?,?,?,?,?,?,?,?)`,
+		machine, key, next, t.Event, t.From, t.To, t.Input, at.UnixMilli()); err != nil {
+		return Entity{}, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Entity{}, false, err
+	}
+	return Entity{Machine: machine, Key: key, State: t.To, Version: next, Updated: time.UnixMilli(at.UnixMilli()).UTC()}, true, nil
+}
+
+func (s *SQLite) ByInput(ctx context.Context, machine, key, input string) (Transition, bool, error) {
+	var t Transition
+	var ms int64
+	err := s.db.QueryRowContext(ctx, `SELECT version, event, from_state, to_state, input, at_ms FROM transitions
+		WHERE machine = ? AND key = ? AND input = ?`, machine, key, input).Scan(&t.Version, &t.Event, &t.From, &t.To, &t.Input, &ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, false, nil
+	}
+	if err != nil {
+		return t, false, err
+	}
+	t.At = time.UnixMilli(ms).UTC()
+	return t, true, nil
+}
+
+func (s *SQLite) History(ctx context.Context, machine, key string) ([]Transition, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version, event, from_state, to_state, input, at_ms FROM transitions
+		WHERE machine = ? AND key = ? ORDER BY version`, machine, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Transition
+	for rows.Next() {
+		var t Transition
+		var ms int64
+		if err := rows.Scan(&t.Version, &t.Event, &t.From, &t.To, &t.Input, &ms); err != nil {
+			return nil, err
+		}
+		t.At = time.UnixMilli(ms).UTC()
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQLite) List(ctx context.Context, machine, state string, limit int) ([]Entity, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	q := `SELECT key, state, version, updated_ms FROM entities WHERE machine = ?`
+	args := []any{machine}
+	if state != "" {
+		q += ` AND state = ?`
+		args = append(args, state)
+	}
+	q += ` ORDER BY key LIMIT ?`
+	rows, err := s.db.QueryContext(ctx, q, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Entity
+	for rows.Next() {
+		e := Entity{Machine: machine}
+		var ms int64
+		if err := rows.Scan(&e.Key, &e.State, &e.Version, &ms); err != nil {
+			return nil, err
+		}
+		e.Updated = time.UnixMilli(ms).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+var _ Store = (*SQLite)(nil)

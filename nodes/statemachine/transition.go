@@ -1,0 +1,242 @@
+// Package statemachine holds state.transition: durable per-entity state
+// machines declared in the flow (package machines stores them).
+package statemachine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/machines"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+func init() {
+	nodes.Register(nodes.Spec{
+		Type:    "state.transition",
+		Summary: "Move an entity (an order, a shipment…) through a state machine declared here; invalid events fail with the reason.",
+		Description: "The entity is named by key, the event by event (both expressions over the message). The " +
+			"entity's current state, version and every transition are stored durably (default: machines.db in " +
+			"the Sluice home). A transition applies only from the version it was decided on: two events for one " +
+			"entity handled at once never both apply from the same state (the loser re-reads and decides again). " +
+			"An event not allowed in the entity's state, a guard that says no, or any event for an entity in a " +
+			"terminal state is a permanent error naming the entity, its state and the event: the message goes " +
+			"to the dead-letter topic. A redelivered message does not apply twice. The result (steps.<id>) holds " +
+			"machine, key, event, from, to, version and applied, for switch and publish to route on.",
+		Fields: []nodes.Field{
+			{Name: "machine", Kind: nodes.String, Required: true, Doc: "Machine name: a namespace for its entities."},
+			{Name: "key", Kind: nodes.Expr, Required: true, Doc: "The entity's key, e.g. payload.order_id."},
+			{Name: "event", Kind: nodes.Expr, Required: true, Doc: "The event's name, e.g. payload.type."},
+			{Name: "initial", Kind: nodes.String, Default: "new", Doc: "State of an entity before its first event."},
+			{Name: "terminal", Kind: nodes.StringList, Doc: "States no event leaves."},
+			{Name: "transitions", Kind: nodes.List, Required: true, Doc: "Allowed transitions; the first whose event, from and guard match applies.", Fields: []nodes.Field{
+				{Name: "event", Kind: nodes.String, Required: true},
+				{Name: "from", Kind: nodes.StringList, Required: true, Doc: "States the event may come in; \"*\": any non-terminal state."},
+				{Name: "to", Kind: nodes.String, Required: true},
+				{Name: "guard", Kind: nodes.Condition, Doc: "Only when this holds, e.g. payload.amount > 0."},
+			}},
+			{Name: "database", Kind: nodes.String, Default: "machines.db", Doc: "SQLite file; relative paths are inside the Sluice home."},
+		},
+		Examples: []nodes.Example{{Title: "Orders", YAML: `node: state.transition
+with:
+  machine: order
+  key: payload.order_id
+  event: payload.type
+  terminal: [delivered, cancelled]
+  transitions:
+    - {event: create, from: [new], to: created}
+    - {event: pay, from: [created], to: paid, guard: payload.amount > 0}
+    - {event: ship, from: [paid], to: shipped}
+    - {event: deliver, from: [shipped], to: delivered}
+    - {event: cancel, from: [created, paid], to: cancelled}`}},
+		New: newTransition,
+	})
+}
+
+type rule struct {
+	event string
+	from  []string
+	to    string
+	guard *eval.Program
+}
+
+type transition struct {
+	machine  string
+	key, ev  *eval.Program
+	initial  string
+	terminal map[string]bool
+	rules    []rule
+	path     string
+	store    machines.Store
+}
+
+func newTransition(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
+	t := &transition{machine: c.String("machine"), key: c.Expr("key"), ev: c.Expr("event"), initial: c.String("initial"), terminal: map[string]bool{}}
+	for _, s := range c.Strings("terminal") {
+		t.terminal[s] = true
+	}
+	var probs nodes.Problems
+	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
+	if strings.TrimSpace(t.machine) == "" {
+		add(c.Errorf("machine", "name the machine"))
+	}
+	if t.terminal[t.initial] {
+		add(c.Errorf("initial", "the initial state %q is terminal: no event could ever apply", t.initial))
+	}
+	for _, r := range c.List("transitions") {
+		ru := rule{event: r.String("event"), from: r.Strings("from"), to: r.String("to"), guard: r.Expr("guard")}
+		for _, f := range ru.from {
+			if t.terminal[f] {
+				add(r.Errorf("from", "%q is terminal: no transition leaves it", f))
+			}
+		}
+		t.rules = append(t.rules, ru)
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	t.path = c.String("database")
+	if !filepath.IsAbs(t.path) {
+		t.path = filepath.Join(d.StateDir, t.path)
+	}
+	return t, nil
+}
+
+// Start opens the store.
+func (t *transition) Start(context.Context) error {
+	s, err := machines.OpenSQLite(t.path)
+	if err != nil {
+		return fmt.Errorf("state.transition: %w", err)
+	}
+	t.store = s
+	return nil
+}
+
+func (t *transition) Close() error {
+	if t.store != nil {
+		return t.store.Close()
+	}
+	return nil
+}
+
+// maxConflicts bounds how often one event re-reads its entity after
+// losing a race to a concurrent event.
+const maxConflicts = 20
+
+func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
+	vars := env.Vars()
+	key, err := str(t.key, vars, "key")
+	if err != nil {
+		return err
+	}
+	event, err := str(t.ev, vars, "event")
+	if err != nil {
+		return err
+	}
+	if id := env.Event.ID; id != "" {
+		// Delivered again after it applied (the entity may have moved on
+		// since): report that transition, change nothing.
+		tr, ok, err := t.store.ByInput(ctx, t.machine, key, id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
+				"version": tr.Version, "applied": false})
+			return nil
+		}
+	}
+	for range maxConflicts {
+		e, err := t.store.Get(ctx, t.machine, key)
+		if errors.Is(err, machines.ErrNotFound) {
+			e.State, e.Version = t.initial, 0
+		} else if err != nil {
+			return err
+		}
+		r, err := t.decide(e, event, vars)
+		if err != nil {
+			return err
+		}
+		after, applied, err := t.store.Apply(ctx, t.machine, key, e.Version,
+			machines.Transition{Event: event, From: e.State, To: r.to, Input: env.Event.ID})
+		if errors.Is(err, machines.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": event, "from": e.State, "to": after.State,
+			"version": after.Version, "applied": applied})
+		return nil
+	}
+	return fmt.Errorf("%s %s: %d concurrent changes in a row; giving up for now", t.machine, key, maxConflicts)
+}
+
+// decide picks the rule for event in the entity's state, or explains why
+// there is none (a permanent error: the message cannot apply, ever).
+func (t *transition) decide(e machines.Entity, event string, vars eval.Vars) (rule, error) {
+	if t.terminal[e.State] {
+		return rule{}, nodes.Permanent(fmt.Errorf("%s %s is %s, a terminal state: event %q not applied", t.machine, e.Key, e.State, event))
+	}
+	var allowed []string
+	matched := false
+	for _, r := range t.rules {
+		if !slices.Contains(r.from, e.State) && !slices.Contains(r.from, "*") {
+			continue
+		}
+		allowed = append(allowed, r.event)
+		if r.event != event {
+			continue
+		}
+		matched = true
+		if r.guard != nil {
+			ok, err := r.guard.Bool(vars)
+			if err != nil {
+				return rule{}, nodes.Permanent(fmt.Errorf("%s %s: guard of %s: %w", t.machine, e.Key, event, err))
+			}
+			if !ok {
+				continue
+			}
+		}
+		return r, nil
+	}
+	if matched {
+		return rule{}, nodes.Permanent(fmt.Errorf("%s %s in state %s: event %q rejected by its guard", t.machine, e.Key, e.State, event))
+	}
+	sort.Strings(allowed)
+	allowed = slices.Compact(allowed)
+	return rule{}, nodes.Permanent(fmt.Errorf("%s %s is %s: event %q is not allowed there (allowed: %s)",
+		t.machine, e.Key, e.State, event, orNone(allowed)))
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
+}
+
+// str evaluates p to a non-empty string (numbers are formatted).
+func str(p *eval.Program, vars eval.Vars, what string) (string, error) {
+	v, err := p.Eval(vars)
+	if err != nil {
+		return "", nodes.Permanent(fmt.Errorf("%s: %w", what, err))
+	}
+	var s string
+	switch x := v.(type) {
+	case string:
+		s = x
+	case nil:
+	default:
+		s = fmt.Sprint(x)
+	}
+	if s == "" {
+		return "", nodes.Permanent(fmt.Errorf("%s %q is empty or missing", what, p.Source()))
+	}
+	return s, nil
+}
