@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mattn/go-sqlite3"
+
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 )
 
@@ -34,7 +36,11 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE UNIQUE INDEX IF NOT EXISTS transitions_input ON transitions(machine, key, input) WHERE input != '';`
 
 // SQLite is a Store in a SQLite file.
-type SQLite struct{ db *sql.DB }
+type SQLite struct {
+	db *sql.DB
+	// Prepared once: preparing costs about as much as running them.
+	get, byInput, insertEntity, updateEntity, insertTransition *sql.Stmt
+}
 
 // OpenSQLite opens (creating) the store at path.
 func OpenSQLite(path string) (*SQLite, error) {
@@ -46,24 +52,35 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("machines schema: %w", err)
 	}
-	return &SQLite{db: db}, nil
+	s := &SQLite{db: db}
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{
+		{&s.get, `SELECT state, version, updated_ms FROM entities WHERE machine = ? AND key = ?`},
+		{&s.byInput, `SELECT version, event, from_state, to_state, input, at_ms FROM transitions WHERE machine = ? AND key = ? AND input = ?`},
+		{&s.insertEntity, `INSERT OR IGNORE INTO entities (machine, key, state, version, updated_ms) VALUES (?, ?, ?, 1, ?)`},
+		{&s.updateEntity, `UPDATE entities SET state = ?, version = ?, updated_ms = ? WHERE machine = ? AND key = ? AND version = ?`},
+		{&s.insertTransition, `INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms) VALUES (?,?,?,?,?,?,?,?)`},
+	} {
+		if *p.st, err = db.Prepare(p.sql); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("machines: %w", err)
+		}
+	}
+	return s, nil
 }
 
 func (s *SQLite) Close() error { return s.db.Close() }
 
 func (s *SQLite) Get(ctx context.Context, machine, key string) (Entity, error) {
-	return get(ctx, s.db, machine, key)
+	return get(ctx, s.get, machine, key)
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func get(ctx context.Context, q querier, machine, key string) (Entity, error) {
+func get(ctx context.Context, st *sql.Stmt, machine, key string) (Entity, error) {
 	e := Entity{Machine: machine, Key: key}
 	var ms int64
-	err := q.QueryRowContext(ctx, `SELECT state, version, updated_ms FROM entities WHERE machine = ? AND key = ?`, machine, key).
-		Scan(&e.State, &e.Version, &ms)
+	err := st.QueryRowContext(ctx, machine, key).Scan(&e.State, &e.Version, &ms)
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, ErrNotFound
 	}
@@ -80,17 +97,6 @@ func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t
 		return Entity{}, false, err
 	}
 	defer tx.Rollback()
-	if t.Input != "" {
-		var version int64
-		err := tx.QueryRowContext(ctx, `SELECT version FROM transitions WHERE machine = ? AND key = ? AND input = ?`, machine, key, t.Input).Scan(&version)
-		if err == nil {
-			e, err := get(ctx, tx, machine, key)
-			return e, false, err
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return Entity{}, false, err
-		}
-	}
 	at := t.At
 	if at.IsZero() {
 		at = time.Now()
@@ -98,20 +104,22 @@ func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t
 	next := expect + 1
 	var res sql.Result
 	if expect == 0 {
-		res, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO entities (machine, key, state, version, updated_ms) VALUES (?, ?, ?, 1, ?)`,
-			machine, key, t.To, at.UnixMilli())
+		res, err = tx.StmtContext(ctx, s.insertEntity).ExecContext(ctx, machine, key, t.To, at.UnixMilli())
 	} else {
-		res, err = tx.ExecContext(ctx, `UPDATE entities SET state = ?, version = ?, updated_ms = ? WHERE machine = ? AND key = ? AND version = ?`,
-			t.To, next, at.UnixMilli(), machine, key, expect)
+		res, err = tx.StmtContext(ctx, s.updateEntity).ExecContext(ctx, t.To, next, at.UnixMilli(), machine, key, expect)
 	}
 	if err != nil {
 		return Entity{}, false, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return Entity{}, false, ErrConflict
+		return s.repeatOr(ctx, machine, key, t.Input, ErrConflict)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms) VALUES (?,?,?,?,?,?,?,?)`,
-		machine, key, next, t.Event, t.From, t.To, t.Input, at.UnixMilli()); err != nil {
+	if _, err := tx.StmtContext(ctx, s.insertTransition).ExecContext(ctx, machine, key, next, t.Event, t.From, t.To, t.Input, at.UnixMilli()); err != nil {
+		if isUnique(err) {
+			// This input applied already (the unique input index): undo.
+			tx.Rollback()
+			return s.repeatOr(ctx, machine, key, t.Input, err)
+		}
 		return Entity{}, false, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -120,11 +128,27 @@ func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t
 	return Entity{Machine: machine, Key: key, State: t.To, Version: next, Updated: time.UnixMilli(at.UnixMilli()).UTC()}, true, nil
 }
 
+// repeatOr reports the entity unchanged when input already caused one of
+// its transitions (a redelivered message), else err.
+func (s *SQLite) repeatOr(ctx context.Context, machine, key, input string, err error) (Entity, bool, error) {
+	if input != "" {
+		if _, ok, ierr := s.ByInput(ctx, machine, key, input); ierr == nil && ok {
+			e, gerr := s.Get(ctx, machine, key)
+			return e, false, gerr
+		}
+	}
+	return Entity{}, false, err
+}
+
+func isUnique(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintUnique
+}
+
 func (s *SQLite) ByInput(ctx context.Context, machine, key, input string) (Transition, bool, error) {
 	var t Transition
 	var ms int64
-	err := s.db.QueryRowContext(ctx, `SELECT version, event, from_state, to_state, input, at_ms FROM transitions
-		WHERE machine = ? AND key = ? AND input = ?`, machine, key, input).Scan(&t.Version, &t.Event, &t.From, &t.To, &t.Input, &ms)
+	err := s.byInput.QueryRowContext(ctx, machine, key, input).Scan(&t.Version, &t.Event, &t.From, &t.To, &t.Input, &ms)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, false, nil
 	}
