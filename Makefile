@@ -11,7 +11,7 @@ test:
 # Throughput of the engine next to a bare Watermill router, and of the
 # embedded queue, on this machine (ratios are what to compare).
 bench:
-	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/
+	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
 
 # 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores.
 bench-images:

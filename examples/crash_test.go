@@ -57,13 +57,7 @@ func TestCrashLosesNothingEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts sluice three times")
 	}
-	dir := t.TempDir()
-	home := filepath.Join(dir, ".sluice")
-	crashScenario(t, dir, crashSetup{
-		brokerURL:  "sqlite://" + filepath.Join(home, "queue.db"),
-		storageURL: "fs://" + filepath.Join(home, "buckets"),
-		listen:     freeAddr(t),
-	})
+	embeddedCrashScenario(t, false)
 }
 
 // TestSIGTERMUnderLoadDrains: the same load, stopped three times with
@@ -74,14 +68,7 @@ func TestSIGTERMUnderLoadDrains(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops and restarts sluice three times")
 	}
-	dir := t.TempDir()
-	home := filepath.Join(dir, ".sluice")
-	crashScenario(t, dir, crashSetup{
-		brokerURL:  "sqlite://" + filepath.Join(home, "queue.db"),
-		storageURL: "fs://" + filepath.Join(home, "buckets"),
-		listen:     freeAddr(t),
-		graceful:   true,
-	})
+	embeddedCrashScenario(t, true)
 }
 
 // TestCrashLosesNothingOnKafkaAndMinIO is the same on Kafka (in-process
@@ -104,6 +91,18 @@ func TestCrashLosesNothingOnKafkaAndMinIO(t *testing.T) {
 		brokerURL:  "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "?max_wait=20ms&partitions=4",
 		storageURL: srv.URL() + "&notify_arn=arn:minio:sqs::SLUICE:webhook&reconcile=2s",
 		listen:     listen,
+	})
+}
+
+// embeddedCrashScenario runs crashScenario on the embedded default.
+func embeddedCrashScenario(t *testing.T, graceful bool) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, ".sluice")
+	crashScenario(t, dir, crashSetup{
+		brokerURL:  "sqlite://" + filepath.Join(home, "queue.db"),
+		storageURL: "fs://" + filepath.Join(home, "buckets"),
+		listen:     freeAddr(t),
+		graceful:   graceful,
 	})
 }
 

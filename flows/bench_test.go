@@ -49,24 +49,29 @@ steps:
 func BenchmarkFlowThroughput(b *testing.B) {
 	for _, kind := range []string{"mem", "sqlite"} {
 		b.Run(kind, func(b *testing.B) {
-			n := max(b.N, 2000)
-			var engines, bares []float64
-			for round := 0; round < 3; round++ {
-				if round%2 == 0 {
-					engines = append(engines, measure(b, kind, n, modeEngine))
-					bares = append(bares, measure(b, kind, n, modeBare))
-				} else {
-					bares = append(bares, measure(b, kind, n, modeBare))
-					engines = append(engines, measure(b, kind, n, modeEngine))
-				}
-			}
-			engine, bare := median(engines), median(bares)
+			engine, bare := alternate(b, kind, max(b.N, 2000), 3, modeEngine, modeBare)
 			b.ReportMetric(engine, "engine_msgs/s")
 			b.ReportMetric(bare, "bare_msgs/s")
 			b.ReportMetric(engine/bare, "ratio")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// alternate measures modes x and y for rounds rounds, alternating which
+// goes first so drift hits both alike, and returns their medians.
+func alternate(b *testing.B, kind string, n, rounds int, x, y string) (float64, float64) {
+	var xs, ys []float64
+	for round := 0; round < rounds; round++ {
+		if round%2 == 0 {
+			xs = append(xs, measure(b, kind, n, x))
+			ys = append(ys, measure(b, kind, n, y))
+		} else {
+			ys = append(ys, measure(b, kind, n, y))
+			xs = append(xs, measure(b, kind, n, x))
+		}
+	}
+	return median(xs), median(ys)
 }
 
 func brokerURL(b *testing.B, kind string) string {
@@ -89,18 +94,7 @@ func brokerURL(b *testing.B, kind string) string {
 func BenchmarkLedger(b *testing.B) {
 	for _, kind := range []string{"sqlite", "kafka"} {
 		b.Run(kind, func(b *testing.B) {
-			n := max(b.N, 2000)
-			var with, without []float64
-			for round := 0; round < 5; round++ {
-				if round%2 == 0 {
-					with = append(with, measure(b, kind, n, modeLedger))
-					without = append(without, measure(b, kind, n, modeRuns))
-				} else {
-					without = append(without, measure(b, kind, n, modeRuns))
-					with = append(with, measure(b, kind, n, modeLedger))
-				}
-			}
-			w, wo := median(with), median(without)
+			w, wo := alternate(b, kind, max(b.N, 2000), 5, modeLedger, modeRuns)
 			b.ReportMetric(w, "ledger_msgs/s")
 			b.ReportMetric(wo, "no_ledger_msgs/s")
 			b.ReportMetric(w/wo, "ratio")
