@@ -71,7 +71,9 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	}
 	for _, e := range c.Map("columns") {
 		if !ident.MatchString(e.Key) {
-			probs = append(probs, nodes.Problem{Pos: e.Pos, Msg: fmt.Sprintf("column %q: use letters, digits and underscores, starting with a letter", e.Key)})
+			p := c.Errorf("columns", "column %q: use letters, digits and underscores, starting with a letter", e.Key).(nodes.Problems)
+			p[0].Pos = e.Pos // at the column's own line
+			probs = append(probs, p...)
 			continue
 		}
 		n.cols = append(n.cols, e.Key)
