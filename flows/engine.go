@@ -76,7 +76,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	for _, f := range flows {
 		switch f.Trigger.Kind {
-		case TriggerTopic:
+		case TriggerTopic, TriggerSchedule:
 		case TriggerBucket:
 			if opts.Store == nil {
 				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
@@ -192,6 +192,12 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		bridges.Add(1)
 		go func() { defer bridges.Done(); e.bridge(bridgeCtx, b) }()
 	}
+	for _, f := range e.flows {
+		if f.Trigger.Kind == TriggerSchedule {
+			bridges.Add(1)
+			go func() { defer bridges.Done(); e.schedule(bridgeCtx, f) }()
+		}
+	}
 	close(e.ready)
 	e.log.Info("sluice engine running", "flows", len(e.flows))
 
@@ -251,8 +257,11 @@ func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber
 }
 
 func triggerTopic(f *Flow) string {
-	if f.Trigger.Kind == TriggerBucket {
+	switch f.Trigger.Kind {
+	case TriggerBucket:
 		return BucketTopic(f.Trigger.Bucket)
+	case TriggerSchedule:
+		return ScheduleTopic(f.Name)
 	}
 	return f.Trigger.Topic
 }

@@ -850,3 +850,51 @@ steps:
 	runs := h.waitRuns(state.Filter{Flow: "guarded", Status: state.StatusSucceeded}, 3)
 	assert.Len(t, runs, 3, "n=2 and n=3 completed once the lock was gone")
 }
+
+func TestScheduleTriggerTicks(t *testing.T) {
+	h := start(t, `
+name: every-second
+on: {schedule: "* * * * * *"}
+steps:
+  - node: publish
+    with: {topic: ticks}
+`, nil)
+	got := h.consume("ticks", 2)
+	t1, t2 := payloadOf(t, got[0]), payloadOf(t, got[1])
+	a, err := time.Parse(time.RFC3339, t1["time"].(string))
+	require.NoError(t, err)
+	b, err := time.Parse(time.RFC3339, t2["time"].(string))
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, b.Sub(a), "consecutive scheduled times")
+	assert.Equal(t, "* * * * * *", t1["schedule"])
+	assert.Equal(t, false, t1["missed"])
+	assert.NotEqual(t, got[0].UUID, got[1].UUID)
+}
+
+// TestScheduleCatchesUpAMissedTick: a daily flow that last ran two days
+// ago runs the latest missed tick once when it starts.
+func TestScheduleCatchesUpAMissedTick(t *testing.T) {
+	dir := t.TempDir()
+	st, err := state.Open(filepath.Join(dir, "state.db"))
+	require.NoError(t, err)
+	st.Record(state.Run{ID: "old", Flow: "nightly", Trigger: "schedule:0 3 * * *", Input: "x", Status: state.StatusSucceeded, Started: time.Now().Add(-49 * time.Hour)})
+	require.NoError(t, st.Close())
+
+	h := startIn(t, dir, `
+name: nightly
+on: {schedule: "0 3 * * *", timezone: UTC}
+steps:
+  - node: publish
+    with: {topic: reports}
+`, nil)
+	tick := payloadOf(t, h.consume("reports", 1)[0])
+	assert.Equal(t, true, tick["missed"])
+	at, err := time.Parse(time.RFC3339, tick["time"].(string))
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	latest := time.Date(now.Year(), now.Month(), now.Day(), 3, 0, 0, 0, time.UTC)
+	if latest.After(now) {
+		latest = latest.AddDate(0, 0, -1)
+	}
+	assert.Equal(t, latest, at, "the latest 03:00 before now, once")
+}

@@ -58,8 +58,11 @@ type Trigger struct {
 	HTTPMethods []string
 	HTTPMode    string
 
-	Cron     string // schedule triggers (runtime: a later release)
-	Timezone string
+	Cron     string // schedule triggers: 5 fields, 6 with seconds, or @every/@daily…
+	Timezone string // IANA name; UTC when empty
+	// CatchUp runs a tick missed while Sluice was stopped once on start
+	// (the latest one, for a flow that has run before).
+	CatchUp bool
 }
 
 // Retry bounds how a failing step is retried before the message is
@@ -87,6 +90,10 @@ type Step struct {
 // BucketTopic is the internal topic a bucket's object events are published
 // to; bucket-triggered flows subscribe to it.
 func BucketTopic(bucket string) string { return "sluice.bucket." + bucket }
+
+// ScheduleTopic is the internal topic a schedule-triggered flow's ticks
+// are published to.
+func ScheduleTopic(flow string) string { return "sluice.schedule." + flow }
 
 // DeadLetterTopic is the default dead-letter topic of a flow.
 func DeadLetterTopic(flow string) string { return flow + ".dlq" }

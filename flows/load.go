@@ -166,6 +166,7 @@ var triggerFields = []nodes.Field{
 	}},
 	{Name: "schedule", Kind: nodes.String, Doc: "Run on a cron schedule (5 fields, or 6 with seconds)."},
 	{Name: "timezone", Kind: nodes.String, Doc: "Schedule triggers: IANA time zone; UTC by default."},
+	{Name: "catch_up", Kind: nodes.Bool, Default: true, Doc: "Schedule triggers: on start, run the latest tick missed while stopped, once."},
 }
 
 var flowFields = []nodes.Field{
@@ -269,6 +270,10 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	return f
 }
 
+// cronParser reads schedules: 5 fields, 6 with seconds first, or
+// descriptors (@every 10m, @daily).
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
 func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 	t := Trigger{Pos: on.Pos("")}
 	var kinds []string
@@ -287,7 +292,7 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		return t
 	}
 	only := map[string]TriggerKind{"group": "", "prefix": TriggerBucket, "suffix": TriggerBucket, "events": TriggerBucket,
-		"events_topic": TriggerBucket, "timezone": TriggerSchedule}
+		"events_topic": TriggerBucket, "timezone": TriggerSchedule, "catch_up": TriggerSchedule}
 	for field, kind := range only {
 		if !on.Has(field) {
 			continue
@@ -333,9 +338,8 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 			}
 		}
 	case TriggerSchedule:
-		t.Cron, t.Timezone = on.String("schedule"), on.String("timezone")
-		p := cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-		if _, err := p.Parse(t.Cron); err != nil {
+		t.Cron, t.Timezone, t.CatchUp = on.String("schedule"), on.String("timezone"), on.Bool("catch_up")
+		if _, err := cronParser.Parse(t.Cron); err != nil {
 			probs.Add(on.Pos("schedule"), "on: schedule %q: %v", t.Cron, err)
 		}
 		if t.Timezone != "" {

@@ -118,6 +118,8 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 					attrs = append(attrs, "bucket", f.Trigger.Bucket)
 				case flows.TriggerTopic:
 					attrs = append(attrs, "topic", f.Trigger.Topic)
+				case flows.TriggerSchedule:
+					attrs = append(attrs, "schedule", f.Trigger.Cron)
 				}
 				log.Info("flow loaded", attrs...)
 			}
