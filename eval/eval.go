@@ -41,6 +41,9 @@ type Vars struct {
 	Steps   any `expr:"steps"`
 	Flow    any `expr:"flow"`
 	Run     any `expr:"run"`
+	// Request is set for HTTP-triggered runs: method, path, params, query,
+	// headers (the allowed ones).
+	Request any `expr:"request"`
 }
 
 var functions = []expr.Option{

@@ -293,3 +293,30 @@ func brightPixels(img image.Image, r image.Rectangle) int {
 	}
 	return n
 }
+
+// TestHTTPFlowOnTheListener: an http-triggered flow is served by `sluice
+// run` on its listener, next to /healthz and /metrics.
+func TestHTTPFlowOnTheListener(t *testing.T) {
+	dir := t.TempDir()
+	flow := filepath.Join(dir, "api.yaml")
+	require.NoError(t, os.WriteFile(flow, []byte(`
+name: hello
+on:
+  http: {path: "/hello/{name}", methods: [GET]}
+steps:
+  - node: transform
+    with: {payload: '{"greeting": "hello " + request.params.name}'}
+`), 0o644))
+	in := run(t, dir, flow)
+	resp, err := http.Get("http://" + in.addr + "/hello/ada")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, map[string]any{"greeting": "hello ada"}, got)
+	health, err := http.Get("http://" + in.addr + "/healthz")
+	require.NoError(t, err)
+	health.Body.Close()
+	assert.Equal(t, 200, health.StatusCode)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -58,6 +59,7 @@ type Engine struct {
 	hardCtx    context.Context // cancelled when draining times out
 	hardCancel context.CancelFunc
 	ready      chan struct{}
+	httpMux    *http.ServeMux // routes of HTTP-triggered flows
 }
 
 // NewEngine prepares an engine for flows loaded with services (see Loader.Deps).
@@ -77,6 +79,10 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	for _, f := range flows {
 		switch f.Trigger.Kind {
 		case TriggerTopic, TriggerSchedule:
+		case TriggerHTTP:
+			if f.Trigger.HTTPMode != "sync" {
+				return nil, fmt.Errorf("flow %s (%s): http mode %s is validated but not run by this version of sluice (use sync)", f.Name, f.Pos, f.Trigger.HTTPMode)
+			}
 		case TriggerBucket:
 			if opts.Store == nil {
 				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
@@ -99,6 +105,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		e.fm[f] = opts.Metrics.forFlow(f)
 		f.triggerLabel = string(f.Trigger.Kind) + ":" + triggerName(f)
 	}
+	e.buildHTTP()
 	return e, nil
 }
 
@@ -142,6 +149,9 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		return err
 	}
 	for _, f := range e.flows {
+		if f.Trigger.Kind == TriggerHTTP {
+			continue // served by HTTPHandler
+		}
 		subs, err := e.subscribers(ctx, f)
 		if err != nil {
 			return fmt.Errorf("flow %s: %w", f.Name, err)

@@ -54,9 +54,12 @@ type Trigger struct {
 	// records (MinIO's Kafka target), read besides the storage's watcher.
 	EventsTopic string
 
-	HTTPPath    string // http triggers (runtime: a later release)
-	HTTPMethods []string
-	HTTPMode    string
+	HTTPPath      string // http triggers: the route, with {param} parts
+	HTTPMethods   []string
+	HTTPMode      string   // sync (async, auto: later)
+	HTTPKeysEnv   string   // env var holding the accepted API keys
+	HTTPKeyHeader string   // header carrying the API key
+	HTTPHeaders   []string // request headers exposed to expressions
 
 	Cron     string // schedule triggers: 5 fields, 6 with seconds, or @every/@daily…
 	Timezone string // IANA name; UTC when empty

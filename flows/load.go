@@ -162,7 +162,10 @@ var triggerFields = []nodes.Field{
 	{Name: "http", Kind: nodes.Object, Doc: "Run for each HTTP request on a route.", Fields: []nodes.Field{
 		{Name: "path", Kind: nodes.String, Required: true, Doc: "Route, with {param} parts: /images/{id}."},
 		{Name: "methods", Kind: nodes.StringList, Default: []string{"POST"}},
-		{Name: "mode", Kind: nodes.Enum, Options: []string{"sync", "async", "auto"}, Default: "sync"},
+		{Name: "mode", Kind: nodes.Enum, Options: []string{"sync", "async", "auto"}, Default: "sync", Doc: "sync: the run's result is the response (async and auto: validated, run by a later version)."},
+		{Name: "api_keys_env", Kind: nodes.String, Doc: "Require an API key: the environment variable holding the accepted keys, comma-separated (keys never go in the YAML)."},
+		{Name: "api_key_header", Kind: nodes.String, Default: "X-API-Key", Doc: "Header carrying the API key."},
+		{Name: "headers", Kind: nodes.StringList, Doc: "Request headers expressions may read (request.headers); others are not exposed."},
 	}},
 	{Name: "schedule", Kind: nodes.String, Doc: "Run on a cron schedule (5 fields, or 6 with seconds)."},
 	{Name: "timezone", Kind: nodes.String, Doc: "Schedule triggers: IANA time zone; UTC by default."},
@@ -270,6 +273,9 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	return f
 }
 
+// reservedPaths are served by `sluice run` itself.
+var reservedPaths = []string{"/healthz", "/readyz", "/metrics", "/hooks"}
+
 // cronParser reads schedules: 5 fields, 6 with seconds first, or
 // descriptors (@every 10m, @daily).
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
@@ -326,6 +332,13 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 	case TriggerHTTP:
 		h := on.Object("http")
 		t.HTTPPath, t.HTTPMethods, t.HTTPMode = h.String("path"), h.Strings("methods"), h.String("mode")
+		t.HTTPKeysEnv, t.HTTPKeyHeader, t.HTTPHeaders = h.String("api_keys_env"), h.String("api_key_header"), h.Strings("headers")
+		for _, r := range reservedPaths {
+			if t.HTTPPath == r || strings.HasPrefix(t.HTTPPath, r+"/") {
+				probs.Add(h.Pos("path"), "on: http path %q is Sluice's own (%s): pick another", t.HTTPPath, strings.Join(reservedPaths, ", "))
+				break
+			}
+		}
 		if h.Has("path") && !strings.HasPrefix(t.HTTPPath, "/") {
 			probs.Add(h.Pos("path"), "on: http path %q must start with /", t.HTTPPath)
 		}

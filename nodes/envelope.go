@@ -25,6 +25,9 @@ type Envelope struct {
 	Event   Event
 	Flow    string
 	Run     string
+	// Request describes the HTTP request of an HTTP-triggered run (method,
+	// path, params, query, headers), for expressions; nil otherwise.
+	Request map[string]any
 	// Steps holds each finished step's result by step id, for expressions
 	// (steps.save.key). Nodes set their result with SetResult.
 	Steps map[string]any
@@ -42,6 +45,7 @@ type Envelope struct {
 
 	outputs  []Output
 	route    *Route
+	response *Response
 	bytesIn  int64 // object bytes read
 	bytesOut int64 // bytes nodes wrote out (objects)
 	step     string
@@ -92,6 +96,9 @@ func (e *Envelope) Vars() eval.Vars {
 		}
 	}
 	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run, Event: e.eventVar}
+	if e.Request != nil {
+		v.Request = e.Request
+	}
 	if e.objectVar != nil {
 		v.Object = e.objectVar
 	}
@@ -212,6 +219,25 @@ func (e *Envelope) CountWritten(n int64) { e.bytesOut += n }
 // Bytes returns what CountRead and CountWritten summed, object body loads
 // included.
 func (e *Envelope) Bytes() (read, written int64) { return e.bytesIn, e.bytesOut }
+
+// Response is what an HTTP-triggered run answers (set by a respond step).
+type Response struct {
+	Status      int
+	Headers     map[string]string
+	ContentType string
+	Body        []byte
+}
+
+// SetResponse sets the HTTP response of the run; the last call wins.
+func (e *Envelope) SetResponse(r Response) { e.response = &r }
+
+// Response returns the response a step set, if any.
+func (e *Envelope) Response() (Response, bool) {
+	if e.response == nil {
+		return Response{}, false
+	}
+	return *e.response, true
+}
 
 // Emit queues a message for publishing after the run succeeds.
 func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }

@@ -39,6 +39,8 @@ type Run struct {
 	Steps    []StepRun     `json:"steps,omitempty"`
 	BytesIn  int64         `json:"bytes_in"`  // message and object bytes read
 	BytesOut int64         `json:"bytes_out"` // bytes published and written to buckets
+	// HTTPStatus is the status code an HTTP-triggered run answered.
+	HTTPStatus int `json:"http_status,omitempty"`
 }
 
 // StepRun is one step of a run.
@@ -92,7 +94,8 @@ CREATE TABLE IF NOT EXISTS runs (
 	error       TEXT NOT NULL DEFAULT '',
 	steps       TEXT NOT NULL DEFAULT '[]',
 	bytes_in    INTEGER NOT NULL DEFAULT 0,
-	bytes_out   INTEGER NOT NULL DEFAULT 0
+	bytes_out   INTEGER NOT NULL DEFAULT 0,
+	http_status INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_flow_started ON runs(flow, started_ms);
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ms);
@@ -129,8 +132,8 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{&d.insertDone, `INSERT OR IGNORE INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
@@ -274,7 +277,7 @@ func (d *DB) insert(runs []pending) error {
 		r := p.run
 		steps, _ := json.Marshal(r.Steps)
 		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut); err != nil {
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus); err != nil {
 			return err
 		}
 	}
@@ -310,7 +313,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	if !f.Since.IsZero() {
 		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
 	}
-	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out FROM runs`
+	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status FROM runs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -329,7 +332,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		var r Run
 		var started, dur int64
 		var steps string
-		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps, &r.BytesIn, &r.BytesOut); err != nil {
+		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps, &r.BytesIn, &r.BytesOut, &r.HTTPStatus); err != nil {
 			return nil, err
 		}
 		r.Started = time.UnixMilli(started).UTC()
@@ -390,7 +393,7 @@ func migrate(db *sql.DB) error {
 		have[n] = true
 	}
 	rows.Close()
-	for _, col := range []string{"bytes_in", "bytes_out"} {
+	for _, col := range []string{"bytes_in", "bytes_out", "http_status"} {
 		if !have[col] {
 			if _, err := db.Exec(`ALTER TABLE runs ADD COLUMN ` + col + ` INTEGER NOT NULL DEFAULT 0`); err != nil {
 				return err

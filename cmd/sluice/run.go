@@ -165,6 +165,9 @@ func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if engine.HasHTTP() {
+		mux.Handle("/", engine.HTTPHandler()) // the routes of http-triggered flows
+	}
 	if hooks != nil {
 		mux.Handle("/hooks/s3", hooks)
 	}

@@ -1,0 +1,149 @@
+package flows_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+)
+
+// sleeper waits for its context: a step that never finishes in time.
+type sleeper struct{}
+
+func (sleeper) Process(ctx context.Context, _ *nodes.Envelope) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// outage fails transiently, always.
+type outage struct{}
+
+func (outage) Process(context.Context, *nodes.Envelope) error { return io.ErrUnexpectedEOF }
+
+func call(t *testing.T, method, url, body string, header ...string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(data, &out)
+	return resp.StatusCode, resp.Header, out
+}
+
+func TestHTTPTriggerSyncFlows(t *testing.T) {
+	t.Setenv("TEST_API_KEYS", "k-1, k-2")
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{Type: "test.sleep", Summary: "sleeps", New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return sleeper{}, nil }}))
+	require.NoError(t, reg.Register(nodes.Spec{Type: "test.outage", Summary: "fails", New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return outage{}, nil }}))
+	h := start(t, `
+name: quote
+on:
+  http: {path: "/quotes/{id}", methods: [POST], api_keys_env: TEST_API_KEYS, headers: [X-Tenant]}
+max_body: 1024
+steps:
+  - node: transform
+    with:
+      set:
+        id: request.params.id
+        tenant: request.headers["x-tenant"]
+        total: payload.qty * payload.price
+  - node: respond
+    with:
+      status: 201
+      headers: {Location: "/quotes/{{ payload.id }}"}
+---
+name: echo
+on:
+  http: {path: /echo, methods: [GET]}
+steps:
+  - node: transform
+    with: {payload: 'request.query'}
+---
+name: slow
+on:
+  http: {path: /slow, methods: [GET]}
+timeout: 200ms
+steps:
+  - node: test.sleep
+---
+name: flaky
+on:
+  http: {path: /flaky, methods: [GET]}
+retry: {max_attempts: 2, backoff: 1ms}
+steps:
+  - node: test.outage
+`, reg)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+
+	code, hdr, out := call(t, "POST", srv.URL+"/quotes/q-7", `{"qty": 3, "price": 2.5}`, "X-API-Key", "k-2", "X-Tenant", "acme")
+	assert.Equal(t, 201, code)
+	assert.Equal(t, "/quotes/q-7", hdr.Get("Location"))
+	assert.Equal(t, map[string]any{"id": "q-7", "tenant": "acme", "qty": 3.0, "price": 2.5, "total": 7.5}, out)
+	assert.NotEmpty(t, hdr.Get("X-Sluice-Run"))
+
+	code, hdr, out = call(t, "POST", srv.URL+"/quotes/q-7", `{}`, "X-API-Key", "wrong")
+	assert.Equal(t, 401, code)
+	assert.Contains(t, out["error"], "API key")
+	assert.NotEmpty(t, hdr.Get("WWW-Authenticate"))
+	code, _, _ = call(t, "POST", srv.URL+"/quotes/q-7", `{}`)
+	assert.Equal(t, 401, code, "no key")
+
+	code, _, out = call(t, "POST", srv.URL+"/quotes/q-7", `{"qty": 1, "pad": "`+strings.Repeat("x", 2000)+`"}`, "X-API-Key", "k-1")
+	assert.Equal(t, 413, code)
+	assert.Contains(t, out["error"], "over the limit of 1024 bytes")
+
+	code, _, out = call(t, "POST", srv.URL+"/quotes/q-7", `{"qty": "three", "price": 2}`, "X-API-Key", "k-1")
+	assert.Equal(t, 422, code, "a permanent error: the reason is the answer")
+	assert.Contains(t, out["error"], "invalid operation")
+	assert.NotEmpty(t, out["run"])
+
+	code, _, out = call(t, "POST", srv.URL+"/quotes/q-7", `{not json`, "X-API-Key", "k-1")
+	assert.Equal(t, 400, code)
+	assert.Contains(t, out["error"], "not valid JSON")
+
+	code, _, out = call(t, "GET", srv.URL+"/echo?a=1&b=x&b=y", "")
+	assert.Equal(t, 200, code, "no respond step: 200 and the payload")
+	assert.Equal(t, map[string]any{"a": "1", "b": []any{"x", "y"}}, out)
+
+	code, _, out = call(t, "GET", srv.URL+"/slow", "")
+	assert.Equal(t, 504, code)
+	assert.Contains(t, out["error"], "did not finish within 200ms")
+
+	code, hdr, out = call(t, "GET", srv.URL+"/flaky", "")
+	assert.Equal(t, 503, code)
+	assert.Equal(t, "5", hdr.Get("Retry-After"))
+	assert.Equal(t, "temporarily unavailable; retry later", out["error"], "internals stay in the ledger")
+
+	code, _, _ = call(t, "GET", srv.URL+"/nowhere", "")
+	assert.Equal(t, 404, code)
+	code, _, _ = call(t, "DELETE", srv.URL+"/echo", "")
+	assert.Equal(t, 405, code)
+
+	runs := h.waitRuns(state.Filter{Flow: "quote"}, 2)
+	statuses := map[int]int{}
+	for _, r := range runs {
+		statuses[r.HTTPStatus]++
+	}
+	assert.Equal(t, map[int]int{201: 1, 422: 1}, statuses, "every run in the ledger with its status code")
+	slow := h.waitRuns(state.Filter{Flow: "slow"}, 1)
+	assert.Equal(t, 504, slow[0].HTTPStatus)
+	assert.Less(t, slow[0].Duration, 5*time.Second)
+}
