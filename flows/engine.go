@@ -60,6 +60,8 @@ type Engine struct {
 	hardCancel context.CancelFunc
 	ready      chan struct{}
 	httpMux    *http.ServeMux // routes of HTTP-triggered flows
+	waitMu     sync.Mutex
+	waiters    map[string]chan nodes.Response // auto-mode requests waiting for their run
 }
 
 // NewEngine prepares an engine for flows loaded with services (see Loader.Deps).
@@ -80,9 +82,6 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		switch f.Trigger.Kind {
 		case TriggerTopic, TriggerSchedule:
 		case TriggerHTTP:
-			if f.Trigger.HTTPMode != "sync" {
-				return nil, fmt.Errorf("flow %s (%s): http mode %s is validated but not run by this version of sluice (use sync)", f.Name, f.Pos, f.Trigger.HTTPMode)
-			}
 		case TriggerBucket:
 			if opts.Store == nil {
 				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
@@ -99,7 +98,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	e := &Engine{
 		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics, fm: map[*Flow]*flowMetrics{},
-		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}),
+		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}), waiters: map[string]chan nodes.Response{},
 	}
 	for _, f := range flows {
 		e.fm[f] = opts.Metrics.forFlow(f)
@@ -149,8 +148,8 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		return err
 	}
 	for _, f := range e.flows {
-		if f.Trigger.Kind == TriggerHTTP {
-			continue // served by HTTPHandler
+		if f.Trigger.Kind == TriggerHTTP && f.Trigger.HTTPMode == "sync" {
+			continue // run by HTTPHandler itself
 		}
 		subs, err := e.subscribers(ctx, f)
 		if err != nil {
@@ -272,6 +271,8 @@ func triggerTopic(f *Flow) string {
 		return BucketTopic(f.Trigger.Bucket)
 	case TriggerSchedule:
 		return ScheduleTopic(f.Name)
+	case TriggerHTTP:
+		return HTTPTopic(f.Name)
 	}
 	return f.Trigger.Topic
 }

@@ -56,10 +56,11 @@ type Trigger struct {
 
 	HTTPPath      string // http triggers: the route, with {param} parts
 	HTTPMethods   []string
-	HTTPMode      string   // sync (async, auto: later)
-	HTTPKeysEnv   string   // env var holding the accepted API keys
-	HTTPKeyHeader string   // header carrying the API key
-	HTTPHeaders   []string // request headers exposed to expressions
+	HTTPMode      string        // sync, async, auto
+	HTTPWait      time.Duration // auto: wait this long for the result
+	HTTPKeysEnv   string        // env var holding the accepted API keys
+	HTTPKeyHeader string        // header carrying the API key
+	HTTPHeaders   []string      // request headers exposed to expressions
 
 	Cron     string // schedule triggers: 5 fields, 6 with seconds, or @every/@daily…
 	Timezone string // IANA name; UTC when empty
@@ -93,6 +94,10 @@ type Step struct {
 // BucketTopic is the internal topic a bucket's object events are published
 // to; bucket-triggered flows subscribe to it.
 func BucketTopic(bucket string) string { return "sluice.bucket." + bucket }
+
+// HTTPTopic is the internal topic an async or auto HTTP flow's requests
+// are queued on.
+func HTTPTopic(flow string) string { return "sluice.http." + flow }
 
 // ScheduleTopic is the internal topic a schedule-triggered flow's ticks
 // are published to.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
@@ -45,6 +46,8 @@ func (e *Engine) buildHTTP() {
 			mux.Handle(m+" "+f.Trigger.HTTPPath, h)
 		}
 	}
+	mux.Handle("GET /runs/{id}", e.serveRunStatus(false))
+	mux.Handle("GET /runs/{id}/result", e.serveRunStatus(true))
 	// Unknown paths get ServeMux's 404, known paths with another method
 	// its 405 with an Allow header.
 	e.httpMux = mux
@@ -101,38 +104,199 @@ func (e *Engine) httpFlow(f *Flow) http.HandlerFunc {
 			httpError(w, http.StatusUnauthorized, "missing or wrong API key in "+f.Trigger.HTTPKeyHeader, "")
 			return
 		}
-		e.serveRun(f, w, r)
+		if f.Trigger.HTTPMode == "sync" {
+			e.serveRun(f, w, r)
+		} else {
+			e.enqueue(f, w, r)
+		}
 	}
+}
+
+// Metadata of a queued HTTP request.
+const (
+	metaHTTPRequest = "sluice_http_request" // requestVars as JSON
+	metaContentType = "content_type"
+)
+
+// enqueue queues the request on the flow's topic (async and auto modes):
+// durable once published, run by whichever sluice process consumes it.
+// async answers 202 at once; auto waits up to the flow's wait for the
+// result, then answers 202.
+func (e *Engine) enqueue(f *Flow, w http.ResponseWriter, r *http.Request) {
+	body, _, ok := readBody(f, w, r)
+	if !ok {
+		return
+	}
+	id := watermill.NewULID()
+	reqVars, _ := json.Marshal(requestVars(f, r))
+	msg := message.NewMessage(id, body)
+	msg.Metadata.Set(metaHTTPRequest, string(reqVars))
+	msg.Metadata.Set(metaContentType, r.Header.Get("Content-Type"))
+	var done chan nodes.Response
+	if f.Trigger.HTTPMode == "auto" {
+		done = make(chan nodes.Response, 1)
+		e.waitMu.Lock()
+		e.waiters[id] = done
+		e.waitMu.Unlock()
+		defer func() {
+			e.waitMu.Lock()
+			delete(e.waiters, id)
+			e.waitMu.Unlock()
+		}()
+	}
+	e.record(state.Run{ID: id, Flow: f.Name, Trigger: f.triggerLabel, Input: id, Attempts: 1, Status: state.StatusAccepted,
+		Started: time.Now().UTC(), BytesIn: int64(len(body))})
+	if err := e.opts.Broker.Publisher().Publish(triggerTopic(f), msg); err != nil {
+		e.log.Error("queueing an http request failed", "flow", f.Name, "error", err)
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, "cannot queue the request now; retry later", "")
+		return
+	}
+	if done != nil {
+		t := time.NewTimer(f.Trigger.HTTPWait)
+		defer t.Stop()
+		select {
+		case res := <-done:
+			w.Header().Set("X-Sluice-Run", id)
+			writeResponse(w, res)
+			return
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	status := "/runs/" + id
+	w.Header().Set("Location", status)
+	w.Header().Set("X-Sluice-Run", id)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]string{"run": id, "status": "accepted", "status_url": status, "result_url": status + "/result"})
+}
+
+// httpEnvelope fills env from a queued HTTP request.
+func httpEnvelope(env *nodes.Envelope, msg *message.Message) error {
+	var req map[string]any
+	if err := json.Unmarshal([]byte(msg.Metadata.Get(metaHTTPRequest)), &req); err != nil {
+		return fmt.Errorf("queued http request without its request: %w", err)
+	}
+	env.Request = req
+	ctype := msg.Metadata.Get(metaContentType)
+	p, err := parseJSONBody(msg.Payload, ctype)
+	if err != nil {
+		return err
+	}
+	env.Payload = p
+	env.SetBody(msg.Payload, ctype)
+	return nil
+}
+
+// answer stores a queued HTTP run's response with its run record and
+// hands it to the request waiting for it here, if any (auto mode).
+func (e *Engine) answer(run *state.Run, res nodes.Response) {
+	run.HTTPStatus, run.Response, run.ResponseType = res.Status, res.Body, res.ContentType
+	e.waitMu.Lock()
+	ch := e.waiters[run.ID]
+	e.waitMu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- res:
+		default:
+		}
+	}
+}
+
+// serveRunStatus answers GET /runs/{id}: the run's status, and with
+// /result its stored answer.
+func (e *Engine) serveRunStatus(result bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if e.opts.State == nil {
+			httpError(w, http.StatusNotFound, "runs are not recorded", "")
+			return
+		}
+		runs, err := e.opts.State.Runs(r.Context(), state.Filter{ID: id, Limit: 1})
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "cannot read the run ledger now", id)
+			return
+		}
+		if len(runs) == 0 {
+			httpError(w, http.StatusNotFound, "no such run", id)
+			return
+		}
+		rn := runs[0]
+		if result {
+			if status, ctype, body, ok, err := e.opts.State.RunResponse(r.Context(), id); err == nil && ok {
+				writeResponse(w, nodes.Response{Status: status, ContentType: ctype, Body: body})
+				return
+			}
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusNotFound, "no result yet: the run is "+rn.Status, id)
+			return
+		}
+		out := map[string]any{"run": rn.ID, "flow": rn.Flow, "status": rn.Status, "started": rn.Started}
+		if rn.Status != state.StatusAccepted {
+			out["duration_ms"] = float64(rn.Duration.Microseconds()) / 1000
+			out["http_status"] = rn.HTTPStatus
+			out["result_url"] = "/runs/" + id + "/result"
+		}
+		if rn.Error != "" && rn.HTTPStatus == http.StatusUnprocessableEntity {
+			out["error"] = rn.Error
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	}
+}
+
+// readBody reads the request body within the flow's limit and parses it
+// when its content type is JSON; on a bad body it answers and returns
+// false.
+func readBody(f *Flow, w http.ResponseWriter, r *http.Request) (body []byte, payload any, ok bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", f.MaxBody), "")
+		return nil, nil, false
+	}
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "")
+		return nil, nil, false
+	}
+	payload, err = parseJSONBody(body, r.Header.Get("Content-Type"))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error(), "")
+		return nil, nil, false
+	}
+	return body, payload, true
+}
+
+// parseJSONBody parses body when ctype says JSON; otherwise the payload
+// is nil and the bytes are the message body.
+func parseJSONBody(body []byte, ctype string) (any, error) {
+	mt, _, _ := mime.ParseMediaType(ctype)
+	if len(body) == 0 || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return nil, nil
+	}
+	var p any
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, fmt.Errorf("request body is not valid JSON: %w", err)
+	}
+	return p, nil
 }
 
 func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	fm := e.fm[f]
 	fm.received.Inc()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.MaxBody))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", f.MaxBody), "")
-		return
-	}
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "")
+	body, payload, ok := readBody(f, w, r)
+	if !ok {
 		return
 	}
 	env := nodes.NewEnvelope(e.opts.Store, f.MaxBody)
 	env.Flow, env.Run = f.Name, watermill.NewULID()
 	env.Event = nodes.Event{ID: env.Run, Name: r.Method, Topic: "http:" + f.Trigger.HTTPPath, Time: start.UTC()}
 	env.Request = requestVars(f, r)
-	ctype := r.Header.Get("Content-Type")
-	if mt, _, _ := mime.ParseMediaType(ctype); len(body) > 0 && (mt == "application/json" || strings.HasSuffix(mt, "+json")) {
-		var p any
-		if err := json.Unmarshal(body, &p); err != nil {
-			httpError(w, http.StatusBadRequest, "request body is not valid JSON: "+err.Error(), env.Run)
-			return
-		}
-		env.Payload = p
-	}
-	env.SetBody(body, ctype)
+	env.Payload = payload
+	env.SetBody(body, r.Header.Get("Content-Type"))
 	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: r.Method + " " + r.URL.RequestURI(), Attempts: 1,
 		Started: start.UTC(), Steps: make([]state.StepRun, 0, len(f.Steps)), BytesIn: int64(len(body))}
 
@@ -147,25 +311,11 @@ func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 	run.Duration = time.Since(start)
 	fm.runLatency.Observe(run.Duration.Seconds())
 	if fail == nil {
-		res, ok := env.Response()
-		if !ok {
-			b, err := env.PayloadJSON()
-			if err != nil {
-				fail = &failure{attempts: 1, err: nodes.Permanent(err)}
-			} else {
-				res = nodes.Response{Status: http.StatusOK, ContentType: "application/json", Body: b}
-			}
-		}
+		var res nodes.Response
+		res, fail = responseOf(env)
 		if fail == nil {
-			for k, v := range res.Headers {
-				w.Header().Set(k, v)
-			}
-			if res.ContentType != "" {
-				w.Header().Set("Content-Type", res.ContentType)
-			}
 			w.Header().Set("X-Sluice-Run", env.Run)
-			w.WriteHeader(res.Status)
-			_, _ = w.Write(res.Body)
+			writeResponse(w, res)
 			run.Status, run.HTTPStatus, run.BytesOut = state.StatusSucceeded, res.Status, int64(len(res.Body))
 			e.record(run)
 			fm.runs[run.Status].Inc()
@@ -177,24 +327,47 @@ func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 		run.Step = fail.step.ID
 	}
 	run.Attempts = max(fail.attempts, 1)
-	switch {
-	case errors.Is(fail.err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		run.HTTPStatus = http.StatusGatewayTimeout
-		httpError(w, run.HTTPStatus, fmt.Sprintf("the flow did not finish within %s", f.Timeout), env.Run)
-	case nodes.IsPermanent(fail.err):
-		// A permanent error is about the request: its reason is the answer.
-		run.HTTPStatus = http.StatusUnprocessableEntity
-		httpError(w, run.HTTPStatus, fail.err.Error(), env.Run)
-	default:
+	if ctx.Err() == context.DeadlineExceeded && !errors.Is(fail.err, context.DeadlineExceeded) {
+		fail.err = fmt.Errorf("%w (%v)", ctx.Err(), fail.err)
+	}
+	res := errorResponse(fail, f.Timeout, env.Run)
+	run.HTTPStatus = res.Status
+	if res.Status == http.StatusServiceUnavailable {
 		// Transient (storage down, retries spent): details stay in the
 		// run ledger, not in the answer.
-		run.HTTPStatus = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")
-		httpError(w, run.HTTPStatus, "temporarily unavailable; retry later", env.Run)
 	}
+	writeResponse(w, res)
 	e.log.Warn("http run failed", "flow", f.Name, "run", env.Run, "status", run.HTTPStatus, "step", run.Step, "error", fail.err)
 	e.record(run)
 	fm.runs[run.Status].Inc()
+}
+
+// responseOf is a successful run's answer: what a respond step set, else
+// 200 with the payload as JSON.
+func responseOf(env *nodes.Envelope) (nodes.Response, *failure) {
+	if res, ok := env.Response(); ok {
+		return res, nil
+	}
+	b, err := env.PayloadJSON()
+	if err != nil {
+		return nodes.Response{}, &failure{attempts: 1, err: nodes.Permanent(err)}
+	}
+	return nodes.Response{Status: http.StatusOK, ContentType: "application/json", Body: b}, nil
+}
+
+// errorResponse is a failed run's answer, and the status it records.
+func errorResponse(fail *failure, timeout time.Duration, run string) nodes.Response {
+	status, msg := http.StatusServiceUnavailable, "temporarily unavailable; retry later"
+	switch {
+	case errors.Is(fail.err, context.DeadlineExceeded):
+		status, msg = http.StatusGatewayTimeout, fmt.Sprintf("the flow did not finish within %s", timeout)
+	case nodes.IsPermanent(fail.err):
+		// A permanent error is about the request: its reason is the answer.
+		status, msg = http.StatusUnprocessableEntity, fail.err.Error()
+	}
+	b, _ := json.Marshal(map[string]string{"error": msg, "run": run})
+	return nodes.Response{Status: status, ContentType: "application/json", Body: append(b, '\n')}
 }
 
 // requestVars is the request as expressions see it (request.params.id…).
@@ -223,6 +396,18 @@ func requestVars(f *Flow, r *http.Request) map[string]any {
 		}
 	}
 	return map[string]any{"method": r.Method, "path": r.URL.Path, "params": params, "query": query, "headers": headers}
+}
+
+func writeResponse(w http.ResponseWriter, res nodes.Response) {
+	for k, v := range res.Headers {
+		w.Header().Set(k, v)
+	}
+	if res.ContentType != "" {
+		w.Header().Set("Content-Type", res.ContentType)
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(res.Status)
+	_, _ = w.Write(res.Body)
 }
 
 // httpError answers a JSON error: {"error": ..., "run": ...}.

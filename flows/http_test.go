@@ -147,3 +147,99 @@ steps:
 	assert.Equal(t, 504, slow[0].HTTPStatus)
 	assert.Less(t, slow[0].Duration, 5*time.Second)
 }
+
+func getJSON(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	code, _, out := call(t, "GET", url, "")
+	return code, out
+}
+
+func TestHTTPTriggerAsyncAndAuto(t *testing.T) {
+	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{Type: "test.gate", Summary: "waits", New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return g, nil }}))
+	h := start(t, `
+name: jobs
+on:
+  http: {path: /jobs, methods: [POST], mode: async}
+steps:
+  - node: transform
+    with: {set: {double: payload.n * 2}}
+  - node: respond
+    with: {status: 201}
+---
+name: quick
+on:
+  http: {path: /quick, methods: [POST], mode: auto, wait: 10s}
+steps:
+  - node: transform
+    with: {set: {ok: true}}
+---
+name: slow
+on:
+  http: {path: /slow, methods: [POST], mode: auto, wait: 50ms}
+steps:
+  - node: test.gate
+---
+name: strict
+on:
+  http: {path: /strict, methods: [POST], mode: async}
+steps:
+  - node: transform
+    with: {set: {n: payload.n * 2}}
+`, reg)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+
+	// async: 202 at once, the status URL, then the stored result.
+	code, hdr, out := call(t, "POST", srv.URL+"/jobs", `{"n": 21}`)
+	require.Equal(t, 202, code)
+	id := out["run"].(string)
+	assert.Equal(t, "/runs/"+id, hdr.Get("Location"))
+	require.Eventually(t, func() bool {
+		_, st := getJSON(t, srv.URL+"/runs/"+id)
+		return st["status"] == "succeeded"
+	}, 20*time.Second, 10*time.Millisecond)
+	_, st := getJSON(t, srv.URL+"/runs/"+id)
+	assert.EqualValues(t, 201, st["http_status"])
+	code, res := getJSON(t, srv.URL+"/runs/"+id+"/result")
+	assert.Equal(t, 201, code)
+	assert.Equal(t, map[string]any{"n": 21.0, "double": 42.0}, res)
+
+	// auto, quick: the answer itself.
+	code, _, out = call(t, "POST", srv.URL+"/quick", `{"a": 1}`)
+	assert.Equal(t, 200, code)
+	assert.Equal(t, map[string]any{"a": 1.0, "ok": true}, out)
+
+	// auto, slow: 202 after the wait; the run finishes later.
+	code, _, out = call(t, "POST", srv.URL+"/slow", `{}`)
+	require.Equal(t, 202, code)
+	slow := out["run"].(string)
+	_, st = getJSON(t, srv.URL+"/runs/"+slow)
+	assert.Equal(t, "accepted", st["status"], "queued, not finished")
+	code, _ = getJSON(t, srv.URL+"/runs/"+slow+"/result")
+	assert.Equal(t, 404, code, "no result yet")
+	close(g.release)
+	require.Eventually(t, func() bool {
+		code, _ := getJSON(t, srv.URL+"/runs/"+slow+"/result")
+		return code == 200
+	}, 20*time.Second, 10*time.Millisecond)
+
+	// A permanent error: dead-lettered, the reason in the status and result.
+	code, _, out = call(t, "POST", srv.URL+"/strict", `{"n": "x"}`)
+	require.Equal(t, 202, code)
+	bad := out["run"].(string)
+	require.Eventually(t, func() bool {
+		_, st := getJSON(t, srv.URL+"/runs/"+bad)
+		return st["status"] == "dead_lettered"
+	}, 20*time.Second, 10*time.Millisecond)
+	_, st = getJSON(t, srv.URL+"/runs/"+bad)
+	assert.Contains(t, st["error"], "invalid operation")
+	code, res = getJSON(t, srv.URL+"/runs/"+bad+"/result")
+	assert.Equal(t, 422, code)
+	assert.Contains(t, res["error"], "invalid operation")
+	assert.Len(t, h.consume("strict.dlq", 1), 1)
+
+	code, _ = getJSON(t, srv.URL+"/runs/nope")
+	assert.Equal(t, 404, code)
+}

@@ -162,7 +162,8 @@ var triggerFields = []nodes.Field{
 	{Name: "http", Kind: nodes.Object, Doc: "Run for each HTTP request on a route.", Fields: []nodes.Field{
 		{Name: "path", Kind: nodes.String, Required: true, Doc: "Route, with {param} parts: /images/{id}."},
 		{Name: "methods", Kind: nodes.StringList, Default: []string{"POST"}},
-		{Name: "mode", Kind: nodes.Enum, Options: []string{"sync", "async", "auto"}, Default: "sync", Doc: "sync: the run's result is the response (async and auto: validated, run by a later version)."},
+		{Name: "mode", Kind: nodes.Enum, Options: []string{"sync", "async", "auto"}, Default: "sync", Doc: "sync: run now, the result is the response; async: queue the request on the broker, answer 202 with the run's status URL; auto: queue it, wait up to wait for the result, else 202."},
+		{Name: "wait", Kind: nodes.Duration, Default: 5 * time.Second, Doc: "auto mode: how long to wait for the result before answering 202."},
 		{Name: "api_keys_env", Kind: nodes.String, Doc: "Require an API key: the environment variable holding the accepted keys, comma-separated (keys never go in the YAML)."},
 		{Name: "api_key_header", Kind: nodes.String, Default: "X-API-Key", Doc: "Header carrying the API key."},
 		{Name: "headers", Kind: nodes.StringList, Doc: "Request headers expressions may read (request.headers); others are not exposed."},
@@ -274,7 +275,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 }
 
 // reservedPaths are served by `sluice run` itself.
-var reservedPaths = []string{"/healthz", "/readyz", "/metrics", "/hooks"}
+var reservedPaths = []string{"/healthz", "/readyz", "/metrics", "/hooks", "/runs"}
 
 // cronParser reads schedules: 5 fields, 6 with seconds first, or
 // descriptors (@every 10m, @daily).
@@ -333,6 +334,7 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		h := on.Object("http")
 		t.HTTPPath, t.HTTPMethods, t.HTTPMode = h.String("path"), h.Strings("methods"), h.String("mode")
 		t.HTTPKeysEnv, t.HTTPKeyHeader, t.HTTPHeaders = h.String("api_keys_env"), h.String("api_key_header"), h.Strings("headers")
+		t.HTTPWait = h.Duration("wait")
 		for _, r := range reservedPaths {
 			if t.HTTPPath == r || strings.HasPrefix(t.HTTPPath, r+"/") {
 				probs.Add(h.Pos("path"), "on: http path %q is Sluice's own (%s): pick another", t.HTTPPath, strings.Join(reservedPaths, ", "))

@@ -94,6 +94,13 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 			_ = json.Unmarshal(msg.Payload, &p)
 			env.Payload = p
 		}
+	} else if f.Trigger.Kind == TriggerHTTP {
+		// A queued request: its id is the run id the client was given.
+		env.Run, run.ID = msg.UUID, msg.UUID
+		env.Event.Name = "http"
+		if err := httpEnvelope(env, msg); err != nil {
+			fail = &failure{err: nodes.Permanent(err)}
+		}
 	} else {
 		var p any
 		if err := json.Unmarshal(msg.Payload, &p); err == nil {
@@ -113,6 +120,9 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 			return err // cannot tell: leave it unacked, it comes back
 		}
 		if done {
+			if run.ID == c.Run { // a queued HTTP request's run id is its message id
+				run.ID += "-duplicate"
+			}
 			run.Status, run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
 			e.record(run)
 			fm.runs[run.Status].Inc()
@@ -139,6 +149,12 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 		}
 	}
 	fm.runLatency.Observe(run.Duration.Seconds())
+	if fail == nil && f.Trigger.Kind == TriggerHTTP {
+		var res nodes.Response
+		if res, fail = responseOf(env); fail == nil {
+			e.answer(&run, res)
+		}
+	}
 	if fail == nil {
 		run.Status = state.StatusSucceeded
 		status, err := e.complete(run)
@@ -173,6 +189,9 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	log.Warn("run failed; input sent to the dead-letter topic", "step", run.Step, "error", fail.err,
 		"attempts", run.Attempts, "dead_letter", f.DeadLetter)
 	run.Status = state.StatusDeadLettered
+	if f.Trigger.Kind == TriggerHTTP {
+		e.answer(&run, errorResponse(fail, f.Timeout, run.ID))
+	}
 	status, err := e.complete(run)
 	if err != nil {
 		return err

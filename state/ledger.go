@@ -82,6 +82,7 @@ func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 	}
 	if dup {
 		r.Status, r.Error = StatusDuplicate, "input completed by another run"
+		r.ID += "-duplicate" // never replaces the record of the run that completed it
 	}
 	d.Record(r)
 	return dup, nil

@@ -22,6 +22,7 @@ const (
 	StatusFailed       = "failed"        // not dead-lettered: will be redelivered
 	StatusDeadLettered = "dead_lettered" // failed for good, sent to the dead-letter topic
 	StatusDuplicate    = "duplicate"     // a redelivered input already completed: acked, not re-run
+	StatusAccepted     = "accepted"      // an async HTTP request queued, not finished yet
 )
 
 // Run is one invocation of a flow.
@@ -41,6 +42,10 @@ type Run struct {
 	BytesOut int64         `json:"bytes_out"` // bytes published and written to buckets
 	// HTTPStatus is the status code an HTTP-triggered run answered.
 	HTTPStatus int `json:"http_status,omitempty"`
+	// Response keeps an async HTTP run's answer for GET /runs/{id}/result
+	// (written with the record, read with RunResponse).
+	Response     []byte `json:"-"`
+	ResponseType string `json:"-"`
 }
 
 // StepRun is one step of a run.
@@ -60,6 +65,9 @@ type DB struct {
 	db *sql.DB
 	// Prepared once: statement preparation costs as much as the insert.
 	insertRun, insertDone, lookupDone *sql.Stmt
+	// insertAccepted records an accepted request unless its run finished
+	// already (perhaps in another process).
+	insertAccepted *sql.Stmt
 	runs                              chan pending
 	// writeMu serialises this process's write transactions on the file:
 	// waiting on it is cheap, where SQLite's busy handler sleeps in
@@ -95,7 +103,9 @@ CREATE TABLE IF NOT EXISTS runs (
 	steps       TEXT NOT NULL DEFAULT '[]',
 	bytes_in    INTEGER NOT NULL DEFAULT 0,
 	bytes_out   INTEGER NOT NULL DEFAULT 0,
-	http_status INTEGER NOT NULL DEFAULT 0
+	http_status INTEGER NOT NULL DEFAULT 0,
+	response    BLOB,
+	response_type TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_flow_started ON runs(flow, started_ms);
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ms);
@@ -132,8 +142,10 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+		{&d.insertAccepted, `INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{&d.insertDone, `INSERT OR IGNORE INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
@@ -272,12 +284,16 @@ func (d *DB) insert(runs []pending) error {
 		return err
 	}
 	defer tx.Rollback()
-	st := tx.Stmt(d.insertRun)
+	st, accepted := tx.Stmt(d.insertRun), tx.Stmt(d.insertAccepted)
 	for _, p := range runs {
 		r := p.run
 		steps, _ := json.Marshal(r.Steps)
-		if _, err := st.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus); err != nil {
+		ins := st
+		if r.Status == StatusAccepted {
+			ins = accepted
+		}
+		if _, err := ins.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType); err != nil {
 			return err
 		}
 	}
@@ -393,12 +409,25 @@ func migrate(db *sql.DB) error {
 		have[n] = true
 	}
 	rows.Close()
-	for _, col := range []string{"bytes_in", "bytes_out", "http_status"} {
+	for col, def := range map[string]string{"bytes_in": "INTEGER NOT NULL DEFAULT 0", "bytes_out": "INTEGER NOT NULL DEFAULT 0",
+		"http_status": "INTEGER NOT NULL DEFAULT 0", "response": "BLOB", "response_type": "TEXT NOT NULL DEFAULT ''"} {
 		if !have[col] {
-			if _, err := db.Exec(`ALTER TABLE runs ADD COLUMN ` + col + ` INTEGER NOT NULL DEFAULT 0`); err != nil {
+			if _, err := db.Exec(`ALTER TABLE runs ADD COLUMN ` + col + ` ` + def); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// RunResponse returns the answer an async HTTP run stored: its status
+// code, content type and body. ok is false for an unknown run or one
+// without a stored answer.
+func (d *DB) RunResponse(ctx context.Context, id string) (status int, ctype string, body []byte, ok bool, err error) {
+	err = d.db.QueryRowContext(ctx, `SELECT http_status, response_type, response FROM runs WHERE id = ? AND response IS NOT NULL`, id).
+		Scan(&status, &ctype, &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", nil, false, nil
+	}
+	return status, ctype, body, err == nil, err
 }
