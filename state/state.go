@@ -68,7 +68,7 @@ type DB struct {
 	// insertAccepted records an accepted request unless its run finished
 	// already (perhaps in another process).
 	insertAccepted *sql.Stmt
-	runs                              chan pending
+	runs           chan pending
 	// writeMu serialises this process's write transactions on the file:
 	// waiting on it is cheap, where SQLite's busy handler sleeps in
 	// milliseconds when a second writer finds the file locked.
