@@ -61,6 +61,11 @@ type Trigger struct {
 	HTTPKeysEnv   string        // env var holding the accepted API keys
 	HTTPKeyHeader string        // header carrying the API key
 	HTTPHeaders   []string      // request headers exposed to expressions
+	// HTTPRate (requests/s, with HTTPBurst) and HTTPMaxConcurrent limit a
+	// route; 0: unlimited.
+	HTTPRate          float64
+	HTTPBurst         int
+	HTTPMaxConcurrent int
 
 	Cron     string // schedule triggers: 5 fields, 6 with seconds, or @every/@daily…
 	Timezone string // IANA name; UTC when empty

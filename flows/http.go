@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"golang.org/x/time/rate"
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
@@ -41,7 +44,7 @@ func (e *Engine) buildHTTP() {
 		if f.Trigger.Kind != TriggerHTTP {
 			continue
 		}
-		h := e.httpFlow(f)
+		h := limit(f, e.httpFlow(f))
 		for _, m := range f.Trigger.HTTPMethods {
 			mux.Handle(m+" "+f.Trigger.HTTPPath, h)
 		}
@@ -51,6 +54,41 @@ func (e *Engine) buildHTTP() {
 	// Unknown paths get ServeMux's 404, known paths with another method
 	// its 405 with an Allow header.
 	e.httpMux = mux
+}
+
+// limit enforces a route's rate and concurrency limits: 429 with
+// Retry-After beyond them.
+func limit(f *Flow, next http.Handler) http.Handler {
+	var lim *rate.Limiter
+	if f.Trigger.HTTPRate > 0 {
+		lim = rate.NewLimiter(rate.Limit(f.Trigger.HTTPRate), max(f.Trigger.HTTPBurst, 1))
+	}
+	var slots chan struct{}
+	if f.Trigger.HTTPMaxConcurrent > 0 {
+		slots = make(chan struct{}, f.Trigger.HTTPMaxConcurrent)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if lim != nil {
+			res := lim.Reserve()
+			if d := res.Delay(); d > 0 {
+				res.Cancel()
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+				httpError(w, http.StatusTooManyRequests, "rate limit exceeded", "")
+				return
+			}
+		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			default:
+				w.Header().Set("Retry-After", "1")
+				httpError(w, http.StatusTooManyRequests, "too many requests in progress on this route", "")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // apiKeys reads the accepted keys from the flow's environment variable,

@@ -167,6 +167,9 @@ var triggerFields = []nodes.Field{
 		{Name: "api_keys_env", Kind: nodes.String, Doc: "Require an API key: the environment variable holding the accepted keys, comma-separated (keys never go in the YAML)."},
 		{Name: "api_key_header", Kind: nodes.String, Default: "X-API-Key", Doc: "Header carrying the API key."},
 		{Name: "headers", Kind: nodes.StringList, Doc: "Request headers expressions may read (request.headers); others are not exposed."},
+		{Name: "rate_limit", Kind: nodes.Float, Min: 0, Max: 1e9, Doc: "Requests per second accepted on this route (token bucket); more get 429 with Retry-After. 0: no limit."},
+		{Name: "burst", Kind: nodes.Int, Default: 1, Min: 1, Max: 1 << 20, Doc: "Requests above the rate accepted at once."},
+		{Name: "max_concurrent", Kind: nodes.Int, Min: 0, Max: 1 << 20, Doc: "Requests handled at once on this route; more get 429. 0: no limit."},
 	}},
 	{Name: "schedule", Kind: nodes.String, Doc: "Run on a cron schedule (5 fields, or 6 with seconds)."},
 	{Name: "timezone", Kind: nodes.String, Doc: "Schedule triggers: IANA time zone; UTC by default."},
@@ -335,6 +338,7 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		t.HTTPPath, t.HTTPMethods, t.HTTPMode = h.String("path"), h.Strings("methods"), h.String("mode")
 		t.HTTPKeysEnv, t.HTTPKeyHeader, t.HTTPHeaders = h.String("api_keys_env"), h.String("api_key_header"), h.Strings("headers")
 		t.HTTPWait = h.Duration("wait")
+		t.HTTPRate, t.HTTPBurst, t.HTTPMaxConcurrent = h.Float("rate_limit"), h.Int("burst"), h.Int("max_concurrent")
 		for _, r := range reservedPaths {
 			if t.HTTPPath == r || strings.HasPrefix(t.HTTPPath, r+"/") {
 				probs.Add(h.Pos("path"), "on: http path %q is Sluice's own (%s): pick another", t.HTTPPath, strings.Join(reservedPaths, ", "))
