@@ -66,6 +66,12 @@ type Trigger struct {
 	HTTPRate          float64
 	HTTPBurst         int
 	HTTPMaxConcurrent int
+	// Authentication and CORS of http triggers (secrets come from the
+	// named environment variables).
+	HTTPHMACEnv, HTTPHMACHeader      string
+	HTTPJWTSecretEnv, HTTPJWTKeyEnv  string
+	HTTPJWTIssuer, HTTPJWTAudience   string
+	HTTPCORSOrigins, HTTPCORSHeaders []string
 
 	Cron     string // schedule triggers: 5 fields, 6 with seconds, or @every/@daily…
 	Timezone string // IANA name; UTC when empty

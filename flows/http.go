@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,9 +45,12 @@ func (e *Engine) buildHTTP() {
 		if f.Trigger.Kind != TriggerHTTP {
 			continue
 		}
-		h := limit(f, e.httpFlow(f))
+		h := withCORS(f, limit(f, e.httpFlow(f)))
 		for _, m := range f.Trigger.HTTPMethods {
 			mux.Handle(m+" "+f.Trigger.HTTPPath, h)
+		}
+		if len(f.Trigger.HTTPCORSOrigins) > 0 && !slices.Contains(f.Trigger.HTTPMethods, http.MethodOptions) {
+			mux.Handle(http.MethodOptions+" "+f.Trigger.HTTPPath, h) // preflight
 		}
 	}
 	mux.Handle("GET /runs/{id}", e.serveRunStatus(false))
@@ -142,6 +146,13 @@ func (e *Engine) httpFlow(f *Flow) http.HandlerFunc {
 			httpError(w, http.StatusUnauthorized, "missing or wrong API key in "+f.Trigger.HTTPKeyHeader, "")
 			return
 		}
+		claims, err := checkJWT(f, r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			httpError(w, http.StatusUnauthorized, "bearer token refused: "+err.Error(), "")
+			return
+		}
+		r = withClaims(r, claims)
 		if f.Trigger.HTTPMode == "sync" {
 			e.serveRun(f, w, r)
 		} else {
@@ -299,6 +310,10 @@ func readBody(f *Flow, w http.ResponseWriter, r *http.Request) (body []byte, pay
 		httpError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "")
 		return nil, nil, false
 	}
+	if err := checkHMAC(f, r, body); err != nil {
+		httpError(w, http.StatusUnauthorized, "signature refused: "+err.Error(), "")
+		return nil, nil, false
+	}
 	payload, err = parseJSONBody(body, r.Header.Get("Content-Type"))
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error(), "")
@@ -433,7 +448,11 @@ func requestVars(f *Flow, r *http.Request) map[string]any {
 			headers[strings.ToLower(h)] = v
 		}
 	}
-	return map[string]any{"method": r.Method, "path": r.URL.Path, "params": params, "query": query, "headers": headers}
+	vars := map[string]any{"method": r.Method, "path": r.URL.Path, "params": params, "query": query, "headers": headers}
+	if c, ok := r.Context().Value(claimsKey{}).(map[string]any); ok {
+		vars["claims"] = c
+	}
+	return vars
 }
 
 func writeResponse(w http.ResponseWriter, res nodes.Response) {

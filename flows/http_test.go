@@ -2,7 +2,14 @@ package flows_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -242,4 +250,96 @@ steps:
 
 	code, _ = getJSON(t, srv.URL+"/runs/nope")
 	assert.Equal(t, 404, code)
+}
+
+func TestHTTPAuthSchemesAndCORS(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	pub, err := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	require.NoError(t, err)
+	t.Setenv("TEST_JWT_SECRET", "s3cret")
+	t.Setenv("TEST_JWT_PUB", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
+	t.Setenv("TEST_HMAC", "hook-key")
+	h := start(t, `
+name: hs
+on:
+  http: {path: /hs, methods: [GET], jwt_secret_env: TEST_JWT_SECRET, jwt_issuer: acme}
+steps:
+  - node: transform
+    with: {payload: '{"user": request.claims.sub}'}
+---
+name: rs
+on:
+  http: {path: /rs, methods: [GET], jwt_public_key_env: TEST_JWT_PUB}
+steps:
+  - node: transform
+    with: {payload: '{"user": request.claims.sub}'}
+---
+name: hook
+on:
+  http: {path: /hook, methods: [POST], hmac_secret_env: TEST_HMAC}
+steps:
+  - node: transform
+    with: {set: {verified: true}}
+---
+name: browser
+on:
+  http: {path: /browser, methods: [POST], cors_origins: ["https://app.example"]}
+steps:
+  - node: transform
+    with: {set: {ok: true}}
+`, nil)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+	sign := func(m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(m, claims).SignedString(key)
+		require.NoError(t, err)
+		return "Bearer " + s
+	}
+	valid := jwt.MapClaims{"sub": "ada", "iss": "acme", "exp": time.Now().Add(time.Hour).Unix()}
+
+	code, _, out := call(t, "GET", srv.URL+"/hs", "", "Authorization", sign(jwt.SigningMethodHS256, []byte("s3cret"), valid))
+	assert.Equal(t, 200, code)
+	assert.Equal(t, map[string]any{"user": "ada"}, out)
+	for name, auth := range map[string]string{
+		"none":       "",
+		"wrong key":  sign(jwt.SigningMethodHS256, []byte("other"), valid),
+		"expired":    sign(jwt.SigningMethodHS256, []byte("s3cret"), jwt.MapClaims{"sub": "ada", "iss": "acme", "exp": time.Now().Add(-time.Minute).Unix()}),
+		"wrong iss":  sign(jwt.SigningMethodHS256, []byte("s3cret"), jwt.MapClaims{"sub": "ada", "iss": "evil", "exp": time.Now().Add(time.Hour).Unix()}),
+		"no expiry":  sign(jwt.SigningMethodHS256, []byte("s3cret"), jwt.MapClaims{"sub": "ada", "iss": "acme"}),
+		"alg switch": sign(jwt.SigningMethodRS256, rsaKey, valid),
+	} {
+		code, _, _ := call(t, "GET", srv.URL+"/hs", "", "Authorization", auth)
+		assert.Equal(t, 401, code, name)
+	}
+	code, _, out = call(t, "GET", srv.URL+"/rs", "", "Authorization", sign(jwt.SigningMethodRS256, rsaKey, valid))
+	assert.Equal(t, 200, code)
+	assert.Equal(t, map[string]any{"user": "ada"}, out)
+	code, _, _ = call(t, "GET", srv.URL+"/rs", "", "Authorization", sign(jwt.SigningMethodHS256, []byte("s3cret"), valid))
+	assert.Equal(t, 401, code, "HS256 where RS256 is required")
+
+	body := `{"event": "push"}`
+	mac := hmac.New(sha256.New, []byte("hook-key"))
+	mac.Write([]byte(body))
+	code, _, out = call(t, "POST", srv.URL+"/hook", body, "X-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	assert.Equal(t, 200, code)
+	assert.Equal(t, true, out["verified"])
+	code, _, out = call(t, "POST", srv.URL+"/hook", `{"event": "forged"}`, "X-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	assert.Equal(t, 401, code)
+	assert.Contains(t, out["error"], "does not match the body")
+
+	req, err := http.NewRequest("OPTIONS", srv.URL+"/browser", nil)
+	require.NoError(t, err)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Less(t, resp.StatusCode, 300)
+	assert.Equal(t, "https://app.example", resp.Header.Get("Access-Control-Allow-Origin"))
+	code, hdr, _ := call(t, "POST", srv.URL+"/browser", `{}`, "Origin", "https://app.example")
+	assert.Equal(t, 200, code)
+	assert.Equal(t, "https://app.example", hdr.Get("Access-Control-Allow-Origin"))
+	_, hdr, _ = call(t, "POST", srv.URL+"/browser", `{}`, "Origin", "https://evil.example")
+	assert.Empty(t, hdr.Get("Access-Control-Allow-Origin"))
 }

@@ -167,6 +167,14 @@ var triggerFields = []nodes.Field{
 		{Name: "api_keys_env", Kind: nodes.String, Doc: "Require an API key: the environment variable holding the accepted keys, comma-separated (keys never go in the YAML)."},
 		{Name: "api_key_header", Kind: nodes.String, Default: "X-API-Key", Doc: "Header carrying the API key."},
 		{Name: "headers", Kind: nodes.StringList, Doc: "Request headers expressions may read (request.headers); others are not exposed."},
+		{Name: "hmac_secret_env", Kind: nodes.String, Doc: "Require an HMAC-SHA256 signature of the body, hex, in hmac_header (\"sha256=\" prefix allowed): the environment variable holding the secret."},
+		{Name: "hmac_header", Kind: nodes.String, Default: "X-Signature", Doc: "Header carrying the HMAC signature."},
+		{Name: "jwt_secret_env", Kind: nodes.String, Doc: "Require a bearer JWT signed with HS256 by the secret in this environment variable; its claims are request.claims."},
+		{Name: "jwt_public_key_env", Kind: nodes.String, Doc: "Require a bearer JWT signed with RS256 by the PEM public key in this environment variable."},
+		{Name: "jwt_issuer", Kind: nodes.String, Doc: "Required JWT issuer (iss)."},
+		{Name: "jwt_audience", Kind: nodes.String, Doc: "Required JWT audience (aud)."},
+		{Name: "cors_origins", Kind: nodes.StringList, Doc: "Origins browsers may call this route from (\"*\" for any); preflight requests are answered."},
+		{Name: "cors_headers", Kind: nodes.StringList, Doc: "Request headers cross-origin callers may send."},
 		{Name: "rate_limit", Kind: nodes.Float, Min: 0, Max: 1e9, Doc: "Requests per second accepted on this route (token bucket); more get 429 with Retry-After. 0: no limit."},
 		{Name: "burst", Kind: nodes.Int, Default: 1, Min: 1, Max: 1 << 20, Doc: "Requests above the rate accepted at once."},
 		{Name: "max_concurrent", Kind: nodes.Int, Min: 0, Max: 1 << 20, Doc: "Requests handled at once on this route; more get 429. 0: no limit."},
@@ -339,6 +347,13 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		t.HTTPKeysEnv, t.HTTPKeyHeader, t.HTTPHeaders = h.String("api_keys_env"), h.String("api_key_header"), h.Strings("headers")
 		t.HTTPWait = h.Duration("wait")
 		t.HTTPRate, t.HTTPBurst, t.HTTPMaxConcurrent = h.Float("rate_limit"), h.Int("burst"), h.Int("max_concurrent")
+		t.HTTPHMACEnv, t.HTTPHMACHeader = h.String("hmac_secret_env"), h.String("hmac_header")
+		t.HTTPJWTSecretEnv, t.HTTPJWTKeyEnv = h.String("jwt_secret_env"), h.String("jwt_public_key_env")
+		t.HTTPJWTIssuer, t.HTTPJWTAudience = h.String("jwt_issuer"), h.String("jwt_audience")
+		t.HTTPCORSOrigins, t.HTTPCORSHeaders = h.Strings("cors_origins"), h.Strings("cors_headers")
+		if t.HTTPJWTSecretEnv != "" && t.HTTPJWTKeyEnv != "" {
+			probs.Add(h.Pos("jwt_public_key_env"), "on: set jwt_secret_env (HS256) or jwt_public_key_env (RS256), not both")
+		}
 		for _, r := range reservedPaths {
 			if t.HTTPPath == r || strings.HasPrefix(t.HTTPPath, r+"/") {
 				probs.Add(h.Pos("path"), "on: http path %q is Sluice's own (%s): pick another", t.HTTPPath, strings.Join(reservedPaths, ", "))
