@@ -82,6 +82,9 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		switch f.Trigger.Kind {
 		case TriggerTopic, TriggerSchedule:
 		case TriggerHTTP:
+			if f.Trigger.HTTPUploads != "" && opts.Store == nil {
+				return nil, fmt.Errorf("flow %s (%s): http uploads need storage", f.Name, f.Pos)
+			}
 		case TriggerBucket:
 			if opts.Store == nil {
 				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
@@ -296,6 +299,10 @@ func (e *Engine) stepBuckets() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, f := range e.flows {
+		if u := f.Trigger.HTTPUploads; u != "" && !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
 		for _, s := range allSteps(f) {
 			for _, r := range s.Config.Refs() {
 				if r.Role == nodes.RoleBucket && r.Value != "" && !seen[r.Value] {

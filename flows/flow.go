@@ -66,6 +66,7 @@ type Trigger struct {
 	HTTPRate          float64
 	HTTPBurst         int
 	HTTPMaxConcurrent int
+	HTTPUploads       string // bucket for multipart uploads
 	// Authentication and CORS of http triggers (secrets come from the
 	// named environment variables).
 	HTTPHMACEnv, HTTPHMACHeader      string

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // HTTPHandler serves the routes of the engine's HTTP-triggered flows (sync
@@ -177,7 +178,22 @@ func (e *Engine) enqueue(f *Flow, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := watermill.NewULID()
-	reqVars, _ := json.Marshal(requestVars(f, r))
+	vars := requestVars(f, r)
+	if boundary, ok := isMultipart(r.Header.Get("Content-Type")); ok {
+		// Files are stored now; the queued message carries their names.
+		form, files, err := e.storeUploads(r.Context(), f, id, boundary, body)
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if nodes.IsPermanent(err) {
+				status = http.StatusBadRequest
+			}
+			httpError(w, status, err.Error(), "")
+			return
+		}
+		vars["files"], vars["form"] = uploadVars(files), form
+		body = nil
+	}
+	reqVars, _ := json.Marshal(vars)
 	msg := message.NewMessage(id, body)
 	msg.Metadata.Set(metaHTTPRequest, string(reqVars))
 	msg.Metadata.Set(metaContentType, r.Header.Get("Content-Type"))
@@ -229,6 +245,19 @@ func httpEnvelope(env *nodes.Envelope, msg *message.Message) error {
 		return fmt.Errorf("queued http request without its request: %w", err)
 	}
 	env.Request = req
+	if files, ok := req["files"].([]any); ok {
+		// A multipart request: its files are in the uploads bucket.
+		env.Payload = req["form"]
+		delete(req, "form")
+		if len(files) > 0 {
+			if o, ok := files[0].(map[string]any); ok {
+				size, _ := o["size"].(float64)
+				env.SetObject(storage.ObjectInfo{Bucket: fmt.Sprint(o["bucket"]), Key: fmt.Sprint(o["key"]), Size: int64(size),
+					ETag: fmt.Sprint(o["etag"]), ContentType: fmt.Sprint(o["content_type"])})
+			}
+		}
+		return nil
+	}
 	ctype := msg.Metadata.Get(metaContentType)
 	p, err := parseJSONBody(msg.Payload, ctype)
 	if err != nil {
@@ -349,7 +378,23 @@ func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 	env.Event = nodes.Event{ID: env.Run, Name: r.Method, Topic: "http:" + f.Trigger.HTTPPath, Time: start.UTC()}
 	env.Request = requestVars(f, r)
 	env.Payload = payload
-	env.SetBody(body, r.Header.Get("Content-Type"))
+	if boundary, ok := isMultipart(r.Header.Get("Content-Type")); ok {
+		form, files, err := e.storeUploads(r.Context(), f, env.Run, boundary, body)
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if nodes.IsPermanent(err) {
+				status = http.StatusBadRequest
+			}
+			httpError(w, status, err.Error(), env.Run)
+			return
+		}
+		env.Payload, env.Request["files"] = form, uploadVars(files)
+		if len(files) > 0 {
+			env.SetObject(files[0])
+		}
+	} else {
+		env.SetBody(body, r.Header.Get("Content-Type"))
+	}
 	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: r.Method + " " + r.URL.RequestURI(), Attempts: 1,
 		Started: start.UTC(), Steps: make([]state.StepRun, 0, len(f.Steps)), BytesIn: int64(len(body))}
 

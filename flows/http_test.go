@@ -1,6 +1,7 @@
 package flows_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -342,4 +344,88 @@ steps:
 	assert.Equal(t, "https://app.example", hdr.Get("Access-Control-Allow-Origin"))
 	_, hdr, _ = call(t, "POST", srv.URL+"/browser", `{}`, "Origin", "https://evil.example")
 	assert.Empty(t, hdr.Get("Access-Control-Allow-Origin"))
+}
+
+func multipartBody(t *testing.T, fields map[string]string, file string, data []byte) (string, string) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		require.NoError(t, mw.WriteField(k, v))
+	}
+	fw, err := mw.CreateFormFile("image", file)
+	require.NoError(t, err)
+	_, err = fw.Write(data)
+	require.NoError(t, err)
+	require.NoError(t, mw.Close())
+	return buf.String(), mw.FormDataContentType()
+}
+
+func TestHTTPMultipartUploads(t *testing.T) {
+	h := startOn(t, t.TempDir(), "mem://", "mem://", `
+name: upload
+on:
+  http: {path: /images, methods: [POST], uploads: uploads}
+steps:
+  - id: thumb
+    node: image.thumbnail
+    with: {width: 64, height: 64}
+  - id: save
+    node: storage.put
+    with: {bucket: thumbs}
+  - node: transform
+    with:
+      payload: '{"title": payload.title, "key": object.key, "files": len(request.files), "thumb": steps.save.key, "width": steps.thumb.width}'
+  - node: respond
+    with: {status: 201}
+---
+name: upload-later
+on:
+  http: {path: /later, methods: [POST], uploads: uploads, mode: async}
+steps:
+  - node: image.info
+    with: {into: ""}
+  - node: transform
+    with: {payload: '{"key": object.key, "note": payload.note}'}
+`, nil)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+	post := func(path, body, ctype string) (int, map[string]any) {
+		resp, err := http.Post(srv.URL+path, ctype, strings.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	body, ctype := multipartBody(t, map[string]string{"title": "sunset"}, "sun set.jpg", jpegBytes(t, 320, 240))
+	code, out := post("/images", body, ctype)
+	require.Equal(t, 201, code, "%v", out)
+	assert.Equal(t, "sunset", out["title"])
+	assert.EqualValues(t, 1, out["files"])
+	assert.EqualValues(t, 64, out["width"])
+	assert.True(t, strings.HasSuffix(out["key"].(string), "/sun set.jpg"), out["key"])
+	stored, _, err := h.store.ReadAll(t.Context(), "uploads", out["key"].(string), 0)
+	require.NoError(t, err)
+	assert.Equal(t, jpegBytes(t, 320, 240), stored, "the upload, as sent")
+	_, _, err = h.store.ReadAll(t.Context(), "thumbs", out["thumb"].(string), 0)
+	require.NoError(t, err)
+
+	body, ctype = multipartBody(t, nil, "notes.jpg", []byte("not an image"))
+	code, out = post("/images", body, ctype)
+	assert.Equal(t, 422, code)
+	assert.Contains(t, out["error"], "not a supported image")
+
+	code, _ = post("/images", "--x\r\nbroken", "multipart/form-data; boundary=x")
+	assert.Equal(t, 400, code)
+
+	body, ctype = multipartBody(t, map[string]string{"note": "later"}, "a.jpg", jpegBytes(t, 32, 32))
+	code, out = post("/later", body, ctype)
+	require.Equal(t, 202, code)
+	id := out["run"].(string)
+	require.Eventually(t, func() bool {
+		code, _ := getJSON(t, srv.URL+"/runs/"+id+"/result")
+		return code == 200
+	}, 20*time.Second, 10*time.Millisecond)
+	_, res := getJSON(t, srv.URL+"/runs/"+id+"/result")
+	assert.Equal(t, map[string]any{"key": id + "/a.jpg", "note": "later"}, res)
 }

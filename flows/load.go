@@ -175,6 +175,7 @@ var triggerFields = []nodes.Field{
 		{Name: "jwt_audience", Kind: nodes.String, Doc: "Required JWT audience (aud)."},
 		{Name: "cors_origins", Kind: nodes.StringList, Doc: "Origins browsers may call this route from (\"*\" for any); preflight requests are answered."},
 		{Name: "cors_headers", Kind: nodes.StringList, Doc: "Request headers cross-origin callers may send."},
+		{Name: "uploads", Kind: nodes.String, Role: nodes.RoleBucket, Doc: "Accept multipart/form-data: files go to this bucket as <run id>/<file name> (the first one is the run's object, for image steps), other fields into the payload; request.files lists them."},
 		{Name: "rate_limit", Kind: nodes.Float, Min: 0, Max: 1e9, Doc: "Requests per second accepted on this route (token bucket); more get 429 with Retry-After. 0: no limit."},
 		{Name: "burst", Kind: nodes.Int, Default: 1, Min: 1, Max: 1 << 20, Doc: "Requests above the rate accepted at once."},
 		{Name: "max_concurrent", Kind: nodes.Int, Min: 0, Max: 1 << 20, Doc: "Requests handled at once on this route; more get 429. 0: no limit."},
@@ -346,6 +347,7 @@ func parseTrigger(on *nodes.Config, probs *nodes.Problems) Trigger {
 		t.HTTPPath, t.HTTPMethods, t.HTTPMode = h.String("path"), h.Strings("methods"), h.String("mode")
 		t.HTTPKeysEnv, t.HTTPKeyHeader, t.HTTPHeaders = h.String("api_keys_env"), h.String("api_key_header"), h.Strings("headers")
 		t.HTTPWait = h.Duration("wait")
+		t.HTTPUploads = h.String("uploads")
 		t.HTTPRate, t.HTTPBurst, t.HTTPMaxConcurrent = h.Float("rate_limit"), h.Int("burst"), h.Int("max_concurrent")
 		t.HTTPHMACEnv, t.HTTPHMACHeader = h.String("hmac_secret_env"), h.String("hmac_header")
 		t.HTTPJWTSecretEnv, t.HTTPJWTKeyEnv = h.String("jwt_secret_env"), h.String("jwt_public_key_env")
