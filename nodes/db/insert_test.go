@@ -102,3 +102,29 @@ func TestInsertConfigErrors(t *testing.T) {
 	_, err = nodestest.Build("db.insert", `{table: t, on_conflict: ignore, columns: {a: payload.a}}`, nodes.Deps{})
 	assert.ErrorContains(t, err, "conflicts need key columns")
 }
+
+func TestQuery(t *testing.T) {
+	home := t.TempDir()
+	deps := nodes.Deps{StateDir: home}
+	ins := start(t, `{table: images, key: [key], columns: {key: payload.key, width: payload.w}}`, deps)
+	insert(t, ins, map[string]any{"key": "a", "w": 10})
+	insert(t, ins, map[string]any{"key": "b", "w": 20})
+
+	q := nodestest.New(t, "db.query", `{query: "SELECT key, width FROM images WHERE width >= ? ORDER BY key", args: [payload.min]}`, deps)
+	require.NoError(t, q.(nodes.Starter).Start(t.Context()))
+	defer q.(nodes.Closer).Close()
+	env := insert(t, q, map[string]any{"min": 15})
+	assert.Equal(t, []any{map[string]any{"key": "b", "width": int64(20)}}, env.Steps["rec"])
+
+	one := nodestest.New(t, "db.query", `{query: "SELECT width FROM images WHERE key = ?", args: [payload.key], one: true, into: image}`, deps)
+	require.NoError(t, one.(nodes.Starter).Start(t.Context()))
+	defer one.(nodes.Closer).Close()
+	env = insert(t, one, map[string]any{"key": "a"})
+	assert.Equal(t, map[string]any{"width": int64(10)}, env.Payload.(map[string]any)["image"])
+	env = insert(t, one, map[string]any{"key": "zz"})
+	assert.Nil(t, env.Steps["rec"], "no row: null")
+
+	_, err := nodestest.Build("db.query", `{query: "DELETE FROM images WHERE key = ?", args: [payload.key, payload.x]}`, deps)
+	require.Error(t, err)
+	assert.Len(t, err.(nodes.Problems), 2, "%v", err)
+}

@@ -1,0 +1,162 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/internal/sqlitedb"
+	"github.com/sluicehq/sluice/nodes"
+)
+
+func init() {
+	nodes.Register(nodes.Spec{
+		Type:    "db.query",
+		Summary: "Read rows from a SQLite database with a parameterized SELECT.",
+		Description: "args are expressions bound to the query's ? placeholders, in order: values never become SQL. " +
+			"The result (steps.<id>) is the list of rows, each an object by column name; with one: true it is the " +
+			"first row, or null when there is none (route on it with switch). into also stores it in a payload field.",
+		Fields: []nodes.Field{
+			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file; relative paths are inside the Sluice home (--home)."},
+			{Name: "query", Kind: nodes.String, Required: true, Doc: "A SELECT (or WITH … SELECT) with ? placeholders."},
+			{Name: "args", Kind: nodes.StringList, Doc: "Expressions for the placeholders, in order."},
+			{Name: "one", Kind: nodes.Bool, Default: false, Doc: "The first row only (null when none)."},
+			{Name: "limit", Kind: nodes.Int, Default: 1000, Min: 1, Max: 1 << 20, Doc: "At most this many rows."},
+			{Name: "into", Kind: nodes.String, Doc: "Payload field to store the result in (the payload must be an object or empty)."},
+		},
+		Examples: []nodes.Example{{Title: "One image's record", YAML: "node: db.query\nwith:\n  query: SELECT key, width, height FROM images WHERE key = ?\n  args: [request.params.id]\n  one: true"}},
+		New:      newQuery,
+	})
+}
+
+type query struct {
+	path, sql string
+	args      []*eval.Program
+	one       bool
+	limit     int
+	into      string
+	db        *sql.DB
+	stmt      *sql.Stmt
+}
+
+func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
+	q := &query{sql: strings.TrimSpace(c.String("query")), one: c.Bool("one"), limit: c.Int("limit"), into: c.String("into")}
+	var probs nodes.Problems
+	head := strings.ToUpper(strings.Fields(q.sql + " x")[0])
+	if head != "SELECT" && head != "WITH" {
+		probs = append(probs, c.Errorf("query", "db.query reads: the query must be a SELECT (use db.insert to write)").(nodes.Problems)...)
+	}
+	if n := strings.Count(q.sql, "?"); n != len(c.Strings("args")) {
+		probs = append(probs, c.Errorf("args", "the query has %d placeholder(s) and %d arg(s)", n, len(c.Strings("args"))).(nodes.Problems)...)
+	}
+	for _, a := range c.Strings("args") {
+		p, err := eval.Compile(a, false)
+		if err != nil {
+			probs = append(probs, c.Errorf("args", "%v", err).(nodes.Problems)...)
+			continue
+		}
+		q.args = append(q.args, p)
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	q.path = c.String("database")
+	if !filepath.IsAbs(q.path) {
+		q.path = filepath.Join(d.StateDir, q.path)
+	}
+	return q, nil
+}
+
+// Start opens the database and prepares the query (a table that does not
+// exist yet is an error here, at start, not at the first message).
+func (q *query) Start(ctx context.Context) error {
+	db, err := sqlitedb.Open(q.path, sqlitedb.SyncNormal)
+	if err != nil {
+		return err
+	}
+	q.db = db
+	if q.stmt, err = db.PrepareContext(ctx, q.sql); err != nil {
+		return fmt.Errorf("db.query: %s: %w", q.path, err)
+	}
+	return nil
+}
+
+func (q *query) Close() error {
+	if q.stmt != nil {
+		q.stmt.Close()
+	}
+	if q.db != nil {
+		return q.db.Close()
+	}
+	return nil
+}
+
+func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
+	vars := env.Vars()
+	args := make([]any, len(q.args))
+	for i, p := range q.args {
+		v, err := p.Eval(vars)
+		if err != nil {
+			return nodes.Permanent(fmt.Errorf("arg %d: %w", i+1, err))
+		}
+		if args[i], err = sqlValue(v); err != nil {
+			return nodes.Permanent(fmt.Errorf("arg %d: %w", i+1, err))
+		}
+	}
+	rows, err := q.stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("db.query: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	out := []any{}
+	for rows.Next() && len(out) < q.limit {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		row := make(map[string]any, len(cols))
+		for i, c := range cols {
+			if b, ok := vals[i].([]byte); ok {
+				vals[i] = string(b)
+			}
+			row[c] = vals[i]
+		}
+		out = append(out, row)
+		if q.one {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var res any = out
+	if q.one {
+		res = nil
+		if len(out) > 0 {
+			res = out[0]
+		}
+	}
+	env.SetResult(res)
+	if q.into != "" {
+		switch p := env.Payload.(type) {
+		case nil:
+			env.Payload = map[string]any{q.into: res}
+		case map[string]any:
+			p[q.into] = res
+		default:
+			return nodes.Permanent(fmt.Errorf("cannot store rows in a payload that is %T, not an object", p))
+		}
+	}
+	return nil
+}
