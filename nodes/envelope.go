@@ -258,6 +258,21 @@ func (e *Envelope) TakeRoute() (Route, bool) {
 	return r, true
 }
 
+// SetPayloadField stores v in the payload's field name, making the payload
+// an object if it is empty. A payload that is not an object is a
+// permanent error: nothing can be stored in it.
+func (e *Envelope) SetPayloadField(name string, v any) error {
+	switch p := e.Payload.(type) {
+	case nil:
+		e.Payload = map[string]any{name: v}
+	case map[string]any:
+		p[name] = v
+	default:
+		return Permanent(fmt.Errorf("cannot store %s in a payload that is %T, not an object", name, p))
+	}
+	return nil
+}
+
 // PayloadJSON encodes the payload (null for nil).
 func (e *Envelope) PayloadJSON() ([]byte, error) { return json.Marshal(e.Payload) }
 

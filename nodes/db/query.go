@@ -149,14 +149,7 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	env.SetResult(res)
 	if q.into != "" {
-		switch p := env.Payload.(type) {
-		case nil:
-			env.Payload = map[string]any{q.into: res}
-		case map[string]any:
-			p[q.into] = res
-		default:
-			return nodes.Permanent(fmt.Errorf("cannot store rows in a payload that is %T, not an object", p))
-		}
+		return env.SetPayloadField(q.into, res)
 	}
 	return nil
 }

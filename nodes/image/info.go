@@ -53,13 +53,5 @@ func (n *info) Process(ctx context.Context, env *nodes.Envelope) error {
 	if n.into == "" {
 		return nil
 	}
-	switch p := env.Payload.(type) {
-	case nil:
-		env.Payload = map[string]any{n.into: res}
-	case map[string]any:
-		p[n.into] = res
-	default:
-		return nodes.Permanent(fmt.Errorf("cannot store image info in a payload that is %T, not an object", p))
-	}
-	return nil
+	return env.SetPayloadField(n.into, res)
 }
