@@ -71,11 +71,30 @@ func (e *Engine) missedTick(ctx context.Context, f *Flow, sched cron.Schedule, n
 	if err != nil || len(runs) == 0 {
 		return time.Time{}, false
 	}
-	var missed time.Time
-	for t, i := sched.Next(runs[0].Started.In(now.Location())), 0; !t.After(now) && i < 1_000_000; t, i = sched.Next(t), i+1 {
-		missed = t
+	return latestTick(sched, runs[0].Started.In(now.Location()), now)
+}
+
+// latestTick is the last scheduled time in (after, now]. cron schedules
+// only step forward, so it looks back from now over a window doubling
+// until it holds a tick: the ticks walked stay few whether the schedule
+// fires every second or once a year, and however long ago after was.
+func latestTick(sched cron.Schedule, after, now time.Time) (time.Time, bool) {
+	for d := time.Second; ; d *= 2 {
+		from := now.Add(-d)
+		if from.Before(after) {
+			from = after
+		}
+		if t := sched.Next(from); !t.After(now) {
+			last := t
+			for t = sched.Next(t); !t.After(now); t = sched.Next(t) {
+				last = t
+			}
+			return last, true
+		}
+		if !from.After(after) {
+			return time.Time{}, false
+		}
 	}
-	return missed, !missed.IsZero()
 }
 
 func (e *Engine) publishTick(ctx context.Context, f *Flow, tick Tick, log interface{ Error(string, ...any) }) {
