@@ -72,33 +72,26 @@ type DeadLetterFilter struct {
 }
 
 func (f DeadLetterFilter) where() (string, []any) {
-	var where []string
-	var args []any
+	var w where
 	if len(f.IDs) > 0 {
-		where = append(where, "id IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.IDs)), ",")+")")
-		for _, id := range f.IDs {
-			args = append(args, id)
+		ids := make([]any, len(f.IDs))
+		for i, id := range f.IDs {
+			ids[i] = id
 		}
+		w.add("id IN ("+strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+")", ids...)
 	}
-	if f.Flow != "" {
-		where, args = append(where, "flow = ?"), append(args, f.Flow)
-	}
-	if f.Step != "" {
-		where, args = append(where, "step = ?"), append(args, f.Step)
-	}
+	w.eq("flow", f.Flow)
+	w.eq("step", f.Step)
 	if f.Error != "" {
-		where, args = append(where, "instr(error, ?) > 0"), append(args, f.Error)
+		w.add("instr(error, ?) > 0", f.Error)
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "failed_ms >= ?"), append(args, f.Since.UnixMilli())
+		w.add("failed_ms >= ?", f.Since.UnixMilli())
 	}
 	if !f.Replayed {
-		where = append(where, "replayed_ms IS NULL")
+		w.add("replayed_ms IS NULL")
 	}
-	if len(where) == 0 {
-		return "", nil
-	}
-	return " WHERE " + strings.Join(where, " AND "), args
+	return w.sql(), w.args
 }
 
 // DeadLetters returns matching dead letters, oldest first.

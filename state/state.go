@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -312,27 +311,16 @@ type Filter struct {
 
 // Runs returns matching runs, newest first.
 func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
-	var where []string
-	var args []any
-	if f.ID != "" {
-		where, args = append(where, "id = ?"), append(args, f.ID)
-	}
-	if f.Flow != "" {
-		where, args = append(where, "flow = ?"), append(args, f.Flow)
-	}
-	if f.Status != "" {
-		where, args = append(where, "status = ?"), append(args, f.Status)
-	}
-	if f.Input != "" {
-		where, args = append(where, "input = ?"), append(args, f.Input)
-	}
+	var w where
+	w.eq("id", f.ID)
+	w.eq("flow", f.Flow)
+	w.eq("status", f.Status)
+	w.eq("input", f.Input)
 	if !f.Since.IsZero() {
-		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
+		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
-	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status FROM runs`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
+	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status FROM runs` + w.sql()
+	args := w.args
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 100

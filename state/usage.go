@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -28,23 +27,17 @@ type UsageFilter struct {
 
 // Usage sums the run ledger per flow and per day, oldest day first.
 func (d *DB) Usage(ctx context.Context, f UsageFilter) ([]Usage, error) {
-	var where []string
-	var args []any
-	if f.Flow != "" {
-		where, args = append(where, "flow = ?"), append(args, f.Flow)
-	}
+	var w where
+	w.eq("flow", f.Flow)
 	if !f.Since.IsZero() {
-		where, args = append(where, "started_ms >= ?"), append(args, f.Since.UnixMilli())
+		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
 	q := `SELECT flow, strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch') AS day,
 		SUM(status != 'duplicate'), SUM(status IN ('failed', 'dead_lettered')), SUM(status = 'duplicate'),
 		SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) / 1e6, SUM(bytes_in), SUM(bytes_out)
-		FROM runs`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
+		FROM runs` + w.sql()
 	q += " GROUP BY flow, day ORDER BY day, flow"
-	rows, err := d.db.QueryContext(ctx, q, args...)
+	rows, err := d.db.QueryContext(ctx, q, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,7 +81,7 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		n.exprs = append(n.exprs, e.Value.(*eval.Program))
 	}
 	for _, k := range n.key {
-		if !contains(n.cols, k) {
+		if !slices.Contains(n.cols, k) {
 			add(c.Errorf("key", "key column %q is not one of the columns", k))
 		}
 	}
@@ -95,15 +96,6 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		n.path = filepath.Join(d.StateDir, n.path)
 	}
 	return n, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Start opens the database, creates the table or adds missing columns, and
@@ -137,7 +129,7 @@ func (n *insert) Start(ctx context.Context) error {
 		}
 		var sets []string
 		for _, c := range n.cols {
-			if !contains(n.key, c) {
+			if !slices.Contains(n.key, c) {
 				sets = append(sets, quote(c)+" = excluded."+quote(c))
 			}
 		}
