@@ -181,13 +181,8 @@ func (e *Engine) enqueue(f *Flow, w http.ResponseWriter, r *http.Request) {
 	vars := requestVars(f, r)
 	if boundary, ok := isMultipart(r.Header.Get("Content-Type")); ok {
 		// Files are stored now; the queued message carries their names.
-		form, files, err := e.storeUploads(r.Context(), f, id, boundary, body)
-		if err != nil {
-			status := http.StatusServiceUnavailable
-			if nodes.IsPermanent(err) {
-				status = http.StatusBadRequest
-			}
-			httpError(w, status, err.Error(), "")
+		form, files, ok := e.uploads(w, r, f, id, boundary, body)
+		if !ok {
 			return
 		}
 		vars["files"], vars["form"] = uploadVars(files), form
@@ -379,13 +374,8 @@ func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 	env.Request = requestVars(f, r)
 	env.Payload = payload
 	if boundary, ok := isMultipart(r.Header.Get("Content-Type")); ok {
-		form, files, err := e.storeUploads(r.Context(), f, env.Run, boundary, body)
-		if err != nil {
-			status := http.StatusServiceUnavailable
-			if nodes.IsPermanent(err) {
-				status = http.StatusBadRequest
-			}
-			httpError(w, status, err.Error(), env.Run)
+		form, files, ok := e.uploads(w, r, f, env.Run, boundary, body)
+		if !ok {
 			return
 		}
 		env.Payload, env.Request["files"] = form, uploadVars(files)

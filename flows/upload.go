@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net/http"
 	"path"
 	"strings"
 
@@ -66,6 +67,23 @@ func (e *Engine) storeUploads(ctx context.Context, f *Flow, run, boundary string
 		files = append(files, info)
 	}
 	return form, files, nil
+}
+
+// uploads stores a multipart request's files, or answers: 400 with the
+// reason for a bad request, 503 (details in the log) when storage fails.
+func (e *Engine) uploads(w http.ResponseWriter, r *http.Request, f *Flow, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, bool) {
+	form, files, err := e.storeUploads(r.Context(), f, run, boundary, body)
+	switch {
+	case err == nil:
+		return form, files, true
+	case nodes.IsPermanent(err):
+		httpError(w, http.StatusBadRequest, err.Error(), run)
+	default:
+		e.log.Error("storing an upload failed", "flow", f.Name, "run", run, "error", err)
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, "cannot store the upload now; retry later", run)
+	}
+	return nil, nil, false
 }
 
 // uploadVars describes stored uploads for request.files.
