@@ -212,14 +212,7 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	if b.closed {
 		return nil, errors.New("kafka broker is closed")
 	}
-	c := b.sarama()
-	c.Consumer.Return.Errors = true
-	c.Consumer.Offsets.Initial = sarama.OffsetOldest
-	c.Consumer.MaxWaitTime = b.cfg.maxWait
-	c.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
-	c.Consumer.Group.Session.Timeout = 6 * time.Second
-	c.Consumer.Group.Rebalance.Timeout = 3 * time.Second
-	c.ChannelBufferSize = 1024
+	c := b.consumer()
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
 		Brokers: b.brokers, Unmarshaler: kafkaUnmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
 		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
@@ -231,6 +224,19 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	}
 	b.subs = append(b.subs, sub)
 	return &kafkaSubscriber{b: b, sub: sub}, nil
+}
+
+// consumer returns the settings of consumer group members.
+func (b *kafkaBroker) consumer() *sarama.Config {
+	c := b.sarama()
+	c.Consumer.Return.Errors = true
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.MaxWaitTime = b.cfg.maxWait
+	c.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
+	c.Consumer.Group.Session.Timeout = 6 * time.Second
+	c.Consumer.Group.Rebalance.Timeout = 3 * time.Second
+	c.ChannelBufferSize = 1024
+	return c
 }
 
 // Partitions implements Partitioner: n members of the Kafka consumer group,
@@ -329,12 +335,3 @@ var (
 	_ message.Subscriber = (*kafkaSubscriber)(nil)
 	_ message.Publisher  = (*kafkaPublisher)(nil)
 )
-
-// Position reports where a consumed message sits in its broker: the Kafka
-// partition and offset it was read from. ok is false for brokers without
-// positions (the message id identifies those).
-func Position(msg *message.Message) (partition int32, offset int64, ok bool) {
-	p, okP := kafka.MessagePartitionFromCtx(msg.Context())
-	o, okO := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	return p, o, okP && okO
-}

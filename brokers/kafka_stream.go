@@ -1,0 +1,150 @@
+package brokers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Stream implements Streamer with a sarama consumer group of its own: each
+// claimed partition is a Stream, Commit marks and commits the offset after
+// the message. Offsets are committed only by Commit (auto-commit is off).
+// When Kafka moves a partition to another member, its Messages channel
+// closes and the rebalance waits (up to the rebalance timeout, 30s) for fn
+// to flush and commit, so the next owner starts where this one stopped.
+func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(Stream) error) error {
+	if err := b.ensureTopic(topic, b.cfg.partitions); err != nil {
+		return err
+	}
+	c := b.consumer()
+	c.Consumer.Offsets.AutoCommit.Enable = false
+	c.Consumer.Group.Rebalance.Timeout = 30 * time.Second
+	c.ChannelBufferSize = 4096
+	cg, err := sarama.NewConsumerGroup(b.brokers, group, c)
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", group, err)
+	}
+	h := &streamHandler{fn: fn, logger: b.logger}
+	done := make(chan struct{})
+	go func() { // surface client errors (sarama drops them when nobody reads)
+		for {
+			select {
+			case err, ok := <-cg.Errors():
+				if !ok {
+					return
+				}
+				b.logger.Error("kafka stream consumer error", err, watermill.LogFields{"topic": topic, "group": group})
+			case <-done:
+				return
+			}
+		}
+	}()
+	for ctx.Err() == nil && h.failed() == nil {
+		if err := cg.Consume(ctx, []string{topic}, h); err != nil {
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				break
+			}
+			b.logger.Error("kafka stream session ended; rejoining", err, watermill.LogFields{"topic": topic, "group": group})
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	close(done)
+	return errors.Join(h.failed(), cg.Close())
+}
+
+// streamHandler is the sarama ConsumerGroupHandler of a Stream call.
+type streamHandler struct {
+	fn     func(Stream) error
+	logger watermill.LoggerAdapter
+	mu     sync.Mutex
+	err    error
+}
+
+func (h *streamHandler) failed() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+func (h *streamHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *streamHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	s := &kafkaStream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
+	convErr := make(chan error, 1)
+	go func() { convErr <- s.convert() }()
+	err := h.fn(s)
+	close(s.stop)
+	err = errors.Join(err, <-convErr)
+	if err != nil {
+		h.mu.Lock()
+		if h.err == nil {
+			h.err = fmt.Errorf("%s partition %d: %w", claim.Topic(), claim.Partition(), err)
+		}
+		h.mu.Unlock()
+	}
+	return err
+}
+
+type kafkaStream struct {
+	sess  sarama.ConsumerGroupSession
+	claim sarama.ConsumerGroupClaim
+	msgs  chan *message.Message
+	stop  chan struct{} // closed when fn returned
+}
+
+func (s *kafkaStream) Partition() int32                  { return s.claim.Partition() }
+func (s *kafkaStream) Messages() <-chan *message.Message { return s.msgs }
+
+func (s *kafkaStream) Commit(_ context.Context, msg *message.Message) error {
+	_, off, ok := Position(msg)
+	if !ok {
+		return fmt.Errorf("commit: message %s was not read from a stream", msg.UUID)
+	}
+	s.sess.MarkOffset(s.claim.Topic(), s.claim.Partition(), off+1, "")
+	s.sess.Commit()
+	return nil
+}
+
+// convert turns the claim's records into messages until the claim closes
+// or fn returns.
+func (s *kafkaStream) convert() error {
+	defer close(s.msgs)
+	for {
+		var rec *sarama.ConsumerMessage
+		var ok bool
+		select {
+		case rec, ok = <-s.claim.Messages():
+			if !ok {
+				return nil
+			}
+		case <-s.stop:
+			return nil
+		}
+		msg, err := kafkaUnmarshaler{}.Unmarshal(rec)
+		if err != nil {
+			// Not a record this broker can read: stop taking this
+			// partition rather than skip it.
+			return fmt.Errorf("offset %d: %w", rec.Offset, err)
+		}
+		withPosition(msg, position{partition: rec.Partition, offset: rec.Offset, time: rec.Timestamp.UTC()})
+		select {
+		case s.msgs <- msg:
+		case <-s.stop:
+			return nil
+		}
+	}
+}
+
+var _ Streamer = (*kafkaBroker)(nil)
