@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -55,3 +56,44 @@ func (s memSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *mes
 	return s.ch.Subscribe(ctx, topic)
 }
 func (memSubscriber) Close() error { return nil }
+
+// Stream implements Streamer for tests and throwaway runs: nothing is
+// durable here, so each message is acked as it is handed over, offsets
+// count the stream's messages from 1, timestamps are the receive times,
+// and Commit has nothing to store.
+func (b *memBroker) Stream(ctx context.Context, topic, _ string, fn func(Stream) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in, err := b.ch.Subscribe(ctx, topic)
+	if err != nil {
+		return err
+	}
+	s := &memStream{msgs: make(chan *message.Message)}
+	go func() {
+		defer close(s.msgs)
+		var n int64
+		for m := range in {
+			n++
+			withPosition(m, position{offset: n, time: time.Now().UTC()})
+			m.Ack()
+			select {
+			case s.msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err = fn(s)
+	cancel()
+	for range s.msgs {
+	}
+	return err
+}
+
+type memStream struct{ msgs chan *message.Message }
+
+func (s *memStream) Partition() int32                               { return 0 }
+func (s *memStream) Messages() <-chan *message.Message              { return s.msgs }
+func (s *memStream) Commit(context.Context, *message.Message) error { return nil }
+
+var _ Streamer = (*memBroker)(nil)

@@ -12,6 +12,11 @@
 //	steps    results of earlier steps, by step id (steps.save.key)
 //	flow     the flow's name
 //	run      the run's id
+//	batch    the batch being written by a batching node (archive):
+//	         partition, offset and id of its first message, topic,
+//	         time (when the broker stored that message), date
+//	         ("2006-01-02"), hour ("15"), minute ("04"), ext (the
+//	         format's file extension, such as ".ndjson.gz")
 //
 // Functions beside expr's built-ins: base(path), dir(path), ext(path),
 // stem(path) (base without extension), and env(name) for the process
@@ -44,6 +49,8 @@ type Vars struct {
 	// Request is set for HTTP-triggered runs: method, path, params, query,
 	// headers (the allowed ones).
 	Request any `expr:"request"`
+	// Batch is set when a batching node names what it writes.
+	Batch any `expr:"batch"`
 }
 
 var functions = []expr.Option{

@@ -97,6 +97,11 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 				return nil, fmt.Errorf("flow %s: step %s was not constructed (load flows without problems first)", f.Name, s.ID)
 			}
 		}
+		if s, _ := batcher(f); s != nil {
+			if _, ok := opts.Broker.(brokers.Streamer); !ok {
+				return nil, fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite:// or kafka://", f.Name, s.ID, s.Type)
+			}
+		}
 	}
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	e := &Engine{
@@ -154,6 +159,9 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		if f.Trigger.Kind == TriggerHTTP && f.Trigger.HTTPMode == "sync" {
 			continue // run by HTTPHandler itself
 		}
+		if s, _ := batcher(f); s != nil {
+			continue // streamed, below
+		}
 		subs, err := e.subscribers(ctx, f)
 		if err != nil {
 			return fmt.Errorf("flow %s: %w", f.Name, err)
@@ -210,6 +218,16 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			go func() { defer bridges.Done(); e.schedule(bridgeCtx, f) }()
 		}
 	}
+	for _, f := range e.flows {
+		if s, _ := batcher(f); s != nil {
+			// Counted as in flight: shutdown waits (up to DrainTimeout) for
+			// the partial batches to be written and committed.
+			e.mu.Lock()
+			e.inflight.Add(1)
+			e.mu.Unlock()
+			go func() { defer e.inflight.Done(); e.streamFlow(bridgeCtx, f) }()
+		}
+	}
 	close(e.ready)
 	e.log.Info("sluice engine running", "flows", len(e.flows))
 
@@ -250,10 +268,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 // once: the broker's partitions of the flow's group when concurrency is
 // above 1 and the broker has partitions, else one.
 func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber, error) {
-	group := f.Trigger.Group
-	if group == "" {
-		group = f.Name
-	}
+	group := flowGroup(f)
 	if f.Concurrency > 1 {
 		if p, ok := e.opts.Broker.(brokers.Partitioner); ok {
 			return p.Partitions(ctx, triggerTopic(f), group, f.Concurrency)
@@ -266,6 +281,14 @@ func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber
 		return nil, err
 	}
 	return []message.Subscriber{sub}, nil
+}
+
+// flowGroup is the consumer group of a flow: on.group, or its name.
+func flowGroup(f *Flow) string {
+	if f.Trigger.Group != "" {
+		return f.Trigger.Group
+	}
+	return f.Name
 }
 
 func triggerTopic(f *Flow) string {

@@ -232,3 +232,33 @@ steps:
 	}
 	assert.Equal(t, map[string]bool{"kafka:clicks/0/0": true, "kafka:clicks/0/1": true, "kafka:clicks/0/2": true}, inputs)
 }
+
+func TestKafkaArchivePerPartition(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=3&max_wait=20ms"
+	h := startWith(t, t.TempDir(), url, strings.Replace(archiveFlow, "max_count: 100,", "max_count: 50,", 1), nil)
+	publishLogs(t, h.broker, "logs", 0, 300, func(i int) string { return fmt.Sprintf("host-%d", i%7) })
+
+	var objs map[string][]string
+	require.Eventually(t, func() bool { objs = archived(t, h.store, "archive"); return lineCount(objs) >= 300 }, 30*time.Second, 50*time.Millisecond)
+	seen := map[int]int{}
+	byPartition := map[string]int{}
+	for k, ns := range numbers(t, objs) {
+		var p, off int
+		_, err := fmt.Sscanf(k[strings.LastIndex(k, "/")+1:], "part-%d-%d.ndjson.gz", &p, &off)
+		require.NoError(t, err, k)
+		require.Less(t, off, 300)
+		byPartition[fmt.Sprint(p)] += len(ns)
+		for _, n := range ns {
+			seen[n]++
+		}
+	}
+	assert.Len(t, seen, 300)
+	for n, c := range seen {
+		assert.Equal(t, 1, c, "line %d", n)
+	}
+	assert.Len(t, byPartition, 3, "each partition writes its own objects")
+	assert.Len(t, h.consume("alerts", 30), 30)
+}

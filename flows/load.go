@@ -283,7 +283,26 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 		}
 	}
 	lintRefs(f, probs)
+	lintBatch(f, probs)
 	return f
+}
+
+// lintBatch checks where batching nodes (archive) are: last in the steps
+// of a topic-triggered flow without branches.
+func lintBatch(f *Flow, probs *nodes.Problems) {
+	for _, s := range allSteps(f) {
+		if _, ok := s.Node.(nodes.Batcher); !ok {
+			continue
+		}
+		switch {
+		case len(f.Steps) == 0 || s != f.Steps[len(f.Steps)-1]:
+			probs.Add(s.Pos, "%s: writes batches, so it must be the flow's last step (not in a branch)", s.where)
+		case f.Trigger.Kind != TriggerTopic:
+			probs.Add(s.Pos, "%s: batches a topic's messages; trigger the flow with on: {topic: ...}", s.where)
+		case len(f.Branches) > 0:
+			probs.Add(s.Pos, "%s: a flow that writes batches cannot have branches; route to a topic and batch it in another flow", s.where)
+		}
+	}
 }
 
 // reservedPaths are served by `sluice run` itself.

@@ -66,12 +66,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	start := time.Now()
 	fm := e.fm[f]
 	fm.received.Inc()
-	env := nodes.NewEnvelope(e.opts.Store, f.MaxBody)
-	env.Flow, env.Run = f.Name, watermill.NewULID()
-	env.Event = nodes.Event{ID: msg.UUID, Topic: triggerTopic(f), Time: start.UTC()}
-	for k, v := range msg.Metadata {
-		env.Meta[k] = v
-	}
+	env := e.envelope(f, msg, start)
 	run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: start.UTC(),
 		Steps: make([]state.StepRun, 0, len(f.Steps))}
 
@@ -102,13 +97,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 			fail = &failure{err: nodes.Permanent(err)}
 		}
 	} else {
-		var p any
-		if err := json.Unmarshal(msg.Payload, &p); err == nil {
-			env.Payload = p
-		} else {
-			env.Payload = string(msg.Payload) // not JSON: the text, and the bytes as body
-		}
-		env.SetBody(msg.Payload, msg.Metadata.Get("content_type"))
+		setMessage(env, msg)
 	}
 
 	if fail == nil && e.opts.State != nil && !e.opts.NoLedger {
@@ -198,6 +187,29 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	}
 	fm.runs[status].Inc()
 	return nil
+}
+
+// envelope starts a message's envelope.
+func (e *Engine) envelope(f *Flow, msg *message.Message, start time.Time) *nodes.Envelope {
+	env := nodes.NewEnvelope(e.opts.Store, f.MaxBody)
+	env.Flow, env.Run = f.Name, watermill.NewULID()
+	env.Event = nodes.Event{ID: msg.UUID, Topic: triggerTopic(f), Time: start.UTC()}
+	for k, v := range msg.Metadata {
+		env.Meta[k] = v
+	}
+	return env
+}
+
+// setMessage makes a topic message the envelope's payload (its JSON, or
+// its text when it is not JSON) and body (its bytes).
+func setMessage(env *nodes.Envelope, msg *message.Message) {
+	var p any
+	if err := json.Unmarshal(msg.Payload, &p); err == nil {
+		env.Payload = p
+	} else {
+		env.Payload = string(msg.Payload)
+	}
+	env.SetBody(msg.Payload, msg.Metadata.Get("content_type"))
 }
 
 // complete records a finished run and, unless NoLedger, commits its
