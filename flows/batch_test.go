@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,4 +235,48 @@ steps:
 	attempts := []int{runs[0].Attempts, runs[1].Attempts}
 	sort.Ints(attempts)
 	assert.Equal(t, []int{1, 4}, attempts, "the first batch was written at the fourth attempt")
+}
+
+// lossyCommits is a broker whose first stream commits fail, as if the
+// process died between writing a batch and committing it.
+type lossyCommits struct {
+	brokers.Broker
+	fails atomic.Int32
+}
+
+func (b *lossyCommits) Stream(ctx context.Context, topic, group string, fn func(brokers.Stream) error) error {
+	return b.Broker.(brokers.Streamer).Stream(ctx, topic, group, func(s brokers.Stream) error {
+		return fn(lossyStream{Stream: s, b: b})
+	})
+}
+
+type lossyStream struct {
+	brokers.Stream
+	b *lossyCommits
+}
+
+func (s lossyStream) Commit(ctx context.Context, m *message.Message) error {
+	if s.b.fails.Add(-1) >= 0 {
+		return errors.New("connection lost")
+	}
+	return s.Stream.Commit(ctx, m)
+}
+
+// A batch written but not committed is consumed again and written again
+// under the same key: every record is archived once.
+func TestArchiveRewritesAnUncommittedBatchUnderItsKey(t *testing.T) {
+	dir := t.TempDir()
+	b, err := brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
+	require.NoError(t, err)
+	lossy := &lossyCommits{Broker: b}
+	lossy.fails.Store(1)
+	h := startOnBroker(t, dir, lossy, "fs://"+filepath.Join(dir, "buckets"), archiveFlow, nil)
+	publishLogs(t, h.broker, "logs", 0, 250, nil)
+
+	var objs map[string][]string
+	require.Eventually(t, func() bool { objs = archived(t, h.store, "archive"); return lineCount(objs) >= 250 }, 20*time.Second, 20*time.Millisecond)
+	h.waitRuns(state.Filter{Flow: "logs", Status: state.StatusSucceeded}, 3)
+	assert.Equal(t, 250, lineCount(objs), "the first batch was written twice, under one key")
+	assert.Len(t, objs, 3)
+	assert.Less(t, lossy.fails.Load(), int32(0), "the first commit failed, later ones were made")
 }

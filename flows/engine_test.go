@@ -81,10 +81,16 @@ var stateBusyTimeout = 30 * time.Second
 
 func startOn(t testing.TB, dir, brokerURL, storageURL, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: dir}
-	var err error
-	h.broker, err = brokers.Open(t.Context(), brokerURL, nil)
+	b, err := brokers.Open(t.Context(), brokerURL, nil)
 	require.NoError(t, err)
+	return startOnBroker(t, dir, b, storageURL, flowYAML, reg)
+}
+
+// startOnBroker starts an engine on an opened broker, which it closes.
+func startOnBroker(t testing.TB, dir string, b brokers.Broker, storageURL, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: dir, broker: b}
+	var err error
 	h.store, err = storage.Open(t.Context(), storageURL)
 	require.NoError(t, err)
 	h.state, err = state.OpenTimeout(filepath.Join(dir, "state.db"), stateBusyTimeout)
