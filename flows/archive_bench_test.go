@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,9 @@ import (
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/storage"
 )
+
+// benchRound numbers archive rounds across benchmark invocations.
+var benchRound atomic.Int64
 
 const (
 	benchLogLines = 200_000
@@ -83,10 +87,9 @@ func BenchmarkArchive(b *testing.B) {
 	for _, name := range []string{"folder", "minio"} {
 		b.Run(name, func(b *testing.B) {
 			storageURL := stores[name]()
-			round := 0
 			archive := func() float64 {
-				round++
-				flow := fmt.Sprintf("archive-%s-%d", name, round) // its own consumer group and bucket
+				// Its own consumer group and bucket each time.
+				flow := fmt.Sprintf("archive-%s-%d", name, benchRound.Add(1))
 				start := time.Now()
 				h := startOnB(b, b.TempDir(), queue, storageURL, fmt.Sprintf(`
 name: %s

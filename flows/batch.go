@@ -165,7 +165,8 @@ func (e *Engine) openBatch(f *Flow, bn nodes.Batcher, first *message.Message) *o
 	if !ok {
 		t = time.Now()
 	}
-	start := nodes.BatchStart{Flow: f.Name, Topic: triggerTopic(f), Partition: p, Offset: off, ID: first.UUID, Time: t.UTC()}
+	start := nodes.BatchStart{Flow: f.Name, Topic: triggerTopic(f), Partition: p, Offset: off, ID: first.UUID, Time: t.UTC(),
+		Payload: first.Payload, Meta: first.Metadata}
 	return &openBatch{batch: bn.NewBatch(start), start: start, opened: time.Now()}
 }
 

@@ -41,6 +41,9 @@ type BatchStart struct {
 	Offset    int64     // of the first message
 	ID        string    // the first message's id
 	Time      time.Time // when the broker stored the first message (UTC)
+	// Payload and Meta are the first message as it arrived.
+	Payload []byte
+	Meta    map[string]string
 }
 
 // Batch collects records and writes them at once. A Batch is used by one

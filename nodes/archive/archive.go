@@ -32,6 +32,7 @@ const (
 	fMaxCount    = "max_count"
 	fMaxBytes    = "max_bytes"
 	fMaxWait     = "max_wait"
+	fTime        = "time"
 )
 
 // DefaultKey partitions objects by the flow, the day and the hour of the
@@ -66,6 +67,9 @@ func init() {
 			{Name: fMaxCount, Kind: nodes.Int, Default: 10000, Min: 1, Max: 10_000_000, Doc: "Records per object at most."},
 			{Name: fMaxBytes, Kind: nodes.String, Default: "16MiB", Doc: "Bytes of records per object at most, before compression (such as 64MiB; up to 1GiB)."},
 			{Name: fMaxWait, Kind: nodes.Duration, Default: time.Minute, Doc: "Longest time a record waits in an open batch."},
+			{Name: fTime, Kind: nodes.Expr, Doc: "The time a batch is filed under (batch.time, date, hour, minute), from its first message as it arrived " +
+				"(payload, meta): an RFC 3339 string or Unix seconds, such as payload.ts. When absent, or when it gives no time, " +
+				"the broker's time of that message."},
 		},
 		Examples: []nodes.Example{{
 			Title: "Hourly gzip NDJSON archives of a log topic",
@@ -81,6 +85,7 @@ type archive struct {
 	format      string
 	compression string
 	level       string
+	timeOf      *eval.Program
 	limits      nodes.BatchLimits
 	ext, ctype  string
 	store       *storage.Store
@@ -91,7 +96,7 @@ type archive struct {
 func newArchive(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	a := &archive{
 		bucket: c.String(fBucket), key: c.Template(fKey), format: c.String(fFormat),
-		compression: c.String(fCompression), level: c.String(fLevel), store: d.Store,
+		compression: c.String(fCompression), level: c.String(fLevel), store: d.Store, timeOf: c.Expr(fTime),
 		limits: nodes.BatchLimits{Count: c.Int(fMaxCount), Wait: c.Duration(fMaxWait)},
 	}
 	var probs nodes.Problems // every problem at once
@@ -134,13 +139,44 @@ func (a *archive) BatchLimits() nodes.BatchLimits { return a.limits }
 
 func (a *archive) NewBatch(start nodes.BatchStart) nodes.Batch {
 	b := &batch{a: a, start: start}
-	t := start.Time.UTC()
+	t := a.fileTime(start)
 	b.key, b.keyErr = a.key.Render(eval.Vars{Flow: start.Flow, Batch: map[string]any{
 		"partition": start.Partition, "offset": start.Offset, "id": start.ID, "topic": start.Topic,
 		"time": t, "date": t.Format("2006-01-02"), "hour": t.Format("15"), "minute": t.Format("04"), "ext": a.ext,
 	}})
 	b.w = a.compressor(&b.out)
 	return b
+}
+
+// fileTime is the time a batch is filed under: the time expression over
+// its first message when it gives one, else the broker's time.
+func (a *archive) fileTime(start nodes.BatchStart) time.Time {
+	if a.timeOf == nil {
+		return start.Time.UTC()
+	}
+	var payload any
+	_ = json.Unmarshal(start.Payload, &payload) // not JSON: the expression sees nil
+	meta := map[string]any{}
+	for k, v := range start.Meta {
+		meta[k] = v
+	}
+	v, err := a.timeOf.Eval(eval.Vars{Payload: payload, Meta: meta, Flow: start.Flow})
+	if err != nil {
+		return start.Time.UTC()
+	}
+	switch x := v.(type) {
+	case string:
+		if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
+			return t.UTC()
+		}
+	case float64:
+		return time.Unix(0, int64(x*1e9)).UTC()
+	case int:
+		return time.Unix(int64(x), 0).UTC()
+	case time.Time:
+		return x.UTC()
+	}
+	return start.Time.UTC()
 }
 
 // compressor returns a writer compressing into out, from the node's pool.

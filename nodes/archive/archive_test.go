@@ -161,3 +161,23 @@ func TestConfigErrors(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, nodes.BatchLimits{Count: 10000, Bytes: 16 << 20, Wait: time.Minute}, a.(nodes.Batcher).BatchLimits())
 }
+
+func TestFiledUnderTheFirstRecordsTime(t *testing.T) {
+	a, store := newArchive(t, `{bucket: archive, time: payload.ts, key: "{{ batch.date }}/{{ batch.hour }}/{{ batch.offset }}{{ batch.ext }}"}`)
+	for _, tc := range []struct{ first, key string }{
+		{`{"ts":"2024-02-29T23:59:59.5+02:00"}`, "2024-02-29/21/42.ndjson.gz"},
+		{`{"ts":1700000000}`, "2023-11-14/22/42.ndjson.gz"},
+		{`{"ts":"yesterday"}`, "2026-11-25/17/42.ndjson.gz"}, // not a time: the broker's
+		{`{"no_ts":true}`, "2026-11-25/17/42.ndjson.gz"},
+	} {
+		s := start
+		s.Payload = []byte(tc.first)
+		b := a.NewBatch(s)
+		require.NoError(t, b.Add(s.Payload))
+		w, err := b.Flush(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, "archive/"+tc.key, w.Location, tc.first)
+		got, _ := read(t, store, tc.key)
+		assert.Equal(t, tc.first+"\n", got)
+	}
+}
