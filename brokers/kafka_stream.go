@@ -82,6 +82,8 @@ func (h *streamHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil 
 
 func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	s := &kafkaStream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(sess.Context())
+	defer s.cancel()
 	convErr := make(chan error, 1)
 	go func() { convErr <- s.convert() }()
 	err := h.fn(s)
@@ -102,7 +104,13 @@ type kafkaStream struct {
 	claim sarama.ConsumerGroupClaim
 	msgs  chan *message.Message
 	stop  chan struct{} // closed when fn returned
+	// ctx ends with the session or when the claim closes (the partition
+	// was revoked).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
+
+func (s *kafkaStream) Context() context.Context { return s.ctx }
 
 func (s *kafkaStream) Partition() int32                  { return s.claim.Partition() }
 func (s *kafkaStream) Messages() <-chan *message.Message { return s.msgs }
@@ -121,6 +129,7 @@ func (s *kafkaStream) Commit(_ context.Context, msg *message.Message) error {
 // or fn returns.
 func (s *kafkaStream) convert() error {
 	defer close(s.msgs)
+	defer s.cancel()
 	for {
 		var rec *sarama.ConsumerMessage
 		var ok bool

@@ -68,7 +68,7 @@ func (b *memBroker) Stream(ctx context.Context, topic, _ string, fn func(Stream)
 	if err != nil {
 		return err
 	}
-	s := &memStream{msgs: make(chan *message.Message)}
+	s := &memStream{msgs: make(chan *message.Message), ctx: ctx}
 	go func() {
 		defer close(s.msgs)
 		var n int64
@@ -90,7 +90,12 @@ func (b *memBroker) Stream(ctx context.Context, topic, _ string, fn func(Stream)
 	return err
 }
 
-type memStream struct{ msgs chan *message.Message }
+type memStream struct {
+	msgs chan *message.Message
+	ctx  context.Context
+}
+
+func (s *memStream) Context() context.Context { return s.ctx }
 
 func (s *memStream) Partition() int32                               { return 0 }
 func (s *memStream) Messages() <-chan *message.Message              { return s.msgs }

@@ -37,7 +37,7 @@ func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(
 		return fmt.Errorf("read offset of %s on %s: %w", group, topic, err)
 	}
 	readCtx, stop := context.WithCancel(ctx)
-	s := &sqliteStream{b: b, topic: topic, group: group, msgs: make(chan *message.Message, streamRead)}
+	s := &sqliteStream{b: b, topic: topic, group: group, msgs: make(chan *message.Message, streamRead), ctx: ctx}
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.read(readCtx, from) }()
 	err = fn(s)
@@ -55,9 +55,11 @@ type sqliteStream struct {
 	topic string
 	group string
 	msgs  chan *message.Message
+	ctx   context.Context
 }
 
 func (s *sqliteStream) Partition() int32                  { return 0 }
+func (s *sqliteStream) Context() context.Context          { return s.ctx }
 func (s *sqliteStream) Messages() <-chan *message.Message { return s.msgs }
 
 // Commit stores msg's offset as the group's. It runs to the end even when

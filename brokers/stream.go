@@ -30,6 +30,12 @@ type Streamer interface {
 type Stream interface {
 	// Partition is the partition's number (0 on brokers without partitions).
 	Partition() int32
+	// Context is done when the stream ends: the consumer is stopping, or
+	// the partition is being given to another member (which, on Kafka,
+	// starts from the last commit once fn returns or the rebalance times
+	// out). Work still writing on behalf of the stream should stop soon
+	// after.
+	Context() context.Context
 	// Messages delivers the partition's messages after the group's
 	// committed position, in order. Messages need no Ack: Commit is the ack.
 	// Each message's Position and Timestamp are known.

@@ -242,11 +242,29 @@ func (e *Engine) deadLetterRecord(f *Flow, msg *message.Message, run state.Run, 
 	return nil
 }
 
+// revokeGrace is how long a partition's writer keeps trying to write its
+// batches after its stream ended. A revoked Kafka partition goes to
+// another member once the rebalance times out (30s), which writes the same
+// keys: a write landing after that could replace a newer object.
+const revokeGrace = 20 * time.Second
+
 // batchWriter writes a partition's batches in order until writes closes
 // or one cannot be written and committed.
 func (e *Engine) batchWriter(f *Flow, step *Step, s brokers.Stream, writes <-chan *openBatch) error {
+	ctx, cancel := context.WithCancel(e.hardCtx)
+	defer cancel()
+	stop := context.AfterFunc(s.Context(), func() {
+		t := time.NewTimer(revokeGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	defer stop()
 	for ob := range writes {
-		if err := e.writeBatch(f, step, s, ob); err != nil {
+		if err := e.writeBatch(ctx, f, step, s, ob); err != nil {
 			return err
 		}
 	}
@@ -254,14 +272,14 @@ func (e *Engine) batchWriter(f *Flow, step *Step, s brokers.Stream, writes <-cha
 }
 
 // writeBatch writes one batch, publishes its outputs and commits it.
-func (e *Engine) writeBatch(f *Flow, step *Step, s brokers.Stream, ob *openBatch) error {
+func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.Stream, ob *openBatch) error {
 	fm := e.fm[f]
 	start := time.Now()
 	run := state.Run{ID: watermill.NewULID(), Flow: f.Name, Trigger: f.triggerLabel, Started: start.UTC(), BytesIn: ob.bytesIn,
 		Input: fmt.Sprintf("%s/%d/%d", ob.start.Topic, ob.start.Partition, ob.start.Offset)}
 	status := state.StatusSucceeded
 	if len(ob.records) > 0 {
-		sr, w, err := e.flush(f, step, ob.batch)
+		sr, w, err := e.flush(ctx, f, step, ob.batch)
 		run.Steps = []state.StepRun{sr}
 		run.Attempts = sr.Attempts
 		switch {
@@ -270,7 +288,7 @@ func (e *Engine) writeBatch(f *Flow, step *Step, s brokers.Stream, ob *openBatch
 			e.log.Info("batch written", "flow", f.Name, "object", w.Location, "records", len(ob.records),
 				"messages", ob.msgs, "bytes", w.Bytes, "partition", ob.start.Partition, "offset", ob.start.Offset)
 		case !nodes.IsPermanent(err):
-			return err // shutting down: left uncommitted, written again next time
+			return err // gave up (shutdown, revoked): uncommitted, written again by the next consumer
 		default:
 			// The batch cannot be written: each message goes to the
 			// dead-letter topic with the reason.
@@ -292,7 +310,7 @@ func (e *Engine) writeBatch(f *Flow, step *Step, s brokers.Stream, ob *openBatch
 			run.BytesOut += int64(len(out.Payload))
 		}
 	}
-	if err := s.Commit(e.hardCtx, ob.last); err != nil {
+	if err := s.Commit(ctx, ob.last); err != nil {
 		return fmt.Errorf("commit after %s: %w", ob.last.UUID, err)
 	}
 	run.Status, run.Duration = status, time.Since(start)
@@ -303,8 +321,8 @@ func (e *Engine) writeBatch(f *Flow, step *Step, s brokers.Stream, ob *openBatch
 }
 
 // flush writes a batch, retrying transient failures with the step's (or
-// the flow's) backoff for as long as it takes, until shutdown gives up.
-func (e *Engine) flush(f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes.Written, error) {
+// the flow's) backoff for as long as it takes, until ctx gives up.
+func (e *Engine) flush(ctx context.Context, f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes.Written, error) {
 	start := time.Now()
 	sr := state.StepRun{ID: step.ID, Node: step.Type}
 	retry := f.Retry
@@ -317,8 +335,8 @@ func (e *Engine) flush(f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes
 	var err error
 	for {
 		sr.Attempts++
-		w, err = e.flushOnce(f, step, b)
-		if err == nil || nodes.IsPermanent(err) || e.hardCtx.Err() != nil {
+		w, err = e.flushOnce(ctx, f, step, b)
+		if err == nil || nodes.IsPermanent(err) || ctx.Err() != nil {
 			break
 		}
 		wait := bo.NextBackOff()
@@ -327,7 +345,7 @@ func (e *Engine) flush(f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-		case <-e.hardCtx.Done():
+		case <-ctx.Done():
 		}
 		t.Stop()
 	}
@@ -345,12 +363,12 @@ func (e *Engine) flush(f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes
 
 // flushOnce calls Flush once, bounded by the step's timeout (the flow's
 // run timeout by default); a panic is a permanent error.
-func (e *Engine) flushOnce(f *Flow, step *Step, b nodes.Batch) (w nodes.Written, err error) {
+func (e *Engine) flushOnce(ctx context.Context, f *Flow, step *Step, b nodes.Batch) (w nodes.Written, err error) {
 	timeout := step.Timeout
 	if timeout <= 0 {
 		timeout = f.Timeout
 	}
-	ctx, cancel := context.WithTimeout(e.hardCtx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {

@@ -178,20 +178,29 @@ func testCommitAfterClose(t *testing.T, open Opener) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	n := 0
+	var (
+		mu    sync.Mutex // fn runs once per partition, concurrently
+		n     int
+		ended error
+	)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- streamer(t, b).Stream(ctx, topic, "g", func(s brokers.Stream) error {
 			var last *message.Message
 			for m := range s.Messages() {
+				mu.Lock()
 				last, n = m, n+1
 				if n == 5 {
 					cancel() // shutdown while holding an uncommitted batch
 				}
+				mu.Unlock()
 			}
 			if last == nil {
 				return nil
 			}
+			mu.Lock()
+			ended = s.Context().Err()
+			mu.Unlock()
 			return s.Commit(context.Background(), last) // the batch flushed on shutdown
 		})
 	}()
@@ -202,6 +211,7 @@ func testCommitAfterClose(t *testing.T, open Opener) {
 		t.Fatal("Messages did not close after the context ended")
 	}
 	require.Equal(t, 5, n)
+	assert.Error(t, ended, "the stream's context ends with the stream")
 
 	var again []string
 	c := consume(t, open(t), topic, "g", func(_ brokers.Stream, m *message.Message) { again = append(again, string(m.Payload)) })
