@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
 )
@@ -30,6 +31,25 @@ type orderEvent struct {
 // fan-out topics and the dead letters are checked.
 func TestOrders(t *testing.T) {
 	dir := t.TempDir()
+	ordersScenario(t, dir, "sqlite://"+filepath.Join(dir, ".sluice", "queue.db"))
+}
+
+// TestOrdersOnKafka replays the same stream through Kafka (four
+// partitions, in-process Kafka protocol): partitions are consumed
+// concurrently, and each order's events stay in order because they are
+// keyed by order id.
+func TestOrdersOnKafka(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kafka consumer groups take seconds to settle")
+	}
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(4))
+	require.NoError(t, err)
+	defer kafka.Close()
+	ordersScenario(t, t.TempDir(), "kafka://"+strings.Join(kafka.ListenAddrs(), ",")+"?max_wait=20ms&partitions=4")
+}
+
+func ordersScenario(t *testing.T, dir, brokerURL string) {
+	t.Setenv("SLUICE_BROKER", brokerURL)
 	flow, err := filepath.Abs("orders")
 	require.NoError(t, err)
 	run(t, dir, flow)
@@ -149,7 +169,7 @@ func TestOrders(t *testing.T) {
 	assert.Len(t, reasons, len(refused))
 
 	// Routing and fan-out.
-	br, err := brokers.Open(context.Background(), "sqlite://"+filepath.Join(dir, ".sluice", "queue.db"), nil)
+	br, err := brokers.Open(context.Background(), brokerURL, nil)
 	require.NoError(t, err)
 	defer br.Close()
 	count := func(topic string, n int) map[string]int {
