@@ -47,16 +47,16 @@ func init() {
 		Type:    "archive",
 		Summary: "Batch messages into compressed objects (NDJSON, lines or JSON array; gzip or zstd) with time-partitioned keys.",
 		Description: "The last step of its flow. Messages are batched per partition of the trigger topic until " +
-			"max_count records, max_bytes (before compression) or max_wait since the first record, whichever " +
+			"max_count messages, max_bytes of records (before compression) or max_wait since the first message, whichever " +
 			"comes first, then written as one object; the batch's messages are acked (their position " +
 			"committed) only after the object is written. Keys are made from the batch's first message " +
-			"(batch.partition, batch.offset, batch.id, and batch.time/date/hour/minute: when the broker stored " +
-			"it), so a batch consumed again after a crash rewrites the same key: no lost and no duplicated " +
+			"(batch.partition, batch.offset, batch.id, and batch.time/date/hour/minute: the time expression over " +
+			"it, or when the broker stored it), so a batch consumed again after a crash rewrites the same key: no lost and no duplicated " +
 			"records. Partial batches are written on shutdown. Records are the message payloads (or what the " +
 			"steps before made of them); a record the format cannot hold (not JSON for ndjson and json, " +
 			"several lines for lines) is dead-lettered with the reason, the rest of the batch is written. " +
-			"Objects of one partition and hour hold records in publish order; a batch that spans an hour " +
-			"boundary is filed under its first record's hour.",
+			"Objects of one partition hold records in publish order; a batch that spans an hour " +
+			"boundary is filed under its first message's hour.",
 		Fields: []nodes.Field{
 			{Name: fBucket, Kind: nodes.String, Required: true, Role: nodes.RoleBucket, Doc: "Target bucket."},
 			{Name: fKey, Kind: nodes.Template, Default: DefaultKey, Doc: "Object key; must use batch.offset or batch.id so every batch has its own object."},
@@ -64,7 +64,7 @@ func init() {
 				Doc: "ndjson: one compact JSON value per line; lines: the payloads as text lines; json: one JSON array."},
 			{Name: fCompression, Kind: nodes.Enum, Options: []string{"gzip", "zstd", "none"}, Default: "gzip", Doc: "Compression of the object."},
 			{Name: fLevel, Kind: nodes.Enum, Options: []string{"fastest", "default", "better", "best"}, Default: "default", Doc: "Compression level."},
-			{Name: fMaxCount, Kind: nodes.Int, Default: 10000, Min: 1, Max: 10_000_000, Doc: "Records per object at most."},
+			{Name: fMaxCount, Kind: nodes.Int, Default: 10000, Min: 1, Max: 10_000_000, Doc: "Messages per batch at most."},
 			{Name: fMaxBytes, Kind: nodes.String, Default: "16MiB", Doc: "Bytes of records per object at most, before compression (such as 64MiB; up to 1GiB)."},
 			{Name: fMaxWait, Kind: nodes.Duration, Default: time.Minute, Doc: "Longest time a record waits in an open batch."},
 			{Name: fTime, Kind: nodes.Expr, Doc: "The time a batch is filed under (batch.time, date, hour, minute), from its first message as it arrived " +
