@@ -325,12 +325,7 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 func (e *Engine) flush(ctx context.Context, f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes.Written, error) {
 	start := time.Now()
 	sr := state.StepRun{ID: step.ID, Node: step.Type}
-	retry := f.Retry
-	if step.Retry != nil {
-		retry = *step.Retry
-	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = retry.Backoff, retry.MaxBackoff, 0.5
+	_, bo := retryOf(f, step) // attempts are not limited: nothing is committed meanwhile
 	var w nodes.Written
 	var err error
 	for {
@@ -349,15 +344,7 @@ func (e *Engine) flush(ctx context.Context, f *Flow, step *Step, b nodes.Batch) 
 		}
 		t.Stop()
 	}
-	sr.Duration, sr.Status = time.Since(start), "succeeded"
-	sm := e.fm[f].steps[step]
-	if err != nil {
-		sr.Status, sr.Error = "failed", err.Error()
-		sm.failed.Inc()
-	} else {
-		sm.succeeded.Inc()
-	}
-	sm.latency.Observe(sr.Duration.Seconds())
+	e.finishStep(f, step, &sr, start, err)
 	return sr, w, err
 }
 

@@ -25,14 +25,28 @@ import (
 // Kafka cluster: they split the topic's partitions, and together every
 // input produces its output (duplicates, if a rebalance redelivers, carry
 // the same derived message id).
+
+// kafkaURL starts an in-process Kafka-protocol cluster (kfake) for the test
+// and returns a broker URL whose topics get the given partitions.
+func kafkaURL(t testing.TB, partitions int) string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(partitions))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return fmt.Sprintf("kafka://%s?partitions=%d&max_wait=20ms", strings.Join(c.ListenAddrs(), ","), partitions)
+}
+
+// kafkaAddrs returns the broker addresses of a kafka:// URL.
+func kafkaAddrs(url string) []string {
+	hosts, _, _ := strings.Cut(strings.TrimPrefix(url, "kafka://"), "?")
+	return strings.Split(hosts, ",")
+}
+
 func TestTwoEnginesShareAKafkaGroup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("rebalances take seconds")
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=4&max_wait=20ms"
+	url := kafkaURL(t, 4)
 	flow := `
 name: relay
 on: {topic: jobs}
@@ -91,10 +105,7 @@ steps:
 // partition and offset; it is not redelivered in a loop, and the messages
 // behind it are processed.
 func TestKafkaPoisonMessageIsDeadLetteredWithItsPosition(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	url := kafkaURL(t, 1)
 	h := startWith(t, t.TempDir(), url, `
 name: strict
 on: {topic: orders}
@@ -134,10 +145,7 @@ func TestKafkaLongRunNotRedeliveredOnRebalance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("rebalances take seconds")
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	url := kafkaURL(t, 1)
 	var calls atomic.Int64
 	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	reg := nodes.Global().Clone()
@@ -166,7 +174,7 @@ steps:
 	startWith(t, t.TempDir(), url, flow, reg)
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_8_0_0
-	admin, err := sarama.NewClusterAdmin(cluster.ListenAddrs(), cfg)
+	admin, err := sarama.NewClusterAdmin(kafkaAddrs(url), cfg)
 	require.NoError(t, err)
 	defer admin.Close()
 	require.Eventually(t, func() bool { // the group is rebalancing around the running step
@@ -203,10 +211,7 @@ func (c countedGate) Process(ctx context.Context, env *nodes.Envelope) error {
 // id header (any other Kafka client) each get their position as identity:
 // all are processed, none mistaken for a repeat of another.
 func TestKafkaRecordsFromOtherProducers(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=1&max_wait=20ms"
+	url := kafkaURL(t, 1)
 	h := startWith(t, t.TempDir(), url, `
 name: external
 on: {topic: clicks}
@@ -217,7 +222,7 @@ steps:
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_8_0_0
 	cfg.Producer.Return.Successes = true
-	prod, err := sarama.NewSyncProducer(cluster.ListenAddrs(), cfg)
+	prod, err := sarama.NewSyncProducer(kafkaAddrs(url), cfg)
 	require.NoError(t, err)
 	defer prod.Close()
 	for i := 0; i < 3; i++ {
@@ -235,10 +240,7 @@ steps:
 }
 
 func TestKafkaArchivePerPartition(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=3&max_wait=20ms"
+	url := kafkaURL(t, 3)
 	h := startWith(t, t.TempDir(), url, strings.Replace(archiveFlow, "max_count: 100,", "max_count: 50,", 1), nil)
 	publishLogs(t, h.broker, "logs", 0, 300, func(i int) string { return fmt.Sprintf("host-%d", i%7) })
 
@@ -271,10 +273,7 @@ func TestKafkaArchiveRebalanceWritesEachLineOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("rebalances take seconds")
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	url := "kafka://" + strings.Join(cluster.ListenAddrs(), ",") + "?partitions=4&max_wait=20ms"
+	url := kafkaURL(t, 4)
 	buckets := "fs://" + filepath.Join(t.TempDir(), "buckets")
 	flow := strings.Replace(archiveFlow, "max_count: 100, max_wait: 300ms", "max_count: 200, max_wait: 1h", 1)
 	a := startOn(t, t.TempDir(), url, buckets, flow, nil)

@@ -328,12 +328,7 @@ func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *node
 func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envelope) (state.StepRun, time.Time, error) {
 	start := time.Now()
 	sr := state.StepRun{ID: s.ID, Node: s.Type}
-	retry := f.Retry
-	if s.Retry != nil {
-		retry = *s.Retry
-	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = retry.Backoff, retry.MaxBackoff, 0.5
+	retry, bo := retryOf(f, s)
 	var err error
 	var firstFail time.Time
 	for {
@@ -358,19 +353,34 @@ func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envel
 			t.Stop()
 		}
 	}
-	sr.Duration = time.Since(start)
-	sr.Status = "succeeded"
-	if err != nil {
-		sr.Status, sr.Error = "failed", err.Error()
+	e.finishStep(f, s, &sr, start, err)
+	return sr, firstFail, err
+}
+
+// retryOf returns the retry policy of a step (its own, or its flow's) and
+// a backoff following it.
+func retryOf(f *Flow, s *Step) (Retry, *backoff.ExponentialBackOff) {
+	retry := f.Retry
+	if s.Retry != nil {
+		retry = *s.Retry
 	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = retry.Backoff, retry.MaxBackoff, 0.5
+	return retry, bo
+}
+
+// finishStep completes a step's record, its retries included, and counts
+// it in the step's metrics.
+func (e *Engine) finishStep(f *Flow, s *Step, sr *state.StepRun, start time.Time, err error) {
+	sr.Duration, sr.Status = time.Since(start), "succeeded"
 	sm := e.fm[f].steps[s]
 	if err != nil {
+		sr.Status, sr.Error = "failed", err.Error()
 		sm.failed.Inc()
 	} else {
 		sm.succeeded.Inc()
 	}
 	sm.latency.Observe(sr.Duration.Seconds())
-	return sr, firstFail, err
 }
 
 // callNode calls the node once; a panic becomes a permanent error.
