@@ -284,6 +284,10 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	}
 	lintRefs(f, probs)
 	lintBatch(f, probs)
+	if s, _ := batcher(f); s != nil && f.Concurrency > 1 {
+		probs.Add(c.Pos("concurrency"), "concurrency: a flow ending in %s writes one batch per partition of its topic at a time; "+
+			"for more at once, give the topic more partitions (Kafka)", s.Type)
+	}
 	return f
 }
 
