@@ -331,6 +331,9 @@ func (e *Engine) flush(ctx context.Context, f *Flow, step *Step, b nodes.Batch) 
 	for {
 		sr.Attempts++
 		w, err = e.flushOnce(ctx, f, step, b)
+		if err != nil {
+			e.fm[f].steps[step].failedAttempts.Inc()
+		}
 		if err == nil || nodes.IsPermanent(err) || ctx.Err() != nil {
 			break
 		}

@@ -10,6 +10,7 @@ type Metrics struct {
 	runLatency  *prometheus.HistogramVec
 	steps       *prometheus.CounterVec
 	stepLatency *prometheus.HistogramVec
+	attempts    *prometheus.CounterVec
 	published   *prometheus.CounterVec
 	events      *prometheus.CounterVec
 }
@@ -28,12 +29,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_step_runs_total", Help: "Step executions by status (succeeded, failed, skipped)."}, []string{"flow", "step", "node", "status"}),
 		stepLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_step_duration_seconds", Help: "Step latency, retries included.", Buckets: buckets}, []string{"flow", "step", "node"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_step_failed_attempts_total", Help: "Failed attempts of steps, each retry counted (a batch write retried while its store is down shows here at once)."}, []string{"flow", "step", "node"}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_messages_published_total", Help: "Messages published by flows, dead letters included."}, []string{"flow"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_bucket_events_total", Help: "Object events turned into messages, by bucket and outcome (published, repeat)."}, []string{"bucket", "outcome"}),
 	}
-	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.published, m.events)
+	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.attempts, m.published, m.events)
 	return m
 }
 
@@ -49,6 +52,7 @@ type flowMetrics struct {
 
 type stepMetrics struct {
 	succeeded, failed, skipped prometheus.Counter
+	failedAttempts             prometheus.Counter
 	latency                    prometheus.Observer
 }
 
@@ -65,10 +69,11 @@ func (m *Metrics) forFlow(f *Flow) *flowMetrics {
 	}
 	for _, s := range allSteps(f) {
 		fm.steps[s] = &stepMetrics{
-			succeeded: m.steps.WithLabelValues(f.Name, s.ID, s.Type, "succeeded"),
-			failed:    m.steps.WithLabelValues(f.Name, s.ID, s.Type, "failed"),
-			skipped:   m.steps.WithLabelValues(f.Name, s.ID, s.Type, "skipped"),
-			latency:   m.stepLatency.WithLabelValues(f.Name, s.ID, s.Type),
+			succeeded:      m.steps.WithLabelValues(f.Name, s.ID, s.Type, "succeeded"),
+			failed:         m.steps.WithLabelValues(f.Name, s.ID, s.Type, "failed"),
+			skipped:        m.steps.WithLabelValues(f.Name, s.ID, s.Type, "skipped"),
+			failedAttempts: m.attempts.WithLabelValues(f.Name, s.ID, s.Type),
+			latency:        m.stepLatency.WithLabelValues(f.Name, s.ID, s.Type),
 		}
 	}
 	return fm

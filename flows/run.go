@@ -334,8 +334,11 @@ func (e *Engine) runStep(ctx context.Context, f *Flow, s *Step, env *nodes.Envel
 	for {
 		sr.Attempts++
 		err = e.callNode(ctx, s, env)
-		if err != nil && firstFail.IsZero() {
-			firstFail = time.Now()
+		if err != nil {
+			e.fm[f].steps[s].failedAttempts.Inc()
+			if firstFail.IsZero() {
+				firstFail = time.Now()
+			}
 		}
 		if err == nil || nodes.IsPermanent(err) || sr.Attempts >= retry.MaxAttempts || ctx.Err() != nil {
 			break

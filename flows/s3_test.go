@@ -124,3 +124,56 @@ steps:
 	}
 	assert.Len(t, got, 6, "each object once")
 }
+
+// TestArchiveWaitsForMinIOToComeBack: MinIO dies while logs are being
+// archived into it. The writes fail and are retried, nothing is committed
+// or dead-lettered meanwhile; once MinIO is back every line is archived,
+// exactly once.
+func TestArchiveWaitsForMinIOToComeBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts, kills and restarts MinIO")
+	}
+	srv := miniotest.Start(t)
+	dir := t.TempDir()
+	h := startOn(t, dir, "sqlite://"+filepath.Join(dir, "q.db")+"?poll=10ms", srv.URL(), `
+name: logs
+on: {topic: logs}
+retry: {backoff: 50ms, max_backoff: 200ms}
+steps:
+  - node: archive
+    with: {bucket: archive, max_count: 100, max_wait: 200ms}
+`, nil)
+	publishLogs(t, h.broker, "logs", 0, 300, nil)
+	require.Eventually(t, func() bool { return lineCount(archived(t, h.store, "archive")) == 300 }, 30*time.Second, 20*time.Millisecond)
+
+	srv.Stop()
+	publishLogs(t, h.broker, "logs", 300, 300, nil)
+	failed := func() float64 {
+		return h.counter("sluice_step_failed_attempts_total", map[string]string{"flow": "logs"})
+	}
+	require.Eventually(t, func() bool { return failed() >= 2 }, 60*time.Second, 20*time.Millisecond, "writes fail while MinIO is down")
+	srv.Restart()
+
+	var objs map[string][]string
+	require.Eventually(t, func() bool { objs = archived(t, h.store, "archive"); return lineCount(objs) >= 600 }, 60*time.Second, 50*time.Millisecond)
+	seen := map[int]int{}
+	for _, ns := range numbers(t, objs) {
+		for _, n := range ns {
+			seen[n]++
+		}
+	}
+	assert.Len(t, seen, 600)
+	assert.Equal(t, 600, lineCount(objs), "no line archived twice")
+	runs := h.waitRuns(state.Filter{Flow: "logs", Status: state.StatusSucceeded}, 6)
+	assert.Len(t, runs, 6)
+	retried := 0
+	for _, r := range runs {
+		if r.Attempts > 1 {
+			retried++
+		}
+	}
+	assert.Positive(t, retried, "a batch was written after retries")
+	dead, err := h.state.Runs(t.Context(), state.Filter{Flow: "logs", Status: state.StatusDeadLettered})
+	require.NoError(t, err)
+	assert.Empty(t, dead, "nothing dead-lettered for an outage")
+}

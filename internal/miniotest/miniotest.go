@@ -29,6 +29,13 @@ type Server struct {
 	AccessKey string
 	SecretKey string
 	DataDir   string
+
+	t      testing.TB
+	bin    string
+	env    []string
+	cmd    *exec.Cmd
+	exited chan error
+	out    *strings.Builder
 }
 
 // URL is the storage URL of the server.
@@ -78,37 +85,60 @@ func Start(t testing.TB, env ...string) *Server {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	s := &Server{Endpoint: addr, AccessKey: "sluice-test", SecretKey: "sluice-test-secret", DataDir: t.TempDir()}
+	s := &Server{Endpoint: addr, AccessKey: "sluice-test", SecretKey: "sluice-test-secret", DataDir: t.TempDir(),
+		t: t, bin: bin, env: env}
+	t.Cleanup(s.Stop)
+	s.start()
+	return s
+}
 
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr, s.DataDir)
+// Stop kills the server (SIGKILL, as a crash would); its data stays for
+// Restart.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on the same address and data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+func (s *Server) start() {
+	t := s.t
+	t.Helper()
+	cmd := exec.Command(s.bin, "server", "--quiet", "--address", s.Endpoint, s.DataDir)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
-	cmd.Env = append(cmd.Env, env...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(cmd.Env, s.env...)
+	s.out = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = s.out, s.out
 	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
+	s.cmd, s.exited = cmd, make(chan error, 1)
+	go func() { s.exited <- cmd.Wait() }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/minio/health/cluster", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Endpoint+"/minio/health/cluster", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return
 			}
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("minio exited: %v\n%s", err, out.String())
+		case err := <-s.exited:
+			s.cmd = nil
+			t.Fatalf("minio exited: %v\n%s", err, s.out.String())
 		case <-ctx.Done():
-			t.Fatalf("minio not healthy within 60s:\n%s", out.String())
+			t.Fatalf("minio not healthy within 60s:\n%s", s.out.String())
 		case <-time.After(50 * time.Millisecond): // poll interval of a readiness probe
 		}
 	}

@@ -302,7 +302,13 @@ func (b *batch) Flush(ctx context.Context) (nodes.Written, error) {
 	}
 	info, err := b.a.store.PutBytes(ctx, b.a.bucket, b.key, b.out.Bytes(), storage.PutOptions{ContentType: b.a.ctype})
 	if err != nil {
-		return nodes.Written{}, nodes.StorageError(fmt.Errorf("write %s/%s: %w", b.a.bucket, b.key, err))
+		err = fmt.Errorf("write %s/%s: %w", b.a.bucket, b.key, err)
+		if errors.Is(err, storage.ErrBucketNotFound) {
+			// Created at start, so gone since: an incident to fix, not a
+			// reason to dead-letter the batch; the write is retried.
+			return nodes.Written{}, err
+		}
+		return nodes.Written{}, nodes.StorageError(err)
 	}
 	return nodes.Written{
 		Location: b.a.bucket + "/" + b.key,

@@ -127,6 +127,7 @@ func TestFlushAgainWritesTheSame(t *testing.T) {
 	require.NoError(t, b.Add([]byte(`{"n":1}`)))
 	_, err := b.Flush(t.Context())
 	require.ErrorIs(t, err, storage.ErrBucketNotFound)
+	assert.False(t, nodes.IsPermanent(err), "a missing bucket is retried, not a reason to dead-letter the batch")
 	require.NoError(t, store.EnsureBucket(t.Context(), "archive"))
 	w, err := b.Flush(t.Context())
 	require.NoError(t, err)
