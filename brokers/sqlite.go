@@ -27,6 +27,10 @@ func init() { Register("sqlite", openSQLite) }
 // the handler acks it, so a crash redelivers what was in flight, never
 // less. Within a group, subscriptions on one topic take turns (one batch at
 // a time), so a topic is consumed in publish order.
+//
+// Retention: at open and every hour, messages older than the retention
+// (7 days by default) that every consumer group of their topic has acked
+// are deleted (see Prune).
 type sqliteBroker struct {
 	path   string
 	db     *sql.DB
@@ -37,6 +41,9 @@ type sqliteBroker struct {
 	mu     sync.Mutex
 	subs   []*sqliteSubscriber
 	closed bool
+
+	stopPrune chan struct{}
+	pruning   sync.WaitGroup
 }
 
 type sqliteConfig struct {
@@ -44,18 +51,19 @@ type sqliteConfig struct {
 	resend    time.Duration // wait before redelivering a nacked message
 	batch     int           // messages read per query
 	ackWithin time.Duration // 0: wait for the handler however long it takes
+	retention time.Duration // consumed messages older than this are deleted; 0: kept
 }
 
-// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal.
+// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h.
 func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	path := URLPath(u)
 	if path == "" {
 		return nil, fmt.Errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
 	}
 	q := u.Query()
-	cfg := sqliteConfig{poll: 50 * time.Millisecond, resend: 100 * time.Millisecond, batch: 100}
+	cfg := sqliteConfig{poll: 50 * time.Millisecond, resend: 100 * time.Millisecond, batch: 100, retention: 7 * 24 * time.Hour}
 	var err error
-	for name, dst := range map[string]*time.Duration{"poll": &cfg.poll, "resend": &cfg.resend, "ack_deadline": &cfg.ackWithin} {
+	for name, dst := range map[string]*time.Duration{"poll": &cfg.poll, "resend": &cfg.resend, "ack_deadline": &cfg.ackWithin, "retention": &cfg.retention} {
 		if s := q.Get(name); s != "" {
 			if *dst, err = time.ParseDuration(s); err != nil || *dst < 0 {
 				return nil, fmt.Errorf("%s must be a non-negative duration such as 50ms, not %q", name, s)
@@ -79,7 +87,7 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 		return nil, err
 	}
 	abs, _ := filepath.Abs(path)
-	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg}
+	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg, stopPrune: make(chan struct{})}
 	b.pub, err = wsql.NewPublisher(b.beginner(nil), wsql.PublisherConfig{
 		SchemaAdapter:        sqliteSchema{batch: cfg.batch},
 		AutoInitializeSchema: true,
@@ -87,6 +95,10 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	if cfg.retention > 0 {
+		b.pruning.Add(1)
+		go func() { defer b.pruning.Done(); b.pruneLoop(cfg.retention, b.stopPrune) }()
 	}
 	return b, nil
 }
@@ -117,6 +129,8 @@ func (b *sqliteBroker) Close() error {
 	b.closed = true
 	subs := b.subs
 	b.mu.Unlock()
+	close(b.stopPrune)
+	b.pruning.Wait()
 	for _, s := range subs {
 		_ = s.Close()
 	}

@@ -1,0 +1,86 @@
+package brokers_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/brokers"
+)
+
+// The embedded queue deletes old messages every group has acked, and
+// never one a group still needs.
+func TestSQLiteRetentionKeepsWhatAGroupNeeds(t *testing.T) {
+	dir := t.TempDir()
+	url := "sqlite://" + filepath.Join(dir, "queue.db") + "?poll=10ms&retention=0"
+	b, err := brokers.Open(t.Context(), url, nil)
+	require.NoError(t, err)
+	defer b.Close()
+	pub := func(topic string, n int) {
+		for i := 0; i < n; i++ {
+			require.NoError(t, b.Publisher().Publish(topic, message.NewMessage(fmt.Sprintf("%s-%d", topic, i), []byte(`{}`))))
+		}
+	}
+	pub("orders", 10)
+	pub("unread", 4)
+	// Group "fast" consumes all 10, group "slow" the first 6.
+	consumeN := func(group string, n int) {
+		sub, err := b.Subscriber(group)
+		require.NoError(t, err)
+		defer sub.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		ch, err := sub.Subscribe(ctx, "orders")
+		require.NoError(t, err)
+		for i := 0; i < n; i++ {
+			select {
+			case m := <-ch:
+				m.Ack()
+			case <-ctx.Done():
+				t.Fatalf("%s: %d of %d", group, i, n)
+			}
+		}
+	}
+	consumeN("fast", 10)
+	consumeN("slow", 6)
+
+	p := b.(brokers.Pruner)
+	n, err := p.Prune(t.Context(), time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing is older than the retention")
+	// The slow group's ack of its sixth message may land just after its
+	// handler returned: wait for it.
+	require.Eventually(t, func() bool {
+		n, err = p.Prune(t.Context(), time.Now().Add(time.Second))
+		require.NoError(t, err)
+		return n > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, int64(6+4), n, "the 6 both groups acked, and the unread topic's 4")
+
+	// The slow group still gets the rest, in order.
+	sub, err := b.Subscriber("slow")
+	require.NoError(t, err)
+	defer sub.Close()
+	ch, err := sub.Subscribe(t.Context(), "orders")
+	require.NoError(t, err)
+	for i := 6; i < 10; i++ {
+		select {
+		case m := <-ch:
+			assert.Equal(t, fmt.Sprintf("orders-%d", i), m.UUID)
+			m.Ack()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d not delivered after pruning", i)
+		}
+	}
+}
+
+func TestSQLiteRetentionURL(t *testing.T) {
+	_, err := brokers.Open(context.Background(), "sqlite://q.db?retention=forever", nil)
+	require.ErrorContains(t, err, "retention must be a non-negative duration")
+}
