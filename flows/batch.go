@@ -57,7 +57,7 @@ func (e *Engine) streamFlow(ctx context.Context, f *Flow) {
 	bo.InitialInterval, bo.MaxInterval = time.Second, 30*time.Second
 	for ctx.Err() == nil {
 		err := st.Stream(ctx, triggerTopic(f), flowGroup(f), func(s brokers.Stream) error {
-			return e.streamPartition(ctx, f, s)
+			return e.streamPartition(f, s)
 		})
 		if err == nil || ctx.Err() != nil {
 			if err != nil {
@@ -100,7 +100,7 @@ var errWriterStopped = errors.New("batch writer stopped")
 // streamPartition fills batches from one partition's stream and hands them
 // to the partition's writer, until the stream closes (the last, partial
 // batch is then written) or the writer fails.
-func (e *Engine) streamPartition(ctx context.Context, f *Flow, s brokers.Stream) error {
+func (e *Engine) streamPartition(f *Flow, s brokers.Stream) error {
 	step, bn := batcher(f)
 	limits := bn.BatchLimits()
 	writes := make(chan *openBatch)
@@ -138,7 +138,7 @@ func (e *Engine) streamPartition(ctx context.Context, f *Flow, s brokers.Stream)
 				cur = e.openBatch(f, bn, msg)
 				timer.Reset(limits.Wait)
 			}
-			if err := e.addToBatch(ctx, f, step, cur, msg); err != nil {
+			if err := e.addToBatch(f, step, cur, msg); err != nil {
 				close(writes)
 				return errors.Join(err, <-werr)
 			}
@@ -173,7 +173,7 @@ func (e *Engine) openBatch(f *Flow, bn nodes.Batcher, first *message.Message) *o
 // addToBatch runs the steps before the batcher on msg and adds its record.
 // A message that fails is dead-lettered; only a failed dead-letter publish
 // is returned (the stream then stops uncommitted and is consumed again).
-func (e *Engine) addToBatch(ctx context.Context, f *Flow, step *Step, ob *openBatch, msg *message.Message) error {
+func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Message) error {
 	fm := e.fm[f]
 	fm.received.Inc()
 	ob.msgs++
@@ -186,8 +186,13 @@ func (e *Engine) addToBatch(ctx context.Context, f *Flow, step *Step, ob *openBa
 		setMessage(env, msg)
 		run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: start.UTC()}
 		rctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
-		fail := e.runSteps(rctx, f, f.Steps[:len(f.Steps)-1], env, &run)
+		fail, routed := e.runSteps(rctx, f, f.Steps[:len(f.Steps)-1], env, &run)
 		cancel()
+		if fail == nil && routed {
+			// A switch sent it to a topic: its run ends there, unarchived.
+			ob.keepOutputs(msg, env)
+			return nil
+		}
 		if fail == nil && step.When != nil {
 			ok, err := step.When.Bool(env.Vars())
 			if err != nil {

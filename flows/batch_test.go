@@ -280,3 +280,31 @@ func TestArchiveRewritesAnUncommittedBatchUnderItsKey(t *testing.T) {
 	assert.Len(t, objs, 3)
 	assert.Less(t, lossy.fails.Load(), int32(0), "the first commit failed, later ones were made")
 }
+
+// A switch before the archive that routes a message to a topic ends its
+// run there: it is published, not archived.
+func TestArchiveSkipsMessagesRoutedAway(t *testing.T) {
+	h := start(t, `
+name: logs
+on: {topic: logs}
+steps:
+  - node: switch
+    with:
+      cases:
+        - when: payload.level == "error"
+          topic: alerts
+  - node: archive
+    with: {bucket: archive, max_count: 50, max_wait: 200ms}
+`, nil)
+	publishLogs(t, h.broker, "logs", 0, 100, nil)
+	var objs map[string][]string
+	require.Eventually(t, func() bool { objs = archived(t, h.store, "archive"); return lineCount(objs) >= 90 }, 20*time.Second, 20*time.Millisecond)
+	h.waitRuns(state.Filter{Flow: "logs", Status: state.StatusSucceeded}, 2)
+	assert.Equal(t, 90, lineCount(objs))
+	for _, lines := range objs {
+		for _, l := range lines {
+			assert.NotContains(t, l, `"level":"error"`)
+		}
+	}
+	assert.Len(t, h.consume("alerts", 10), 10)
+}

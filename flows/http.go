@@ -390,7 +390,7 @@ func (e *Engine) serveRun(f *Flow, w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), f.Timeout)
 	defer cancel()
-	fail := e.runSteps(ctx, f, f.Steps, env, &run)
+	fail, _ := e.runSteps(ctx, f, f.Steps, env, &run)
 	if fail == nil {
 		if err := e.publishOutputs(f, env.Run, env); err != nil {
 			fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}

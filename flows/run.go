@@ -122,7 +122,7 @@ func (e *Engine) process(f *Flow, msg *message.Message) error {
 	ctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
 	defer cancel()
 	if fail == nil {
-		fail = e.runSteps(ctx, f, f.Steps, env, &run)
+		fail, _ = e.runSteps(ctx, f, f.Steps, env, &run)
 	}
 	if fail == nil {
 		if err := e.publishOutputs(f, msg.UUID, env); err != nil {
@@ -288,13 +288,14 @@ func wants(t Trigger, ev storage.ObjectEvent) bool {
 }
 
 // runSteps runs steps in order; a switch route to a branch continues in
-// the branch, and ends the run there.
-func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *nodes.Envelope, run *state.Run) *failure {
+// the branch, and ends the run there; a route to a topic ends the run
+// (routed reports that).
+func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *nodes.Envelope, run *state.Run) (fail *failure, routed bool) {
 	for _, s := range steps {
 		if s.When != nil {
 			ok, err := s.When.Bool(env.Vars())
 			if err != nil {
-				return &failure{step: s, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
+				return &failure{step: s, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}, false
 			}
 			if !ok {
 				run.Steps = append(run.Steps, state.StepRun{ID: s.ID, Node: s.Type, Status: "skipped"})
@@ -306,21 +307,21 @@ func (e *Engine) runSteps(ctx context.Context, f *Flow, steps []*Step, env *node
 		sr, firstFail, err := e.runStep(ctx, f, s, env)
 		run.Steps = append(run.Steps, sr)
 		if err != nil {
-			return &failure{step: s, attempts: sr.Attempts, err: err, first: firstFail, last: time.Now()}
+			return &failure{step: s, attempts: sr.Attempts, err: err, first: firstFail, last: time.Now()}, false
 		}
 		if r, ok := env.TakeRoute(); ok {
 			if r.Topic != "" {
 				data, err := env.PayloadJSON()
 				if err != nil {
-					return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}
+					return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}, false
 				}
 				env.Emit(nodes.Output{Topic: r.Topic, Payload: data, Meta: env.Meta})
-				return nil
+				return nil, true
 			}
 			return e.runSteps(ctx, f, f.Branches[r.Branch], env, run)
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // runStep runs one step with its retries, timeout and panic recovery.
