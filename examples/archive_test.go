@@ -100,6 +100,13 @@ func logArchiveScenario(t *testing.T, dir, brokerURL, storageURL string) {
 	assert.Equal(t, archiveLines, total, "no line archived twice")
 	assert.Len(t, lines, archiveLines, "no line lost")
 
+	// Each object written is a run; `runs show` names the object.
+	var run struct{ ID, Input string }
+	first, _, _ := strings.Cut(cli(t, dir, "runs", "--flow", "log-archive", "--status", "succeeded", "--json"), "\n")
+	require.NoError(t, json.Unmarshal([]byte(first), &run))
+	assert.Regexp(t, `^logs/\d+/\d+$`, run.Input)
+	assert.Regexp(t, `archive/logs/dt=2026-11-25/hour=17/part-\d+-\d+\.ndjson\.gz \(\d+ records, \d+ bytes\)`, cli(t, dir, "runs", "show", run.ID))
+
 	// Every error line reached alerts (at least once; duplicates after the
 	// kill carry the same message id).
 	br, err := brokers.Open(context.Background(), brokerURL, nil)

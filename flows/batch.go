@@ -290,6 +290,7 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 		switch {
 		case err == nil:
 			run.BytesOut = w.Bytes
+			run.Steps[0].Output = fmt.Sprintf("%s (%d records, %d bytes)", w.Location, len(ob.records), w.Bytes)
 			e.log.Info("batch written", "flow", f.Name, "object", w.Location, "records", len(ob.records),
 				"messages", ob.msgs, "bytes", w.Bytes, "partition", ob.start.Partition, "offset", ob.start.Offset)
 		case !nodes.IsPermanent(err):

@@ -55,6 +55,9 @@ type StepRun struct {
 	Attempts int           `json:"attempts"`
 	Duration time.Duration `json:"duration_ns"`
 	Error    string        `json:"error,omitempty"`
+	// Output says what the step wrote, where a node reports it (the
+	// object an archive batch became).
+	Output string `json:"output,omitempty"`
 }
 
 // DB is the state database. Run records are written in batches by a

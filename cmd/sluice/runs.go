@@ -106,9 +106,9 @@ func runShowCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(out)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "STEP\tNODE\tSTATUS\tATTEMPTS\tDURATION\tERROR")
+			fmt.Fprintln(tw, "STEP\tNODE\tSTATUS\tATTEMPTS\tDURATION\tERROR\tOUTPUT")
 			for _, s := range r.Steps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), s.Error)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), s.Error, s.Output)
 			}
 			return tw.Flush()
 		},
