@@ -10,6 +10,7 @@ import "C"
 import (
 	"fmt"
 	"image"
+	"sync"
 	"unsafe"
 )
 
@@ -58,15 +59,9 @@ func Decode(body []byte, minW, minH int) (*image.NRGBA, error) {
 // scaled picks the output size: the smallest scaling factor ≤ 1 that keeps
 // both sides at least the asked minimum.
 func scaled(w, h, minW, minH int) (int, int) {
-	var n C.int
-	sf := C.tjGetScalingFactors(&n)
-	factors := unsafe.Slice(sf, int(n))
 	bw, bh := w, h
-	for _, f := range factors {
-		num, den := int(f.num), int(f.denom)
-		if num > den {
-			continue
-		}
+	for _, f := range scalingFactors() {
+		num, den := f[0], f[1]
 		fw, fh := (w*num+den-1)/den, (h*num+den-1)/den
 		if fw >= minW && fh >= minH && fw*fh < bw*bh {
 			bw, bh = fw, fh
@@ -74,6 +69,20 @@ func scaled(w, h, minW, minH int) (int, int) {
 	}
 	return bw, bh
 }
+
+// scalingFactors are libjpeg-turbo's decoding scales up to 1 (num, den),
+// read from the library once.
+var scalingFactors = sync.OnceValue(func() [][2]int {
+	var n C.int
+	sf := C.tjGetScalingFactors(&n)
+	var out [][2]int
+	for _, f := range unsafe.Slice(sf, int(n)) {
+		if f.num <= f.denom {
+			out = append(out, [2]int{int(f.num), int(f.denom)})
+		}
+	}
+	return out
+})
 
 // Encode writes img as a baseline JPEG at quality (1-100) with 4:2:0
 // chroma subsampling, libjpeg's default. Alpha is ignored.
