@@ -95,3 +95,11 @@ func TestPublishPutAndRuns(t *testing.T) {
 	_, err = sluice(t, home, "", "runs", "--status", "weird")
 	assert.ErrorContains(t, err, "--status must be")
 }
+
+func TestStateOnAFreshHomeCreatesNothing(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	_, err := sluice(t, home, "", "state", "get", "order", "o-1")
+	require.ErrorContains(t, err, "no machine state at "+filepath.Join(home, "machines.db"))
+	_, err = os.Stat(home)
+	assert.True(t, os.IsNotExist(err), "reading state must not create the home")
+}

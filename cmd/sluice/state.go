@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -19,6 +21,10 @@ func stateCmd(g *globals) *cobra.Command {
 		p := dbPath
 		if p == "" {
 			p = filepath.Join(g.home, "machines.db")
+		}
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			// Reading must not create it (in the wrong folder, perhaps).
+			return nil, fmt.Errorf("no machine state at %s: no state.transition step has run with this home (--home, or --db)", p)
 		}
 		return machines.OpenSQLite(p)
 	}
