@@ -65,7 +65,7 @@ func init() {
 			{Name: fCompression, Kind: nodes.Enum, Options: []string{"gzip", "zstd", "none"}, Default: "gzip", Doc: "Compression of the object."},
 			{Name: fLevel, Kind: nodes.Enum, Options: []string{"fastest", "default", "better", "best"}, Default: "default", Doc: "Compression level."},
 			{Name: fMaxCount, Kind: nodes.Int, Default: 10000, Min: 1, Max: 10_000_000, Doc: "Messages per batch at most."},
-			{Name: fMaxBytes, Kind: nodes.String, Default: "16MiB", Doc: "Bytes of records per object at most, before compression (such as 64MiB; up to 1GiB)."},
+			{Name: fMaxBytes, Kind: nodes.String, Default: "16MiB", Doc: "Bytes of records per object at most, before compression (such as 64MiB; up to 1GiB): a batch is held in memory until written."},
 			{Name: fMaxWait, Kind: nodes.Duration, Default: time.Minute, Doc: "Longest time a record waits in an open batch."},
 			{Name: fTime, Kind: nodes.Expr, Doc: "The time a batch is filed under (batch.time, date, hour, minute), from its first message as it arrived " +
 				"(payload, meta): an RFC 3339 string or Unix seconds, such as payload.ts. When absent, or when it gives no time, " +
