@@ -90,8 +90,9 @@ type openBatch struct {
 }
 
 type batchOutputs struct {
-	input string
-	env   *nodes.Envelope
+	input    string
+	env      *nodes.Envelope
+	archived bool // the message's record is in the batch
 }
 
 // errWriterStopped ends a partition whose writer returned.
@@ -180,9 +181,10 @@ func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Mes
 	ob.last = msg
 	ob.bytesIn += int64(len(msg.Payload))
 	rec := msg.Payload
+	var env *nodes.Envelope // when steps ran before the batcher
 	if len(f.Steps) > 1 || step.When != nil {
 		start := time.Now()
-		env := e.envelope(f, msg, start)
+		env = e.envelope(f, msg, start)
 		setMessage(env, msg)
 		run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: start.UTC()}
 		rctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
@@ -190,7 +192,7 @@ func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Mes
 		cancel()
 		if fail == nil && routed {
 			// A switch sent it to a topic: its run ends there, unarchived.
-			ob.keepOutputs(msg, env)
+			ob.keepOutputs(msg, env, false)
 			return nil
 		}
 		if fail == nil && step.When != nil {
@@ -199,14 +201,13 @@ func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Mes
 				fail = &failure{step: step, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
 			} else if !ok {
 				fm.steps[step].skipped.Inc()
-				ob.keepOutputs(msg, env)
+				ob.keepOutputs(msg, env, false)
 				return nil
 			}
 		}
 		if fail != nil {
 			return e.deadLetterRecord(f, msg, run, fail)
 		}
-		ob.keepOutputs(msg, env)
 		if s, isText := env.Payload.(string); isText {
 			rec = []byte(s)
 		} else {
@@ -221,12 +222,17 @@ func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Mes
 		return e.deadLetterRecord(f, msg, run, &failure{step: step, attempts: 1, err: nodes.Permanent(err)})
 	}
 	ob.records = append(ob.records, msg)
+	if env != nil {
+		ob.keepOutputs(msg, env, true)
+	}
 	return nil
 }
 
-func (ob *openBatch) keepOutputs(msg *message.Message, env *nodes.Envelope) {
+// keepOutputs holds what a message's steps published until its batch is
+// written (a message whose run failed publishes nothing).
+func (ob *openBatch) keepOutputs(msg *message.Message, env *nodes.Envelope, archived bool) {
 	if len(env.Outputs()) > 0 {
-		ob.outputs = append(ob.outputs, batchOutputs{input: msg.UUID, env: env})
+		ob.outputs = append(ob.outputs, batchOutputs{input: msg.UUID, env: env, archived: archived})
 	}
 }
 
@@ -283,6 +289,7 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 	run := state.Run{ID: watermill.NewULID(), Flow: f.Name, Trigger: f.triggerLabel, Started: start.UTC(), BytesIn: ob.bytesIn,
 		Input: fmt.Sprintf("%s/%d/%d", ob.start.Topic, ob.start.Partition, ob.start.Offset)}
 	status := state.StatusSucceeded
+	deadLettered := false
 	if len(ob.records) > 0 {
 		sr, w, err := e.flush(ctx, f, step, ob.batch)
 		run.Steps = []state.StepRun{sr}
@@ -298,7 +305,7 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 		default:
 			// The batch cannot be written: each message goes to the
 			// dead-letter topic with the reason.
-			status, run.Step, run.Error = state.StatusDeadLettered, step.ID, err.Error()
+			status, run.Step, run.Error, deadLettered = state.StatusDeadLettered, step.ID, err.Error(), true
 			fail := &failure{step: step, attempts: sr.Attempts, err: err, last: time.Now()}
 			for _, m := range ob.records {
 				if err := e.deadLetter(f, m, m.UUID, fail); err != nil {
@@ -309,6 +316,9 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 		}
 	}
 	for _, o := range ob.outputs {
+		if o.archived && deadLettered {
+			continue // their runs failed with the batch
+		}
 		if err := e.publishOutputs(f, o.input, o.env); err != nil {
 			return fmt.Errorf("publish outputs of %s: %w", o.input, err)
 		}
@@ -318,6 +328,9 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 	}
 	if err := s.Commit(ctx, ob.last); err != nil {
 		return fmt.Errorf("commit after %s: %w", ob.last.UUID, err)
+	}
+	if len(ob.records) == 0 && len(ob.outputs) == 0 {
+		return nil // nothing written or published: no run to record
 	}
 	run.Status, run.Duration = status, time.Since(start)
 	e.record(run)

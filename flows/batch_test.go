@@ -308,3 +308,26 @@ steps:
 	}
 	assert.Len(t, h.consume("alerts", 10), 10)
 }
+
+// A message whose record the archive refuses fails as a whole: what its
+// earlier steps published is dropped with it, as in any failed run.
+func TestArchiveRefusedRecordPublishesNothing(t *testing.T) {
+	h := start(t, `
+name: logs
+on: {topic: logs}
+steps:
+  - node: publish
+    with: {topic: copies}
+  - node: archive
+    with: {bucket: archive, max_count: 3, max_wait: 200ms}
+`, nil)
+	for _, p := range []string{`{"n":1}`, `not json`, `{"n":2}`} {
+		require.NoError(t, h.broker.Publisher().Publish("logs", message.NewMessage(p, []byte(p))))
+	}
+	h.waitRuns(state.Filter{Flow: "logs", Status: state.StatusSucceeded}, 1)
+	h.waitRuns(state.Filter{Flow: "logs", Status: state.StatusDeadLettered}, 1)
+	assert.Equal(t, 2, lineCount(archived(t, h.store, "archive")))
+	copies := h.consume("copies", 2)
+	assert.Equal(t, []string{`{"n":1}`, `{"n":2}`}, []string{string(copies[0].Payload), string(copies[1].Payload)},
+		"outputs are published in message order: a copy of the refused one would come second")
+}
