@@ -120,6 +120,7 @@ steps:
 			b.ReportMetric(a, "archive_MB/s")
 			b.ReportMetric(g, "gzip_MB/s")
 			b.ReportMetric(a/g, "ratio")
+			b.ReportMetric(mb, "input_MB")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
