@@ -267,6 +267,15 @@ func httpEnvelope(env *nodes.Envelope, msg *message.Message) error {
 // hands it to the request waiting for it here, if any (auto mode).
 func (e *Engine) answer(run *state.Run, res nodes.Response) {
 	run.HTTPStatus, run.Response, run.ResponseType = res.Status, res.Body, res.ContentType
+	if len(res.Body) > MaxKeptResult {
+		// Kept instead: why the result is not there, served as 410 Gone.
+		run.Response, _ = json.Marshal(map[string]any{
+			"error": fmt.Sprintf("the result (%d bytes) was over the %d bytes kept for /runs/%s/result; "+
+				"write large results to a bucket (storage.put) and answer with their key", len(res.Body), MaxKeptResult, run.ID),
+			"status": res.Status, "bytes": len(res.Body),
+		})
+		run.ResponseType = resultNotKept
+	}
 	e.waitMu.Lock()
 	ch := e.waiters[run.ID]
 	e.waitMu.Unlock()
@@ -277,6 +286,16 @@ func (e *Engine) answer(run *state.Run, res nodes.Response) {
 		}
 	}
 }
+
+// MaxKeptResult bounds the answer of an async or auto run that is kept in
+// the run ledger for GET /runs/{id}/result (1 MiB); a larger one is
+// answered there with 410 Gone and the reason. An auto request still
+// waiting for its run gets the whole answer.
+const MaxKeptResult = 1 << 20
+
+// resultNotKept marks a kept result that is the reason the real one was
+// not kept.
+const resultNotKept = "application/vnd.sluice.result-not-kept+json"
 
 // serveRunStatus answers GET /runs/{id}: the run's status, and with
 // /result its stored answer.
@@ -299,6 +318,9 @@ func (e *Engine) serveRunStatus(result bool) http.HandlerFunc {
 		rn := runs[0]
 		if result {
 			if status, ctype, body, ok, err := e.opts.State.RunResponse(r.Context(), id); err == nil && ok {
+				if ctype == resultNotKept {
+					status, ctype = http.StatusGone, "application/json"
+				}
 				writeResponse(w, nodes.Response{Status: status, ContentType: ctype, Body: body})
 				return
 			}

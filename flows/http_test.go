@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 )
@@ -428,4 +429,30 @@ steps:
 	}, 20*time.Second, 10*time.Millisecond)
 	_, res := getJSON(t, srv.URL+"/runs/"+id+"/result")
 	assert.Equal(t, map[string]any{"key": id + "/a.jpg", "note": "later"}, res)
+}
+
+// A result over MaxKeptResult is not kept in the run ledger: /result
+// answers 410 with the reason, the run itself succeeded.
+func TestHTTPLargeAsyncResultIsNotKept(t *testing.T) {
+	h := start(t, `
+name: big
+on:
+  http: {path: /big, methods: [POST], mode: async}
+steps:
+  - node: respond
+`, nil)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+	code, _, out := call(t, "POST", srv.URL+"/big", `"`+strings.Repeat("x", 2<<20)+`"`) // echoed back
+	require.Equal(t, 202, code)
+	id := out["run"].(string)
+	require.Eventually(t, func() bool {
+		_, st := getJSON(t, srv.URL+"/runs/"+id)
+		return st["status"] == "succeeded"
+	}, 20*time.Second, 10*time.Millisecond)
+	code, res := getJSON(t, srv.URL+"/runs/"+id+"/result")
+	assert.Equal(t, 410, code)
+	assert.Contains(t, res["error"], "write large results to a bucket")
+	assert.EqualValues(t, 200, res["status"])
+	assert.Greater(t, res["bytes"], float64(flows.MaxKeptResult))
 }
