@@ -42,7 +42,7 @@ type sqliteBroker struct {
 	subs   []*sqliteSubscriber
 	closed bool
 
-	stopPrune chan struct{}
+	stopPrune context.CancelFunc
 	pruning   sync.WaitGroup
 }
 
@@ -87,18 +87,19 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 		return nil, err
 	}
 	abs, _ := filepath.Abs(path)
-	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg, stopPrune: make(chan struct{})}
+	pruneCtx, stopPrune := context.WithCancel(context.Background())
+	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg, stopPrune: stopPrune}
 	b.pub, err = wsql.NewPublisher(b.beginner(nil), wsql.PublisherConfig{
 		SchemaAdapter:        sqliteSchema{batch: cfg.batch},
 		AutoInitializeSchema: true,
 	}, logger)
 	if err != nil {
+		stopPrune()
 		db.Close()
 		return nil, err
 	}
 	if cfg.retention > 0 {
-		b.pruning.Add(1)
-		go func() { defer b.pruning.Done(); b.pruneLoop(cfg.retention, b.stopPrune) }()
+		b.pruning.Go(func() { b.pruneLoop(pruneCtx, cfg.retention) })
 	}
 	return b, nil
 }
@@ -129,7 +130,7 @@ func (b *sqliteBroker) Close() error {
 	b.closed = true
 	subs := b.subs
 	b.mu.Unlock()
-	close(b.stopPrune)
+	b.stopPrune()
 	b.pruning.Wait()
 	for _, s := range subs {
 		_ = s.Close()

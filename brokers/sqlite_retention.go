@@ -90,28 +90,19 @@ func (b *sqliteBroker) pruneTopic(ctx context.Context, topic string, cutoff time
 }
 
 // pruneLoop prunes messages older than the retention at start and then
-// every hour, until the broker closes.
-func (b *sqliteBroker) pruneLoop(retention time.Duration, stop <-chan struct{}) {
+// every hour, until ctx ends (the broker closes).
+func (b *sqliteBroker) pruneLoop(ctx context.Context, retention time.Duration) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		n, err := b.Prune(ctx, time.Now().Add(-retention))
-		cancel()
 		if err != nil && ctx.Err() == nil {
 			b.logger.Error("queue retention: prune failed", err, nil)
 		} else if n > 0 {
 			b.logger.Info("queue retention: pruned consumed messages", watermill.LogFields{"messages": n, "older_than": retention.String()})
 		}
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}

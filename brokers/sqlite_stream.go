@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,15 +33,15 @@ func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(
 	defer func() { <-turn }()
 
 	var from int64
-	err := b.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT offset_acked FROM `+offsetsTable(topic)+` WHERE consumer_group = ?), 0)`, group).Scan(&from)
-	if err != nil {
+	next, _ := sqliteOffsets{}.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: topic, ConsumerGroup: group})
+	if err := b.db.QueryRowContext(ctx, next.Query, next.Args...).Scan(&from); err != nil {
 		return fmt.Errorf("read offset of %s on %s: %w", group, topic, err)
 	}
 	readCtx, stop := context.WithCancel(ctx)
 	s := &sqliteStream{b: b, topic: topic, group: group, msgs: make(chan *message.Message, streamRead), ctx: ctx}
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.read(readCtx, from) }()
-	err = fn(s)
+	err := fn(s)
 	stop()
 	for range s.msgs { // let the reader see the cancellation and close
 	}
@@ -90,7 +91,7 @@ func (s *sqliteStream) read(ctx context.Context, from int64) error {
 			return nil
 		}
 		if err != nil {
-			if _, bad := err.(rowError); bad {
+			if errors.As(err, new(rowError)) {
 				return err
 			}
 			s.b.logger.Error("stream read failed; retrying", err, nil)

@@ -64,5 +64,4 @@ type Batch interface {
 type Written struct {
 	Location string // such as "bucket/key"
 	Bytes    int64
-	Result   map[string]any // published to later consumers of the run record
 }

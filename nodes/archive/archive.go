@@ -84,7 +84,8 @@ type archive struct {
 	key         *eval.Template
 	format      string
 	compression string
-	level       string
+	gzipLevel   int
+	zstdLevel   zstd.EncoderLevel
 	timeOf      *eval.Program
 	limits      nodes.BatchLimits
 	ext, ctype  string
@@ -96,8 +97,10 @@ type archive struct {
 func newArchive(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	a := &archive{
 		bucket: c.String(fBucket), key: c.Template(fKey), format: c.String(fFormat),
-		compression: c.String(fCompression), level: c.String(fLevel), store: d.Store, timeOf: c.Expr(fTime),
-		limits: nodes.BatchLimits{Count: c.Int(fMaxCount), Wait: c.Duration(fMaxWait)},
+		compression: c.String(fCompression), store: d.Store, timeOf: c.Expr(fTime),
+		gzipLevel: map[string]int{"fastest": gzip.BestSpeed, "default": gzip.DefaultCompression, "better": 7, "best": gzip.BestCompression}[c.String(fLevel)],
+		zstdLevel: map[string]zstd.EncoderLevel{"fastest": zstd.SpeedFastest, "default": zstd.SpeedDefault, "better": zstd.SpeedBetterCompression, "best": zstd.SpeedBestCompression}[c.String(fLevel)],
+		limits:    nodes.BatchLimits{Count: c.Int(fMaxCount), Wait: c.Duration(fMaxWait)},
 	}
 	var probs nodes.Problems // every problem at once
 	add := func(err error) {
@@ -187,16 +190,14 @@ func (a *archive) compressor(out *bytes.Buffer) io.WriteCloser {
 			w.Reset(out)
 			return w
 		}
-		level := map[string]int{"fastest": gzip.BestSpeed, "default": gzip.DefaultCompression, "better": 7, "best": gzip.BestCompression}[a.level]
-		w, _ := gzip.NewWriterLevel(out, level) // the level is one of the valid ones
+		w, _ := gzip.NewWriterLevel(out, a.gzipLevel) // one of the valid levels
 		return w
 	case "zstd":
 		if w, ok := a.zstds.Get().(*zstd.Encoder); ok {
 			w.Reset(out)
 			return w
 		}
-		level := map[string]zstd.EncoderLevel{"fastest": zstd.SpeedFastest, "default": zstd.SpeedDefault, "better": zstd.SpeedBetterCompression, "best": zstd.SpeedBestCompression}[a.level]
-		w, _ := zstd.NewWriter(out, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+		w, _ := zstd.NewWriter(out, zstd.WithEncoderLevel(a.zstdLevel), zstd.WithEncoderConcurrency(1))
 		return w
 	}
 	return nopCloser{out}
@@ -310,11 +311,7 @@ func (b *batch) Flush(ctx context.Context) (nodes.Written, error) {
 		}
 		return nodes.Written{}, nodes.StorageError(err)
 	}
-	return nodes.Written{
-		Location: b.a.bucket + "/" + b.key,
-		Bytes:    info.Size,
-		Result:   map[string]any{"bucket": b.a.bucket, "key": b.key, "records": b.count, "size": info.Size},
-	}, nil
+	return nodes.Written{Location: b.a.bucket + "/" + b.key, Bytes: info.Size}, nil
 }
 
 var _ nodes.Batcher = (*archive)(nil)
