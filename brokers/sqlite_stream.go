@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -77,8 +76,7 @@ func (s *sqliteStream) Commit(ctx context.Context, msg *message.Message) error {
 
 // read sends the topic's rows after offset from until ctx ends, polling an
 // exhausted topic every poll interval; it closes the channel when done. A
-// failing query is retried (the database may be locked for a while); only
-// a row that cannot be decoded ends the stream.
+// failing query is retried (the database may be locked for a while).
 func (s *sqliteStream) read(ctx context.Context, from int64) error {
 	defer close(s.msgs)
 	query := `SELECT "offset", uuid, payload, metadata, created_at FROM ` + messagesTable(s.topic) +
@@ -91,9 +89,6 @@ func (s *sqliteStream) read(ctx context.Context, from int64) error {
 			return nil
 		}
 		if err != nil {
-			if errors.As(err, new(rowError)) {
-				return err
-			}
 			s.b.logger.Error("stream read failed; retrying", err, nil)
 		}
 		from = max(from, last)
@@ -108,8 +103,6 @@ func (s *sqliteStream) read(ctx context.Context, from int64) error {
 		}
 	}
 }
-
-type rowError struct{ error }
 
 func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (n int, last int64, err error) {
 	rows, err := s.b.db.QueryContext(ctx, query, from)
@@ -132,7 +125,9 @@ func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (
 		msg := message.NewMessage(id, payload)
 		if meta.Valid && meta.String != "" {
 			if err := json.Unmarshal([]byte(meta.String), &msg.Metadata); err != nil {
-				return n, last, rowError{fmt.Errorf("%s offset %d: metadata is not JSON: %w", s.topic, off, err)}
+				// A damaged row still delivers its payload (a stuck stream
+				// would hold up everything after it); the consumer sees why.
+				msg.Metadata = message.Metadata{MetaUnreadable: "metadata is not JSON: " + err.Error()}
 			}
 		}
 		withPosition(msg, position{offset: off, time: time.UnixMilli(created).UTC()})

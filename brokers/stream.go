@@ -46,6 +46,10 @@ type Stream interface {
 	Commit(ctx context.Context, msg *message.Message) error
 }
 
+// MetaUnreadable is set on a streamed message whose stored metadata could
+// not be read, with the reason; the message is delivered without it.
+const MetaUnreadable = "sluice_unreadable_metadata"
+
 // position is where a streamed message was read; brokers store it in the
 // message's context.
 type position struct {

@@ -283,17 +283,17 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 		}
 	}
 	lintRefs(f, probs)
-	lintBatch(f, probs)
-	if s, _ := batcher(f); s != nil && f.Concurrency > 1 {
-		probs.Add(c.Pos("concurrency"), "concurrency: a flow ending in %s writes one batch per partition of its topic at a time; "+
-			"for more at once, give the topic more partitions (Kafka)", s.Type)
-	}
+	lintBatch(f, c.Pos("concurrency"), probs)
 	return f
 }
 
 // lintBatch checks where batching nodes (archive) are: last in the steps
-// of a topic-triggered flow without branches.
-func lintBatch(f *Flow, probs *nodes.Problems) {
+// of a topic-triggered flow without branches or concurrency.
+func lintBatch(f *Flow, concurrency nodes.Pos, probs *nodes.Problems) {
+	if s, _ := batcher(f); s != nil && f.Concurrency > 1 {
+		probs.Add(concurrency, "concurrency: a flow ending in %s writes one batch per partition of its topic at a time; "+
+			"for more at once, give the topic more partitions (Kafka)", s.Type)
+	}
 	for _, s := range allSteps(f) {
 		if _, ok := s.Node.(nodes.Batcher); !ok {
 			continue
