@@ -49,6 +49,8 @@ type Envelope struct {
 	bytesIn  int64 // object bytes read
 	bytesOut int64 // bytes nodes wrote out (objects)
 	step     string
+	calls    []Call // metered calls of the current step attempt
+	log      string // diagnostic text of the current step attempt
 
 	// Built once: the object and event as expressions see them.
 	objectVar map[string]any

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/sqlitedb"
+	"github.com/sluicehq/sluice/nodes"
 )
 
 // Run statuses.
@@ -58,6 +59,12 @@ type StepRun struct {
 	// Output says what the step wrote, where a node reports it (the
 	// object an archive batch became).
 	Output string `json:"output,omitempty"`
+	// Calls are the metered calls the step made (functions, models),
+	// over all its attempts.
+	Calls []nodes.Call `json:"calls,omitempty"`
+	// Log is diagnostic text the step's node kept on its last attempt
+	// (a function's stderr tail).
+	Log string `json:"log,omitempty"`
 }
 
 // DB is the state database. Run records are written in batches by a
