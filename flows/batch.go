@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/cenkalti/backoff/v5"
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/nodes"
@@ -48,65 +46,15 @@ func batcher(f *Flow) (*Step, nodes.Batcher) {
 	return s, b
 }
 
-// streamFlow consumes a batch flow's topic until ctx ends; a stream that
-// failed (its uncommitted messages are consumed again) restarts after a
-// pause.
-func (e *Engine) streamFlow(ctx context.Context, f *Flow) {
-	st := e.opts.Broker.(brokers.Streamer) // checked by NewEngine
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval = time.Second, 30*time.Second
-	for ctx.Err() == nil {
-		err := st.Stream(ctx, triggerTopic(f), flowGroup(f), func(s brokers.Stream) error {
-			return e.streamPartition(f, s)
-		})
-		if err == nil || ctx.Err() != nil {
-			if err != nil {
-				e.log.Warn("batch stream stopped with an error", "flow", f.Name, "error", err)
-			}
-			bo.Reset()
-			continue
-		}
-		wait := bo.NextBackOff()
-		e.log.Error("batch stream failed; its uncommitted messages will be consumed again", "flow", f.Name, "error", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-// openBatch is a batch being filled, then written.
-type openBatch struct {
-	batch   nodes.Batch
-	start   nodes.BatchStart
-	opened  time.Time
-	last    *message.Message   // committed once the batch is written
-	msgs    int                // messages consumed into it
-	records []*message.Message // the messages whose records it holds
-	outputs []batchOutputs     // messages published when it is written
-	bytesIn int64
-}
-
-type batchOutputs struct {
-	input    string
-	env      *nodes.Envelope
-	archived bool // the message's record is in the batch
-}
-
-// errWriterStopped ends a partition whose writer returned.
-var errWriterStopped = errors.New("batch writer stopped")
-
-// streamPartition fills batches from one partition's stream and hands them
+// batchPartition fills batches from one partition's stream and hands them
 // to the partition's writer, until the stream closes (the last, partial
 // batch is then written) or the writer fails.
-func (e *Engine) streamPartition(f *Flow, s brokers.Stream) error {
-	step, bn := batcher(f)
+func (r *runner) batchPartition(s brokers.Stream) error {
+	step, bn := batcher(r.f)
 	limits := bn.BatchLimits()
 	writes := make(chan *openBatch)
 	werr := make(chan error, 1)
-	go func() { werr <- e.batchWriter(f, step, s, writes) }()
+	go func() { werr <- r.batchWriter(step, s, writes) }()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -136,10 +84,10 @@ func (e *Engine) streamPartition(f *Flow, s brokers.Stream) error {
 				return <-werr
 			}
 			if cur == nil {
-				cur = e.openBatch(f, bn, msg)
+				cur = r.openBatch(bn, msg)
 				timer.Reset(limits.Wait)
 			}
-			if err := e.addToBatch(f, step, cur, msg); err != nil {
+			if err := r.addToBatch(step, cur, msg); err != nil {
 				close(writes)
 				return errors.Join(err, <-werr)
 			}
@@ -160,96 +108,93 @@ func (e *Engine) streamPartition(f *Flow, s brokers.Stream) error {
 	}
 }
 
-func (e *Engine) openBatch(f *Flow, bn nodes.Batcher, first *message.Message) *openBatch {
+func (r *runner) openBatch(bn nodes.Batcher, first *message.Message) *openBatch {
 	p, off, _ := brokers.Position(first)
 	t, ok := brokers.Timestamp(first)
 	if !ok {
 		t = time.Now()
 	}
-	start := nodes.BatchStart{Flow: f.Name, Topic: triggerTopic(f), Partition: p, Offset: off, ID: first.UUID, Time: t.UTC(),
+	start := nodes.BatchStart{Flow: r.f.Name, Topic: r.f.InputTopic(), Partition: p, Offset: off, ID: first.UUID, Time: t.UTC(),
 		Payload: first.Payload, Meta: first.Metadata}
 	return &openBatch{batch: bn.NewBatch(start), start: start, opened: time.Now()}
 }
 
 // addToBatch runs the steps before the batcher on msg and adds its record.
-// A message that fails is dead-lettered; only a failed dead-letter publish
-// is returned (the stream then stops uncommitted and is consumed again).
-func (e *Engine) addToBatch(f *Flow, step *Step, ob *openBatch, msg *message.Message) error {
-	fm := e.fm[f]
-	fm.received.Inc()
+// A message that fails is dead-lettered, as its own run; only a failed
+// dead-letter publish (or shutdown) is returned: the stream then stops
+// uncommitted and is consumed again.
+func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) error {
 	ob.msgs++
 	ob.last = msg
 	ob.bytesIn += int64(len(msg.Payload))
 	rec := msg.Payload
-	var env *nodes.Envelope // when steps ran before the batcher
-	if len(f.Steps) > 1 || step.When != nil {
-		start := time.Now()
-		env = e.envelope(f, msg, start)
-		setMessage(env, msg)
-		run := state.Run{ID: env.Run, Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: start.UTC()}
-		rctx, cancel := context.WithTimeout(e.hardCtx, f.Timeout)
-		fail, routed := e.runSteps(rctx, f, f.Steps[:len(f.Steps)-1], env, &run)
-		cancel()
-		if fail == nil && routed {
+	var d *delivery // when steps ran before the batcher
+	if len(r.f.Steps) > 1 || step.When != nil {
+		var err error
+		if d, err = r.begin(msg, false); err != nil {
+			return err
+		}
+		routed := r.exec(r.e.hardCtx, d, r.f.Steps[:len(r.f.Steps)-1])
+		if d.fail == nil && routed {
 			// A switch sent it to a topic: its run ends there, unarchived.
-			ob.keepOutputs(msg, env, false)
+			ob.keepOutputs(d, false)
 			return nil
 		}
-		if fail == nil && step.When != nil {
-			ok, err := step.When.Bool(env.Vars())
+		if d.fail == nil && step.When != nil {
+			ok, err := step.When.Bool(d.env.Vars())
 			if err != nil {
-				fail = &failure{step: step, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
+				d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
 			} else if !ok {
-				fm.steps[step].skipped.Inc()
-				ob.keepOutputs(msg, env, false)
+				r.m.steps[step].skipped.Inc()
+				ob.keepOutputs(d, false)
 				return nil
 			}
 		}
-		if fail != nil {
-			return e.deadLetterRecord(f, msg, run, fail)
-		}
-		if s, isText := env.Payload.(string); isText {
-			rec = []byte(s)
-		} else {
-			var err error
-			if rec, err = env.PayloadJSON(); err != nil {
-				return e.deadLetterRecord(f, msg, run, &failure{step: step, attempts: 1, err: nodes.Permanent(err)})
+		if d.fail == nil {
+			if s, isText := d.env.Payload.(string); isText {
+				rec = []byte(s)
+			} else if rec, err = d.env.PayloadJSON(); err != nil {
+				d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(err)}
 			}
 		}
+		if d.fail != nil {
+			return r.deadLetterOne(d)
+		}
+	} else {
+		r.m.received.Inc()
 	}
 	if err := ob.batch.Add(rec); err != nil {
-		run := state.Run{ID: watermill.NewULID(), Flow: f.Name, Trigger: f.triggerLabel, Input: msg.UUID, Attempts: 1, Started: time.Now().UTC()}
-		return e.deadLetterRecord(f, msg, run, &failure{step: step, attempts: 1, err: nodes.Permanent(err)})
+		if d == nil {
+			env := nodes.NewEnvelope(nil, 0)
+			env.Run = watermill.NewULID()
+			d = r.newDelivery(msg, env, msg.UUID, time.Now())
+		}
+		d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(err)}
+		return r.deadLetterOne(d)
 	}
 	ob.records = append(ob.records, msg)
-	if env != nil {
-		ob.keepOutputs(msg, env, true)
+	if d != nil {
+		ob.keepOutputs(d, true)
 	}
 	return nil
 }
 
 // keepOutputs holds what a message's steps published until its batch is
 // written (a message whose run failed publishes nothing).
-func (ob *openBatch) keepOutputs(msg *message.Message, env *nodes.Envelope, archived bool) {
-	if len(env.Outputs()) > 0 {
-		ob.outputs = append(ob.outputs, batchOutputs{input: msg.UUID, env: env, archived: archived})
+func (ob *openBatch) keepOutputs(d *delivery, archived bool) {
+	if len(d.env.Outputs()) > 0 {
+		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, env: d.env, archived: archived})
 	}
 }
 
-// deadLetterRecord dead-letters one message of a batch flow and records it
-// as a dead-lettered run.
-func (e *Engine) deadLetterRecord(f *Flow, msg *message.Message, run state.Run, fail *failure) error {
-	if err := e.deadLetter(f, msg, msg.UUID, fail); err != nil {
-		return fmt.Errorf("dead-letter %s: %w", msg.UUID, err)
+// deadLetterOne dead-letters one message of a batch flow, recorded as its
+// own run.
+func (r *runner) deadLetterOne(d *delivery) error {
+	r.measure(d)
+	if err := r.failed(d); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", d.msg.UUID, err)
 	}
-	run.Status, run.Error, run.Attempts = state.StatusDeadLettered, fail.err.Error(), max(fail.attempts, 1)
-	if fail.step != nil {
-		run.Step = fail.step.ID
-	}
-	run.Duration = time.Since(run.Started)
-	e.record(run)
-	e.fm[f].runs[run.Status].Inc()
-	e.log.Warn("message dead-lettered", "flow", f.Name, "input", msg.UUID, "step", run.Step, "error", fail.err, "dead_letter", f.DeadLetter)
+	r.record(d)
 	return nil
 }
 
@@ -261,8 +206,8 @@ const revokeGrace = 20 * time.Second
 
 // batchWriter writes a partition's batches in order until writes closes
 // or one cannot be written and committed.
-func (e *Engine) batchWriter(f *Flow, step *Step, s brokers.Stream, writes <-chan *openBatch) error {
-	ctx, cancel := context.WithCancel(e.hardCtx)
+func (r *runner) batchWriter(step *Step, s brokers.Stream, writes <-chan *openBatch) error {
+	ctx, cancel := context.WithCancel(r.e.hardCtx)
 	defer cancel()
 	stop := context.AfterFunc(s.Context(), func() {
 		t := time.NewTimer(revokeGrace)
@@ -275,7 +220,7 @@ func (e *Engine) batchWriter(f *Flow, step *Step, s brokers.Stream, writes <-cha
 	})
 	defer stop()
 	for ob := range writes {
-		if err := e.writeBatch(ctx, f, step, s, ob); err != nil {
+		if err := r.writeBatch(ctx, step, s, ob); err != nil {
 			return err
 		}
 	}
@@ -283,47 +228,48 @@ func (e *Engine) batchWriter(f *Flow, step *Step, s brokers.Stream, writes <-cha
 }
 
 // writeBatch writes one batch, publishes its outputs and commits it.
-func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.Stream, ob *openBatch) error {
-	fm := e.fm[f]
-	start := time.Now()
-	run := state.Run{ID: watermill.NewULID(), Flow: f.Name, Trigger: f.triggerLabel, Started: start.UTC(), BytesIn: ob.bytesIn,
-		Input: fmt.Sprintf("%s/%d/%d", ob.start.Topic, ob.start.Partition, ob.start.Offset)}
-	status := state.StatusSucceeded
+func (r *runner) writeBatch(ctx context.Context, step *Step, s brokers.Stream, ob *openBatch) error {
+	d := &delivery{run: state.Run{ID: watermill.NewULID(), Flow: r.f.Name, Trigger: r.label, Started: time.Now().UTC(), BytesIn: ob.bytesIn,
+		Input: fmt.Sprintf("%s/%d/%d", ob.start.Topic, ob.start.Partition, ob.start.Offset), Status: state.StatusSucceeded}}
 	deadLettered := false
 	if len(ob.records) > 0 {
-		sr, w, err := e.flush(ctx, f, step, ob.batch)
-		run.Steps = []state.StepRun{sr}
-		run.Attempts = sr.Attempts
+		var w nodes.Written
+		c := &call{step: step, forever: true, do: func(ctx context.Context) (err error) {
+			w, err = ob.batch.Flush(ctx)
+			return err
+		}}
+		err := r.step(ctx, c)
+		d.run.Steps, d.run.Attempts = []state.StepRun{c.rec}, c.rec.Attempts
 		switch {
 		case err == nil:
-			run.BytesOut = w.Bytes
-			run.Steps[0].Output = fmt.Sprintf("%s (%d records, %d bytes)", w.Location, len(ob.records), w.Bytes)
-			e.log.Info("batch written", "flow", f.Name, "object", w.Location, "records", len(ob.records),
+			d.run.BytesOut = w.Bytes
+			d.run.Steps[0].Output = fmt.Sprintf("%s (%d records, %d bytes)", w.Location, len(ob.records), w.Bytes)
+			r.log.Info("batch written", "object", w.Location, "records", len(ob.records),
 				"messages", ob.msgs, "bytes", w.Bytes, "partition", ob.start.Partition, "offset", ob.start.Offset)
 		case !nodes.IsPermanent(err):
 			return err // gave up (shutdown, revoked): uncommitted, written again by the next consumer
 		default:
 			// The batch cannot be written: each message goes to the
 			// dead-letter topic with the reason.
-			status, run.Step, run.Error, deadLettered = state.StatusDeadLettered, step.ID, err.Error(), true
-			fail := &failure{step: step, attempts: sr.Attempts, err: err, last: time.Now()}
+			d.run.Status, d.run.Step, d.run.Error, deadLettered = state.StatusDeadLettered, step.ID, err.Error(), true
+			fail := &failure{step: step, attempts: c.rec.Attempts, err: err, last: time.Now()}
 			for _, m := range ob.records {
-				if err := e.deadLetter(f, m, m.UUID, fail); err != nil {
+				if err := r.e.deadLetter(r, m, m.UUID, fail); err != nil {
 					return fmt.Errorf("dead-letter %s: %w", m.UUID, err)
 				}
 			}
-			e.log.Error("batch cannot be written; its messages were dead-lettered", "flow", f.Name, "records", len(ob.records), "error", err)
+			r.log.Error("batch cannot be written; its messages were dead-lettered", "records", len(ob.records), "error", err)
 		}
 	}
 	for _, o := range ob.outputs {
 		if o.archived && deadLettered {
 			continue // their runs failed with the batch
 		}
-		if err := e.publishOutputs(f, o.input, o.env); err != nil {
+		if err := r.e.publishOutputs(r, o.input, o.env); err != nil {
 			return fmt.Errorf("publish outputs of %s: %w", o.input, err)
 		}
 		for _, out := range o.env.Outputs() {
-			run.BytesOut += int64(len(out.Payload))
+			d.run.BytesOut += int64(len(out.Payload))
 		}
 	}
 	if err := s.Commit(ctx, ob.last); err != nil {
@@ -332,58 +278,27 @@ func (e *Engine) writeBatch(ctx context.Context, f *Flow, step *Step, s brokers.
 	if len(ob.records) == 0 && len(ob.outputs) == 0 {
 		return nil // nothing written or published: no run to record
 	}
-	run.Status, run.Duration = status, time.Since(start)
-	e.record(run)
-	fm.runs[status].Inc()
-	fm.runLatency.Observe(time.Since(ob.opened).Seconds())
+	d.run.Duration = time.Since(ob.opened)
+	r.record(d)
 	return nil
 }
-
-// flush writes a batch, retrying transient failures with the step's (or
-// the flow's) backoff for as long as it takes, until ctx gives up.
-func (e *Engine) flush(ctx context.Context, f *Flow, step *Step, b nodes.Batch) (state.StepRun, nodes.Written, error) {
-	start := time.Now()
-	sr := state.StepRun{ID: step.ID, Node: step.Type}
-	_, bo := retryOf(f, step) // attempts are not limited: nothing is committed meanwhile
-	var w nodes.Written
-	var err error
-	for {
-		sr.Attempts++
-		w, err = e.flushOnce(ctx, f, step, b)
-		if err != nil {
-			e.fm[f].steps[step].failedAttempts.Inc()
-		}
-		if err == nil || nodes.IsPermanent(err) || ctx.Err() != nil {
-			break
-		}
-		wait := bo.NextBackOff()
-		e.log.Warn("batch write failed; retrying (nothing is committed meanwhile)", "flow", f.Name, "step", step.ID,
-			"attempt", sr.Attempts, "wait", wait, "error", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-	e.finishStep(f, step, &sr, start, err)
-	return sr, w, err
+// openBatch is a batch being filled, then written.
+type openBatch struct {
+	batch   nodes.Batch
+	start   nodes.BatchStart
+	opened  time.Time
+	last    *message.Message   // committed once the batch is written
+	msgs    int                // messages consumed into it
+	records []*message.Message // the messages whose records it holds
+	outputs []batchOutputs     // messages published when it is written
+	bytesIn int64
 }
 
-// flushOnce calls Flush once, bounded by the step's timeout (the flow's
-// run timeout by default); a panic is a permanent error.
-func (e *Engine) flushOnce(ctx context.Context, f *Flow, step *Step, b nodes.Batch) (w nodes.Written, err error) {
-	timeout := step.Timeout
-	if timeout <= 0 {
-		timeout = f.Timeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			e.log.Error("panic in node", "step", step.ID, "node", step.Type, "panic", r, "stack", string(debug.Stack()))
-			err = nodes.Permanent(fmt.Errorf("panic in %s: %v", step.Type, r))
-		}
-	}()
-	return b.Flush(ctx)
+type batchOutputs struct {
+	input    string
+	env      *nodes.Envelope
+	archived bool // the message's record is in the batch
 }
+
+// errWriterStopped ends a partition whose writer returned.
+var errWriterStopped = errors.New("batch writer stopped")

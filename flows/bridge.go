@@ -2,11 +2,11 @@ package flows
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/cenkalti/backoff/v5"
 
 	"github.com/sluicehq/sluice/storage"
 	"github.com/sluicehq/sluice/storage/s3"
@@ -22,23 +22,21 @@ import (
 // publishes it again (same message id) rather than losing it.
 func (e *Engine) bridge(ctx context.Context, bucket string) {
 	log := e.log.With("bucket", bucket)
-	bo := backoff.NewExponentialBackOff()
-	bo.MaxInterval = 30 * time.Second
-	for ctx.Err() == nil {
+	_, _ = retry(ctx, forever, func() error {
 		events := make(chan storage.ObjectEvent, 256)
 		done := make(chan error, 1)
 		go func() { done <- e.opts.Store.Watch(ctx, bucket, events) }()
 		err := e.forward(ctx, bucket, events, done)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
-		wait := bo.NextBackOff()
+		if err == nil {
+			err = errors.New("the watch ended")
+		}
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Error("bucket watch failed; restarting", "error", err, "wait", wait)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
-	}
+	})
 }
 
 func (e *Engine) forward(ctx context.Context, bucket string, events <-chan storage.ObjectEvent, done <-chan error) error {
@@ -77,19 +75,11 @@ func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.Obj
 	}
 	msg := message.NewMessage(id, data)
 	msg.Metadata.Set("content_type", "application/json")
-	bo := backoff.NewExponentialBackOff()
-	for {
-		err = e.opts.Broker.Publisher().Publish(BucketTopic(bucket), msg)
-		if err == nil {
-			break
-		}
-		wait := bo.NextBackOff()
-		e.log.Error("publishing bucket event failed; retrying", "bucket", bucket, "key", ev.Key, "error", err, "wait", wait)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if _, err := retry(ctx, forever, func() error { return e.opts.Broker.Publisher().Publish(BucketTopic(bucket), msg) },
+		func(err error, wait time.Duration) {
+			e.log.Error("publishing bucket event failed; retrying", "bucket", bucket, "key", ev.Key, "error", err, "wait", wait)
+		}); err != nil {
+		return err
 	}
 	e.m.events.WithLabelValues(bucket, "published").Inc()
 	if versioned && e.opts.State != nil {
@@ -134,11 +124,11 @@ func (e *Engine) eventsHandler(topic string, buckets map[string]bool) message.No
 func (e *Engine) eventTopics() map[string]map[string]bool {
 	out := map[string]map[string]bool{}
 	for _, f := range e.flows {
-		if f.Trigger.Kind == TriggerBucket && f.Trigger.EventsTopic != "" {
-			if out[f.Trigger.EventsTopic] == nil {
-				out[f.Trigger.EventsTopic] = map[string]bool{}
+		if b := f.Trigger.Bucket; b != nil && b.EventsTopic != "" {
+			if out[b.EventsTopic] == nil {
+				out[b.EventsTopic] = map[string]bool{}
 			}
-			out[f.Trigger.EventsTopic][f.Trigger.Bucket] = true
+			out[b.EventsTopic][b.Bucket] = true
 		}
 	}
 	return out

@@ -50,18 +50,17 @@ type Engine struct {
 	log   *slog.Logger
 	m     *Metrics
 
+	runners []*runner // one per flow, in flows' order
+
 	mu       sync.Mutex // guards draining and inflight.Add
 	draining bool
 	inflight sync.WaitGroup
-
-	fm map[*Flow]*flowMetrics
 
 	hardCtx    context.Context // cancelled when draining times out
 	hardCancel context.CancelFunc
 	ready      chan struct{}
 	httpMux    *http.ServeMux // routes of HTTP-triggered flows
-	waitMu     sync.Mutex
-	waiters    map[string]chan nodes.Response // auto-mode requests waiting for their run
+	waiters    waiters        // auto-mode requests waiting for their run
 }
 
 // NewEngine prepares an engine for flows loaded with services (see Loader.Deps).
@@ -82,7 +81,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		switch f.Trigger.Kind {
 		case TriggerTopic, TriggerSchedule:
 		case TriggerHTTP:
-			if f.Trigger.HTTPUploads != "" && opts.Store == nil {
+			if f.Trigger.HTTP.Uploads != "" && opts.Store == nil {
 				return nil, fmt.Errorf("flow %s (%s): http uploads need storage", f.Name, f.Pos)
 			}
 		case TriggerBucket:
@@ -105,16 +104,39 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	e := &Engine{
-		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics, fm: map[*Flow]*flowMetrics{},
-		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}), waiters: map[string]chan nodes.Response{},
+		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics,
+		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}),
 	}
 	for _, f := range flows {
-		e.fm[f] = opts.Metrics.forFlow(f)
-		f.triggerLabel = string(f.Trigger.Kind) + ":" + triggerName(f)
+		e.runners = append(e.runners, newRunner(e, f))
 	}
 	e.buildHTTP()
 	return e, nil
 }
+
+// runnerOf returns the runner of the named flow, or nil.
+func (e *Engine) runnerOf(flow string) *runner {
+	for _, r := range e.runners {
+		if r.f.Name == flow {
+			return r
+		}
+	}
+	return nil
+}
+
+// enter counts a run as in flight, unless the engine is draining; leave
+// ends it. Shutdown waits for the runs in flight.
+func (e *Engine) enter() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.draining {
+		return false
+	}
+	e.inflight.Add(1)
+	return true
+}
+
+func (e *Engine) leave() { e.inflight.Done() }
 
 func allSteps(f *Flow) []*Step {
 	out := append([]*Step(nil), f.Steps...)
@@ -155,11 +177,12 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	for _, f := range e.flows {
-		if f.Trigger.Kind == TriggerHTTP && f.Trigger.HTTPMode == "sync" {
+	for _, r := range e.runners {
+		f := r.f
+		if f.Trigger.Kind == TriggerHTTP && f.Trigger.HTTP.Mode == "sync" {
 			continue // run by HTTPHandler itself
 		}
-		if s, _ := batcher(f); s != nil {
+		if r.streamed() {
 			continue // streamed, below
 		}
 		subs, err := e.subscribers(ctx, f)
@@ -171,7 +194,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			if len(subs) > 1 {
 				name = fmt.Sprintf("%s#%d", f.Name, i)
 			}
-			router.AddConsumerHandler(name, triggerTopic(f), sub, e.handler(f))
+			router.AddConsumerHandler(name, f.InputTopic(), sub, r.handle)
 		}
 	}
 
@@ -212,20 +235,17 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		bridges.Add(1)
 		go func() { defer bridges.Done(); e.bridge(bridgeCtx, b) }()
 	}
-	for _, f := range e.flows {
-		if f.Trigger.Kind == TriggerSchedule {
+	for _, r := range e.runners {
+		if r.f.Trigger.Kind == TriggerSchedule {
 			bridges.Add(1)
-			go func() { defer bridges.Done(); e.schedule(bridgeCtx, f) }()
+			go func() { defer bridges.Done(); r.schedule(bridgeCtx) }()
 		}
 	}
-	for _, f := range e.flows {
-		if s, _ := batcher(f); s != nil {
+	for _, r := range e.runners {
+		if r.streamed() && e.enter() {
 			// Counted as in flight: shutdown waits (up to DrainTimeout) for
-			// the partial batches to be written and committed.
-			e.mu.Lock()
-			e.inflight.Add(1)
-			e.mu.Unlock()
-			go func() { defer e.inflight.Done(); e.streamFlow(bridgeCtx, f) }()
+			// the open batches and windows to be settled and committed.
+			go func() { defer e.leave(); r.stream(bridgeCtx) }()
 		}
 	}
 	close(e.ready)
@@ -268,10 +288,10 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 // once: the broker's partitions of the flow's group when concurrency is
 // above 1 and the broker has partitions, else one.
 func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber, error) {
-	group := flowGroup(f)
+	group := f.Group()
 	if f.Concurrency > 1 {
 		if p, ok := e.opts.Broker.(brokers.Partitioner); ok {
-			return p.Partitions(ctx, triggerTopic(f), group, f.Concurrency)
+			return p.Partitions(ctx, f.InputTopic(), group, f.Concurrency)
 		}
 		e.log.Warn("this broker cannot split a topic between subscribers; the flow processes one message at a time",
 			"flow", f.Name, "concurrency", f.Concurrency)
@@ -283,34 +303,14 @@ func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber
 	return []message.Subscriber{sub}, nil
 }
 
-// flowGroup is the consumer group of a flow: on.group, or its name.
-func flowGroup(f *Flow) string {
-	if f.Trigger.Group != "" {
-		return f.Trigger.Group
-	}
-	return f.Name
-}
-
-func triggerTopic(f *Flow) string {
-	switch f.Trigger.Kind {
-	case TriggerBucket:
-		return BucketTopic(f.Trigger.Bucket)
-	case TriggerSchedule:
-		return ScheduleTopic(f.Name)
-	case TriggerHTTP:
-		return HTTPTopic(f.Name)
-	}
-	return f.Trigger.Topic
-}
-
 // buckets returns the trigger buckets, which are watched.
 func (e *Engine) buckets() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, f := range e.flows {
-		if f.Trigger.Kind == TriggerBucket && !seen[f.Trigger.Bucket] {
-			seen[f.Trigger.Bucket] = true
-			out = append(out, f.Trigger.Bucket)
+		if b := f.Trigger.Bucket; b != nil && !seen[b.Bucket] {
+			seen[b.Bucket] = true
+			out = append(out, b.Bucket)
 		}
 	}
 	return out
@@ -322,9 +322,9 @@ func (e *Engine) stepBuckets() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, f := range e.flows {
-		if u := f.Trigger.HTTPUploads; u != "" && !seen[u] {
-			seen[u] = true
-			out = append(out, u)
+		if h := f.Trigger.HTTP; h != nil && h.Uploads != "" && !seen[h.Uploads] {
+			seen[h.Uploads] = true
+			out = append(out, h.Uploads)
 		}
 		for _, s := range allSteps(f) {
 			for _, r := range s.Config.Refs() {
@@ -368,24 +368,3 @@ func closeNodes(steps []*Step) error {
 // errDraining nacks messages that arrive during shutdown: they stay in the
 // broker for the next start.
 var errDraining = errors.New("engine is shutting down")
-
-func (e *Engine) handler(f *Flow) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
-		e.mu.Lock()
-		if e.draining {
-			e.mu.Unlock()
-			return errDraining
-		}
-		e.inflight.Add(1)
-		e.mu.Unlock()
-		defer e.inflight.Done()
-		err := e.process(f, msg)
-		if err == nil {
-			// Ack here, before the run stops counting as in flight, so a
-			// drained shutdown closes no subscriber between a finished run
-			// and its ack. (The router acks again: a no-op.)
-			msg.Ack()
-		}
-		return err
-	}
-}

@@ -13,6 +13,7 @@ type Metrics struct {
 	attempts    *prometheus.CounterVec
 	published   *prometheus.CounterVec
 	events      *prometheus.CounterVec
+	abandoned   prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -35,8 +36,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_messages_published_total", Help: "Messages published by flows, dead letters included."}, []string{"flow"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_bucket_events_total", Help: "Object events turned into messages, by bucket and outcome (published, repeat)."}, []string{"bucket", "outcome"}),
+		abandoned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_step_abandoned_calls", Help: "Node calls still running after their step timed out and the engine stopped waiting for them (a node ignoring its context)."}),
 	}
-	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.attempts, m.published, m.events)
+	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.attempts, m.published, m.events, m.abandoned)
 	return m
 }
 

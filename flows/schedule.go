@@ -3,11 +3,9 @@ package flows
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/cenkalti/backoff/v5"
 	"github.com/robfig/cron/v3"
 
 	"github.com/sluicehq/sluice/state"
@@ -24,27 +22,28 @@ type Tick struct {
 // ends. A tick's message id derives from the flow and the scheduled time:
 // several sluice processes running the flow publish the same id, and the
 // completion ledger runs it once.
-func (e *Engine) schedule(ctx context.Context, f *Flow) {
-	log := e.log.With("flow", f.Name, "schedule", f.Trigger.Cron)
+func (r *runner) schedule(ctx context.Context) {
+	st := r.f.Trigger.Schedule
+	log := r.log.With("schedule", st.Cron)
 	loc := time.UTC
-	if f.Trigger.Timezone != "" {
-		l, err := time.LoadLocation(f.Trigger.Timezone)
+	if st.Timezone != "" {
+		l, err := time.LoadLocation(st.Timezone)
 		if err != nil { // validated at load; the zone database changed since
 			log.Error("schedule not started", "error", err)
 			return
 		}
 		loc = l
 	}
-	sched, err := cronParser.Parse(f.Trigger.Cron)
+	sched, err := cronParser.Parse(st.Cron)
 	if err != nil {
 		log.Error("schedule not started", "error", err)
 		return
 	}
 	now := time.Now().In(loc)
-	if f.Trigger.CatchUp {
-		if missed, ok := e.missedTick(ctx, f, sched, now); ok {
+	if st.CatchUp {
+		if missed, ok := r.missedTick(ctx, sched, now); ok {
 			log.Info("running a tick missed while stopped", "time", missed)
-			e.publishTick(ctx, f, Tick{Time: missed, Schedule: f.Trigger.Cron, Missed: true}, log)
+			r.publishTick(ctx, Tick{Time: missed, Schedule: st.Cron, Missed: true})
 		}
 	}
 	next := sched.Next(now)
@@ -56,18 +55,18 @@ func (e *Engine) schedule(ctx context.Context, f *Flow) {
 			return
 		case <-t.C:
 		}
-		e.publishTick(ctx, f, Tick{Time: next, Schedule: f.Trigger.Cron}, log)
+		r.publishTick(ctx, Tick{Time: next, Schedule: st.Cron})
 		next = sched.Next(next)
 	}
 }
 
 // missedTick finds the latest scheduled time after the flow's last run
 // and before now, if any; a flow that never ran has missed nothing.
-func (e *Engine) missedTick(ctx context.Context, f *Flow, sched cron.Schedule, now time.Time) (time.Time, bool) {
-	if e.opts.State == nil {
+func (r *runner) missedTick(ctx context.Context, sched cron.Schedule, now time.Time) (time.Time, bool) {
+	if r.e.opts.State == nil {
 		return time.Time{}, false
 	}
-	runs, err := e.opts.State.Runs(ctx, state.Filter{Flow: f.Name, Limit: 1})
+	runs, err := r.e.opts.State.Runs(ctx, state.Filter{Flow: r.f.Name, Limit: 1})
 	if err != nil || len(runs) == 0 {
 		return time.Time{}, false
 	}
@@ -97,21 +96,14 @@ func latestTick(sched cron.Schedule, after, now time.Time) (time.Time, bool) {
 	}
 }
 
-func (e *Engine) publishTick(ctx context.Context, f *Flow, tick Tick, log interface{ Error(string, ...any) }) {
+// publishTick publishes a tick, retrying until it is published or ctx
+// ends.
+func (r *runner) publishTick(ctx context.Context, tick Tick) {
 	data, _ := json.Marshal(tick)
-	msg := message.NewMessage(derivedID(f.Name, "tick/"+tick.Time.UTC().Format(time.RFC3339Nano)), data)
+	msg := message.NewMessage(derivedID(r.f.Name, "tick/"+tick.Time.UTC().Format(time.RFC3339Nano)), data)
 	msg.Metadata.Set("content_type", "application/json")
-	bo := backoff.NewExponentialBackOff()
-	for ctx.Err() == nil {
-		err := e.opts.Broker.Publisher().Publish(triggerTopic(f), msg)
-		if err == nil {
-			return
-		}
-		wait := bo.NextBackOff()
-		log.Error("publishing a schedule tick failed; retrying", "time", tick.Time, "error", fmt.Sprint(err), "wait", wait)
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
+	_, _ = retry(ctx, forever, func() error { return r.e.opts.Broker.Publisher().Publish(r.f.InputTopic(), msg) },
+		func(err error, wait time.Duration) {
+			r.log.Error("publishing a schedule tick failed; retrying", "time", tick.Time, "error", err, "wait", wait)
+		})
 }

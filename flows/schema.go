@@ -30,6 +30,9 @@ func JSONSchema(reg *nodes.Registry) map[string]any {
 
 	root := objectSchema(flowFields)
 	rp := root["properties"].(map[string]any)
+	on := objectSchema(triggerFields)
+	on["description"] = "The trigger: one of topic, bucket, http, schedule, with its fields."
+	rp["on"] = on
 	rp["steps"] = steps
 	rp["branches"] = map[string]any{"type": "object", "additionalProperties": steps, "description": "Named lists of steps a switch can route to."}
 	root["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -32,8 +32,8 @@ func isMultipart(ctype string) (string, bool) {
 // storeUploads writes a multipart request's files to the flow's uploads
 // bucket under "<run>/<file name>" and returns the form's other fields
 // and the files, in order. Bad parts are the client's error (permanent).
-func (e *Engine) storeUploads(ctx context.Context, f *Flow, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, error) {
-	if f.Trigger.HTTPUploads == "" {
+func (e *Engine) storeUploads(ctx context.Context, t *HTTPTrigger, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, error) {
+	if t.Uploads == "" {
 		return nil, nil, nodes.Permanent(errNoUploads)
 	}
 	form := map[string]any{}
@@ -60,7 +60,7 @@ func (e *Engine) storeUploads(ctx context.Context, f *Flow, run, boundary string
 		if err := storage.ValidateKey(key); err != nil {
 			return nil, nil, nodes.Permanent(fmt.Errorf("uploaded file name %q: %w", name, err))
 		}
-		info, err := e.opts.Store.Put(ctx, f.Trigger.HTTPUploads, key, part, storage.PutOptions{ContentType: part.Header.Get("Content-Type")})
+		info, err := e.opts.Store.Put(ctx, t.Uploads, key, part, storage.PutOptions{ContentType: part.Header.Get("Content-Type")})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store upload %s: %w", name, err)
 		}
@@ -72,7 +72,7 @@ func (e *Engine) storeUploads(ctx context.Context, f *Flow, run, boundary string
 // uploads stores a multipart request's files, or answers: 400 with the
 // reason for a bad request, 503 (details in the log) when storage fails.
 func (e *Engine) uploads(w http.ResponseWriter, r *http.Request, f *Flow, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, bool) {
-	form, files, err := e.storeUploads(r.Context(), f, run, boundary, body)
+	form, files, err := e.storeUploads(r.Context(), f.Trigger.HTTP, run, boundary, body)
 	switch {
 	case err == nil:
 		return form, files, true

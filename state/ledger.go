@@ -81,8 +81,9 @@ func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 		return false, fmt.Errorf("record completion of %s: %w", r.Input, err)
 	}
 	if dup {
+		// The record has its own id: it never replaces the record of the
+		// run that completed the input.
 		r.Status, r.Error = StatusDuplicate, "input completed by another run"
-		r.ID += "-duplicate" // never replaces the record of the run that completed it
 	}
 	d.Record(r)
 	return dup, nil

@@ -113,13 +113,15 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 			}
 			for _, f := range fl {
 				attrs := []any{"flow", f.Name, "trigger", string(f.Trigger.Kind), "steps", len(f.Steps)}
-				switch f.Trigger.Kind {
+				switch t := f.Trigger; t.Kind {
 				case flows.TriggerBucket:
-					attrs = append(attrs, "bucket", f.Trigger.Bucket)
+					attrs = append(attrs, "bucket", t.Bucket.Bucket)
 				case flows.TriggerTopic:
-					attrs = append(attrs, "topic", f.Trigger.Topic)
+					attrs = append(attrs, "topic", t.Topic.Topic)
 				case flows.TriggerSchedule:
-					attrs = append(attrs, "schedule", f.Trigger.Cron)
+					attrs = append(attrs, "schedule", t.Schedule.Cron)
+				case flows.TriggerHTTP:
+					attrs = append(attrs, "path", t.HTTP.Path)
 				}
 				log.Info("flow loaded", attrs...)
 			}

@@ -1,0 +1,301 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+)
+
+// runner runs one flow: it holds the flow, its metrics, its logger, its
+// trigger's adapter and its step handler, and every run of the flow —
+// from a topic, a bucket, a schedule, an HTTP request or a batch — goes
+// through begin, exec and settle (or settleWindow) here.
+type runner struct {
+	e       *Engine
+	f       *Flow
+	m       *flowMetrics
+	log     *slog.Logger
+	label   string  // "topic:orders", for run records
+	adapter adapter // decodes deliveries of the flow's input topic
+	step    handler // one step's call, wrapped
+}
+
+func newRunner(e *Engine, f *Flow) *runner {
+	r := &runner{e: e, f: f, m: e.m.forFlow(f), log: e.log.With("flow", f.Name), label: f.Trigger.label()}
+	r.adapter = adapterFor(r)
+	r.step = r.stepHandler()
+	return r
+}
+
+// failure is a run's error with the step it happened in.
+type failure struct {
+	step        *Step
+	attempts    int
+	err         error
+	first, last time.Time // the failing step's first and last failure
+}
+
+// delivery is one input on its way through a run.
+type delivery struct {
+	msg  *message.Message // what the broker delivered; nil for a sync HTTP request
+	env  *nodes.Envelope
+	run  state.Run
+	fail *failure
+	// skip: the trigger filters the input out; done: its run completed
+	// before (a redelivery), recorded as a duplicate. Neither runs.
+	skip, done bool
+	// unsafe: a step's abandoned call may still be using env, which is
+	// then not read again.
+	unsafe bool
+	res    *nodes.Response // an HTTP run's answer, once prepared
+}
+
+// begin decodes a delivered message into a delivery and, when ledger is
+// set and the engine keeps a ledger, looks its input up: a redelivery of a completed input is
+// recorded as a duplicate and not run. An error leaves the message
+// unacked (the ledger cannot be read now).
+func (r *runner) begin(msg *message.Message, ledger bool) (*delivery, error) {
+	start := time.Now()
+	r.m.received.Inc()
+	env := nodes.NewEnvelope(r.e.opts.Store, r.f.MaxBody)
+	env.Flow, env.Run = r.f.Name, watermill.NewULID()
+	env.Event = nodes.Event{ID: msg.UUID, Topic: r.f.InputTopic(), Time: start.UTC()}
+	for k, v := range msg.Metadata {
+		env.Meta[k] = v
+	}
+	d := r.newDelivery(msg, env, msg.UUID, start)
+	input, skip, err := r.adapter.decode(msg, env)
+	if err != nil {
+		d.fail = &failure{attempts: 1, err: nodes.Permanent(err)}
+		return d, nil
+	}
+	if skip {
+		d.skip = true
+		r.m.runs["filtered"].Inc()
+		return d, nil
+	}
+	d.run.Input = input
+	if st := r.e.opts.State; st != nil && ledger && !r.e.opts.NoLedger {
+		c, done, err := st.Completed(r.e.hardCtx, r.f.Name, input)
+		if err != nil {
+			return nil, err // cannot tell: leave it unacked, it comes back
+		}
+		if done {
+			d.done = true
+			d.run.Status, d.run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
+			r.record(d)
+		}
+	}
+	return d, nil
+}
+
+// newDelivery starts a delivery's run record; every run has its own id.
+func (r *runner) newDelivery(msg *message.Message, env *nodes.Envelope, input string, start time.Time) *delivery {
+	return &delivery{msg: msg, env: env, run: state.Run{ID: env.Run, Flow: r.f.Name, Trigger: r.label, Input: input,
+		Attempts: 1, Started: start.UTC(), Steps: make([]state.StepRun, 0, len(r.f.Steps))}}
+}
+
+// exec runs steps on the delivery within the flow's run timeout (ctx may
+// end it earlier), and reports whether a switch routed the run to a topic
+// (which ends it).
+func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed bool) {
+	if d.fail != nil || d.skip || d.done {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.f.Timeout)
+	defer cancel()
+	d.fail, routed = r.runSteps(ctx, steps, d)
+	return routed
+}
+
+// runSteps runs steps in order; a switch route to a branch continues in
+// the branch, and ends the run there; a route to a topic ends the run
+// (routed reports that).
+func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail *failure, routed bool) {
+	env := d.env
+	for _, s := range steps {
+		if s.When != nil {
+			ok, err := s.When.Bool(env.Vars())
+			if err != nil {
+				return &failure{step: s, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}, false
+			}
+			if !ok {
+				d.run.Steps = append(d.run.Steps, state.StepRun{ID: s.ID, Node: s.Type, Status: "skipped"})
+				r.m.steps[s].skipped.Inc()
+				continue
+			}
+		}
+		env.SetStep(s.ID)
+		c := &call{step: s, env: env, do: func(ctx context.Context) error { return s.Node.Process(ctx, env) }}
+		err := r.step(ctx, c)
+		d.run.Steps = append(d.run.Steps, c.rec)
+		if c.abandoned != nil {
+			d.unsafe = true
+		}
+		if err != nil {
+			return &failure{step: s, attempts: c.rec.Attempts, err: err, first: c.firstFail, last: time.Now()}, false
+		}
+		if rt, ok := env.TakeRoute(); ok {
+			if rt.Topic != "" {
+				data, err := env.PayloadJSON()
+				if err != nil {
+					return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}, false
+				}
+				env.Emit(nodes.Output{Topic: rt.Topic, Payload: data, Meta: env.Meta})
+				return nil, true
+			}
+			return r.runSteps(ctx, r.f.Branches[rt.Branch], d)
+		}
+	}
+	return nil, false
+}
+
+// measure completes the run record's duration and byte counts.
+func (r *runner) measure(d *delivery) {
+	d.run.Duration = time.Since(d.run.Started)
+	if d.msg != nil {
+		d.run.BytesIn += int64(len(d.msg.Payload))
+	}
+	if d.unsafe {
+		return
+	}
+	in, out := d.env.Bytes()
+	d.run.BytesIn += in
+	d.run.BytesOut += out
+	if d.fail == nil {
+		for _, o := range d.env.Outputs() {
+			d.run.BytesOut += int64(len(o.Payload))
+		}
+	}
+}
+
+// settle ends a delivered message's run: its outputs are published, or
+// the input dead-lettered with the reason; the completion is committed
+// (before the caller acks); the run is recorded and counted. A non-nil
+// error means the input must not be acked: it is redelivered.
+func (r *runner) settle(d *delivery) error {
+	if d.skip || d.done {
+		return nil
+	}
+	if d.fail == nil {
+		if err := r.e.publishOutputs(r, d.run.Input, d.env); err != nil {
+			d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
+		}
+	}
+	r.measure(d)
+	ans, answers := r.adapter.(answerer)
+	if answers && d.fail == nil {
+		ans.prepare(d) // may fail: an answer that cannot be encoded
+	}
+	if d.fail == nil {
+		d.run.Status = state.StatusSucceeded
+	} else if err := r.failed(d); err != nil {
+		return err
+	}
+	if answers {
+		ans.answer(d)
+	}
+	return r.complete(d)
+}
+
+// failed handles a failed run: cancelled by shutdown, it is recorded and
+// its input left for redelivery (the error); otherwise the input goes to
+// the dead-letter topic with its reason. A dead letter that cannot be
+// published is an error too.
+func (r *runner) failed(d *delivery) error {
+	fail := d.fail
+	d.run.Error = fail.err.Error()
+	if fail.step != nil {
+		d.run.Step = fail.step.ID
+	}
+	d.run.Attempts = max(fail.attempts, 1)
+	if errors.Is(fail.err, context.Canceled) && r.e.hardCtx.Err() != nil {
+		// Cancelled by shutdown: not the input's fault; redeliver it.
+		d.run.Status = state.StatusFailed
+		r.record(d)
+		return fail.err
+	}
+	if err := r.e.deadLetter(r, d.msg, d.run.Input, fail); err != nil {
+		r.log.Error("dead-letter publish failed; the input will be redelivered", "run", d.run.ID, "input", d.run.Input, "error", err, "cause", fail.err)
+		d.run.Status = state.StatusFailed
+		d.run.Error += "; dead-letter publish failed: " + err.Error()
+		r.record(d)
+		return err
+	}
+	r.log.Warn("run failed; input sent to the dead-letter topic", "run", d.run.ID, "input", d.run.Input, "step", d.run.Step,
+		"error", fail.err, "attempts", d.run.Attempts, "dead_letter", r.f.DeadLetter)
+	d.run.Status = state.StatusDeadLettered
+	return nil
+}
+
+// complete records a finished run and, unless the ledger is off, commits
+// its input's completion before the input is acked. When that commit
+// fails (disk full, database locked past its timeout) the input stays
+// unacked and is redelivered: no input is acked without its completion.
+func (r *runner) complete(d *delivery) error {
+	st := r.e.opts.State
+	if st == nil || r.e.opts.NoLedger {
+		r.record(d)
+		return nil
+	}
+	dup, err := st.Complete(r.e.hardCtx, d.run)
+	if err != nil {
+		r.log.Error("cannot record a completed run; its input will be redelivered", "run", d.run.ID, "input", d.run.Input, "error", err)
+		return err
+	}
+	if dup {
+		d.run.Status = state.StatusDuplicate
+	}
+	r.count(d)
+	return nil
+}
+
+// record writes the run record (batched) and counts it.
+func (r *runner) record(d *delivery) {
+	if st := r.e.opts.State; st != nil {
+		st.Record(d.run)
+	}
+	r.count(d)
+}
+
+// count counts a finished run in the flow's metrics.
+func (r *runner) count(d *delivery) {
+	r.m.runs[d.run.Status].Inc()
+	if d.run.Status != state.StatusDuplicate {
+		r.m.runLatency.Observe(d.run.Duration.Seconds())
+	}
+}
+
+// handle is the router's handler of the flow: one message, one run. It
+// acks the message itself once the run is settled, before the run stops
+// counting as in flight, so a drained shutdown closes no subscriber
+// between a finished run and its ack. (The router acks again: a no-op.)
+func (r *runner) handle(msg *message.Message) error {
+	if !r.e.enter() {
+		return errDraining
+	}
+	defer r.e.leave()
+	if err := r.e.Err(); err != nil {
+		// Runs cannot be recorded: stop acking rather than lose track of
+		// work; the input is redelivered once the database is writable.
+		return err
+	}
+	d, err := r.begin(msg, true)
+	if err != nil {
+		return err
+	}
+	r.exec(r.e.hardCtx, d, r.f.Steps)
+	if err := r.settle(d); err != nil {
+		return err
+	}
+	msg.Ack()
+	return nil
+}
