@@ -282,6 +282,7 @@ func (r *runner) writeBatch(ctx context.Context, step *Step, s brokers.Stream, o
 	r.record(d)
 	return nil
 }
+
 // openBatch is a batch being filled, then written.
 type openBatch struct {
 	batch   nodes.Batch

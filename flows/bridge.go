@@ -2,8 +2,8 @@ package flows
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"

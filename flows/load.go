@@ -267,4 +267,3 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 	}
 	return steps
 }
-

@@ -59,4 +59,3 @@ var stepFields = []nodes.Field{
 	{Name: "timeout", Kind: nodes.Duration},
 	{Name: "retry", Kind: nodes.Object, Fields: retryFields, Doc: "This step's retries, instead of the flow's."},
 }
-
