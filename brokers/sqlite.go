@@ -147,7 +147,8 @@ type sqliteSubscriber struct {
 
 	mu     sync.Mutex
 	subs   []*wsql.Subscriber
-	anon   [][2]string // (topic, group) of subscriptions without a group
+	acks   []*ackTracker // one per subscription
+	anon   [][2]string   // (topic, group) of subscriptions without a group
 	closed bool
 }
 
@@ -188,8 +189,10 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 		_ = sub.Close()
 		return nil, err
 	}
+	t := &ackTracker{broker: s.broker, topic: topic, group: group}
 	s.subs = append(s.subs, sub)
-	return ch, nil
+	s.acks = append(s.acks, t)
+	return t.forward(ch), nil
 }
 
 func (s *sqliteSubscriber) Close() error {
@@ -199,10 +202,12 @@ func (s *sqliteSubscriber) Close() error {
 		return nil
 	}
 	s.closed = true
-	subs := s.subs
+	subs, acks := s.subs, s.acks
 	s.mu.Unlock()
-	for _, sub := range subs {
+	for i, sub := range subs {
+		acks[i].settle()
 		_ = sub.Close()
+		acks[i].close()
 	}
 	for _, tg := range s.anon {
 		_, _ = s.broker.db.Exec(`DELETE FROM `+offsetsTable(tg[0])+` WHERE consumer_group = ?`, tg[1])

@@ -101,7 +101,7 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 // Start opens the database, creates the table or adds missing columns, and
 // prepares the insert.
 func (n *insert) Start(ctx context.Context) error {
-	db, err := sqlitedb.Open(n.path, sqlitedb.SyncNormal)
+	db, err := sqlitedb.OpenTimeout(n.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,11 @@ func (n *insert) Process(ctx context.Context, env *nodes.Envelope) error {
 			return nodes.Permanent(fmt.Errorf("column %s: %w", n.cols[i], err))
 		}
 	}
-	res, err := n.stmt.ExecContext(ctx, args...)
+	var res sql.Result
+	err := sqlitedb.WhileBusy(ctx, func() (err error) {
+		res, err = n.stmt.ExecContext(ctx, args...)
+		return err
+	})
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
 			return nodes.Permanent(fmt.Errorf("insert into %s: a row with this key exists (on_conflict: error): %w", n.table, err))

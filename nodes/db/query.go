@@ -73,7 +73,7 @@ func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 // Start opens the database and prepares the query (a table that does not
 // exist yet is an error here, at start, not at the first message).
 func (q *query) Start(ctx context.Context) error {
-	db, err := sqlitedb.Open(q.path, sqlitedb.SyncNormal)
+	db, err := sqlitedb.OpenTimeout(q.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,11 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 			return nodes.Permanent(fmt.Errorf("arg %d: %w", i+1, err))
 		}
 	}
-	rows, err := q.stmt.QueryContext(ctx, args...)
+	var rows *sql.Rows
+	err := sqlitedb.WhileBusy(ctx, func() (err error) {
+		rows, err = q.stmt.QueryContext(ctx, args...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("db.query: %w", err)
 	}

@@ -90,6 +90,9 @@ func (k *crop) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	b := src.img.Bounds()
 	var out image.Image
 	switch {

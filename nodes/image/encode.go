@@ -71,6 +71,9 @@ func (e *encode) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	enc := e.enc
 	enc.format = e.format
 	if e.forKey != nil {

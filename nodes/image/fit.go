@@ -42,6 +42,9 @@ func (f *fit) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	w, h := f.target(src.size.X, src.size.Y)
 	setImageResult(env, src.img, resized(src.img, w, h, f.filter), src.enc, nil)
 	return nil

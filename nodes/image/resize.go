@@ -53,6 +53,9 @@ func (r *resize) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	w, h := r.target(src.size.X, src.size.Y)
 	setImageResult(env, src.img, resized(src.img, w, h, r.filter), src.enc, nil)
 	return nil

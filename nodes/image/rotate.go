@@ -41,6 +41,9 @@ func (r *rotate) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	out := src.img
 	switch r.angle { // imaging turns counter-clockwise
 	case "90":

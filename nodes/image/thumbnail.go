@@ -77,6 +77,9 @@ func (t *thumbnail) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	w, h := t.target(src.size.X, src.size.Y)
 	out := resized(src.img, w, h, t.filter)
 	if t.mode == "fill" {

@@ -132,6 +132,9 @@ func (w *watermark) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // decoding took the step's time: stop before resampling
+	}
 	var mark *image.NRGBA
 	if w.overlay != nil {
 		if mark, err = w.overlayMark(ctx, src.img.Bounds().Dx()); err != nil {
