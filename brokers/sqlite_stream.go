@@ -23,6 +23,11 @@ func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(
 	if err := b.initTopic(ctx, topic); err != nil {
 		return err
 	}
+	// A group that was read as partitions (Partitions, concurrency) goes
+	// on from the lowest offset they had acked.
+	if err := b.repartition(ctx, topic, group, 1); err != nil {
+		return fmt.Errorf("repartition %s for %s: %w", topic, group, err)
+	}
 	turn := turnLock(b.path, topic, group)
 	select {
 	case turn <- struct{}{}:

@@ -131,9 +131,7 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 	var d *delivery // when steps ran before the batcher
 	if len(r.f.Steps) > 1 || step.When != nil {
 		var err error
-		if d, err = r.begin(msg, false); err != nil {
-			return err
-		}
+		d = r.begin(msg)
 		routed := r.exec(r.e.hardCtx, d, r.f.Steps[:len(r.f.Steps)-1])
 		if d.fail == nil && routed {
 			// A switch sent it to a topic: its run ends there, unarchived.

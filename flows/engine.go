@@ -30,6 +30,9 @@ type Options struct {
 	Logger   *slog.Logger // slog.Default() when nil
 	// Metrics; a private registry's when nil.
 	Metrics *Metrics
+	// NoStreams consumes every flow through Watermill's router, one message
+	// at a time, even on brokers that stream (for comparisons).
+	NoStreams bool
 	// DrainTimeout bounds how long shutdown waits for runs in flight
 	// before cancelling them; 30s by default.
 	DrainTimeout time.Duration
@@ -97,7 +100,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 			}
 		}
 		if s, _ := batcher(f); s != nil {
-			if _, ok := opts.Broker.(brokers.Streamer); !ok {
+			if _, ok := opts.Broker.(brokers.Streamer); !ok || opts.NoStreams {
 				return nil, fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite:// or kafka://", f.Name, s.ID, s.Type)
 			}
 		}
@@ -241,11 +244,24 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			go func() { defer bridges.Done(); r.schedule(bridgeCtx) }()
 		}
 	}
+	var streams []chan struct{}
 	for _, r := range e.runners {
 		if r.streamed() && e.enter() {
 			// Counted as in flight: shutdown waits (up to DrainTimeout) for
 			// the open batches and windows to be settled and committed.
-			go func() { defer e.leave(); r.stream(bridgeCtx) }()
+			started := make(chan struct{})
+			streams = append(streams, started)
+			go func() { defer e.leave(); r.stream(bridgeCtx, started) }()
+		}
+	}
+	if !e.opts.Broker.Features().Persistent {
+		// Messages published before a stream subscribes are lost here:
+		// be ready only once every stream runs.
+		for _, started := range streams {
+			select {
+			case <-started:
+			case <-ctx.Done():
+			}
 		}
 	}
 	close(e.ready)

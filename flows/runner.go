@@ -58,11 +58,9 @@ type delivery struct {
 	res    *nodes.Response // an HTTP run's answer, once prepared
 }
 
-// begin decodes a delivered message into a delivery and, when ledger is
-// set and the engine keeps a ledger, looks its input up: a redelivery of a completed input is
-// recorded as a duplicate and not run. An error leaves the message
-// unacked (the ledger cannot be read now).
-func (r *runner) begin(msg *message.Message, ledger bool) (*delivery, error) {
+// begin decodes a delivered message into a delivery. Deliveries that
+// will run must then be looked up in the ledger (checkLedger).
+func (r *runner) begin(msg *message.Message) *delivery {
 	start := time.Now()
 	r.m.received.Inc()
 	env := nodes.NewEnvelope(r.e.opts.Store, r.f.MaxBody)
@@ -73,28 +71,59 @@ func (r *runner) begin(msg *message.Message, ledger bool) (*delivery, error) {
 	}
 	d := r.newDelivery(msg, env, msg.UUID, start)
 	input, skip, err := r.adapter.decode(msg, env)
-	if err != nil {
+	switch {
+	case err != nil:
 		d.fail = &failure{attempts: 1, err: nodes.Permanent(err)}
-		return d, nil
-	}
-	if skip {
+	case skip:
 		d.skip = true
 		r.m.runs["filtered"].Inc()
-		return d, nil
+	default:
+		d.run.Input = input
 	}
-	d.run.Input = input
-	if st := r.e.opts.State; st != nil && ledger && !r.e.opts.NoLedger {
-		c, done, err := st.Completed(r.e.hardCtx, r.f.Name, input)
-		if err != nil {
-			return nil, err // cannot tell: leave it unacked, it comes back
+	return d
+}
+
+// checkLedger looks the deliveries' inputs up in the completion ledger,
+// when the engine keeps one: a redelivery of a completed input is
+// recorded as a duplicate and does not run. An error leaves the inputs
+// unacked (the ledger cannot be read now).
+func (r *runner) checkLedger(ds []*delivery) error {
+	st := r.e.opts.State
+	if st == nil || r.e.opts.NoLedger {
+		return nil
+	}
+	inputs := make([]string, 0, len(ds))
+	for _, d := range ds {
+		if !d.skip && d.fail == nil {
+			inputs = append(inputs, d.run.Input)
 		}
-		if done {
+	}
+	if len(inputs) == 0 {
+		return nil
+	}
+	done, err := st.CompletedAll(r.e.hardCtx, r.f.Name, inputs)
+	if err != nil {
+		return err
+	}
+	first := make(map[string]string, len(ds)) // input -> run, within ds
+	for _, d := range ds {
+		if d.skip || d.fail != nil {
+			continue
+		}
+		if c, ok := done[d.run.Input]; ok {
 			d.done = true
 			d.run.Status, d.run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
 			r.record(d)
+		} else if run, ok := first[d.run.Input]; ok {
+			// Delivered twice at once (published twice): the first runs.
+			d.done = true
+			d.run.Status, d.run.Error = state.StatusDuplicate, "delivered again while run "+run+" ran it"
+			r.record(d)
+		} else {
+			first[d.run.Input] = d.run.ID
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // newDelivery starts a delivery's run record; every run has its own id.
@@ -288,8 +317,8 @@ func (r *runner) handle(msg *message.Message) error {
 		// work; the input is redelivered once the database is writable.
 		return err
 	}
-	d, err := r.begin(msg, true)
-	if err != nil {
+	d := r.begin(msg)
+	if err := r.checkLedger([]*delivery{d}); err != nil {
 		return err
 	}
 	r.exec(r.e.hardCtx, d, r.f.Steps)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -47,18 +48,28 @@ type completion struct {
 // record follows in a batch. If the process dies in between, the next
 // Open recreates the run record from the completion (its steps are lost).
 func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
-	if err := ctx.Err(); err != nil {
+	dups, err := d.CompleteAll(ctx, []Run{r})
+	if err != nil {
 		return false, err
 	}
-	c := completion{run: r, done: make(chan error, 1), dup: &dup}
+	return dups[0], nil
+}
+
+// CompleteAll is Complete for several runs: their completions are
+// committed together (with whatever other completions queue meanwhile),
+// then the runs are queued for the run ledger. dups[i] reports whether
+// runs[i]'s input had been completed already.
+func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dups = make([]bool, len(runs))
+	done := make(chan error, len(runs))
 	d.commitMu.Lock()
-	d.waiting = append(d.waiting, c)
-	if d.committing {
-		// A commit is under way: its caller commits ours next, with
-		// whoever else arrives meanwhile (group commit).
-		d.commitMu.Unlock()
-		err = <-c.done
-	} else {
+	for i, r := range runs {
+		d.waiting = append(d.waiting, completion{run: r, done: done, dup: &dups[i]})
+	}
+	if !d.committing {
 		// No commit under way: commit here, without a hand-off to
 		// another goroutine, and keep committing what queues up.
 		d.committing = true
@@ -74,19 +85,27 @@ func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 			d.commitMu.Lock()
 		}
 		d.committing = false
-		d.commitMu.Unlock()
-		err = <-c.done
+	}
+	// Otherwise a commit is under way: its caller commits ours next, with
+	// whoever else arrives meanwhile (group commit).
+	d.commitMu.Unlock()
+	for range runs {
+		if cerr := <-done; cerr != nil && err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
-		return false, fmt.Errorf("record completion of %s: %w", r.Input, err)
+		return nil, fmt.Errorf("record completion of %s: %w", runs[0].Input, err)
 	}
-	if dup {
-		// The record has its own id: it never replaces the record of the
-		// run that completed the input.
-		r.Status, r.Error = StatusDuplicate, "input completed by another run"
+	for i, r := range runs {
+		if dups[i] {
+			// The record has its own id: it never replaces the record of
+			// the run that completed the input.
+			r.Status, r.Error = StatusDuplicate, "input completed by another run"
+		}
+		d.Record(r)
 	}
-	d.Record(r)
-	return dup, nil
+	return dups, nil
 }
 
 func (d *DB) commitCompletions(batch []completion) error {
@@ -157,6 +176,40 @@ func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, boo
 	}
 	c.At = time.UnixMilli(ms).UTC()
 	return c, true, nil
+}
+
+// CompletedAll looks inputs of a flow up in the ledger at once and returns
+// the completed ones by input.
+func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (map[string]Completion, error) {
+	out := map[string]Completion{}
+	for len(inputs) > 0 {
+		chunk := inputs[:min(len(inputs), 500)]
+		inputs = inputs[len(chunk):]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, flow)
+		for _, in := range chunk {
+			args = append(args, in)
+		}
+		rows, err := d.db.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("completion ledger: %w", err)
+		}
+		for rows.Next() {
+			c := Completion{Flow: flow}
+			var ms int64
+			if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("completion ledger: %w", err)
+			}
+			c.At = time.UnixMilli(ms).UTC()
+			out[c.Input] = c
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Prune deletes runs and completions older than before, and returns how
