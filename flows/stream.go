@@ -294,4 +294,3 @@ func (r *runner) completeAll(ds []*delivery) error {
 	}
 	return nil
 }
-
