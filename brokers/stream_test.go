@@ -30,10 +30,6 @@ func TestSQLiteStream(t *testing.T) {
 	streamtest.Run(t, opener("sqlite://"+filepath.Join(t.TempDir(), "queue.db")+"?poll=10ms"))
 }
 
-func TestKafkaStream(t *testing.T) {
-	streamtest.Run(t, opener(kafkaURL(t, "partitions=3")))
-}
-
 // A row whose stored metadata is damaged is delivered with the reason, and
 // the stream goes on past it.
 func TestSQLiteStreamDeliversADamagedRow(t *testing.T) {
