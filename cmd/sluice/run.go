@@ -22,7 +22,6 @@ import (
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
-	"github.com/sluicehq/sluice/storage/s3"
 )
 
 func runCmd(g *globals) *cobra.Command {
@@ -97,8 +96,9 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 			}
 			if listen != "" {
 				var hooks http.Handler
-				if d, ok := store.Driver().(*s3.Driver); ok {
-					hooks = d.Receiver()
+				var wr storage.WebhookReceiver
+				if store.As(&wr) {
+					hooks = wr.WebhookHandler()
 				}
 				srv, addr, err := serveOps(listen, engine, reg, hooks)
 				if err != nil {

@@ -35,7 +35,9 @@ func TestReceiverRejectsBadRequests(t *testing.T) {
 	t.Setenv("SLUICE_WEBHOOK_TOKEN", "secret")
 	s, err := storage.Open(t.Context(), "s3://localhost:1?secure=false")
 	require.NoError(t, err)
-	rc := s.Driver().(*s3.Driver).Receiver()
+	var wr storage.WebhookReceiver
+	require.True(t, s.As(&wr), "the s3 driver receives webhooks")
+	rc := wr.WebhookHandler()
 	for _, tc := range []struct {
 		method, auth, body string
 		want               int
