@@ -24,9 +24,8 @@ func start(t *testing.T, with string, deps nodes.Deps) nodes.Node {
 
 func insert(t *testing.T, n nodes.Node, payload map[string]any) *nodes.Envelope {
 	t.Helper()
-	env := nodes.NewEnvelope(nil, 0)
+	env := nodestest.Envelope(nil, 0, "rec")
 	env.Payload = payload
-	env.SetStep("rec")
 	require.NoError(t, n.Process(t.Context(), env))
 	return env
 }

@@ -9,7 +9,17 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/storage"
 )
+
+// Envelope returns an envelope as the engine hands it to the step named
+// step: its body, when asked for, is read from store within maxBody bytes,
+// and results set on it are filed under step.
+func Envelope(store *storage.Store, maxBody int64, step string) *nodes.Envelope {
+	d := nodes.NewDelivery(store, maxBody)
+	d.SetStep(step)
+	return d.Envelope()
+}
 
 // New decodes with (the step's `with:` block, as YAML) against the node
 // type's spec in the global registry and constructs the node. Config
