@@ -217,3 +217,9 @@ func (n *insert) Close() error {
 	}
 	return nil
 }
+
+var (
+	_ nodes.Node    = (*insert)(nil)
+	_ nodes.Starter = (*insert)(nil)
+	_ nodes.Closer  = (*insert)(nil)
+)

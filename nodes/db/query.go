@@ -152,3 +152,9 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	return nil
 }
+
+var (
+	_ nodes.Node    = (*query)(nil)
+	_ nodes.Starter = (*query)(nil)
+	_ nodes.Closer  = (*query)(nil)
+)

@@ -112,3 +112,5 @@ func (k *crop) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, out, src.enc, nil)
 	return nil
 }
+
+var _ nodes.Node = (*crop)(nil)

@@ -267,3 +267,5 @@ func parseColor(s string) (color.NRGBA, error) {
 	}
 	return color.NRGBA{uint8(v >> 24), uint8(v >> 16), uint8(v >> 8), uint8(v)}, nil
 }
+
+var _ nodes.Node = (*watermark)(nil)

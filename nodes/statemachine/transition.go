@@ -238,3 +238,9 @@ func str(p *eval.Program, vars eval.Vars, what string) (string, error) {
 	}
 	return s, nil
 }
+
+var (
+	_ nodes.Node    = (*transition)(nil)
+	_ nodes.Starter = (*transition)(nil)
+	_ nodes.Closer  = (*transition)(nil)
+)
