@@ -140,3 +140,23 @@ func TestGlobalRegisterPanics(t *testing.T) {
 	_, ok := nodes.Global().Lookup("test.bad")
 	assert.False(t, ok, "nothing registered")
 }
+
+// A constructor that reported problems but returned a node still fails.
+func TestConstructTakesReportedProblems(t *testing.T) {
+	s := spec("test.forgetful", nodes.Field{Name: "n", Kind: nodes.Int})
+	s.New = func(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
+		if c.Int("n") < 0 {
+			c.Problemf("n", "must not be negative")
+		}
+		return nop{}, nil // forgot c.Err()
+	}
+	c, probs := decode(t, s.Fields, "n: -1")
+	require.Empty(t, probs)
+	_, err := s.Construct(c, nodes.Deps{})
+	assert.EqualError(t, err, `f.yaml:1:4: steps[0] (x): field "n": must not be negative`)
+
+	c, _ = decode(t, s.Fields, "n: 1")
+	n, err := s.Construct(c, nodes.Deps{})
+	require.NoError(t, err)
+	assert.Equal(t, nop{}, n)
+}

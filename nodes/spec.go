@@ -64,3 +64,21 @@ type Spec struct {
 	// a field should come from c.Errorf so they carry its position.
 	New func(c *Config, d Deps) (Node, error)
 }
+
+// Construct builds the node from a decoded config with s.New. A
+// constructor that reported problems on c (Problemf) but returned no error
+// still fails, with those problems: callers (the flow loader, nodestest)
+// use Construct rather than New.
+func (s *Spec) Construct(c *Config, d Deps) (Node, error) {
+	n, err := s.New(c, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Err(); err != nil {
+		if cl, ok := n.(Closer); ok {
+			_ = cl.Close()
+		}
+		return nil, err
+	}
+	return n, nil
+}

@@ -49,5 +49,5 @@ func Build(typ, with string, deps nodes.Deps) (nodes.Node, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	return spec.New(cfg, deps)
+	return spec.Construct(cfg, deps)
 }
