@@ -60,8 +60,9 @@ type Spec struct {
 	Fields      []Field
 	Examples    []Example
 	// New constructs the node from a validated config. It must not do I/O
-	// (that belongs in Start), so `sluice validate` can call it. Errors about
-	// a field should come from c.Errorf so they carry its position.
+	// (that belongs in Start), so `sluice validate` can call it. Problems
+	// with a field are reported with c.Problemf (every one, each at its
+	// position), and New then returns c.Err(). Callers use Construct.
 	New func(c *Config, d Deps) (Node, error)
 }
 
