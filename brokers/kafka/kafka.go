@@ -4,7 +4,7 @@
 //
 //	import _ "github.com/sluicehq/sluice/brokers/kafka"
 //
-// Records are keyed by the brokers.brokers.MetaPartitionKey metadata (by message id
+// Records are keyed by the brokers.MetaPartitionKey metadata (by message id
 // when unset), so one entity's messages stay in one partition, in order.
 // Consumed messages carry their position (brokers.Position and
 // brokers.Timestamp). The broker implements brokers.Partitioner and
