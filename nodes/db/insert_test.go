@@ -97,7 +97,7 @@ func TestInsertWithoutKeyAppendsAndErrorMode(t *testing.T) {
 func TestInsertConfigErrors(t *testing.T) {
 	_, err := nodestest.Build("db.insert", `{table: "images; drop", key: [nope], columns: {"bad name": payload.x, ok: payload.y}}`, nodes.Deps{})
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 3, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 3, "%v", err)
 	_, err = nodestest.Build("db.insert", `{table: t, on_conflict: ignore, columns: {a: payload.a}}`, nodes.Deps{})
 	assert.ErrorContains(t, err, "conflicts need key columns")
 }
@@ -125,5 +125,5 @@ func TestQuery(t *testing.T) {
 
 	_, err := nodestest.Build("db.query", `{query: "DELETE FROM images WHERE key = ?", args: [payload.key, payload.x]}`, deps)
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 2, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }

@@ -3,6 +3,7 @@
 package nodestest
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -50,4 +51,13 @@ func Build(typ, with string, deps nodes.Deps) (nodes.Node, error) {
 		return nil, err
 	}
 	return spec.Construct(cfg, deps)
+}
+
+// Problems returns the configuration problems err holds, failing the test
+// when it holds none.
+func Problems(t *testing.T, err error) nodes.Problems {
+	t.Helper()
+	var ps nodes.Problems
+	require.True(t, errors.As(err, &ps), "want configuration problems, got %v", err)
+	return ps
 }

@@ -99,5 +99,5 @@ transitions:
   - {event: reopen, from: [done], to: open}
 `, nodes.Deps{})
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 2, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }
