@@ -3,7 +3,9 @@
 // broker passes Watermill's universal test suite (pubsub/tests.TestPubSub).
 //
 // Built in: mem:// (in-process, not durable) and sqlite://PATH (the embedded
-// durable default). Other packages add schemes with Register.
+// durable default). Driver packages add schemes with Register from their
+// init, and are imported for that side effect: brokers/kafka adds kafka://.
+// This package holds the contracts only; no vendor client is linked here.
 package brokers
 
 import (
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -47,6 +50,19 @@ type Broker interface {
 type Partitioner interface {
 	Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error)
 }
+
+// Pruner is implemented by brokers that delete old messages themselves
+// (Kafka has its own retention).
+type Pruner interface {
+	// Prune deletes the messages stored before cutoff that no consumer
+	// group still needs, and returns how many it deleted.
+	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
+// MetaPartitionKey is the metadata key whose value keeps messages in order:
+// messages with the same key go to the same partition of a consumer group
+// (and, on Kafka, to the same Kafka partition).
+const MetaPartitionKey = "partition_key"
 
 // Features describes a broker's guarantees, for the engine and for docs.
 type Features struct {

@@ -74,7 +74,7 @@ func (b *memBroker) Stream(ctx context.Context, topic, _ string, fn func(Stream)
 		var n int64
 		for m := range in {
 			n++
-			withPosition(m, position{offset: n, time: time.Now().UTC()})
+			SetPosition(m, 0, n, time.Now().UTC())
 			m.Ack()
 			select {
 			case s.msgs <- m:

@@ -32,11 +32,6 @@ func (s sqliteSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueries
 	)`}}, nil
 }
 
-// MetaPartitionKey is the metadata key whose value keeps messages in order:
-// messages with the same key go to the same partition of a consumer group
-// (and, on Kafka, to the same Kafka partition).
-const MetaPartitionKey = "partition_key"
-
 // shardOf spreads messages over partitions: by partition key when there is
 // one, else by id.
 func shardOf(m *message.Message) int64 {

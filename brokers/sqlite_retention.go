@@ -10,14 +10,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 )
 
-// Pruner is implemented by brokers that delete old messages themselves
-// (Kafka has its own retention).
-type Pruner interface {
-	// Prune deletes the messages stored before cutoff that no consumer
-	// group still needs, and returns how many it deleted.
-	Prune(ctx context.Context, cutoff time.Time) (int64, error)
-}
-
 // pruneChunk bounds one DELETE, so publishers wait for the write lock for
 // a few milliseconds at most.
 const pruneChunk = 5000

@@ -135,7 +135,7 @@ func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (
 				msg.Metadata = message.Metadata{MetaUnreadable: "metadata is not JSON: " + err.Error()}
 			}
 		}
-		withPosition(msg, position{offset: off, time: time.UnixMilli(created).UTC()})
+		SetPosition(msg, 0, off, time.UnixMilli(created).UTC())
 		select {
 		case s.msgs <- msg:
 		case <-ctx.Done():

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -50,8 +49,10 @@ type Stream interface {
 // not be read, with the reason; the message is delivered without it.
 const MetaUnreadable = "sluice_unreadable_metadata"
 
-// position is where a streamed message was read; brokers store it in the
-// message's context.
+// position is where a consumed message was read; brokers store it in the
+// message's context, not its metadata: metadata travels with a message that
+// is published again (a dead letter, a replay), and a position read from it
+// would be another broker's.
 type position struct {
 	partition int32
 	offset    int64
@@ -60,28 +61,27 @@ type position struct {
 
 type positionKey struct{}
 
-func withPosition(msg *message.Message, p position) {
-	msg.SetContext(context.WithValue(msg.Context(), positionKey{}, p))
+// SetPosition records where a consumed message was read: its partition,
+// its offset in the partition, and when the broker stored it (zero when
+// unknown). Brokers call it on every message their streams deliver, and
+// on messages their subscribers deliver when they have positions (Kafka);
+// Position and Timestamp read it back. It replaces the message's context
+// with one derived from it.
+func SetPosition(msg *message.Message, partition int32, offset int64, stored time.Time) {
+	msg.SetContext(context.WithValue(msg.Context(), positionKey{}, position{partition: partition, offset: offset, time: stored}))
 }
 
 // Position reports where a consumed message sits in its broker: its
 // partition and offset (Kafka, and streams of the embedded queue). ok is
 // false for brokers without positions (the message id identifies those).
 func Position(msg *message.Message) (partition int32, offset int64, ok bool) {
-	if p, ok := msg.Context().Value(positionKey{}).(position); ok {
-		return p.partition, p.offset, true
-	}
-	p, okP := kafka.MessagePartitionFromCtx(msg.Context())
-	o, okO := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	return p, o, okP && okO
+	p, ok := msg.Context().Value(positionKey{}).(position)
+	return p.partition, p.offset, ok
 }
 
 // Timestamp reports when the broker stored a consumed message (the Kafka
 // record's timestamp, the embedded queue's insert time), when it is known.
 func Timestamp(msg *message.Message) (time.Time, bool) {
-	if p, ok := msg.Context().Value(positionKey{}).(position); ok {
-		return p.time, !p.time.IsZero()
-	}
-	t, ok := kafka.MessageTimestampFromCtx(msg.Context())
-	return t, ok && !t.IsZero()
+	p, ok := msg.Context().Value(positionKey{}).(position)
+	return p.time, ok && !p.time.IsZero()
 }

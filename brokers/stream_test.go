@@ -30,10 +30,6 @@ func TestSQLiteStream(t *testing.T) {
 	streamtest.Run(t, opener("sqlite://"+filepath.Join(t.TempDir(), "queue.db")+"?poll=10ms"))
 }
 
-func TestKafkaStream(t *testing.T) {
-	streamtest.Run(t, opener(kafkaURL(t, "partitions=3")))
-}
-
 // A row whose stored metadata is damaged is delivered with the reason, and
 // the stream goes on past it.
 func TestSQLiteStreamDeliversADamagedRow(t *testing.T) {
@@ -65,4 +61,30 @@ func TestSQLiteStreamDeliversADamagedRow(t *testing.T) {
 	assert.Equal(t, "a:", got[0])
 	assert.Contains(t, got[1], "b:metadata is not JSON")
 	assert.Equal(t, "c:", got[2])
+}
+
+// A position belongs to a delivery: it is kept in the message's context,
+// so a copy published again (a dead letter, a replay) does not carry it.
+func TestPositionIsTheDeliverys(t *testing.T) {
+	m := message.NewMessage("a", nil)
+	_, _, ok := brokers.Position(m)
+	assert.False(t, ok)
+	_, ok = brokers.Timestamp(m)
+	assert.False(t, ok)
+
+	at := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	brokers.SetPosition(m, 3, 42, at)
+	p, off, ok := brokers.Position(m)
+	assert.Equal(t, []any{int32(3), int64(42), true}, []any{p, off, ok})
+	ts, ok := brokers.Timestamp(m)
+	assert.True(t, ok)
+	assert.Equal(t, at, ts)
+	assert.Empty(t, m.Metadata, "nothing written into the metadata")
+
+	_, _, ok = brokers.Position(m.Copy())
+	assert.False(t, ok, "a copy to publish has no position")
+
+	brokers.SetPosition(m, 0, 7, time.Time{})
+	_, ok = brokers.Timestamp(m)
+	assert.False(t, ok, "an unknown store time")
 }

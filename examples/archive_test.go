@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
+	_ "github.com/sluicehq/sluice/brokers/kafka"
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/storage"
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
+	_ "github.com/sluicehq/sluice/brokers/kafka"
 )
 
 // orderEvent is one line of the replayed stream.

@@ -9,7 +9,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluicehq/sluice/storage"
-	"github.com/sluicehq/sluice/storage/s3"
 )
 
 // bridge turns a bucket's object events into messages on its bucket topic,
@@ -99,7 +98,7 @@ func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.Obj
 // are read again.
 func (e *Engine) eventsHandler(topic string, buckets map[string]bool) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		events, err := s3.ParseEvents(msg.Payload)
+		events, err := storage.ParseEvents(msg.Payload)
 		if err != nil {
 			e.log.Error("not a bucket notification; dead-lettered", "topic", topic, "error", err)
 			dl := message.NewMessage(derivedID(msg.UUID, topic+"/dead-letter"), msg.Payload)

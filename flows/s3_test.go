@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	_ "github.com/sluicehq/sluice/brokers/kafka"
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"

@@ -22,6 +22,16 @@ import (
 // Getters return the field's value, or its default when absent; asking for
 // a field the spec does not declare, or with the wrong getter, panics
 // (a bug in the node, not in the flow).
+//
+// Constructors report what they find wrong with Problemf (or ProblemAt),
+// every problem rather than the first, and end with
+//
+//	if err := c.Err(); err != nil {
+//		return nil, err
+//	}
+//
+// Nested configs (Object, List) share their parent's problems, so a
+// constructor's helpers may report on the config they were given.
 type Config struct {
 	file   string
 	where  string // "steps[2] (image.thumbnail)", prefixed to messages
@@ -30,6 +40,7 @@ type Config struct {
 	pos    map[string]Pos
 	self   Pos
 	refs   []Ref
+	probs  *Problems // reported by the constructor; shared with nested configs
 }
 
 // Ref is a value whose field has a Role, for cross-checks by the linter.
@@ -51,7 +62,7 @@ type MapEntry struct {
 // where prefixes messages, e.g. `steps[2] (image.thumbnail)`. All problems
 // are returned, not only the first.
 func Decode(file, where string, fields []Field, n *yaml.Node, self Pos) (*Config, Problems) {
-	c := &Config{file: file, where: where, fields: map[string]Field{}, vals: map[string]any{}, pos: map[string]Pos{}, self: self}
+	c := &Config{file: file, where: where, fields: map[string]Field{}, vals: map[string]any{}, pos: map[string]Pos{}, self: self, probs: new(Problems)}
 	for _, f := range fields {
 		c.fields[f.Name] = f
 	}
@@ -221,6 +232,7 @@ func (c *Config) value(f Field, name string, v *yaml.Node, probs *Problems) (any
 		return out, ok
 	case Object:
 		sub, ps := Decode(c.file, c.where, f.Fields, v, pos)
+		sub.probs = c.probs
 		*probs = append(*probs, prefixed(ps, name)...)
 		c.refs = append(c.refs, sub.refs...)
 		return sub, len(ps) == 0
@@ -232,6 +244,7 @@ func (c *Config) value(f Field, name string, v *yaml.Node, probs *Problems) (any
 		ok := true
 		for i, it := range v.Content {
 			sub, ps := Decode(c.file, c.where, f.Fields, it, valuePos(c.file, it))
+			sub.probs = c.probs
 			*probs = append(*probs, prefixed(ps, fmt.Sprintf("%s[%d]", name, i))...)
 			c.refs = append(c.refs, sub.refs...)
 			ok = ok && len(ps) == 0
@@ -381,14 +394,44 @@ func (c *Config) Pos(name string) Pos {
 	return c.self
 }
 
-// Errorf returns a Problem at the field's position, prefixed like lint
-// messages, for constructors' semantic checks.
-func (c *Config) Errorf(name, format string, args ...any) error {
+// Problemf reports a problem with the field's value (with the block when
+// name is ""), at its position and prefixed like lint messages, for
+// constructors' semantic checks. It does not stop anything: report every
+// problem, then return Err.
+func (c *Config) Problemf(name, format string, args ...any) {
+	c.ProblemAt(c.Pos(name), name, format, args...)
+}
+
+// ProblemAt is Problemf at a position of its own, such as a MapEntry's.
+func (c *Config) ProblemAt(pos Pos, name, format string, args ...any) {
+	if c.probs == nil {
+		c.probs = new(Problems)
+	}
+	*c.probs = append(*c.probs, c.problemAt(pos, name, format, args...))
+}
+
+func (c *Config) problemAt(pos Pos, name, format string, args ...any) Problem {
 	msg := fmt.Sprintf(format, args...)
 	if name != "" {
 		msg = fmt.Sprintf("field %q: %s", name, msg)
 	}
-	return Problems{{Pos: c.Pos(name), Msg: c.prefix() + msg}}
+	return Problem{Pos: pos, Msg: c.prefix() + msg}
+}
+
+// Err returns the problems reported on the config and on the configs
+// nested in it (Problems, sorted by position), or nil when there are none.
+func (c *Config) Err() error {
+	if c.probs == nil || len(*c.probs) == 0 {
+		return nil
+	}
+	return append(Problems(nil), *c.probs...).Err()
+}
+
+// Errorf returns one problem at the field's position as an error
+// (Problems), for a constructor that cannot go on; to report several, use
+// Problemf and Err.
+func (c *Config) Errorf(name, format string, args ...any) error {
+	return Problems{c.problemAt(c.Pos(name), name, format, args...)}
 }
 
 func (c *Config) field(name string) Field {

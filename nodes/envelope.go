@@ -81,7 +81,9 @@ type Route struct {
 }
 
 // NewEnvelope returns an envelope whose body, when asked for, is read
-// from store (object reference) within maxBody bytes.
+// from store (object reference) within maxBody bytes. The engine makes
+// envelopes with NewDelivery, which keeps its own handle on them; a bare
+// envelope serves tests of nodes that need no engine side.
 func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
 	return &Envelope{Meta: map[string]string{}, Steps: make(map[string]any, 4), store: store, maxBody: maxBody}
 }
@@ -116,7 +118,10 @@ func ObjectMap(o storage.ObjectInfo) map[string]any {
 	}
 }
 
-// SetStep tells the envelope which step runs now (the engine calls it).
+// SetStep names the step that runs now.
+//
+// Deprecated: engine only; use Delivery.SetStep. Kept until flows holds a
+// Delivery.
 func (e *Envelope) SetStep(id string) { e.step = id }
 
 // SetResult records the current step's result for later expressions; use
@@ -220,7 +225,9 @@ func (e *Envelope) CountWritten(n int64) { e.bytesOut += n }
 
 // Bytes returns what CountRead and CountWritten summed, object body loads
 // included.
-func (e *Envelope) Bytes() (read, written int64) { return e.bytesIn, e.bytesOut }
+//
+// Deprecated: engine only; use Delivery.Bytes.
+func (e *Envelope) Bytes() (read, written int64) { return (&Delivery{e}).Bytes() }
 
 // Response is what an HTTP-triggered run answers (set by a respond step).
 type Response struct {
@@ -234,31 +241,25 @@ type Response struct {
 func (e *Envelope) SetResponse(r Response) { e.response = &r }
 
 // Response returns the response a step set, if any.
-func (e *Envelope) Response() (Response, bool) {
-	if e.response == nil {
-		return Response{}, false
-	}
-	return *e.response, true
-}
+//
+// Deprecated: engine only; use Delivery.Response.
+func (e *Envelope) Response() (Response, bool) { return (&Delivery{e}).Response() }
 
 // Emit queues a message for publishing after the run succeeds.
 func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }
 
 // Outputs returns the queued messages.
+//
+// Deprecated: engine only; use Delivery.Outputs.
 func (e *Envelope) Outputs() []Output { return e.outputs }
 
 // SetRoute records a switch decision; the engine acts on it after the step.
 func (e *Envelope) SetRoute(r Route) { e.route = &r }
 
 // TakeRoute returns and clears the pending route.
-func (e *Envelope) TakeRoute() (Route, bool) {
-	if e.route == nil {
-		return Route{}, false
-	}
-	r := *e.route
-	e.route = nil
-	return r, true
-}
+//
+// Deprecated: engine only; use Delivery.TakeRoute.
+func (e *Envelope) TakeRoute() (Route, bool) { return (&Delivery{e}).TakeRoute() }
 
 // SetPayloadField stores v in the payload's field name, making the payload
 // an object if it is empty. A payload that is not an object is a

@@ -19,13 +19,10 @@ type Call struct {
 // call, failed calls included.
 func (e *Envelope) Meter(c Call) { e.calls = append(e.calls, c) }
 
-// Calls returns and clears the calls metered since the last TakeCalls;
-// the engine takes them after each step attempt.
-func (e *Envelope) TakeCalls() []Call {
-	c := e.calls
-	e.calls = nil
-	return c
-}
+// TakeCalls returns and clears the calls metered since the last TakeCalls.
+//
+// Deprecated: engine only; use Delivery.TakeCalls.
+func (e *Envelope) TakeCalls() []Call { return (&Delivery{e}).TakeCalls() }
 
 // SetLog keeps diagnostic text about the current step (a function's
 // stderr tail) for the run record; the last call wins. The engine takes
@@ -33,8 +30,6 @@ func (e *Envelope) TakeCalls() []Call {
 func (e *Envelope) SetLog(s string) { e.log = s }
 
 // TakeLog returns and clears the text SetLog kept.
-func (e *Envelope) TakeLog() string {
-	s := e.log
-	e.log = ""
-	return s
-}
+//
+// Deprecated: engine only; use Delivery.TakeLog.
+func (e *Envelope) TakeLog() string { return (&Delivery{e}).TakeLog() }

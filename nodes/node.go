@@ -1,8 +1,9 @@
 // Package nodes is the contract between the engine and the functions a flow
-// chains: a Node processes one message Envelope; a Spec describes a node
-// type (its fields, defaults and examples) and constructs it from a
-// validated Config; a Registry maps type names such as "image.thumbnail"
-// to specs.
+// chains: a Node processes one message Envelope (the engine keeps the
+// other side of it, a Delivery); a Spec describes a node type (its fields,
+// defaults and examples) and constructs it from a validated Config; a
+// Registry, which checks every spec it is given, maps type names such as
+// "image.thumbnail" to specs.
 //
 // Lifecycle, for every node: construct (Spec.New, no I/O) → validate (the
 // same construction; `sluice validate` stops here) → Start (optional

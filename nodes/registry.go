@@ -3,7 +3,6 @@ package nodes
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 )
 
@@ -24,21 +23,22 @@ var global = NewRegistry()
 // Global returns the process-wide registry.
 func Global() *Registry { return global }
 
-// Register adds spec to the global registry; see Registry.Register.
+// Register adds spec to the global registry; see Registry.Register. It
+// panics on a bad spec: node packages call it from init, where a bad spec
+// is a programming error that must stop the program at start-up, as
+// registering a URL scheme twice does.
 func Register(spec Spec) {
 	if err := global.Register(spec); err != nil {
 		panic(err)
 	}
 }
 
-// Register adds a node type. The type name must be lowercase words joined
-// by dots or underscores, registered once, with a constructor.
+// Register adds a node type after checking its spec with CheckSpec (type
+// name, fields, defaults, options, default expressions, examples); a type
+// is registered once. The error lists every problem of the spec.
 func (r *Registry) Register(spec Spec) error {
-	if !validType(spec.Type) {
-		return fmt.Errorf("nodes: invalid type name %q: use lowercase words joined by '.', such as image.thumbnail", spec.Type)
-	}
-	if spec.New == nil {
-		return fmt.Errorf("nodes: %s has no constructor", spec.Type)
+	if err := CheckSpec(spec); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -90,16 +90,4 @@ func (r *Registry) Specs() []*Spec {
 		out = append(out, s)
 	}
 	return out
-}
-
-func validType(t string) bool {
-	if t == "" || strings.HasPrefix(t, ".") || strings.HasSuffix(t, ".") || strings.Contains(t, "..") {
-		return false
-	}
-	for _, c := range t {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

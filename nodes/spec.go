@@ -60,7 +60,26 @@ type Spec struct {
 	Fields      []Field
 	Examples    []Example
 	// New constructs the node from a validated config. It must not do I/O
-	// (that belongs in Start), so `sluice validate` can call it. Errors about
-	// a field should come from c.Errorf so they carry its position.
+	// (that belongs in Start), so `sluice validate` can call it. Problems
+	// with a field are reported with c.Problemf (every one, each at its
+	// position), and New then returns c.Err(). Callers use Construct.
 	New func(c *Config, d Deps) (Node, error)
+}
+
+// Construct builds the node from a decoded config with s.New. A
+// constructor that reported problems on c (Problemf) but returned no error
+// still fails, with those problems: callers (the flow loader, nodestest)
+// use Construct rather than New.
+func (s *Spec) Construct(c *Config, d Deps) (Node, error) {
+	n, err := s.New(c, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Err(); err != nil {
+		if cl, ok := n.(Closer); ok {
+			_ = cl.Close()
+		}
+		return nil, err
+	}
+	return n, nil
 }

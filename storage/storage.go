@@ -5,7 +5,10 @@
 // so no vendor type or error leaks out.
 //
 // Drivers that can report changes implement Watcher; their events share one
-// shape, ObjectEvent, modelled on S3 event records.
+// shape, ObjectEvent, modelled on S3 event records, and ParseEvents reads
+// S3, MinIO and COS notification records into it. Other optional
+// behaviour (WebhookReceiver) is asked for with Store.As, never by
+// asserting a driver's concrete type.
 package storage
 
 import (
@@ -13,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -74,6 +78,22 @@ type Driver interface {
 // reported twice across restarts, never silently missed.
 type Watcher interface {
 	Watch(ctx context.Context, bucket string, events chan<- ObjectEvent) error
+}
+
+// WebhookReceiver is implemented by drivers whose watchers are fed by
+// bucket notifications posted over HTTP (the s3 driver: MinIO's webhook
+// target, or a relay of S3 or COS records). `sluice run` mounts the handler
+// on its listener at /hooks/s3. The handler answers 2xx only once the
+// request's events were handed to the watchers of their buckets, so a
+// sender that retries (MinIO's queue_dir) loses nothing. Ask a Store for it
+// with As:
+//
+//	var wr storage.WebhookReceiver
+//	if store.As(&wr) {
+//		mux.Handle("/hooks/s3", wr.WebhookHandler())
+//	}
+type WebhookReceiver interface {
+	WebhookHandler() http.Handler
 }
 
 // Event names, as S3 and MinIO spell them.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,8 +17,31 @@ type Store struct{ d Driver }
 // NewStore wraps a driver.
 func NewStore(d Driver) *Store { return &Store{d: d} }
 
-// Driver returns the driver, for its optional interfaces.
+// Driver returns the driver, for tests and drivers' own tools; callers
+// after optional behaviour use As.
 func (s *Store) Driver() Driver { return s.d }
+
+// As reports whether the store's driver offers the behaviour target points
+// to and, if so, sets *target, as errors.As does: target is a non-nil
+// pointer to an interface (such as WebhookReceiver or Watcher) or to a
+// driver's concrete type. A driver with an As(any) bool method of its own
+// (go-cloud's pattern, for values other than itself) is asked first.
+// As never panics: any other target reports false.
+func (s *Store) As(target any) bool {
+	if a, ok := s.d.(interface{ As(any) bool }); ok && a.As(target) {
+		return true
+	}
+	v := reflect.ValueOf(target)
+	if !v.IsValid() || v.Kind() != reflect.Pointer || v.IsNil() {
+		return false
+	}
+	dv := reflect.ValueOf(s.d)
+	if !dv.IsValid() || !dv.Type().AssignableTo(v.Elem().Type()) {
+		return false
+	}
+	v.Elem().Set(dv)
+	return true
+}
 
 // NewReader opens an object for reading; the caller closes it.
 func (s *Store) NewReader(ctx context.Context, bucket, key string) (io.ReadCloser, ObjectInfo, error) {

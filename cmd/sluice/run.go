@@ -22,7 +22,6 @@ import (
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
-	"github.com/sluicehq/sluice/storage/s3"
 )
 
 func runCmd(g *globals) *cobra.Command {
@@ -96,11 +95,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			if listen != "" {
-				var hooks http.Handler
-				if d, ok := store.Driver().(*s3.Driver); ok {
-					hooks = d.Receiver()
-				}
-				srv, addr, err := serveOps(listen, engine, reg, hooks)
+				srv, addr, err := serveOps(listen, engine, reg, webhooks(store))
 				if err != nil {
 					return err
 				}
@@ -143,6 +138,16 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	return cmd
+}
+
+// webhooks returns the store's bucket notification receiver, or nil when
+// its driver takes no webhooks.
+func webhooks(store *storage.Store) http.Handler {
+	var wr storage.WebhookReceiver
+	if store.As(&wr) {
+		return wr.WebhookHandler()
+	}
+	return nil
 }
 
 // serveOps serves the operational endpoints, and the bucket notification

@@ -102,24 +102,18 @@ func newArchive(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		zstdLevel: map[string]zstd.EncoderLevel{"fastest": zstd.SpeedFastest, "default": zstd.SpeedDefault, "better": zstd.SpeedBetterCompression, "best": zstd.SpeedBestCompression}[c.String(fLevel)],
 		limits:    nodes.BatchLimits{Count: c.Int(fMaxCount), Wait: c.Duration(fMaxWait)},
 	}
-	var probs nodes.Problems // every problem at once
-	add := func(err error) {
-		var ps nodes.Problems
-		errors.As(err, &ps)
-		probs = append(probs, ps...)
-	}
 	if src := a.key.Source(); !strings.Contains(src, "batch.offset") && !strings.Contains(src, "batch.id") {
-		add(c.Errorf(fKey, "the key must use batch.offset or batch.id: without them every batch writes the same object"))
+		c.Problemf(fKey, "the key must use batch.offset or batch.id: without them every batch writes the same object")
 	}
 	n, err := humanize.ParseBytes(c.String(fMaxBytes))
 	if err != nil || n < 1024 || n > maxBatchBytes {
-		add(c.Errorf(fMaxBytes, "max_bytes must be a size from 1KiB to 1GiB, such as 16MiB, not %q", c.String(fMaxBytes)))
+		c.Problemf(fMaxBytes, "max_bytes must be a size from 1KiB to 1GiB, such as 16MiB, not %q", c.String(fMaxBytes))
 	}
 	a.limits.Bytes = int64(n)
 	if a.limits.Wait <= 0 {
-		add(c.Errorf(fMaxWait, "max_wait must be above zero"))
+		c.Problemf(fMaxWait, "max_wait must be above zero")
 	}
-	if err := probs.Err(); err != nil {
+	if err := c.Err(); err != nil {
 		return nil, err
 	}
 	a.ext, a.ctype = map[string]string{"ndjson": ".ndjson", "lines": ".log", "json": ".json"}[a.format],

@@ -12,12 +12,14 @@ import (
 	"github.com/sluicehq/sluice/nodes/nodestest"
 )
 
-func envWith(t *testing.T, payload string) *nodes.Envelope {
+// envWith returns the envelope a node sees and the engine's delivery of it.
+func envWith(t *testing.T, payload string) (*nodes.Envelope, *nodes.Delivery) {
 	t.Helper()
-	env := nodes.NewEnvelope(nil, 0)
+	d := nodes.NewDelivery(nil, 0)
+	env := d.Envelope()
 	require.NoError(t, json.Unmarshal([]byte(payload), &env.Payload))
 	env.Flow, env.Run = "f", "r-1"
-	return env
+	return env, d
 }
 
 func TestTransform(t *testing.T) {
@@ -33,7 +35,7 @@ func TestTransform(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := nodestest.New(t, "transform", tc.with, nodes.Deps{})
-			env := envWith(t, tc.in)
+			env, _ := envWith(t, tc.in)
 			require.NoError(t, n.Process(t.Context(), env))
 			got, _ := json.Marshal(env.Payload)
 			assert.JSONEq(t, tc.want, string(got))
@@ -43,7 +45,8 @@ func TestTransform(t *testing.T) {
 	assert.ErrorContains(t, err, `set at least one of "payload", "set" or "delete"`)
 
 	n := nodestest.New(t, "transform", `{set: {x: "1"}}`, nodes.Deps{})
-	err = n.Process(t.Context(), envWith(t, `[1,2]`))
+	env, _ := envWith(t, `[1,2]`)
+	err = n.Process(t.Context(), env)
 	assert.True(t, nodes.IsPermanent(err), "setting fields on a list is bad input: %v", err)
 }
 
@@ -61,17 +64,17 @@ default: {branch: normal}`, nodes.Deps{})
 		`{"total": 10, "status": "cancelled"}`:   {Topic: "cancellations"},
 		`{"total": 10}`:                          {Branch: "normal"},
 	} {
-		env := envWith(t, in)
+		env, d := envWith(t, in)
 		require.NoError(t, n.Process(t.Context(), env))
-		got, ok := env.TakeRoute()
+		got, ok := d.TakeRoute()
 		require.True(t, ok)
 		assert.Equal(t, want, got, in)
 	}
 
 	noDefault := nodestest.New(t, "switch", `{cases: [{when: "payload.x == 1", topic: one}]}`, nodes.Deps{})
-	env := envWith(t, `{"x": 2}`)
+	env, d := envWith(t, `{"x": 2}`)
 	require.NoError(t, noDefault.Process(t.Context(), env))
-	_, routed := env.TakeRoute()
+	_, routed := d.TakeRoute()
 	assert.False(t, routed, "no case and no default: go on")
 
 	_, err := nodestest.Build("switch", `{cases: [{when: "true", branch: a, topic: b}]}`, nodes.Deps{})
@@ -86,10 +89,10 @@ topics: [a, b]
 payload: '{"id": payload.id}'
 metadata: {tenant: "{{ payload.tenant }}"}
 key: "{{ payload.id }}"`, nodes.Deps{})
-	env := envWith(t, `{"id": "o-1", "tenant": "acme", "other": true}`)
+	env, d := envWith(t, `{"id": "o-1", "tenant": "acme", "other": true}`)
 	env.Meta["trace"] = "t-1"
 	require.NoError(t, n.Process(t.Context(), env))
-	outs := env.Outputs()
+	outs := d.Outputs()
 	require.Len(t, outs, 2)
 	assert.Equal(t, "a", outs[0].Topic)
 	assert.Equal(t, "b", outs[1].Topic)
@@ -97,10 +100,10 @@ key: "{{ payload.id }}"`, nodes.Deps{})
 	assert.Equal(t, map[string]string{"trace": "t-1", "tenant": "acme", "partition_key": "o-1"}, outs[0].Meta)
 
 	tpl := nodestest.New(t, "publish", `{topic: "events.{{ payload.kind }}"}`, nodes.Deps{})
-	env = envWith(t, `{"kind": "paid"}`)
+	env, d = envWith(t, `{"kind": "paid"}`)
 	require.NoError(t, tpl.Process(t.Context(), env))
-	assert.Equal(t, "events.paid", env.Outputs()[0].Topic)
-	env = envWith(t, `{}`)
+	assert.Equal(t, "events.paid", d.Outputs()[0].Topic)
+	env, _ = envWith(t, `{}`)
 	err := nodestest.New(t, "publish", `{topic: "{{ payload.kind }}"}`, nodes.Deps{}).Process(t.Context(), env)
 	assert.True(t, nodes.IsPermanent(err))
 	assert.ErrorContains(t, err, "rendered empty")

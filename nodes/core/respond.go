@@ -75,3 +75,5 @@ func (r *respond) Process(ctx context.Context, env *nodes.Envelope) error {
 	env.SetResult(map[string]any{"status": res.Status, "bytes": len(res.Body)})
 	return nil
 }
+
+var _ nodes.Node = (*respond)(nil)

@@ -50,39 +50,32 @@ type switchNode struct {
 	noMatch   map[string]any
 }
 
-func routeOf(c *nodes.Config) (nodes.Route, error) {
+// routeOf reads a case's or the default's route; a problem is reported on c.
+func routeOf(c *nodes.Config) nodes.Route {
 	if c.Has(caseBranch) == c.Has(caseTopic) {
-		return nodes.Route{}, c.Errorf("", "set exactly one of %q or %q", caseBranch, caseTopic)
+		c.Problemf("", "set exactly one of %q or %q", caseBranch, caseTopic)
 	}
-	return nodes.Route{Branch: c.String(caseBranch), Topic: c.String(caseTopic)}, nil
+	return nodes.Route{Branch: c.String(caseBranch), Topic: c.String(caseTopic)}
 }
 
 func newSwitch(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
-	var errs nodes.Problems
 	s := &switchNode{}
 	for _, cc := range c.List(switchCases) {
-		r, err := routeOf(cc)
-		if err != nil {
-			errs = append(errs, err.(nodes.Problems)...)
-			continue
-		}
+		r := routeOf(cc)
 		s.cases = append(s.cases, switchCase{when: cc.Expr(caseWhen), route: r,
 			result: map[string]any{"case": len(s.cases), "branch": r.Branch, "topic": r.Topic}})
 	}
 	if len(c.List(switchCases)) == 0 {
-		errs = append(errs, c.Errorf(switchCases, "needs at least one case").(nodes.Problems)...)
+		c.Problemf(switchCases, "needs at least one case")
 	}
 	if d := c.Object(switchDefault); d != nil {
-		r, err := routeOf(d)
-		if err != nil {
-			errs = append(errs, err.(nodes.Problems)...)
-		}
+		r := routeOf(d)
 		s.def = &r
 		s.defResult = map[string]any{"case": "default", "branch": r.Branch, "topic": r.Topic}
 	}
 	s.noMatch = map[string]any{"case": nil}
-	if len(errs) > 0 {
-		return nil, errs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -65,16 +65,12 @@ type insert struct {
 
 func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	n := &insert{table: c.String("table"), key: c.Strings("key"), onConflict: c.String("on_conflict")}
-	var probs nodes.Problems
-	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
 	if !ident.MatchString(n.table) || strings.HasPrefix(strings.ToLower(n.table), "sqlite_") {
-		add(c.Errorf("table", "%q is not a table name: use letters, digits and underscores, starting with a letter", n.table))
+		c.Problemf("table", "%q is not a table name: use letters, digits and underscores, starting with a letter", n.table)
 	}
 	for _, e := range c.Map("columns") {
 		if !ident.MatchString(e.Key) {
-			p := c.Errorf("columns", "column %q: use letters, digits and underscores, starting with a letter", e.Key).(nodes.Problems)
-			p[0].Pos = e.Pos // at the column's own line
-			probs = append(probs, p...)
+			c.ProblemAt(e.Pos, "columns", "column %q: use letters, digits and underscores, starting with a letter", e.Key)
 			continue
 		}
 		n.cols = append(n.cols, e.Key)
@@ -82,14 +78,14 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	}
 	for _, k := range n.key {
 		if !slices.Contains(n.cols, k) {
-			add(c.Errorf("key", "key column %q is not one of the columns", k))
+			c.Problemf("key", "key column %q is not one of the columns", k)
 		}
 	}
 	if len(n.key) == 0 && c.Has("on_conflict") {
-		add(c.Errorf("on_conflict", "conflicts need key columns: set key"))
+		c.Problemf("on_conflict", "conflicts need key columns: set key")
 	}
-	if len(probs) > 0 {
-		return nil, probs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	n.path = c.String("database")
 	if !filepath.IsAbs(n.path) {
@@ -225,3 +221,9 @@ func (n *insert) Close() error {
 	}
 	return nil
 }
+
+var (
+	_ nodes.Node    = (*insert)(nil)
+	_ nodes.Starter = (*insert)(nil)
+	_ nodes.Closer  = (*insert)(nil)
+)

@@ -24,9 +24,8 @@ func start(t *testing.T, with string, deps nodes.Deps) nodes.Node {
 
 func insert(t *testing.T, n nodes.Node, payload map[string]any) *nodes.Envelope {
 	t.Helper()
-	env := nodes.NewEnvelope(nil, 0)
+	env := nodestest.Envelope(nil, 0, "rec")
 	env.Payload = payload
-	env.SetStep("rec")
 	require.NoError(t, n.Process(t.Context(), env))
 	return env
 }
@@ -98,7 +97,7 @@ func TestInsertWithoutKeyAppendsAndErrorMode(t *testing.T) {
 func TestInsertConfigErrors(t *testing.T) {
 	_, err := nodestest.Build("db.insert", `{table: "images; drop", key: [nope], columns: {"bad name": payload.x, ok: payload.y}}`, nodes.Deps{})
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 3, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 3, "%v", err)
 	_, err = nodestest.Build("db.insert", `{table: t, on_conflict: ignore, columns: {a: payload.a}}`, nodes.Deps{})
 	assert.ErrorContains(t, err, "conflicts need key columns")
 }
@@ -126,5 +125,5 @@ func TestQuery(t *testing.T) {
 
 	_, err := nodestest.Build("db.query", `{query: "DELETE FROM images WHERE key = ?", args: [payload.key, payload.x]}`, deps)
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 2, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }

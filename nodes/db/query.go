@@ -44,24 +44,23 @@ type query struct {
 
 func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	q := &query{sql: strings.TrimSpace(c.String("query")), one: c.Bool("one"), limit: c.Int("limit"), into: c.String("into")}
-	var probs nodes.Problems
 	head := strings.ToUpper(strings.Fields(q.sql + " x")[0])
 	if head != "SELECT" && head != "WITH" {
-		probs = append(probs, c.Errorf("query", "db.query reads: the query must be a SELECT (use db.insert to write)").(nodes.Problems)...)
+		c.Problemf("query", "db.query reads: the query must be a SELECT (use db.insert to write)")
 	}
 	if n := strings.Count(q.sql, "?"); n != len(c.Strings("args")) {
-		probs = append(probs, c.Errorf("args", "the query has %d placeholder(s) and %d arg(s)", n, len(c.Strings("args"))).(nodes.Problems)...)
+		c.Problemf("args", "the query has %d placeholder(s) and %d arg(s)", n, len(c.Strings("args")))
 	}
 	for _, a := range c.Strings("args") {
 		p, err := eval.Compile(a, false)
 		if err != nil {
-			probs = append(probs, c.Errorf("args", "%v", err).(nodes.Problems)...)
+			c.Problemf("args", "%v", err)
 			continue
 		}
 		q.args = append(q.args, p)
 	}
-	if len(probs) > 0 {
-		return nil, probs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	q.path = c.String("database")
 	if !filepath.IsAbs(q.path) {
@@ -157,3 +156,9 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	return nil
 }
+
+var (
+	_ nodes.Node    = (*query)(nil)
+	_ nodes.Starter = (*query)(nil)
+	_ nodes.Closer  = (*query)(nil)
+)

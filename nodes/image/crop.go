@@ -51,25 +51,23 @@ func newCrop(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 		anchor: anchors[c.String("anchor")], lim: limitsOf(c),
 	}
 	sized := c.Has("width") || c.Has("height")
-	var probs nodes.Problems
-	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
 	if c.Has("ratio") {
 		r, err := parseRatio(c.String("ratio"))
 		if err != nil {
-			add(c.Errorf("ratio", "%v", err))
+			c.Problemf("ratio", "%v", err)
 		}
 		k.ratio = r
 		if sized || k.rect {
-			add(c.Errorf("ratio", "ratio crops the largest region of that shape: do not also set x, y, width or height"))
+			c.Problemf("ratio", "ratio crops the largest region of that shape: do not also set x, y, width or height")
 		}
 	} else if !c.Has("width") || !c.Has("height") {
-		add(c.Errorf("", "set width and height (with x/y for a rectangle, or an anchor), or a ratio"))
+		c.Problemf("", "set width and height (with x/y for a rectangle, or an anchor), or a ratio")
 	}
 	if k.rect && c.Has("anchor") {
-		add(c.Errorf("anchor", "anchor places a sized region: a rectangle (x, y) is placed already"))
+		c.Problemf("anchor", "anchor places a sized region: a rectangle (x, y) is placed already")
 	}
-	if len(probs) > 0 {
-		return nil, probs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	return k, nil
 }
@@ -117,3 +115,5 @@ func (k *crop) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, out, src.enc, nil)
 	return nil
 }
+
+var _ nodes.Node = (*crop)(nil)

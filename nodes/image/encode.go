@@ -94,3 +94,5 @@ func (e *encode) Process(ctx context.Context, env *nodes.Envelope) error {
 	env.SetResult(map[string]any{"format": enc.format, "content_type": "image/" + enc.format, "width": b.Dx(), "height": b.Dy()})
 	return nil
 }
+
+var _ nodes.Node = (*encode)(nil)

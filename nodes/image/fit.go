@@ -49,3 +49,5 @@ func (f *fit) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, resized(src.img, w, h, f.filter), src.enc, nil)
 	return nil
 }
+
+var _ nodes.Node = (*fit)(nil)

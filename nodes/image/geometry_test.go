@@ -95,7 +95,7 @@ func TestGeometryConfigErrors(t *testing.T) {
 	}
 	_, err := nodestest.Build("image.crop", `{ratio: "wide", x: 1, anchor: top}`, nodes.Deps{})
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 3, "every problem at once: %v", err)
+	assert.Len(t, nodestest.Problems(t, err), 3, "every problem at once: %v", err)
 
 	env := envOf(pngOf(t, 40, 40))
 	err = nodestest.New(t, "image.crop", `{x: 100, y: 100, width: 10, height: 10}`, nodes.Deps{}).Process(t.Context(), env)

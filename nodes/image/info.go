@@ -55,3 +55,5 @@ func (n *info) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	return env.SetPayloadField(n.into, res)
 }
+
+var _ nodes.Node = (*info)(nil)

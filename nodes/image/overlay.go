@@ -24,26 +24,29 @@ type overlaySource struct {
 	img *image.NRGBA
 }
 
-func newOverlaySource(c *nodes.Config, d nodes.Deps, lim Limits) (*overlaySource, error) {
+// newOverlaySource reads the image block; problems are reported on c.
+func newOverlaySource(c *nodes.Config, d nodes.Deps, lim Limits) *overlaySource {
 	o := &overlaySource{bucket: c.String("bucket"), key: c.String("key"), store: d.Store, lim: lim}
 	file := c.String("file")
 	switch {
 	case file != "" && (o.bucket != "" || o.key != ""):
-		return nil, c.Errorf("file", "set file, or bucket and key, not both")
+		c.Problemf("file", "set file, or bucket and key, not both")
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, c.Errorf("file", "%v", err)
+			c.Problemf("file", "%v", err)
+			break
 		}
 		img, _, _, _, err := decode(b, lim, nil)
 		if err != nil {
-			return nil, c.Errorf("file", "%s: %v", file, err)
+			c.Problemf("file", "%s: %v", file, err)
+			break
 		}
 		o.img = imaging.Clone(img)
 	case o.bucket == "" || o.key == "":
-		return nil, c.Errorf("", "set file, or bucket and key")
+		c.Problemf("", "set file, or bucket and key")
 	}
-	return o, nil
+	return o
 }
 
 func (o *overlaySource) get(ctx context.Context) (*image.NRGBA, error) {

@@ -60,3 +60,5 @@ func (r *resize) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, resized(src.img, w, h, r.filter), src.enc, nil)
 	return nil
 }
+
+var _ nodes.Node = (*resize)(nil)

@@ -62,3 +62,5 @@ func (r *rotate) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, out, src.enc, nil)
 	return nil
 }
+
+var _ nodes.Node = (*rotate)(nil)

@@ -88,3 +88,5 @@ func (t *thumbnail) Process(ctx context.Context, env *nodes.Envelope) error {
 	setImageResult(env, src.img, out, withQuality(src.enc, t.quality), map[string]any{"source_width": src.size.X, "source_height": src.size.Y})
 	return nil
 }
+
+var _ nodes.Node = (*thumbnail)(nil)

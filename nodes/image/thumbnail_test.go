@@ -40,9 +40,8 @@ func encodePNG(t testing.TB, img image.Image) []byte {
 func pixel(x, y int) color.NRGBA { return color.NRGBA{uint8(x), uint8(y), 0, 255} }
 
 func envOf(body []byte) *nodes.Envelope {
-	env := nodes.NewEnvelope(nil, 0)
+	env := nodestest.Envelope(nil, 0, "thumb")
 	env.SetBody(body, "")
-	env.SetStep("thumb")
 	return env
 }
 

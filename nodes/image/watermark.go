@@ -85,44 +85,38 @@ func newWatermark(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		position: c.String("position"), margin: c.Float("margin"), tile: c.Bool("tile"), lim: limitsOf(c),
 		masks: map[markKey]*image.NRGBA{},
 	}
-	var probs nodes.Problems
-	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
 	img := c.Object("image")
 	switch {
 	case w.text == nil && img == nil:
-		add(c.Errorf("", "set text or image"))
+		c.Problemf("", "set text or image")
 	case w.text != nil && img != nil:
-		add(c.Errorf("image", "set text or image, not both"))
+		c.Problemf("image", "set text or image, not both")
 	}
 	if w.text != nil {
 		ttf := map[string][]byte{"regular": goregular.TTF, "bold": gobold.TTF, "mono": gomono.TTF}[c.String("font")]
 		if c.Has("font_file") {
 			b, err := os.ReadFile(c.String("font_file"))
 			if err != nil {
-				add(c.Errorf("font_file", "%v", err))
+				c.Problemf("font_file", "%v", err)
 			}
 			ttf = b
 		}
 		f, err := opentype.Parse(ttf)
 		if err != nil && ttf != nil {
-			add(c.Errorf("font_file", "not a TrueType/OpenType font: %v", err))
+			c.Problemf("font_file", "not a TrueType/OpenType font: %v", err)
 		}
 		w.face = f
 		col, err := parseColor(c.String("color"))
 		if err != nil {
-			add(c.Errorf("color", "%v", err))
+			c.Problemf("color", "%v", err)
 		}
 		w.color = col
 	}
 	if img != nil {
-		o, err := newOverlaySource(img, d, w.lim)
-		if err != nil {
-			add(err)
-		}
-		w.overlay = o
+		w.overlay = newOverlaySource(img, d, w.lim)
 	}
-	if len(probs) > 0 {
-		return nil, probs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -276,3 +270,5 @@ func parseColor(s string) (color.NRGBA, error) {
 	}
 	return color.NRGBA{uint8(v >> 24), uint8(v >> 16), uint8(v >> 8), uint8(v)}, nil
 }
+
+var _ nodes.Node = (*watermark)(nil)

@@ -3,13 +3,24 @@
 package nodestest
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/storage"
 )
+
+// Envelope returns an envelope as the engine hands it to the step named
+// step: its body, when asked for, is read from store within maxBody bytes,
+// and results set on it are filed under step.
+func Envelope(store *storage.Store, maxBody int64, step string) *nodes.Envelope {
+	d := nodes.NewDelivery(store, maxBody)
+	d.SetStep(step)
+	return d.Envelope()
+}
 
 // New decodes with (the step's `with:` block, as YAML) against the node
 // type's spec in the global registry and constructs the node. Config
@@ -39,5 +50,14 @@ func Build(typ, with string, deps nodes.Deps) (nodes.Node, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	return spec.New(cfg, deps)
+	return spec.Construct(cfg, deps)
+}
+
+// Problems returns the configuration problems err holds, failing the test
+// when it holds none.
+func Problems(t *testing.T, err error) nodes.Problems {
+	t.Helper()
+	var ps nodes.Problems
+	require.True(t, errors.As(err, &ps), "want configuration problems, got %v", err)
+	return ps
 }

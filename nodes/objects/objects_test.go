@@ -22,15 +22,16 @@ func TestGetAndPut(t *testing.T) {
 	require.NoError(t, err)
 	deps := nodes.Deps{Store: store}
 
-	env := nodes.NewEnvelope(store, 1<<20)
+	d := nodes.NewDelivery(store, 1<<20)
+	env := d.Envelope()
 	env.Payload = map[string]any{"customer": "acme"}
-	env.SetStep("cfg")
+	d.SetStep("cfg")
 	get := nodestest.New(t, "storage.get", `{bucket: configs, key: "{{ payload.customer }}.json", as: payload}`, deps)
 	require.NoError(t, get.Process(ctx, env))
 	assert.Equal(t, map[string]any{"plan": "gold"}, env.Payload)
 	assert.Equal(t, "acme.json", env.Steps["cfg"].(map[string]any)["key"])
 
-	env.SetStep("save")
+	d.SetStep("save")
 	put := nodestest.New(t, "storage.put", `{bucket: out, key: "copies/{{ payload.plan }}.json", content: payload}`, deps)
 	require.NoError(t, put.Process(ctx, env))
 	data, info, err := store.ReadAll(ctx, "out", "copies/gold.json", 0)
@@ -39,8 +40,7 @@ func TestGetAndPut(t *testing.T) {
 	assert.Equal(t, "application/json", info.ContentType)
 
 	// storage.get as body is lazy: it points the envelope at the object.
-	env = nodes.NewEnvelope(store, 1<<20)
-	env.SetStep("load")
+	env = nodestest.Envelope(store, 1<<20, "load")
 	require.NoError(t, nodestest.New(t, "storage.get", `{bucket: configs, key: acme.json}`, deps).Process(ctx, env))
 	body, err := env.Body(ctx)
 	require.NoError(t, err)

@@ -50,10 +50,9 @@ func measureTransitions(b *testing.B, n int) float64 {
 	defer node.(nodes.Closer).Close()
 	envs := make([]*nodes.Envelope, n)
 	for i := range envs {
-		env := nodes.NewEnvelope(nil, 0)
+		env := nodestest.Envelope(nil, 0, "t")
 		env.Event.ID = fmt.Sprint("m-", i)
 		env.Payload = map[string]any{"id": fmt.Sprint("e-", i%1000)}
-		env.SetStep("t")
 		envs[i] = env
 	}
 	start := time.Now()

@@ -80,25 +80,23 @@ func newTransition(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	for _, s := range c.Strings("terminal") {
 		t.terminal[s] = true
 	}
-	var probs nodes.Problems
-	add := func(err error) { probs = append(probs, err.(nodes.Problems)...) }
 	if strings.TrimSpace(t.machine) == "" {
-		add(c.Errorf("machine", "name the machine"))
+		c.Problemf("machine", "name the machine")
 	}
 	if t.terminal[t.initial] {
-		add(c.Errorf("initial", "the initial state %q is terminal: no event could ever apply", t.initial))
+		c.Problemf("initial", "the initial state %q is terminal: no event could ever apply", t.initial)
 	}
 	for _, r := range c.List("transitions") {
 		ru := rule{event: r.String("event"), from: r.Strings("from"), to: r.String("to"), guard: r.Expr("guard")}
 		for _, f := range ru.from {
 			if t.terminal[f] {
-				add(r.Errorf("from", "%q is terminal: no transition leaves it", f))
+				r.Problemf("from", "%q is terminal: no transition leaves it", f)
 			}
 		}
 		t.rules = append(t.rules, ru)
 	}
-	if len(probs) > 0 {
-		return nil, probs
+	if err := c.Err(); err != nil {
+		return nil, err
 	}
 	t.path = c.String("database")
 	if !filepath.IsAbs(t.path) {
@@ -240,3 +238,9 @@ func str(p *eval.Program, vars eval.Vars, what string) (string, error) {
 	}
 	return s, nil
 }
+
+var (
+	_ nodes.Node    = (*transition)(nil)
+	_ nodes.Starter = (*transition)(nil)
+	_ nodes.Closer  = (*transition)(nil)
+)

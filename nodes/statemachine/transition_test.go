@@ -34,10 +34,9 @@ func start(t *testing.T, with string, home string) nodes.Node {
 
 // send runs one event message through the node; it returns the step result.
 func send(t *testing.T, n nodes.Node, msgID string, payload map[string]any) (map[string]any, error) {
-	env := nodes.NewEnvelope(nil, 0)
+	env := nodestest.Envelope(nil, 0, "order")
 	env.Event.ID = msgID
 	env.Payload = payload
-	env.SetStep("order")
 	err := n.Process(t.Context(), env)
 	res, _ := env.Steps["order"].(map[string]any)
 	return res, err
@@ -100,5 +99,5 @@ transitions:
   - {event: reopen, from: [done], to: open}
 `, nodes.Deps{})
 	require.Error(t, err)
-	assert.Len(t, err.(nodes.Problems), 2, "%v", err)
+	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }

@@ -56,7 +56,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "notification too large or unreadable", http.StatusRequestEntityTooLarge)
 		return
 	}
-	events, err := ParseEvents(body)
+	events, err := storage.ParseEvents(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -106,6 +106,9 @@ func (rc *Receiver) add(bucket string, ch chan<- storage.ObjectEvent) func() {
 
 // Receiver returns the driver's webhook receiver.
 func (d *Driver) Receiver() *Receiver { return d.receiver }
+
+// WebhookHandler implements storage.WebhookReceiver: the driver's Receiver.
+func (d *Driver) WebhookHandler() http.Handler { return d.receiver }
 
 // Watch implements storage.Watcher. It reports every object present when
 // it starts (and again every reconcile interval, so events lost while
@@ -198,7 +201,7 @@ func (d *Driver) listenEvents(ctx context.Context, bucket string, events chan<- 
 func listenEvent(e notification.Event) (storage.ObjectEvent, bool) {
 	t, _ := time.Parse(time.RFC3339Nano, e.EventTime)
 	ev := storage.ObjectEvent{
-		Name: normalizeName(e.EventName), Bucket: e.S3.Bucket.Name, Key: e.S3.Object.Key, Size: e.S3.Object.Size,
+		Name: storage.NormalizeEventName(e.EventName), Bucket: e.S3.Bucket.Name, Key: e.S3.Object.Key, Size: e.S3.Object.Size,
 		ETag: strings.Trim(e.S3.Object.ETag, `"`), ContentType: e.S3.Object.ContentType,
 		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen",
 	}
@@ -232,4 +235,8 @@ func (d *Driver) ensureRule(ctx context.Context, bucket string) error {
 	return nil
 }
 
-var _ storage.Watcher = (*Driver)(nil)
+var (
+	_ storage.Watcher         = (*Driver)(nil)
+	_ storage.WebhookReceiver = (*Driver)(nil)
+	_ http.Handler            = (*Receiver)(nil)
+)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/storage"
-	"github.com/sluicehq/sluice/storage/s3"
+	_ "github.com/sluicehq/sluice/storage/s3"
 	"github.com/sluicehq/sluice/storage/storagetest"
 )
 
@@ -25,7 +25,9 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) *storage.Store {
 		s, err := storage.Open(t.Context(), srv.URL()+"&notify_arn="+miniotest.WebhookARN+"&reconcile=0")
 		require.NoError(t, err)
-		hook.Set(s.Driver().(*s3.Driver).Receiver())
+		var wr storage.WebhookReceiver
+		require.True(t, s.As(&wr))
+		hook.Set(wr.WebhookHandler())
 		emptyAll(t, s, "bucket-a")
 		return s
 	})
@@ -35,7 +37,9 @@ func TestReceiverRejectsBadRequests(t *testing.T) {
 	t.Setenv("SLUICE_WEBHOOK_TOKEN", "secret")
 	s, err := storage.Open(t.Context(), "s3://localhost:1?secure=false")
 	require.NoError(t, err)
-	rc := s.Driver().(*s3.Driver).Receiver()
+	var wr storage.WebhookReceiver
+	require.True(t, s.As(&wr), "the s3 driver receives webhooks")
+	rc := wr.WebhookHandler()
 	for _, tc := range []struct {
 		method, auth, body string
 		want               int

@@ -62,7 +62,7 @@ func build(typ, with string) (nodes.Node, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	return spec.New(cfg, nodes.Deps{})
+	return spec.Construct(cfg, nodes.Deps{})
 }
 
 func run(mode string, workers int, out string, files []string) error {

@@ -1,4 +1,4 @@
-package brokers_test
+package kafka_test
 
 import (
 	"context"
@@ -17,12 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
+	_ "github.com/sluicehq/sluice/brokers/kafka"
+	"github.com/sluicehq/sluice/brokers/streamtest"
 )
 
 // kafkaURL starts an in-process Kafka-protocol cluster (kfake) for the test
@@ -33,6 +37,25 @@ func kafkaURL(t *testing.T, params string) string {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return "kafka://" + strings.Join(c.ListenAddrs(), ",") + "?max_wait=20ms&" + params
+}
+
+// open opens a broker that is closed at the end of the test.
+func open(t *testing.T, url string) brokers.Broker {
+	t.Helper()
+	b, err := brokers.Open(context.Background(), url, watermill.NopLogger{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// pubSub opens a broker for Watermill's suite; the broker is closed by the
+// suite through the subscriber (and at test end).
+func pubSub(t *testing.T, url, group string) (message.Publisher, message.Subscriber) {
+	t.Helper()
+	b := open(t, url)
+	sub, err := b.Subscriber(group)
+	require.NoError(t, err)
+	return b.Publisher(), sub
 }
 
 func TestKafkaPubSub(t *testing.T) {
@@ -156,4 +179,58 @@ func roundTrip(t *testing.T, b brokers.Broker, topic, payload string) {
 	case <-ctx.Done():
 		t.Fatalf("no message on %s", topic)
 	}
+}
+
+func TestKafkaStream(t *testing.T) {
+	url := kafkaURL(t, "partitions=3")
+	streamtest.Run(t, func(t *testing.T) brokers.Broker { return open(t, url) })
+}
+
+// A subscriber's messages carry their record's partition, offset and
+// timestamp, read through brokers without watermill-kafka's context keys;
+// a nacked message comes again with the same position.
+func TestKafkaSubscriberPosition(t *testing.T) {
+	b := open(t, kafkaURL(t, "partitions=1"))
+	sub, err := b.Subscriber("g")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "positions")
+	require.NoError(t, err)
+	before := time.Now().Add(-time.Second)
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, b.Publisher().Publish("positions", message.NewMessage(id, []byte(id))))
+	}
+	after := time.Now().Add(time.Second)
+	next := func() *message.Message {
+		select {
+		case m := <-ch:
+			return m
+		case <-ctx.Done():
+			t.Fatal("no message")
+			return nil
+		}
+	}
+	type pos struct {
+		id        string
+		partition int32
+		offset    int64
+	}
+	at := func(m *message.Message) pos {
+		p, o, ok := brokers.Position(m)
+		require.True(t, ok, "position of %s", m.UUID)
+		ts, ok := brokers.Timestamp(m)
+		require.True(t, ok, "timestamp of %s", m.UUID)
+		assert.True(t, ts.After(before) && ts.Before(after), "timestamp %v", ts)
+		return pos{m.UUID, p, o}
+	}
+	m := next()
+	first := at(m)
+	m.Nack()
+	m = next()
+	assert.Equal(t, first, at(m), "a redelivery has the same position")
+	m.Ack()
+	m = next()
+	assert.Equal(t, pos{"b", first.partition, first.offset + 1}, at(m))
+	m.Ack()
 }

@@ -1,4 +1,4 @@
-package s3
+package storage
 
 import (
 	"encoding/json"
@@ -6,16 +6,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/sluicehq/sluice/storage"
 )
 
-// ParseEvents turns a notification body from MinIO (webhook target), AWS
-// S3 (through SNS/SQS/EventBridge-style relays posting the record JSON) or
-// Tencent COS into storage events. Test events are skipped; keys are
+// ParseEvents turns a notification body from MinIO (webhook or Kafka
+// target), AWS S3 (through SNS/SQS/EventBridge-style relays posting the
+// record JSON) or Tencent COS into ObjectEvents. It needs no vendor client:
+// drivers' webhook receivers and the engine's events_topic reader share it. Test events are skipped; keys are
 // query-unescaped as these targets send them; CompleteMultipartUpload is a
 // creation like any other.
-func ParseEvents(body []byte) ([]storage.ObjectEvent, error) {
+func ParseEvents(body []byte) ([]ObjectEvent, error) {
 	var doc struct {
 		Event   string            `json:"Event"` // "s3:TestEvent"
 		Records []json.RawMessage `json:"Records"`
@@ -26,7 +25,7 @@ func ParseEvents(body []byte) ([]storage.ObjectEvent, error) {
 	if strings.HasSuffix(doc.Event, "TestEvent") {
 		return nil, nil
 	}
-	var out []storage.ObjectEvent
+	var out []ObjectEvent
 	for _, raw := range doc.Records {
 		ev, ok, err := parseRecord(raw)
 		if err != nil {
@@ -75,24 +74,24 @@ type s3Record struct {
 	} `json:"cos"`
 }
 
-func parseRecord(raw json.RawMessage) (storage.ObjectEvent, bool, error) {
+func parseRecord(raw json.RawMessage) (ObjectEvent, bool, error) {
 	var r s3Record
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return storage.ObjectEvent{}, false, fmt.Errorf("notification record: %w", err)
+		return ObjectEvent{}, false, fmt.Errorf("notification record: %w", err)
 	}
 	switch {
 	case r.S3 != nil:
 		key, err := url.QueryUnescape(r.S3.Object.Key)
 		if err != nil {
-			return storage.ObjectEvent{}, false, fmt.Errorf("record key %q: %w", r.S3.Object.Key, err)
+			return ObjectEvent{}, false, fmt.Errorf("record key %q: %w", r.S3.Object.Key, err)
 		}
 		t, _ := time.Parse(time.RFC3339Nano, r.EventTime)
 		source := "s3"
 		if strings.HasPrefix(r.EventSource, "minio") {
 			source = "minio"
 		}
-		return storage.ObjectEvent{
-			Name: normalizeName(r.EventName), Bucket: r.S3.Bucket.Name, Key: key, Size: r.S3.Object.Size,
+		return ObjectEvent{
+			Name: NormalizeEventName(r.EventName), Bucket: r.S3.Bucket.Name, Key: key, Size: r.S3.Object.Size,
 			ETag: strings.Trim(r.S3.Object.ETag, `"`), ContentType: r.S3.Object.ContentType,
 			VersionID: r.S3.Object.VersionID, Time: t.UTC(), Source: source,
 		}, r.S3.Bucket.Name != "" && key != "", nil
@@ -104,19 +103,19 @@ func parseRecord(raw json.RawMessage) (storage.ObjectEvent, bool, error) {
 		if k, err := url.QueryUnescape(key); err == nil {
 			key = k
 		}
-		return storage.ObjectEvent{
-			Name: normalizeName(r.Event.EventName), Bucket: r.COS.Bucket.Name, Key: key, Size: r.COS.Object.Size,
+		return ObjectEvent{
+			Name: NormalizeEventName(r.Event.EventName), Bucket: r.COS.Bucket.Name, Key: key, Size: r.COS.Object.Size,
 			ETag: strings.Trim(r.COS.Object.Meta["ETag"], `"`), ContentType: r.COS.Object.Meta["Content-Type"],
 			VersionID: r.COS.Object.VID, Time: time.Unix(r.Event.EventTime, 0).UTC(), Source: "cos",
 		}, key != "", nil
 	}
-	return storage.ObjectEvent{}, false, nil
+	return ObjectEvent{}, false, nil
 }
 
-// normalizeName gives every event name the "s3:" prefix MinIO uses:
+// NormalizeEventName gives every event name the "s3:" prefix MinIO uses:
 // "ObjectCreated:Put" (AWS) and "cos:ObjectCreated:Put" (COS) become
 // "s3:ObjectCreated:Put".
-func normalizeName(name string) string {
+func NormalizeEventName(name string) string {
 	name = strings.TrimPrefix(strings.TrimPrefix(name, "s3:"), "cos:")
 	return "s3:" + name
 }

@@ -1,4 +1,15 @@
-package brokers
+// Package kafka registers the kafka:// broker scheme: Kafka through
+// watermill-kafka on IBM/sarama (≥ 1.48: older sarama breaks consumer
+// groups against newer protocol versions). Import it for its side effect:
+//
+//	import _ "github.com/sluicehq/sluice/brokers/kafka"
+//
+// Records are keyed by the brokers.MetaPartitionKey metadata (by message id
+// when unset), so one entity's messages stay in one partition, in order.
+// Consumed messages carry their position (brokers.Position and
+// brokers.Timestamp). The broker implements brokers.Partitioner and
+// brokers.Streamer; Kafka keeps its own retention, so not brokers.Pruner.
+package kafka
 
 import (
 	"context"
@@ -15,33 +26,35 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicehq/sluice/brokers"
 )
 
-func init() { Register("kafka", openKafka) }
+func init() { brokers.Register("kafka", open) }
 
-// kafkaBroker is Kafka through watermill-kafka (IBM/sarama). Each consumer
+// broker is Kafka through watermill-kafka (IBM/sarama). Each consumer
 // group is a Kafka consumer group starting from the oldest offset, so a new
 // flow skips no backlog; offsets are committed after the handler acks.
 // Messages are keyed by their "partition_key" metadata (by id when unset),
 // so one entity's messages stay in one partition, in order. Topics are
 // created on first use with the configured partition count.
-type kafkaBroker struct {
+type broker struct {
 	brokers []string
-	cfg     kafkaConfig
+	cfg     config
 	logger  watermill.LoggerAdapter
-	pub     *kafkaPublisher
+	pub     *publisher
 	admin   sarama.ClusterAdmin
 
 	mu     sync.Mutex
-	subs   []*kafka.Subscriber
+	subs   []*subscriber
 	closed bool
 
 	topicsMu sync.Mutex // one topic creation at a time
 }
 
-type kafkaConfig struct {
+type config struct {
 	version     sarama.KafkaVersion
 	partitions  int32
 	replication int16
@@ -52,11 +65,11 @@ type kafkaConfig struct {
 	maxWait     time.Duration
 }
 
-// openKafka accepts kafka://host:port[,host:port]?version=2.8.0
+// open accepts kafka://host:port[,host:port]?version=2.8.0
 // &partitions=4&replication=1&client_id=sluice&tls=true&tls_ca=ca.pem&tls_insecure=false
 // &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512. SASL credentials come from the
 // URL's user info or from SLUICE_KAFKA_USER and SLUICE_KAFKA_PASSWORD.
-func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+func open(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (brokers.Broker, error) {
 	var hosts []string
 	for _, h := range strings.Split(u.Host, ",") {
 		if h = strings.TrimSpace(h); h != "" {
@@ -67,7 +80,7 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 		return nil, fmt.Errorf("kafka url needs brokers, e.g. kafka://localhost:9092")
 	}
 	q := u.Query()
-	cfg := kafkaConfig{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
+	cfg := config{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
 	if s := q.Get("version"); s != "" {
 		v, err := sarama.ParseKafkaVersion(s)
 		if err != nil {
@@ -134,7 +147,7 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 		return nil, fmt.Errorf("sasl %s is not supported yet; use PLAIN over TLS", cfg.sasl)
 	}
 
-	b := &kafkaBroker{brokers: hosts, cfg: cfg, logger: logger}
+	b := &broker{brokers: hosts, cfg: cfg, logger: logger}
 	admin, err := sarama.NewClusterAdmin(hosts, b.sarama())
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", strings.Join(hosts, ","), err)
@@ -145,34 +158,34 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 	pcfg.Producer.RequiredAcks = sarama.WaitForAll
 	pcfg.Producer.Retry.Max = 10
 	pcfg.Producer.Partitioner = sarama.NewHashPartitioner
-	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers: hosts, Marshaler: kafkaMarshaler, OverwriteSaramaConfig: pcfg,
+	pub, err := wkafka.NewPublisher(wkafka.PublisherConfig{
+		Brokers: hosts, Marshaler: marshaler, OverwriteSaramaConfig: pcfg,
 	}, logger)
 	if err != nil {
 		admin.Close()
 		return nil, err
 	}
-	b.pub = &kafkaPublisher{b: b, pub: pub}
+	b.pub = &publisher{b: b, pub: pub}
 	return b, nil
 }
 
-// kafkaMarshaler keys each record by the partition key, or by message id.
-var kafkaMarshaler = kafka.NewWithPartitioningMarshaler(func(_ string, m *message.Message) (string, error) {
-	if k := m.Metadata.Get(MetaPartitionKey); k != "" {
+// marshaler keys each record by the partition key, or by message id.
+var marshaler = wkafka.NewWithPartitioningMarshaler(func(_ string, m *message.Message) (string, error) {
+	if k := m.Metadata.Get(brokers.MetaPartitionKey); k != "" {
 		return k, nil
 	}
 	return m.UUID, nil
 })
 
-// kafkaUnmarshaler reads records as Watermill messages. A record from a
+// unmarshaler reads records as Watermill messages. A record from a
 // producer other than Watermill has no message id header: its id is then
 // its position, "kafka:TOPIC/PARTITION/OFFSET", the same each time it is
 // delivered, so it has a stable identity like any other message (an empty
 // id would make every such record look like one input).
-type kafkaUnmarshaler struct{}
+type unmarshaler struct{}
 
-func (kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
-	msg, err := kafkaMarshaler.Unmarshal(rec)
+func (unmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+	msg, err := marshaler.Unmarshal(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +196,7 @@ func (kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message
 }
 
 // sarama returns the shared client settings.
-func (b *kafkaBroker) sarama() *sarama.Config {
+func (b *broker) sarama() *sarama.Config {
 	c := sarama.NewConfig()
 	c.Version = b.cfg.version
 	c.ClientID = b.cfg.clientID
@@ -200,21 +213,21 @@ func (b *kafkaBroker) sarama() *sarama.Config {
 	return c
 }
 
-func (b *kafkaBroker) Publisher() message.Publisher { return b.pub }
+func (b *broker) Publisher() message.Publisher { return b.pub }
 
-func (b *kafkaBroker) Features() Features {
-	return Features{ConsumerGroups: true, Persistent: true, Ordered: false}
+func (b *broker) Features() brokers.Features {
+	return brokers.Features{ConsumerGroups: true, Persistent: true, Ordered: false}
 }
 
-func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
+func (b *broker) Subscriber(group string) (message.Subscriber, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, errors.New("kafka broker is closed")
 	}
 	c := b.consumer()
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers: b.brokers, Unmarshaler: kafkaUnmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
+	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+		Brokers: b.brokers, Unmarshaler: unmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
 		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
 		NackResendSleep:        100 * time.Millisecond,
 		ReconnectRetrySleep:    time.Second,
@@ -222,12 +235,13 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.subs = append(b.subs, sub)
-	return &kafkaSubscriber{b: b, sub: sub}, nil
+	s := &subscriber{b: b, sub: sub, closing: make(chan struct{})}
+	b.subs = append(b.subs, s)
+	return s, nil
 }
 
 // consumer returns the settings of consumer group members.
-func (b *kafkaBroker) consumer() *sarama.Config {
+func (b *broker) consumer() *sarama.Config {
 	c := b.sarama()
 	c.Consumer.Return.Errors = true
 	c.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -242,7 +256,7 @@ func (b *kafkaBroker) consumer() *sarama.Config {
 // Partitions implements Partitioner: n members of the Kafka consumer group,
 // among which Kafka shares the topic's partitions. More members than
 // partitions leaves some idle, so the topic is created with at least n.
-func (b *kafkaBroker) Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error) {
+func (b *broker) Partitions(ctx context.Context, topic, group string, n int) ([]message.Subscriber, error) {
 	if err := b.ensureTopic(topic, max(int32(n), b.cfg.partitions)); err != nil {
 		return nil, err
 	}
@@ -258,7 +272,7 @@ func (b *kafkaBroker) Partitions(ctx context.Context, topic, group string, n int
 }
 
 // ensureTopic creates a topic with the given partitions if it is missing.
-func (b *kafkaBroker) ensureTopic(topic string, partitions int32) error {
+func (b *broker) ensureTopic(topic string, partitions int32) error {
 	b.topicsMu.Lock()
 	defer b.topicsMu.Unlock()
 	if b.pub.known(topic) {
@@ -273,7 +287,7 @@ func (b *kafkaBroker) ensureTopic(topic string, partitions int32) error {
 	return nil
 }
 
-func (b *kafkaBroker) Close() error {
+func (b *broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -290,17 +304,17 @@ func (b *kafkaBroker) Close() error {
 	return errors.Join(errs...)
 }
 
-// kafkaPublisher creates topics before their first message.
-type kafkaPublisher struct {
-	b      *kafkaBroker
-	pub    *kafka.Publisher
+// publisher creates topics before their first message.
+type publisher struct {
+	b      *broker
+	pub    *wkafka.Publisher
 	topics sync.Map
 }
 
-func (p *kafkaPublisher) known(topic string) bool { _, ok := p.topics.Load(topic); return ok }
-func (p *kafkaPublisher) remember(topic string)   { p.topics.Store(topic, true) }
+func (p *publisher) known(topic string) bool { _, ok := p.topics.Load(topic); return ok }
+func (p *publisher) remember(topic string)   { p.topics.Store(topic, true) }
 
-func (p *kafkaPublisher) Publish(topic string, msgs ...*message.Message) error {
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 	if !p.known(topic) {
 		if err := p.b.ensureTopic(topic, p.b.cfg.partitions); err != nil {
 			return err
@@ -310,28 +324,80 @@ func (p *kafkaPublisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 // Close is a no-op: the broker owns the producer.
-func (p *kafkaPublisher) Close() error { return nil }
+func (p *publisher) Close() error { return nil }
 
-// kafkaSubscriber leaves closing to the broker when the router closes it
-// early; closing twice is harmless.
-type kafkaSubscriber struct {
-	b   *kafkaBroker
-	sub *kafka.Subscriber
+// subscriber leaves closing to the broker when the router closes it
+// early; closing twice is harmless. It relays watermill-kafka's messages,
+// stamping each with its position: watermill-kafka keeps the record's
+// partition, offset and timestamp in the message's context under its own
+// keys, which the contract package brokers does not read.
+type subscriber struct {
+	b         *broker
+	sub       *wkafka.Subscriber
+	closing   chan struct{}
+	closeOnce sync.Once
+	relays    sync.WaitGroup
 }
 
-func (s *kafkaSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+// Subscribe consumes topic as the subscriber's group. The returned channel
+// closes after ctx ends or the subscriber closes, once watermill-kafka has
+// stopped delivering.
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if !s.b.pub.known(topic) {
 		if err := s.b.ensureTopic(topic, s.b.cfg.partitions); err != nil {
 			return nil, err
 		}
 	}
-	return s.sub.Subscribe(ctx, topic)
+	in, err := s.sub.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	s.relays.Add(1)
+	go func() {
+		defer s.relays.Done()
+		defer close(out)
+		for msg := range in {
+			stamp(msg)
+			select {
+			case out <- msg:
+			case <-ctx.Done():
+				// Not handed over: watermill-kafka, stopping on the same
+				// context, does not wait for its ack; keep draining in.
+			case <-s.closing:
+			}
+		}
+	}()
+	return out, nil
 }
 
-func (s *kafkaSubscriber) Close() error { return s.sub.Close() }
+// stamp copies the position watermill-kafka put in msg's context to where
+// brokers.Position reads it.
+func stamp(msg *message.Message) {
+	p, okP := wkafka.MessagePartitionFromCtx(msg.Context())
+	o, okO := wkafka.MessagePartitionOffsetFromCtx(msg.Context())
+	if !okP || !okO {
+		return
+	}
+	t, _ := wkafka.MessageTimestampFromCtx(msg.Context())
+	if !t.IsZero() {
+		t = t.UTC()
+	}
+	brokers.SetPosition(msg, p, o, t)
+}
+
+// Close stops the subscriptions and returns once their channels are
+// closed.
+func (s *subscriber) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	err := s.sub.Close() // returns after watermill-kafka closed every in
+	s.relays.Wait()
+	return err
+}
 
 var (
-	_ Partitioner        = (*kafkaBroker)(nil)
-	_ message.Subscriber = (*kafkaSubscriber)(nil)
-	_ message.Publisher  = (*kafkaPublisher)(nil)
+	_ brokers.Partitioner = (*broker)(nil)
+	_ brokers.Streamer    = (*broker)(nil)
+	_ message.Subscriber  = (*subscriber)(nil)
+	_ message.Publisher   = (*publisher)(nil)
 )

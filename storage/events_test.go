@@ -1,4 +1,4 @@
-package s3_test
+package storage_test
 
 import (
 	"testing"
@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/storage"
-	"github.com/sluicehq/sluice/storage/s3"
 )
 
 func TestParseEvents(t *testing.T) {
@@ -31,11 +30,21 @@ func TestParseEvents(t *testing.T) {
 				Time: time.Unix(1764064800, 0).UTC(), Source: "cos"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := s3.ParseEvents([]byte(tc.body))
+			got, err := storage.ParseEvents([]byte(tc.body))
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
 		})
 	}
-	_, err := s3.ParseEvents([]byte("not json"))
+	_, err := storage.ParseEvents([]byte("not json"))
 	assert.ErrorContains(t, err, "not JSON")
+}
+
+func TestNormalizeEventName(t *testing.T) {
+	for in, want := range map[string]string{
+		"ObjectCreated:Put":       "s3:ObjectCreated:Put",
+		"s3:ObjectRemoved:Delete": "s3:ObjectRemoved:Delete",
+		"cos:ObjectCreated:Post":  "s3:ObjectCreated:Post",
+	} {
+		assert.Equal(t, want, storage.NormalizeEventName(in), in)
+	}
 }

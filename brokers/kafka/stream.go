@@ -1,4 +1,4 @@
-package brokers
+package kafka
 
 import (
 	"context"
@@ -10,15 +10,17 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicehq/sluice/brokers"
 )
 
-// Stream implements Streamer with a sarama consumer group of its own: each
+// Stream implements brokers.Streamer with a sarama consumer group of its own: each
 // claimed partition is a Stream, Commit marks and commits the offset after
 // the message. Offsets are committed only by Commit (auto-commit is off).
 // When Kafka moves a partition to another member, its Messages channel
 // closes and the rebalance waits (up to the rebalance timeout, 30s) for fn
 // to flush and commit, so the next owner starts where this one stopped.
-func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(Stream) error) error {
+func (b *broker) Stream(ctx context.Context, topic, group string, fn func(brokers.Stream) error) error {
 	if err := b.ensureTopic(topic, b.cfg.partitions); err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(S
 
 // streamHandler is the sarama ConsumerGroupHandler of a Stream call.
 type streamHandler struct {
-	fn     func(Stream) error
+	fn     func(brokers.Stream) error
 	logger watermill.LoggerAdapter
 	mu     sync.Mutex
 	err    error
@@ -81,7 +83,7 @@ func (h *streamHandler) Setup(sarama.ConsumerGroupSession) error   { return nil 
 func (h *streamHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	s := &kafkaStream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
+	s := &stream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(sess.Context())
 	defer s.cancel()
 	convErr := make(chan error, 1)
@@ -99,7 +101,7 @@ func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sar
 	return err
 }
 
-type kafkaStream struct {
+type stream struct {
 	sess  sarama.ConsumerGroupSession
 	claim sarama.ConsumerGroupClaim
 	msgs  chan *message.Message
@@ -110,13 +112,13 @@ type kafkaStream struct {
 	cancel context.CancelFunc
 }
 
-func (s *kafkaStream) Context() context.Context { return s.ctx }
+func (s *stream) Context() context.Context { return s.ctx }
 
-func (s *kafkaStream) Partition() int32                  { return s.claim.Partition() }
-func (s *kafkaStream) Messages() <-chan *message.Message { return s.msgs }
+func (s *stream) Partition() int32                  { return s.claim.Partition() }
+func (s *stream) Messages() <-chan *message.Message { return s.msgs }
 
-func (s *kafkaStream) Commit(_ context.Context, msg *message.Message) error {
-	_, off, ok := Position(msg)
+func (s *stream) Commit(_ context.Context, msg *message.Message) error {
+	_, off, ok := brokers.Position(msg)
 	if !ok {
 		return fmt.Errorf("commit: message %s was not read from a stream", msg.UUID)
 	}
@@ -127,7 +129,7 @@ func (s *kafkaStream) Commit(_ context.Context, msg *message.Message) error {
 
 // convert turns the claim's records into messages until the claim closes
 // or fn returns.
-func (s *kafkaStream) convert() error {
+func (s *stream) convert() error {
 	defer close(s.msgs)
 	defer s.cancel()
 	for {
@@ -141,13 +143,13 @@ func (s *kafkaStream) convert() error {
 		case <-s.stop:
 			return nil
 		}
-		msg, err := kafkaUnmarshaler{}.Unmarshal(rec)
+		msg, err := unmarshaler{}.Unmarshal(rec)
 		if err != nil {
 			// Not a record this broker can read: stop taking this
 			// partition rather than skip it.
 			return fmt.Errorf("offset %d: %w", rec.Offset, err)
 		}
-		withPosition(msg, position{partition: rec.Partition, offset: rec.Offset, time: rec.Timestamp.UTC()})
+		brokers.SetPosition(msg, rec.Partition, rec.Offset, rec.Timestamp.UTC())
 		select {
 		case s.msgs <- msg:
 		case <-s.stop:
@@ -155,5 +157,3 @@ func (s *kafkaStream) convert() error {
 		}
 	}
 }
-
-var _ Streamer = (*kafkaBroker)(nil)
