@@ -163,9 +163,9 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 	}
 	if err := ob.batch.Add(rec); err != nil {
 		if d == nil {
-			env := nodes.NewEnvelope(nil, 0)
-			env.Run = watermill.NewULID()
-			d = r.newDelivery(msg, env, msg.UUID, time.Now())
+			dl := nodes.NewDelivery(nil, 0)
+			dl.Envelope().Run = watermill.NewULID()
+			d = r.newDelivery(msg, dl, msg.UUID, time.Now())
 		}
 		d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(err)}
 		return r.deadLetterOne(d)
@@ -180,8 +180,8 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 // keepOutputs holds what a message's steps published until its batch is
 // written (a message whose run failed publishes nothing).
 func (ob *openBatch) keepOutputs(d *delivery, archived bool) {
-	if len(d.env.Outputs()) > 0 {
-		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, env: d.env, archived: archived})
+	if len(d.dl.Outputs()) > 0 {
+		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, dl: d.dl, archived: archived})
 	}
 }
 
@@ -263,10 +263,10 @@ func (r *runner) writeBatch(ctx context.Context, step *Step, s brokers.Stream, o
 		if o.archived && deadLettered {
 			continue // their runs failed with the batch
 		}
-		if err := r.e.publishOutputs(r, o.input, o.env); err != nil {
+		if err := r.e.publishOutputs(r, o.input, o.dl); err != nil {
 			return fmt.Errorf("publish outputs of %s: %w", o.input, err)
 		}
-		for _, out := range o.env.Outputs() {
+		for _, out := range o.dl.Outputs() {
 			d.run.BytesOut += int64(len(out.Payload))
 		}
 	}
@@ -295,7 +295,7 @@ type openBatch struct {
 
 type batchOutputs struct {
 	input    string
-	env      *nodes.Envelope
+	dl       *nodes.Delivery
 	archived bool // the message's record is in the batch
 }
 

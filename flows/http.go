@@ -101,7 +101,8 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
-	env := nodes.NewEnvelope(r.e.opts.Store, r.f.MaxBody)
+	dl := nodes.NewDelivery(r.e.opts.Store, r.f.MaxBody)
+	env := dl.Envelope()
 	env.Flow, env.Run = r.f.Name, watermill.NewULID()
 	env.Event = nodes.Event{ID: env.Run, Name: req.Method, Topic: "http:" + t.Path, Time: start.UTC()}
 	env.Request = requestVars(t, req)
@@ -118,19 +119,19 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	} else {
 		env.SetBody(body, req.Header.Get("Content-Type"))
 	}
-	d := r.newDelivery(nil, env, req.Method+" "+req.URL.RequestURI(), start)
+	d := r.newDelivery(nil, dl, req.Method+" "+req.URL.RequestURI(), start)
 	d.run.BytesIn = int64(len(body))
 
 	r.exec(req.Context(), d, r.f.Steps)
 	if d.fail == nil {
-		if err := r.e.publishOutputs(r, env.Run, env); err != nil {
+		if err := r.e.publishOutputs(r, env.Run, dl); err != nil {
 			d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
 		}
 	}
 	r.measure(d)
 	if d.fail == nil {
 		var res nodes.Response
-		if res, d.fail = responseOf(env); d.fail == nil {
+		if res, d.fail = responseOf(dl); d.fail == nil {
 			w.Header().Set("X-Sluice-Run", env.Run)
 			writeResponse(w, res)
 			d.run.Status, d.run.HTTPStatus = state.StatusSucceeded, res.Status
@@ -260,7 +261,7 @@ func (a *httpAdapter) decode(msg *message.Message, env *nodes.Envelope) (string,
 }
 
 func (a *httpAdapter) prepare(d *delivery) {
-	res, fail := responseOf(d.env)
+	res, fail := responseOf(d.dl)
 	if fail != nil {
 		d.fail = fail
 		return
@@ -366,11 +367,11 @@ func parseJSONBody(body []byte, ctype string) (any, error) {
 
 // responseOf is a successful run's answer: what a respond step set, else
 // 200 with the payload as JSON.
-func responseOf(env *nodes.Envelope) (nodes.Response, *failure) {
-	if res, ok := env.Response(); ok {
+func responseOf(dl *nodes.Delivery) (nodes.Response, *failure) {
+	if res, ok := dl.Response(); ok {
 		return res, nil
 	}
-	b, err := env.PayloadJSON()
+	b, err := dl.Envelope().PayloadJSON()
 	if err != nil {
 		return nodes.Response{}, &failure{attempts: 1, err: nodes.Permanent(err)}
 	}

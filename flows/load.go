@@ -253,7 +253,7 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 		if deps.Logger != nil {
 			deps.Logger = deps.Logger.With("flow", flow, "step", s.ID, "node", s.Type)
 		}
-		node, err := spec.New(cfg, deps)
+		node, err := spec.Construct(cfg, deps)
 		if err != nil {
 			var nps nodes.Problems
 			if errors.As(err, &nps) {

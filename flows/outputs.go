@@ -43,8 +43,9 @@ func derivedID(inputID, what string) string {
 
 // outputMessages makes a run's queued outputs messages, with ids derived
 // from its input so a redelivered input republishes the same ids.
-func outputMessages(r *runner, inputID string, env *nodes.Envelope) []topicMessage {
-	outs := env.Outputs()
+func outputMessages(r *runner, inputID string, dl *nodes.Delivery) []topicMessage {
+	outs := dl.Outputs()
+	env := dl.Envelope()
 	msgs := make([]topicMessage, len(outs))
 	for j, o := range outs {
 		m := message.NewMessage(derivedID(inputID, r.f.Name+"/out/"+strconv.Itoa(j)), o.Payload)
@@ -91,11 +92,11 @@ func (p *publishError) Error() string { return "topic " + p.topic + ": " + p.err
 func (p *publishError) Unwrap() error { return p.err }
 
 // publishOutputs publishes a run's queued messages.
-func (e *Engine) publishOutputs(r *runner, inputID string, env *nodes.Envelope) error {
-	if len(env.Outputs()) == 0 {
+func (e *Engine) publishOutputs(r *runner, inputID string, dl *nodes.Delivery) error {
+	if len(dl.Outputs()) == 0 {
 		return nil
 	}
-	return e.publish(r, outputMessages(r, inputID, env))
+	return e.publish(r, outputMessages(r, inputID, dl))
 }
 
 // deadLetterMessage is the input, unchanged, for the flow's dead-letter

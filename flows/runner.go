@@ -46,7 +46,8 @@ type failure struct {
 // delivery is one input on its way through a run.
 type delivery struct {
 	msg  *message.Message // what the broker delivered; nil for a sync HTTP request
-	env  *nodes.Envelope
+	dl   *nodes.Delivery  // the engine's side of env
+	env  *nodes.Envelope  // what the steps see
 	run  state.Run
 	fail *failure
 	// skip: the trigger filters the input out; done: its run completed
@@ -63,13 +64,14 @@ type delivery struct {
 func (r *runner) begin(msg *message.Message) *delivery {
 	start := time.Now()
 	r.m.received.Inc()
-	env := nodes.NewEnvelope(r.e.opts.Store, r.f.MaxBody)
+	dl := nodes.NewDelivery(r.e.opts.Store, r.f.MaxBody)
+	env := dl.Envelope()
 	env.Flow, env.Run = r.f.Name, watermill.NewULID()
 	env.Event = nodes.Event{ID: msg.UUID, Topic: r.f.InputTopic(), Time: start.UTC()}
 	for k, v := range msg.Metadata {
 		env.Meta[k] = v
 	}
-	d := r.newDelivery(msg, env, msg.UUID, start)
+	d := r.newDelivery(msg, dl, msg.UUID, start)
 	input, skip, err := r.adapter.decode(msg, env)
 	switch {
 	case err != nil:
@@ -127,8 +129,9 @@ func (r *runner) checkLedger(ds []*delivery) error {
 }
 
 // newDelivery starts a delivery's run record; every run has its own id.
-func (r *runner) newDelivery(msg *message.Message, env *nodes.Envelope, input string, start time.Time) *delivery {
-	return &delivery{msg: msg, env: env, run: state.Run{ID: env.Run, Flow: r.f.Name, Trigger: r.label, Input: input,
+func (r *runner) newDelivery(msg *message.Message, dl *nodes.Delivery, input string, start time.Time) *delivery {
+	env := dl.Envelope()
+	return &delivery{msg: msg, dl: dl, env: env, run: state.Run{ID: env.Run, Flow: r.f.Name, Trigger: r.label, Input: input,
 		Attempts: 1, Started: start.UTC(), Steps: make([]state.StepRun, 0, len(r.f.Steps))}}
 }
 
@@ -162,8 +165,8 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 				continue
 			}
 		}
-		env.SetStep(s.ID)
-		c := &call{step: s, env: env, do: func(ctx context.Context) error { return s.Node.Process(ctx, env) }}
+		d.dl.SetStep(s.ID)
+		c := &call{step: s, dl: d.dl, do: func(ctx context.Context) error { return s.Node.Process(ctx, env) }}
 		err := r.step(ctx, c)
 		d.run.Steps = append(d.run.Steps, c.rec)
 		if c.abandoned != nil {
@@ -172,7 +175,7 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 		if err != nil {
 			return &failure{step: s, attempts: c.rec.Attempts, err: err, first: c.firstFail, last: time.Now()}, false
 		}
-		if rt, ok := env.TakeRoute(); ok {
+		if rt, ok := d.dl.TakeRoute(); ok {
 			if rt.Topic != "" {
 				data, err := env.PayloadJSON()
 				if err != nil {
@@ -196,11 +199,11 @@ func (r *runner) measure(d *delivery) {
 	if d.unsafe {
 		return
 	}
-	in, out := d.env.Bytes()
+	in, out := d.dl.Bytes()
 	d.run.BytesIn += in
 	d.run.BytesOut += out
 	if d.fail == nil {
-		for _, o := range d.env.Outputs() {
+		for _, o := range d.dl.Outputs() {
 			d.run.BytesOut += int64(len(o.Payload))
 		}
 	}
@@ -215,7 +218,7 @@ func (r *runner) settle(d *delivery) error {
 		return nil
 	}
 	if d.fail == nil {
-		if err := r.e.publishOutputs(r, d.run.Input, d.env); err != nil {
+		if err := r.e.publishOutputs(r, d.run.Input, d.dl); err != nil {
 			d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
 		}
 	}

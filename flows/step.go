@@ -22,7 +22,7 @@ import (
 // batch's Flush.
 type call struct {
 	step *Step
-	env  *nodes.Envelope // nil for a batch write
+	dl   *nodes.Delivery // nil for a batch write
 	do   func(ctx context.Context) error
 	// forever retries transient failures until the run's context ends
 	// (batch writes: nothing is committed meanwhile).
@@ -99,9 +99,9 @@ func (r *runner) retryStep(next handler) handler {
 				}
 			}
 			err := next(ctx, c)
-			if c.env != nil && c.abandoned == nil {
-				c.rec.Calls = append(c.rec.Calls, c.env.TakeCalls()...)
-				if l := c.env.TakeLog(); l != "" || err == nil {
+			if c.dl != nil && c.abandoned == nil {
+				c.rec.Calls = append(c.rec.Calls, c.dl.TakeCalls()...)
+				if l := c.dl.TakeLog(); l != "" || err == nil {
 					c.rec.Log = l
 				}
 			}
@@ -140,7 +140,7 @@ var errAbandoned = errors.New("the node did not return after its deadline; the c
 func (r *runner) timeoutStep(next handler) handler {
 	return func(ctx context.Context, c *call) error {
 		timeout := c.step.Timeout
-		if timeout <= 0 && c.env == nil {
+		if timeout <= 0 && c.dl == nil {
 			timeout = r.f.Timeout // batch writes: one attempt is bounded by the run timeout
 		}
 		if timeout > 0 {
@@ -148,7 +148,7 @@ func (r *runner) timeoutStep(next handler) handler {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		if _, ok := c.step.Node.(nodes.Prompt); ok && c.env != nil {
+		if _, ok := c.step.Node.(nodes.Prompt); ok && c.dl != nil {
 			return timedOut(ctx, next(ctx, c))
 		}
 		done := make(chan error, 1)

@@ -118,12 +118,6 @@ func ObjectMap(o storage.ObjectInfo) map[string]any {
 	}
 }
 
-// SetStep names the step that runs now.
-//
-// Deprecated: engine only; use Delivery.SetStep. Kept until flows holds a
-// Delivery.
-func (e *Envelope) SetStep(id string) { e.step = id }
-
 // SetResult records the current step's result for later expressions; use
 // JSON-like values (maps, slices, strings, numbers), as expressions address
 // them by key.
@@ -223,12 +217,6 @@ func (e *Envelope) encodeImage() ([]byte, error) {
 func (e *Envelope) CountRead(n int64)    { e.bytesIn += n }
 func (e *Envelope) CountWritten(n int64) { e.bytesOut += n }
 
-// Bytes returns what CountRead and CountWritten summed, object body loads
-// included.
-//
-// Deprecated: engine only; use Delivery.Bytes.
-func (e *Envelope) Bytes() (read, written int64) { return (&Delivery{e}).Bytes() }
-
 // Response is what an HTTP-triggered run answers (set by a respond step).
 type Response struct {
 	Status      int
@@ -240,26 +228,11 @@ type Response struct {
 // SetResponse sets the HTTP response of the run; the last call wins.
 func (e *Envelope) SetResponse(r Response) { e.response = &r }
 
-// Response returns the response a step set, if any.
-//
-// Deprecated: engine only; use Delivery.Response.
-func (e *Envelope) Response() (Response, bool) { return (&Delivery{e}).Response() }
-
 // Emit queues a message for publishing after the run succeeds.
 func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }
 
-// Outputs returns the queued messages.
-//
-// Deprecated: engine only; use Delivery.Outputs.
-func (e *Envelope) Outputs() []Output { return e.outputs }
-
 // SetRoute records a switch decision; the engine acts on it after the step.
 func (e *Envelope) SetRoute(r Route) { e.route = &r }
-
-// TakeRoute returns and clears the pending route.
-//
-// Deprecated: engine only; use Delivery.TakeRoute.
-func (e *Envelope) TakeRoute() (Route, bool) { return (&Delivery{e}).TakeRoute() }
 
 // SetPayloadField stores v in the payload's field name, making the payload
 // an object if it is empty. A payload that is not an object is a

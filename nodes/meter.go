@@ -19,17 +19,7 @@ type Call struct {
 // call, failed calls included.
 func (e *Envelope) Meter(c Call) { e.calls = append(e.calls, c) }
 
-// TakeCalls returns and clears the calls metered since the last TakeCalls.
-//
-// Deprecated: engine only; use Delivery.TakeCalls.
-func (e *Envelope) TakeCalls() []Call { return (&Delivery{e}).TakeCalls() }
-
 // SetLog keeps diagnostic text about the current step (a function's
 // stderr tail) for the run record; the last call wins. The engine takes
 // it after each step attempt.
 func (e *Envelope) SetLog(s string) { e.log = s }
-
-// TakeLog returns and clears the text SetLog kept.
-//
-// Deprecated: engine only; use Delivery.TakeLog.
-func (e *Envelope) TakeLog() string { return (&Delivery{e}).TakeLog() }
