@@ -94,6 +94,13 @@ func (r *runner) serveHTTP(w http.ResponseWriter, req *http.Request) {
 // response. It is recorded, not in the completion ledger (nothing is
 // redelivered) and never dead-lettered: the caller has the error.
 func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
+	// At most `concurrency` runs at once, bodies included: more wait.
+	select {
+	case r.slots <- struct{}{}:
+		defer func() { <-r.slots }()
+	case <-req.Context().Done():
+		return
+	}
 	start := time.Now()
 	t := r.f.Trigger.HTTP
 	r.m.received.Inc()
@@ -329,10 +336,11 @@ func (w *waiters) deliver(id string, res nodes.Response) {
 // when its content type is JSON; on a bad body it answers and returns
 // false.
 func readBody(f *Flow, w http.ResponseWriter, r *http.Request) (body []byte, payload any, ok bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.MaxBody))
+	limit := f.Trigger.HTTP.MaxBody
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", f.MaxBody), "")
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", limit), "")
 		return nil, nil, false
 	}
 	if err != nil {

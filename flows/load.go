@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -173,6 +174,16 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 		case "branches":
 			branchesNode = root.Content[i+1]
 		}
+	}
+	if h := f.Trigger.HTTP; h != nil && h.MaxBody == 0 {
+		h.MaxBody = defaultRequestBody
+		if c.Has("max_body") {
+			h.MaxBody = f.MaxBody
+		}
+	}
+	if !c.Has("concurrency") && (f.Trigger.Kind == TriggerBucket || f.Trigger.Kind == TriggerHTTP) {
+		// Objects and requests need no order: use every core.
+		f.Concurrency = runtime.NumCPU()
 	}
 	ids := map[string]bool{}
 	if stepsNode != nil {

@@ -23,14 +23,16 @@ type runner struct {
 	f       *Flow
 	m       *flowMetrics
 	log     *slog.Logger
-	label   string  // "topic:orders", for run records
-	adapter adapter // decodes deliveries of the flow's input topic
-	step    handler // one step's call, wrapped
+	label   string        // "topic:orders", for run records
+	adapter adapter       // decodes deliveries of the flow's input topic
+	step    handler       // one step's call, wrapped
+	slots   chan struct{} // sync HTTP runs in progress, up to the flow's concurrency
 }
 
 func newRunner(e *Engine, f *Flow) *runner {
 	r := &runner{e: e, f: f, m: e.m.forFlow(f), log: e.log.With("flow", f.Name), label: f.Trigger.label()}
 	r.adapter = adapterFor(r)
+	r.slots = make(chan struct{}, max(f.Concurrency, 1))
 	r.step = r.stepHandler()
 	return r
 }

@@ -21,7 +21,7 @@ var flowFields = []nodes.Field{
 	{Name: "name", Kind: nodes.String, Required: true, Doc: "Unique name: lowercase letters, digits, '.', '_', '-'."},
 	{Name: "description", Kind: nodes.String},
 	{Name: "on", Kind: nodes.Any, Required: true, Doc: "The trigger: one of topic, bucket, http, schedule, with its fields."},
-	{Name: "concurrency", Kind: nodes.Int, Default: 1, Min: 1, Max: 1024, Doc: "Messages processed at once."},
+	{Name: "concurrency", Kind: nodes.Int, Default: 1, Min: 1, Max: 1024, Doc: "Runs at once. Topic flows: 1 by default (messages of one partition key stay in order at any concurrency); bucket and HTTP flows: the number of CPUs by default."},
 	{Name: "timeout", Kind: nodes.Duration, Default: 5 * time.Minute, Doc: "Bound on one run."},
 	{Name: "retry", Kind: nodes.Object, Doc: "How failing steps are retried (a step's own retry overrides it).", Fields: retryFields},
 	{Name: "dead_letter", Kind: nodes.String, Role: nodes.RoleTopic, Doc: "Topic for messages that fail; <name>.dlq by default."},
@@ -30,6 +30,11 @@ var flowFields = []nodes.Field{
 	{Name: "steps", Kind: nodes.Any, Required: true},
 	{Name: "branches", Kind: nodes.Any},
 }
+
+// defaultRequestBody bounds an HTTP request's body unless the trigger or
+// the flow says otherwise: 10 MiB is plenty for JSON; files belong in
+// buckets.
+const defaultRequestBody = 10 << 20
 
 // retryFields configure retries, for a flow or one step.
 var retryFields = []nodes.Field{

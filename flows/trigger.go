@@ -66,6 +66,7 @@ type HTTPTrigger struct {
 	Burst         int
 	MaxConcurrent int
 	Uploads       string // bucket for multipart uploads
+	MaxBody       int64  // largest request body; 0 until the flow's default is applied
 	// Authentication and CORS (secrets come from the named environment
 	// variables).
 	HMACEnv, HMACHeader      string
@@ -164,6 +165,7 @@ var (
 			{Name: "uploads", Kind: nodes.String, Role: nodes.RoleBucket, Doc: "Accept multipart/form-data: files go to this bucket as <run id>/<file name> (the first one is the run's object, for image steps), other fields into the payload; request.files lists them."},
 			{Name: "rate_limit", Kind: nodes.Float, Min: 0, Max: 1e9, Doc: "Requests per second accepted on this route (token bucket); more get 429 with Retry-After. 0: no limit."},
 			{Name: "burst", Kind: nodes.Int, Default: 1, Min: 1, Max: 1 << 20, Doc: "Requests above the rate accepted at once."},
+			{Name: "max_body", Kind: nodes.Int, Min: 1, Max: 1 << 40, Doc: "Largest request body accepted, in bytes (413 beyond); the flow's max_body when that is set, else 10 MiB. Raise it for uploads."},
 			{Name: "max_concurrent", Kind: nodes.Int, Min: 0, Max: 1 << 20, Doc: "Requests handled at once on this route; more get 429. 0: no limit."},
 		}},
 	}
@@ -291,7 +293,7 @@ func parseHTTPTrigger(t *Trigger, on *nodes.Config, probs *nodes.Problems) {
 	ht := &HTTPTrigger{
 		Path: h.String("path"), Methods: h.Strings("methods"), Mode: h.String("mode"), Wait: h.Duration("wait"),
 		KeysEnv: h.String("api_keys_env"), KeyHeader: h.String("api_key_header"), Headers: h.Strings("headers"),
-		Uploads: h.String("uploads"), Rate: h.Float("rate_limit"), Burst: h.Int("burst"), MaxConcurrent: h.Int("max_concurrent"),
+		Uploads: h.String("uploads"), MaxBody: int64(h.Int("max_body")), Rate: h.Float("rate_limit"), Burst: h.Int("burst"), MaxConcurrent: h.Int("max_concurrent"),
 		HMACEnv: h.String("hmac_secret_env"), HMACHeader: h.String("hmac_header"),
 		JWTSecretEnv: h.String("jwt_secret_env"), JWTKeyEnv: h.String("jwt_public_key_env"),
 		JWTIssuer: h.String("jwt_issuer"), JWTAudience: h.String("jwt_audience"),
