@@ -79,6 +79,10 @@ func (r *runner) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer r.e.leave()
+	// A client still sending its body when shutdown stops waiting is cut
+	// off: it cannot hold the process.
+	rc := http.NewResponseController(w)
+	defer context.AfterFunc(r.e.hardCtx, func() { _ = rc.SetReadDeadline(time.Now()) })()
 	req, ok := authenticate(r.f.Trigger.HTTP, w, req)
 	if !ok {
 		return

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -28,6 +26,7 @@ func runCmd(g *globals) *cobra.Command {
 	var listen string
 	var drain time.Duration
 	var retentionText string
+	var limits listenerLimits
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -95,16 +94,18 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			if listen != "" {
-				srv, addr, err := serveOps(listen, engine, reg, webhooks(store))
+				hooks := webhooks(store)
+				if hooks != nil {
+					if err := checkWebhookToken(listen, log); err != nil {
+						return err
+					}
+				}
+				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reg, hooks)
 				if err != nil {
 					return err
 				}
 				log.Info("serving /healthz, /readyz and /metrics", "addr", "http://"+addr)
-				defer func() {
-					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					defer cancel()
-					_ = srv.Shutdown(sctx)
-				}()
+				defer shutdown(srv, 5*time.Second)
 			}
 			for _, f := range fl {
 				attrs := []any{"flow", f.Name, "trigger", string(f.Trigger.Kind), "steps", len(f.Steps)}
@@ -137,7 +138,25 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
+	limits.flags(cmd)
 	return cmd
+}
+
+// writeTimeout is the listener's default write timeout: the longest an
+// HTTP flow may take to answer, plus 10s.
+func writeTimeout(fl []*flows.Flow) time.Duration {
+	longest := 20 * time.Second
+	for _, f := range fl {
+		if h := f.Trigger.HTTP; h != nil {
+			switch h.Mode {
+			case "sync":
+				longest = max(longest, f.Timeout)
+			case "auto":
+				longest = max(longest, h.Wait)
+			}
+		}
+	}
+	return longest + 10*time.Second
 }
 
 // webhooks returns the store's bucket notification receiver, or nil when
@@ -152,8 +171,8 @@ func webhooks(store *storage.Store) http.Handler {
 
 // serveOps serves the operational endpoints, and the bucket notification
 // webhook when the storage has one.
-func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler) (*http.Server, string, error) {
-	ln, err := net.Listen("tcp", addr)
+func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler) (*http.Server, string, error) {
+	ln, err := limits.listen(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
 	}
@@ -178,7 +197,7 @@ func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks
 	if hooks != nil {
 		mux.Handle("/hooks/s3", hooks)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := limits.server(mux, write)
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil
 }

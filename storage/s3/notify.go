@@ -24,6 +24,10 @@ import (
 // retry queue (MinIO's queue_dir) redelivers what was not taken.
 type Receiver struct {
 	token string
+	// confirm, when set, checks a posted event against the bucket: a
+	// created object's size and etag are read from the bucket, a removed
+	// one must be gone. An event it refuses is dropped.
+	confirm func(ctx context.Context, ev storage.ObjectEvent) (storage.ObjectEvent, bool)
 
 	mu       sync.Mutex
 	watchers map[string][]chan<- storage.ObjectEvent
@@ -45,8 +49,8 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rc.token != "" {
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(rc.token)) != 1 {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(rc.token)) != 1 {
 			http.Error(w, "bad or missing bearer token", http.StatusUnauthorized)
 			return
 		}
@@ -72,6 +76,12 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, ev := range events {
+		if rc.confirm != nil {
+			var ok bool
+			if ev, ok = rc.confirm(r.Context(), ev); !ok {
+				continue
+			}
+		}
 		rc.mu.Lock()
 		ws := append([]chan<- storage.ObjectEvent(nil), rc.watchers[ev.Bucket]...)
 		rc.mu.Unlock()
@@ -240,3 +250,23 @@ var (
 	_ storage.WebhookReceiver = (*Driver)(nil)
 	_ http.Handler            = (*Receiver)(nil)
 )
+
+// confirmEvent checks a posted event against the bucket, so a forged or
+// stale notification cannot make a flow run on what is not there: a
+// created object's size, etag and type are the bucket's (an etag that
+// was already seen is then a repeat), a removed object must be gone.
+func (d *Driver) confirmEvent(ctx context.Context, ev storage.ObjectEvent) (storage.ObjectEvent, bool) {
+	info, err := d.Stat(ctx, ev.Bucket, ev.Key)
+	switch {
+	case ev.Created() && err == nil:
+		ev.Size, ev.ETag, ev.ContentType = info.Size, info.ETag, info.ContentType
+		return ev, true
+	case ev.Removed() && errors.Is(err, storage.ErrNotFound):
+		return ev, true
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		// Cannot tell now: keep the event; the bridge's reconciliation
+		// listing corrects what it got wrong.
+		return ev, true
+	}
+	return ev, false
+}

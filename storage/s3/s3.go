@@ -89,6 +89,7 @@ func open(_ context.Context, u *url.URL) (storage.Driver, error) {
 	}
 	d := &Driver{c: c, region: q.Get("region"), receiver: NewReceiver(os.Getenv("SLUICE_WEBHOOK_TOKEN")),
 		notifyARN: q.Get("notify_arn"), reconcile: 5 * time.Minute}
+	d.receiver.confirm = d.confirmEvent
 	switch q.Get("notify") {
 	case "", "webhook":
 	case "listen":
