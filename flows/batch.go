@@ -181,7 +181,7 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 // written (a message whose run failed publishes nothing).
 func (ob *openBatch) keepOutputs(d *delivery, archived bool) {
 	if len(d.dl.Outputs()) > 0 {
-		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, dl: d.dl, archived: archived})
+		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, msg: d.msg, dl: d.dl, archived: archived})
 	}
 }
 
@@ -263,7 +263,7 @@ func (r *runner) writeBatch(ctx context.Context, step *Step, s brokers.Stream, o
 		if o.archived && deadLettered {
 			continue // their runs failed with the batch
 		}
-		if err := r.e.publishOutputs(r, o.input, o.dl); err != nil {
+		if err := r.e.publishOutputs(r, o.input, o.msg, o.dl); err != nil {
 			return fmt.Errorf("publish outputs of %s: %w", o.input, err)
 		}
 		for _, out := range o.dl.Outputs() {
@@ -295,6 +295,7 @@ type openBatch struct {
 
 type batchOutputs struct {
 	input    string
+	msg      *message.Message
 	dl       *nodes.Delivery
 	archived bool // the message's record is in the batch
 }

@@ -30,6 +30,9 @@ type Options struct {
 	Logger   *slog.Logger // slog.Default() when nil
 	// Metrics; a private registry's when nil.
 	Metrics *Metrics
+	// MaxHops is how many flows a chain of messages may pass through
+	// before a message is dead-lettered as looping (32 by default).
+	MaxHops int
 	// NoStreams consumes every flow through Watermill's router, one message
 	// at a time, even on brokers that stream (for comparisons).
 	NoStreams bool
@@ -76,6 +79,9 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if opts.MaxHops <= 0 {
+		opts.MaxHops = 32
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second

@@ -118,6 +118,7 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	env.Event = nodes.Event{ID: env.Run, Name: req.Method, Topic: "http:" + t.Path, Time: start.UTC()}
 	env.Request = requestVars(t, req)
 	env.Payload = payload
+	var uploaded []storage.ObjectInfo
 	if boundary, ok := isMultipart(req.Header.Get("Content-Type")); ok {
 		form, files, ok := r.e.uploads(w, req, r.f, env.Run, boundary, body)
 		if !ok {
@@ -127,6 +128,7 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 		if len(files) > 0 {
 			env.SetObject(files[0])
 		}
+		uploaded = files
 	} else {
 		env.SetBody(body, req.Header.Get("Content-Type"))
 	}
@@ -135,7 +137,7 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 
 	r.exec(req.Context(), d, r.f.Steps)
 	if d.fail == nil {
-		if err := r.e.publishOutputs(r, env.Run, dl); err != nil {
+		if err := r.e.publishOutputs(r, env.Run, nil, dl); err != nil {
 			d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
 		}
 	}
@@ -166,6 +168,9 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	writeResponse(w, res)
 	r.log.Warn("http run failed", "run", env.Run, "status", d.run.HTTPStatus, "step", d.run.Step, "error", fail.err)
 	r.record(d)
+	if !d.unsafe {
+		r.e.removeUploads(uploaded) // the caller has the error; nothing of the request stays
+	}
 }
 
 // Metadata of a queued HTTP request.

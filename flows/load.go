@@ -185,7 +185,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 		// Objects and requests need no order: use every core.
 		f.Concurrency = runtime.NumCPU()
 	}
-	ids := map[string]bool{}
+	ids := &stepIDs{used: map[string]bool{}, next: map[string]int{}}
 	if stepsNode != nil {
 		f.Steps = l.parseSteps(file, f.Name, "steps", stepsNode, ids, probs)
 		if stepsNode.Kind == yaml.SequenceNode && len(stepsNode.Content) == 0 {
@@ -210,7 +210,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	return f
 }
 
-func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string]bool, probs *nodes.Problems) []*Step {
+func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids *stepIDs, probs *nodes.Problems) []*Step {
 	if n.Kind != yaml.SequenceNode {
 		probs.Add(nodes.PosOf(file, n), "%s: want a list of steps", path)
 		return nil
@@ -219,6 +219,9 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 	var steps []*Step
 	for i, sn := range n.Content {
 		where := fmt.Sprintf("%s[%d]", path, i)
+		if sn.Kind == yaml.AliasNode {
+			sn = sn.Alias // a step written as an alias (- *step) runs like its anchor
+		}
 		sc, ps := nodes.Decode(file, where, stepFields, sn, nodes.PosOf(file, sn))
 		*probs = append(*probs, ps...)
 		if sn.Kind != yaml.MappingNode || !sc.Has("node") {
@@ -231,16 +234,13 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 		}
 		s.where = fmt.Sprintf("%s (%s)", where, s.Type)
 		if s.ID == "" {
-			s.ID = strings.NewReplacer(".", "_", "-", "_").Replace(s.Type)
-			for j := 2; ids[s.ID]; j++ {
-				s.ID = fmt.Sprintf("%s_%d", strings.NewReplacer(".", "_", "-", "_").Replace(s.Type), j)
-			}
+			s.ID = ids.auto(strings.NewReplacer(".", "_", "-", "_").Replace(s.Type))
 		} else if !stepIDRE.MatchString(s.ID) {
 			probs.Add(sc.Pos("id"), "%s: id %q: use letters, digits and '_' (so expressions can say steps.%s)", where, s.ID, s.ID)
-		} else if ids[s.ID] {
+		} else if ids.used[s.ID] {
 			probs.Add(sc.Pos("id"), "%s: duplicate step id %q", where, s.ID)
 		}
-		ids[s.ID] = true
+		ids.used[s.ID] = true
 		spec, ok := reg.Lookup(s.Type)
 		if !ok {
 			probs.Add(sc.Pos("node"), "%s: unknown node type %q%s", where, s.Type, nodes.Suggest(s.Type, reg.Types()))
@@ -277,4 +277,24 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids map[string
 		s.Node = node
 	}
 	return steps
+}
+
+// stepIDs are a flow's step ids; auto names steps without one after their
+// node type (image_thumbnail, image_thumbnail_2, …) in constant time per
+// step, however many share a type.
+type stepIDs struct {
+	used map[string]bool
+	next map[string]int // the next suffix to try, per base
+}
+
+func (s *stepIDs) auto(base string) string {
+	if !s.used[base] {
+		return base
+	}
+	j := max(s.next[base], 2)
+	for s.used[fmt.Sprintf("%s_%d", base, j)] {
+		j++
+	}
+	s.next[base] = j + 1
+	return fmt.Sprintf("%s_%d", base, j)
 }

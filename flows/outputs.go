@@ -30,7 +30,20 @@ const (
 	MetaSourcePartition = "sluice_source_partition" // Kafka partition of the input
 	MetaSourceOffset    = "sluice_source_offset"    // and its offset
 	MetaRun             = "sluice_run"
+	// MetaHops counts the flows a message's chain has passed through: a
+	// run's outputs carry its input's count plus one, and an input past
+	// the engine's MaxHops is dead-lettered (a loop through flows).
+	MetaHops = "sluice_hops"
 )
+
+// hops is how many flows produced msg, one after another.
+func hops(msg *message.Message) int {
+	if msg == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(msg.Metadata.Get(MetaHops))
+	return max(n, 0)
+}
 
 // idSpace namespaces the deterministic ids of published messages.
 var idSpace = uuid.MustParse("6f1c1d3e-8a4b-4e2f-9d7a-5c3b2a1f0e9d")
@@ -43,7 +56,7 @@ func derivedID(inputID, what string) string {
 
 // outputMessages makes a run's queued outputs messages, with ids derived
 // from its input so a redelivered input republishes the same ids.
-func outputMessages(r *runner, inputID string, dl *nodes.Delivery) []topicMessage {
+func outputMessages(r *runner, inputID string, d *message.Message, dl *nodes.Delivery) []topicMessage {
 	outs := dl.Outputs()
 	env := dl.Envelope()
 	msgs := make([]topicMessage, len(outs))
@@ -54,6 +67,7 @@ func outputMessages(r *runner, inputID string, dl *nodes.Delivery) []topicMessag
 		}
 		m.Metadata.Set(MetaFlow, r.f.Name)
 		m.Metadata.Set(MetaRun, env.Run)
+		m.Metadata.Set(MetaHops, strconv.Itoa(hops(d)+1))
 		msgs[j] = topicMessage{topic: o.Topic, msg: m}
 	}
 	return msgs
@@ -92,11 +106,11 @@ func (p *publishError) Error() string { return "topic " + p.topic + ": " + p.err
 func (p *publishError) Unwrap() error { return p.err }
 
 // publishOutputs publishes a run's queued messages.
-func (e *Engine) publishOutputs(r *runner, inputID string, dl *nodes.Delivery) error {
+func (e *Engine) publishOutputs(r *runner, inputID string, in *message.Message, dl *nodes.Delivery) error {
 	if len(dl.Outputs()) == 0 {
 		return nil
 	}
-	return e.publish(r, outputMessages(r, inputID, dl))
+	return e.publish(r, outputMessages(r, inputID, in, dl))
 }
 
 // deadLetterMessage is the input, unchanged, for the flow's dead-letter

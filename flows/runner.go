@@ -81,6 +81,10 @@ func (r *runner) begin(msg *message.Message) *delivery {
 	case skip:
 		d.skip = true
 		r.m.runs["filtered"].Inc()
+	case hops(msg) >= r.e.opts.MaxHops:
+		d.run.Input = input
+		d.fail = &failure{attempts: 1, err: nodes.Permanent(fmt.Errorf(
+			"the message has passed through %d flows (%s): a loop between flows? (the limit is %d)", hops(msg), MetaHops, r.e.opts.MaxHops))}
 	default:
 		d.run.Input = input
 	}
@@ -220,7 +224,7 @@ func (r *runner) settle(d *delivery) error {
 		return nil
 	}
 	if d.fail == nil {
-		if err := r.e.publishOutputs(r, d.run.Input, d.dl); err != nil {
+		if err := r.e.publishOutputs(r, d.run.Input, d.msg, d.dl); err != nil {
 			d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
 		}
 	}

@@ -183,7 +183,7 @@ func (r *runner) settleWindow(ds []*delivery) error {
 		if d.skip || d.done || d.fail != nil {
 			continue
 		}
-		outs = append(outs, outputMessages(r, d.run.Input, d.dl)...)
+		outs = append(outs, outputMessages(r, d.run.Input, d.msg, d.dl)...)
 	}
 	if err := r.e.publish(r, byTopic(outs)); err != nil {
 		return fmt.Errorf("publish outputs: %w", err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/storage"
@@ -32,37 +33,49 @@ func isMultipart(ctype string) (string, bool) {
 // storeUploads writes a multipart request's files to the flow's uploads
 // bucket under "<run>/<file name>" and returns the form's other fields
 // and the files, in order. Bad parts are the client's error (permanent).
-func (e *Engine) storeUploads(ctx context.Context, t *HTTPTrigger, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, error) {
+//
+// A request is refused whole: on any error the files it stored are removed.
+func (e *Engine) storeUploads(ctx context.Context, t *HTTPTrigger, run, boundary string, body []byte) (form map[string]any, files []storage.ObjectInfo, err error) {
 	if t.Uploads == "" {
 		return nil, nil, nodes.Permanent(errNoUploads)
 	}
-	form := map[string]any{}
-	var files []storage.ObjectInfo
+	defer func() {
+		if err != nil {
+			e.removeUploads(files)
+			files = nil
+		}
+	}()
+	form = map[string]any{}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for {
+	for parts := 1; ; parts++ {
+		if parts > maxUploadParts {
+			return nil, files, nodes.Permanent(fmt.Errorf("multipart body: more than %d parts", maxUploadParts))
+		}
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, nil, nodes.Permanent(fmt.Errorf("multipart body: %w", err))
+			return nil, files, nodes.Permanent(fmt.Errorf("multipart body: %w", err))
 		}
 		name := part.FileName()
 		if name == "" {
 			v, err := io.ReadAll(part)
 			if err != nil {
-				return nil, nil, nodes.Permanent(fmt.Errorf("multipart field %s: %w", part.FormName(), err))
+				return nil, files, nodes.Permanent(fmt.Errorf("multipart field %s: %w", part.FormName(), err))
 			}
 			form[part.FormName()] = string(v)
 			continue
 		}
 		key := run + "/" + path.Base(strings.ReplaceAll(name, "\\", "/"))
 		if err := storage.ValidateKey(key); err != nil {
-			return nil, nil, nodes.Permanent(fmt.Errorf("uploaded file name %q: %w", name, err))
+			return nil, files, nodes.Permanent(fmt.Errorf("uploaded file name %q: %w", name, err))
 		}
 		info, err := e.opts.Store.Put(ctx, t.Uploads, key, part, storage.PutOptions{ContentType: part.Header.Get("Content-Type")})
 		if err != nil {
-			return nil, nil, fmt.Errorf("store upload %s: %w", name, err)
+			// A name the bucket refuses (the folder driver's hidden and
+			// partial names) is the client's to change: 400.
+			return nil, files, nodes.StorageError(fmt.Errorf("store upload %s: %w", name, err))
 		}
 		files = append(files, info)
 	}
@@ -84,6 +97,22 @@ func (e *Engine) uploads(w http.ResponseWriter, r *http.Request, f *Flow, run, b
 		httpError(w, http.StatusServiceUnavailable, "cannot store the upload now; retry later", run)
 	}
 	return nil, nil, false
+}
+
+// maxUploadParts bounds the parts (files and fields) of one multipart
+// request.
+const maxUploadParts = 100
+
+// removeUploads deletes the files of a request that was refused or whose
+// run failed in the request (sync): nothing of it stays in the bucket.
+func (e *Engine) removeUploads(files []storage.ObjectInfo) {
+	for _, o := range files {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := e.opts.Store.Delete(ctx, o.Bucket, o.Key); err != nil {
+			e.log.Warn("removing an upload of a failed request failed", "bucket", o.Bucket, "key", o.Key, "error", err)
+		}
+		cancel()
+	}
 }
 
 // uploadVars describes stored uploads for request.files.

@@ -254,7 +254,12 @@ func (c *Config) value(f Field, name string, v *yaml.Node, probs *Problems) (any
 	case Any:
 		var x any
 		if err := v.Decode(&x); err != nil {
-			return bad("a YAML value")
+			if strings.Contains(err.Error(), "excessive aliasing") {
+				c.problem(probs, pos, "field %q: its YAML aliases expand too far (each alias copies its anchor; nested aliases multiply): write the value out or use fewer aliases", name)
+				return nil, false
+			}
+			c.problem(probs, pos, "field %q: %v", name, strings.TrimPrefix(err.Error(), "yaml: "))
+			return nil, false
 		}
 		return normalize(x), true
 	}
