@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +67,106 @@ func TestFSWatchIgnoresPartialFilesAndSeesRenames(t *testing.T) {
 	assert.Equal(t, []string{"2026/11/a.jpg", "2026/11/b.jpg", "marker", "upload.jpg"}, keys)
 	_, err = s.PutBytes(ctx, "drop", "sneaky.part", []byte("x"), storage.PutOptions{})
 	assert.ErrorIs(t, err, storage.ErrInvalidKey)
+}
+
+// hostileBucket makes a folder driver whose bucket "drop" holds what a
+// hostile user can drop into a shared folder: links to a file outside and
+// to /dev/zero, a link to a folder outside, and a named pipe.
+func hostileBucket(t *testing.T) (s *storage.Store, root, outside string) {
+	t.Helper()
+	root, outside = t.TempDir(), t.TempDir()
+	d, err := storage.NewFS(root, 30*time.Millisecond)
+	require.NoError(t, err)
+	s = storage.NewStore(d)
+	t.Cleanup(func() { _ = s.Close() })
+	require.NoError(t, s.EnsureBucket(t.Context(), "drop"))
+	dir := filepath.Join(root, "drop")
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "secret.txt"), []byte("secret"), 0o644))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(dir, "secret.txt")))
+	require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero.png")))
+	require.NoError(t, os.Symlink(outside, filepath.Join(dir, "sub")))
+	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "pipe.png"), 0o644))
+	return s, root, outside
+}
+
+func TestFSRefusesLinksPipesAndWritesThroughLinks(t *testing.T) {
+	s, root, outside := hostileBucket(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, key := range []string{"secret.txt", "zero.png", "pipe.png", "sub/secret.txt", "sub"} {
+		_, _, err := s.ReadAll(ctx, "drop", key, 0)
+		assert.ErrorIs(t, err, storage.ErrNotFound, key)
+		_, err = s.Stat(ctx, "drop", key)
+		assert.ErrorIs(t, err, storage.ErrNotFound, key)
+	}
+	_, err := s.PutBytes(ctx, "drop", "sub/x", []byte("escape"), storage.PutOptions{})
+	require.ErrorIs(t, err, storage.ErrInvalidKey)
+	assert.Contains(t, err.Error(), "symbolic link")
+	assert.NoFileExists(t, filepath.Join(outside, "x"))
+	require.NoError(t, s.Delete(ctx, "drop", "sub/secret.txt"))
+	assert.FileExists(t, filepath.Join(outside, "secret.txt"), "delete must not reach through a link")
+
+	// Writing over a link replaces the link, it does not write through it.
+	_, err = s.PutBytes(ctx, "drop", "secret.txt", []byte("mine"), storage.PutOptions{})
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(outside, "secret.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, "secret", string(b))
+	got, _, err := s.ReadAll(ctx, "drop", "secret.txt", 0)
+	require.NoError(t, err)
+	assert.Equal(t, "mine", string(got))
+
+	var keys []string
+	require.NoError(t, s.List(ctx, "drop", "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+	assert.Equal(t, []string{"secret.txt"}, keys, "only regular files are listed")
+	_ = root
+}
+
+func TestFSWatchSkipsLinksAndPipes(t *testing.T) {
+	s, root, _ := hostileBucket(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	events := make(chan storage.ObjectEvent, 32)
+	go func() { _ = s.Watch(ctx, "drop", events) }()
+	dir := filepath.Join(root, "drop")
+	// Dropped while watching, too.
+	require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero2.png")))
+	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "pipe2.png"), 0o644))
+	_, err := s.PutBytes(ctx, "drop", "real.png", []byte("png"), storage.PutOptions{})
+	require.NoError(t, err)
+	next := func() string {
+		select {
+		case ev := <-events:
+			return ev.Key
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+		}
+		return ""
+	}
+	assert.Equal(t, "real.png", next(), "links and pipes are not objects")
+	_, err = s.PutBytes(ctx, "drop", "zzz.png", []byte("png"), storage.PutOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "zzz.png", next(), "links and pipes are not objects")
+}
+
+func TestFSRemovesStaleTemporaryFiles(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "out", "a")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	old := time.Now().Add(-2 * storage.StaleTempAge)
+	for _, name := range []string{".sluice-tmp-old", ".sluice-tmp-new", ".other-tmp-old"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644))
+	}
+	require.NoError(t, os.Chtimes(filepath.Join(dir, ".sluice-tmp-old"), old, old))
+	require.NoError(t, os.Chtimes(filepath.Join(dir, ".other-tmp-old"), old, old))
+	d, err := storage.NewFS(root, 0)
+	require.NoError(t, err)
+	defer d.Close()
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, ".sluice-tmp-old"))
+		return os.IsNotExist(err)
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, d.Close()) // the sweep has ended
+	assert.FileExists(t, filepath.Join(dir, ".sluice-tmp-new"), "a recent temporary file may be a write in progress")
+	assert.FileExists(t, filepath.Join(dir, ".other-tmp-old"), "only Sluice's own temporary names are removed")
 }
