@@ -153,13 +153,22 @@ func testInvalidKeys(t *testing.T, s *storage.Store) {
 	ctx := t.Context()
 	for _, key := range []string{
 		"", "/abs", "../escape", "a/../../b", "a/./b", "a//b", "trailing/",
-		"nul\x00byte", "back\\slash", "ctl\x01", string([]byte{0xff, 0xfe}),
+		"nul\x00byte", "back\\slash", "ctl\x01", "del\x7f", string([]byte{0xff, 0xfe}),
+		"next\u0085line", "c1\u009b[31m", "invoice\u202egpj.exe", "iso\u2066late", "mark\u200f",
 		strings.Repeat("k", storage.MaxKeyLen+1),
 	} {
 		_, err := s.PutBytes(ctx, "bucket-a", key, []byte("x"), storage.PutOptions{})
 		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
 		_, _, err = s.ReadAll(ctx, "bucket-a", key, 0)
 		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
+		_, err = s.Stat(ctx, "bucket-a", key)
+		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
+		assert.ErrorIs(t, s.Delete(ctx, "bucket-a", key), storage.ErrInvalidKey, "key %q", key)
+	}
+	// Letters of every script are keys.
+	for _, key := range []string{"日本/写真.jpg", "café/naïve.txt", "emoji-📷.png", "عربي.txt"} {
+		_, err := s.PutBytes(ctx, "bucket-a", key, []byte("x"), storage.PutOptions{})
+		assert.NoError(t, err, "key %q", key)
 	}
 }
 
