@@ -52,9 +52,10 @@ type sqliteConfig struct {
 	batch     int           // messages read per query
 	ackWithin time.Duration // 0: wait for the handler however long it takes
 	retention time.Duration // consumed messages older than this are deleted; 0: kept
+	maxBytes  int64         // largest message published or loaded (payload and metadata)
 }
 
-// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h.
+// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h&max_message_bytes=10485760.
 func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	path := URLPath(u)
 	if path == "" {
@@ -78,6 +79,9 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 			return nil, fmt.Errorf("batch must be a positive integer, not %q", s)
 		}
 	}
+	if cfg.maxBytes, err = parseMaxMessageBytes(q); err != nil {
+		return nil, err
+	}
 	sync, err := sqlitedb.ParseSync(q.Get("sync"))
 	if err != nil {
 		return nil, err
@@ -90,7 +94,7 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 	pruneCtx, stopPrune := context.WithCancel(context.Background())
 	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg, stopPrune: stopPrune}
 	b.pub, err = wsql.NewPublisher(b.beginner(nil), wsql.PublisherConfig{
-		SchemaAdapter:        sqliteSchema{batch: cfg.batch},
+		SchemaAdapter:        sqliteSchema{batch: cfg.batch, maxBytes: cfg.maxBytes},
 		AutoInitializeSchema: true,
 	}, logger)
 	if err != nil {
@@ -161,6 +165,9 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 	if s.closed {
 		return nil, wsql.ErrSubscriberClosed
 	}
+	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
 	cfg := s.broker.cfg
 	ackWithin := cfg.ackWithin
 	group := s.group
@@ -176,7 +183,7 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 		PollInterval:     cfg.poll,
 		ResendInterval:   cfg.resend,
 		RetryInterval:    time.Second,
-		SchemaAdapter:    sqliteSchema{batch: cfg.batch},
+		SchemaAdapter:    sqliteSchema{batch: cfg.batch, maxBytes: cfg.maxBytes},
 		OffsetsAdapter:   sqliteOffsets{},
 		InitializeSchema: true,
 	}, s.broker.logger)
