@@ -50,11 +50,12 @@ type kafkaConfig struct {
 	sasl        string // "", PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 	user, pass  string
 	maxWait     time.Duration
+	maxBytes    int64 // max_message_bytes: producer limit, and the consumer's fetch limit
 }
 
 // openKafka accepts kafka://host:port[,host:port]?version=2.8.0
 // &partitions=4&replication=1&client_id=sluice&tls=true&tls_ca=ca.pem&tls_insecure=false
-// &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512. SASL credentials come from the
+// &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512&max_message_bytes=10485760. SASL credentials come from the
 // URL's user info or from SLUICE_KAFKA_USER and SLUICE_KAFKA_PASSWORD.
 func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	var hosts []string
@@ -68,6 +69,10 @@ func openKafka(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) 
 	}
 	q := u.Query()
 	cfg := kafkaConfig{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
+	var err error
+	if cfg.maxBytes, err = parseMaxMessageBytes(q); err != nil {
+		return nil, err
+	}
 	if s := q.Get("version"); s != "" {
 		v, err := sarama.ParseKafkaVersion(s)
 		if err != nil {
@@ -189,6 +194,11 @@ func (b *kafkaBroker) sarama() *sarama.Config {
 	c.ClientID = b.cfg.clientID
 	c.Metadata.Retry.Backoff = 250 * time.Millisecond
 	c.Admin.Timeout = 30 * time.Second
+	// A record over the limit is refused when produced, and skipped with
+	// ErrMessageTooLarge when consumed, never fetched whole.
+	c.Producer.MaxMessageBytes = int(b.cfg.maxBytes)
+	c.Consumer.Fetch.Max = int32(b.cfg.maxBytes)
+	c.Consumer.Fetch.Default = min(c.Consumer.Fetch.Default, int32(b.cfg.maxBytes))
 	if b.cfg.tls != nil {
 		c.Net.TLS.Enable, c.Net.TLS.Config = true, b.cfg.tls
 	}
@@ -301,6 +311,9 @@ func (p *kafkaPublisher) known(topic string) bool { _, ok := p.topics.Load(topic
 func (p *kafkaPublisher) remember(topic string)   { p.topics.Store(topic, true) }
 
 func (p *kafkaPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := checkPublish(topic, p.b.cfg.maxBytes, msgs); err != nil {
+		return err
+	}
 	if !p.known(topic) {
 		if err := p.b.ensureTopic(topic, p.b.cfg.partitions); err != nil {
 			return err
@@ -320,6 +333,9 @@ type kafkaSubscriber struct {
 }
 
 func (s *kafkaSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
 	if !s.b.pub.known(topic) {
 		if err := s.b.ensureTopic(topic, s.b.cfg.partitions); err != nil {
 			return nil, err
