@@ -126,10 +126,10 @@ func main() {
 	}
 	var ee exitError
 	if errors.As(err, &ee) {
-		fmt.Fprintln(os.Stderr, scrub(root, ee.err))
+		fmt.Fprintln(os.Stderr, safeLines(scrub(root, ee.err)))
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "sluice:", scrub(root, err))
+	fmt.Fprintln(os.Stderr, "sluice:", safeLines(scrub(root, err)))
 	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "unknown flag") {
 		fmt.Fprintln(os.Stderr, "Run 'sluice --help' for usage.")
 	}
