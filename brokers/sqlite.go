@@ -13,6 +13,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 )
 
@@ -56,7 +57,7 @@ type sqliteConfig struct {
 }
 
 // openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h&max_message_bytes=10485760.
-func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+func openSQLite(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	path := URLPath(u)
 	if path == "" {
 		return nil, fmt.Errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
@@ -88,6 +89,10 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 	}
 	db, err := sqlitedb.Open(path, sync)
 	if err != nil {
+		return nil, err
+	}
+	if err := dbident.Check(ctx, db, path, "queued messages and consumer positions"); err != nil {
+		db.Close()
 		return nil, err
 	}
 	abs, _ := filepath.Abs(path)

@@ -12,10 +12,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
@@ -38,6 +40,7 @@ type globals struct {
 	storage   string
 	logLevel  string
 	logFormat string
+	acceptNew bool // --accept-new-state
 }
 
 // brokerURL is --broker, else SLUICE_BROKER, else the embedded queue. (The
@@ -114,6 +117,10 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	pf.StringVar(&g.storage, "storage", "", "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
+	acceptDefault, _ := strconv.ParseBool(os.Getenv("SLUICE_ACCEPT_NEW_STATE"))
+	pf.BoolVar(&g.acceptNew, "accept-new-state", acceptDefault,
+		"start even though a database (queue.db, state.db, machines.db, data.db) is empty or not the one recorded beside it (PATH.sluice-id): it was emptied, deleted or replaced, and what it held is lost; without this flag Sluice refuses to start (env SLUICE_ACCEPT_NEW_STATE)")
+	root.PersistentPreRun = func(*cobra.Command, []string) { dbident.SetAcceptNew(g.acceptNew) }
 	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), usageCmd(g), dlqCmd(g), stateCmd(g), versionCmd())
 	return root
 }
