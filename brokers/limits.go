@@ -99,3 +99,16 @@ func rejected(id string, size, limit int64) *message.Message {
 	m.Metadata.Set(MetaRejected, fmt.Sprintf("message %s is %d bytes, over the broker's limit of %d (max_message_bytes); not loaded", id, size, limit))
 	return m
 }
+
+// Rejected returns, for a consumed message the broker delivered without
+// its payload (see MetaRejected), an error wrapping ErrMessageTooLarge with
+// the reason; nil for any other message. Consumers call it before
+// processing a message and dead-letter the message with the error, as a
+// permanent failure: running the flow on the empty payload would lose the
+// message silently.
+func Rejected(msg *message.Message) error {
+	if reason := msg.Metadata.Get(MetaRejected); reason != "" {
+		return fmt.Errorf("%w: %s", ErrMessageTooLarge, reason)
+	}
+	return nil
+}

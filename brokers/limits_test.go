@@ -86,6 +86,9 @@ func TestSQLiteDeliversAStoredOversizedMessageAsRejected(t *testing.T) {
 			got = append(got, m.UUID+":"+m.Metadata.Get(brokers.MetaRejected))
 			if m.UUID == "large" {
 				assert.Empty(t, m.Payload)
+				assert.ErrorIs(t, brokers.Rejected(m), brokers.ErrMessageTooLarge)
+			} else {
+				assert.NoError(t, brokers.Rejected(m))
 			}
 			m.Ack()
 		case <-ctx.Done():
