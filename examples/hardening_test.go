@@ -109,6 +109,9 @@ func TestHostileFilesInFolderBuckets(t *testing.T) {
 	msg := cliFails(t, dir, "put", "--key", "sub/x", "out", "normal.txt")
 	assert.Contains(t, msg, "symbolic link")
 	assert.NoFileExists(t, filepath.Join(outside, "x"), "nothing written outside the bucket")
+	// sluice put of a named pipe refuses it rather than block on it.
+	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo.png"), 0o644))
+	assert.Contains(t, cliFails(t, dir, "put", "uploads", "fifo.png"), "not a regular file")
 
 	in.stop()
 	require.True(t, in.cmd.ProcessState.Success(), "SIGTERM ends the run cleanly:\n%s", in.log)

@@ -226,6 +226,13 @@ func (f *FS) scan(ctx context.Context, bucket, prefix string) ([]ObjectInfo, err
 	base := f.bucketDir(bucket)
 	start := base
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		// The folders the prefix names must be folders, not links:
+		// WalkDir would follow a link in the middle of its start path.
+		dir, err := openDir(base, strings.Split(prefix[:i], "/"), false)
+		if err != nil {
+			return nil, nil // nothing of the bucket's there
+		}
+		closeDir(dir)
 		start = filepath.Join(base, filepath.FromSlash(prefix[:i]))
 	}
 	var infos []ObjectInfo

@@ -17,6 +17,9 @@ import (
 func checkBeneath(bucketDir string, segs []string, create bool) (string, error) {
 	p := bucketDir
 	for _, seg := range segs {
+		if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, `/\:`) {
+			return "", fs.ErrNotExist
+		}
 		p = filepath.Join(p, seg)
 		st, err := os.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) && create {
@@ -33,6 +36,13 @@ func checkBeneath(bucketDir string, segs []string, create bool) (string, error) 
 	}
 	return p, nil
 }
+
+// openDir checks the folders beneath bucketDir; the result is for closeDir.
+func openDir(bucketDir string, segs []string, create bool) (string, error) {
+	return checkBeneath(bucketDir, segs, create)
+}
+
+func closeDir(string) {}
 
 func openObject(bucketDir, key string) (*os.File, error) {
 	st, err := statObject(bucketDir, key)

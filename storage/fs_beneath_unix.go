@@ -47,6 +47,10 @@ func openDir(bucketDir string, segs []string, create bool) (int, error) {
 		return -1, &fs.PathError{Op: "open", Path: bucketDir, Err: err}
 	}
 	for _, seg := range segs {
+		if seg == "" || seg == "." || seg == ".." || strings.ContainsRune(seg, '/') {
+			unix.Close(fd)
+			return -1, fs.ErrNotExist // never a folder of the bucket's
+		}
 		next, err := unix.Openat(fd, seg, dirFlags, 0)
 		if errors.Is(err, unix.ENOENT) && create {
 			if err = unix.Mkdirat(fd, seg, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
@@ -67,6 +71,8 @@ func openDir(bucketDir string, segs []string, create bool) (int, error) {
 	}
 	return fd, nil
 }
+
+func closeDir(fd int) { unix.Close(fd) }
 
 // isRegular reports whether a stat mode is a regular file's.
 func isRegular(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFREG }

@@ -119,6 +119,19 @@ func TestFSRefusesLinksPipesAndWritesThroughLinks(t *testing.T) {
 	var keys []string
 	require.NoError(t, s.List(ctx, "drop", "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
 	assert.Equal(t, []string{"secret.txt"}, keys, "only regular files are listed")
+	// Prefixes do not lead through a link or out of the bucket either.
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "deeper"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "deeper", "f"), []byte("f"), 0o644))
+	_, err = s.PutBytes(ctx, "other", "x", nil, storage.PutOptions{})
+	require.Error(t, err)
+	require.NoError(t, s.EnsureBucket(ctx, "other"))
+	_, err = s.PutBytes(ctx, "other", "private", []byte("p"), storage.PutOptions{})
+	require.NoError(t, err)
+	for _, prefix := range []string{"sub/", "sub/deeper/", "../", "../other/", "./", "//"} {
+		keys = nil
+		require.NoError(t, s.List(ctx, "drop", prefix, func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+		assert.Empty(t, keys, "prefix %q", prefix)
+	}
 	_ = root
 }
 

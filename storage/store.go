@@ -81,10 +81,19 @@ func (s *Store) Delete(ctx context.Context, bucket, key string) error {
 	return s.d.Delete(ctx, bucket, key)
 }
 
-// List calls fn for each object under prefix, in key order.
+// List calls fn for each object under prefix, in key order. A prefix no
+// valid key can start with (a complete segment that is empty, "." or "..")
+// lists nothing, without asking the driver.
 func (s *Store) List(ctx context.Context, bucket, prefix string, fn func(ObjectInfo) error) error {
 	if err := ValidateBucket(bucket); err != nil {
 		return err
+	}
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		for _, seg := range strings.Split(prefix[:i], "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return nil
+			}
+		}
 	}
 	return s.d.List(ctx, bucket, prefix, fn)
 }

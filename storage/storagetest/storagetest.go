@@ -32,6 +32,7 @@ func Run(t *testing.T, open Harness) {
 		{"Delete", testDelete},
 		{"ListOrderAndPrefix", testList},
 		{"InvalidKeys", testInvalidKeys},
+		{"ListPrefixStaysInBucket", testListPrefixStaysInBucket},
 		{"InvalidBuckets", testInvalidBuckets},
 		{"ReadAllLimit", testReadAllLimit},
 		{"ContentType", testContentType},
@@ -170,6 +171,22 @@ func testInvalidKeys(t *testing.T, s *storage.Store) {
 		_, err := s.PutBytes(ctx, "bucket-a", key, []byte("x"), storage.PutOptions{})
 		assert.NoError(t, err, "key %q", key)
 	}
+}
+
+// A prefix is matched against keys: it never names a folder outside.
+func testListPrefixStaysInBucket(t *testing.T, s *storage.Store) {
+	ctx := t.Context()
+	require.NoError(t, s.EnsureBucket(ctx, "bucket-b"))
+	_, err := s.PutBytes(ctx, "bucket-b", "private", []byte("p"), storage.PutOptions{})
+	require.NoError(t, err)
+	_, err = s.PutBytes(ctx, "bucket-a", "a/x", []byte("x"), storage.PutOptions{})
+	require.NoError(t, err)
+	for _, prefix := range []string{"../", "../bucket-b/", "a/../../bucket-b/", "./", "//", "a//"} {
+		var keys []string
+		require.NoError(t, s.List(ctx, "bucket-a", prefix, func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+		assert.Empty(t, keys, "prefix %q", prefix)
+	}
+	require.NoError(t, s.Delete(ctx, "bucket-b", "private"))
 }
 
 func testInvalidBuckets(t *testing.T, s *storage.Store) {
