@@ -174,15 +174,21 @@ var kafkaMarshaler = kafka.NewWithPartitioningMarshaler(func(_ string, m *messag
 // its position, "kafka:TOPIC/PARTITION/OFFSET", the same each time it is
 // delivered, so it has a stable identity like any other message (an empty
 // id would make every such record look like one input).
-type kafkaUnmarshaler struct{}
+// A record over max (max_message_bytes) is delivered as rejected, without
+// its payload (MetaRejected): Kafka returns a record larger than the fetch
+// limit anyway when it is the first of its partition (KIP-74).
+type kafkaUnmarshaler struct{ max int64 }
 
-func (kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+func (u kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
 	msg, err := kafkaMarshaler.Unmarshal(rec)
 	if err != nil {
 		return nil, err
 	}
 	if msg.UUID == "" {
 		msg.UUID = fmt.Sprintf("kafka:%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
+	}
+	if n := MessageSize(msg); u.max > 0 && n > u.max {
+		return rejected(msg.UUID, n, u.max), nil
 	}
 	return msg, nil
 }
@@ -224,7 +230,7 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	}
 	c := b.consumer()
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers: b.brokers, Unmarshaler: kafkaUnmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
+		Brokers: b.brokers, Unmarshaler: kafkaUnmarshaler{b.cfg.maxBytes}, OverwriteSaramaConfig: c, ConsumerGroup: group,
 		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
 		NackResendSleep:        100 * time.Millisecond,
 		ReconnectRetrySleep:    time.Second,

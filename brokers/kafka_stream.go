@@ -19,6 +19,9 @@ import (
 // closes and the rebalance waits (up to the rebalance timeout, 30s) for fn
 // to flush and commit, so the next owner starts where this one stopped.
 func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(Stream) error) error {
+	if err := ValidateTopic(topic); err != nil {
+		return err
+	}
 	if err := b.ensureTopic(topic, b.cfg.partitions); err != nil {
 		return err
 	}
@@ -30,7 +33,7 @@ func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(S
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", group, err)
 	}
-	h := &streamHandler{fn: fn, logger: b.logger}
+	h := &streamHandler{fn: fn, logger: b.logger, unmarshal: kafkaUnmarshaler{b.cfg.maxBytes}}
 	done := make(chan struct{})
 	go func() { // surface client errors (sarama drops them when nobody reads)
 		for {
@@ -65,10 +68,11 @@ func (b *kafkaBroker) Stream(ctx context.Context, topic, group string, fn func(S
 
 // streamHandler is the sarama ConsumerGroupHandler of a Stream call.
 type streamHandler struct {
-	fn     func(Stream) error
-	logger watermill.LoggerAdapter
-	mu     sync.Mutex
-	err    error
+	fn        func(Stream) error
+	logger    watermill.LoggerAdapter
+	unmarshal kafkaUnmarshaler
+	mu        sync.Mutex
+	err       error
 }
 
 func (h *streamHandler) failed() error {
@@ -81,7 +85,7 @@ func (h *streamHandler) Setup(sarama.ConsumerGroupSession) error   { return nil 
 func (h *streamHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	s := &kafkaStream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
+	s := &kafkaStream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{}), unmarshal: h.unmarshal}
 	s.ctx, s.cancel = context.WithCancel(sess.Context())
 	defer s.cancel()
 	convErr := make(chan error, 1)
@@ -100,10 +104,11 @@ func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sar
 }
 
 type kafkaStream struct {
-	sess  sarama.ConsumerGroupSession
-	claim sarama.ConsumerGroupClaim
-	msgs  chan *message.Message
-	stop  chan struct{} // closed when fn returned
+	unmarshal kafkaUnmarshaler
+	sess      sarama.ConsumerGroupSession
+	claim     sarama.ConsumerGroupClaim
+	msgs      chan *message.Message
+	stop      chan struct{} // closed when fn returned
 	// ctx ends with the session or when the claim closes (the partition
 	// was revoked).
 	ctx    context.Context
@@ -141,7 +146,7 @@ func (s *kafkaStream) convert() error {
 		case <-s.stop:
 			return nil
 		}
-		msg, err := kafkaUnmarshaler{}.Unmarshal(rec)
+		msg, err := s.unmarshal.Unmarshal(rec)
 		if err != nil {
 			// Not a record this broker can read: stop taking this
 			// partition rather than skip it.
