@@ -104,7 +104,7 @@ func newFS(dir string, settle, stale time.Duration) (*FS, error) {
 // have not changed for olderThan: what a writer killed mid-write left.
 // Links are not followed; other files are never touched.
 func (f *FS) sweepTemps(ctx context.Context, olderThan time.Duration) {
-	_ = filepath.WalkDir(f.root, func(p string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(walkRoot(f.root), func(p string, d fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -236,7 +236,7 @@ func (f *FS) scan(ctx context.Context, bucket, prefix string) ([]ObjectInfo, err
 		start = filepath.Join(base, filepath.FromSlash(prefix[:i]))
 	}
 	var infos []ObjectInfo
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(walkRoot(start), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -309,6 +309,11 @@ func mapFSError(bucket, key string, err error) error {
 	}
 	return fmt.Errorf("%s/%s: %w", bucket, key, err)
 }
+
+// walkRoot makes WalkDir enter dir even when dir is a link (the operator
+// may link the root or a bucket folder elsewhere): a trailing separator
+// makes the kernel resolve it. Links below are still not followed.
+func walkRoot(dir string) string { return strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator) }
 
 // isPartial reports whether any segment of key names a partial file.
 func isPartial(key string) bool {
@@ -399,7 +404,7 @@ type fsWatch struct {
 // inside are marked pending: a folder that appears while watching may have
 // been filled before its watch was added.
 func (fw *fsWatch) addTree(dir string, touchFiles bool) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(walkRoot(dir), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

@@ -183,3 +183,37 @@ func TestFSRemovesStaleTemporaryFiles(t *testing.T) {
 	assert.FileExists(t, filepath.Join(dir, ".sluice-tmp-new"), "a recent temporary file may be a write in progress")
 	assert.FileExists(t, filepath.Join(dir, ".other-tmp-old"), "only Sluice's own temporary names are removed")
 }
+
+// The operator may make a bucket folder a link to another disk: the
+// bucket works in full (links below it are still refused).
+func TestFSBucketFolderMayBeALink(t *testing.T) {
+	root, elsewhere := t.TempDir(), t.TempDir()
+	require.NoError(t, os.Symlink(elsewhere, filepath.Join(root, "linked")))
+	d, err := storage.NewFS(root, 30*time.Millisecond)
+	require.NoError(t, err)
+	s := storage.NewStore(d)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, err = s.PutBytes(ctx, "linked", "before/a.txt", []byte("a"), storage.PutOptions{})
+	require.NoError(t, err)
+	assert.FileExists(t, filepath.Join(elsewhere, "before", "a.txt"))
+	events := make(chan storage.ObjectEvent, 8)
+	go func() { _ = s.Watch(ctx, "linked", events) }()
+	next := func() string {
+		select {
+		case ev := <-events:
+			return ev.Key
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+		}
+		return ""
+	}
+	assert.Equal(t, "before/a.txt", next(), "the start-up scan enters the linked folder")
+	_, err = s.PutBytes(ctx, "linked", "after.txt", []byte("b"), storage.PutOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "after.txt", next())
+	var keys []string
+	require.NoError(t, s.List(ctx, "linked", "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+	assert.Equal(t, []string{"after.txt", "before/a.txt"}, keys)
+}
