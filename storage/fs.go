@@ -313,7 +313,9 @@ func mapFSError(bucket, key string, err error) error {
 // walkRoot makes WalkDir enter dir even when dir is a link (the operator
 // may link the root or a bucket folder elsewhere): a trailing separator
 // makes the kernel resolve it. Links below are still not followed.
-func walkRoot(dir string) string { return strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator) }
+func walkRoot(dir string) string {
+	return strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator)
+}
 
 // isPartial reports whether any segment of key names a partial file.
 func isPartial(key string) bool {
