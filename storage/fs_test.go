@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -86,6 +87,9 @@ func hostileBucket(t *testing.T) (s *storage.Store, root, outside string) {
 	require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero.png")))
 	require.NoError(t, os.Symlink(outside, filepath.Join(dir, "sub")))
 	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "pipe.png"), 0o644))
+	ln, err := net.Listen("unix", filepath.Join(dir, "sock.png"))
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
 	return s, root, outside
 }
 
@@ -93,7 +97,7 @@ func TestFSRefusesLinksPipesAndWritesThroughLinks(t *testing.T) {
 	s, root, outside := hostileBucket(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	for _, key := range []string{"secret.txt", "zero.png", "pipe.png", "sub/secret.txt", "sub"} {
+	for _, key := range []string{"secret.txt", "zero.png", "pipe.png", "sock.png", "sub/secret.txt", "sub"} {
 		_, _, err := s.ReadAll(ctx, "drop", key, 0)
 		assert.ErrorIs(t, err, storage.ErrNotFound, key)
 		_, err = s.Stat(ctx, "drop", key)
