@@ -187,8 +187,10 @@ func (u kafkaUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Messa
 	if msg.UUID == "" {
 		msg.UUID = fmt.Sprintf("kafka:%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
 	}
-	if n := MessageSize(msg); u.max > 0 && n > u.max {
-		return rejected(msg.UUID, n, u.max), nil
+	if u.max > 0 {
+		if why := tooLarge(msg.UUID, int64(len(msg.Payload)), metadataSize(msg), u.max); why != "" {
+			return rejected(msg.UUID, why), nil
+		}
 	}
 	return msg, nil
 }

@@ -45,10 +45,15 @@ func ValidateTopic(topic string) error {
 	return nil
 }
 
-// DefaultMaxMessageBytes is the default limit on a message's size (payload
-// plus metadata) on every broker; the URL query parameter
-// max_message_bytes changes it.
+// DefaultMaxMessageBytes is the default limit on a message's payload on
+// every broker; the URL query parameter max_message_bytes changes it.
 const DefaultMaxMessageBytes = 10 << 20
+
+// MaxMetadataBytes bounds a message's metadata (keys and values). It is
+// apart from the payload's limit so that a dead letter (the input's
+// payload, with the failure's reason added to its metadata) of any
+// accepted message can be published too.
+const MaxMetadataBytes = 1 << 20
 
 // MetaRejected is set on a consumed message the broker would not load, with
 // the reason (over max_message_bytes); its payload is empty. The consumer
@@ -68,35 +73,45 @@ func parseMaxMessageBytes(q url.Values) (int64, error) {
 	return n, nil
 }
 
-// MessageSize is what counts against max_message_bytes: the payload and
-// the metadata's keys and values.
-func MessageSize(m *message.Message) int64 {
-	n := int64(len(m.Payload))
+func metadataSize(m *message.Message) int64 {
+	var n int64
 	for k, v := range m.Metadata {
 		n += int64(len(k) + len(v))
 	}
 	return n
 }
 
+// tooLarge says why a message with a payload and metadata of these sizes
+// is over the limits, or returns "".
+func tooLarge(id string, payload, meta, limit int64) string {
+	switch {
+	case payload > limit:
+		return fmt.Sprintf("message %s has a payload of %d bytes, over the broker's limit of %d (max_message_bytes)", id, payload, limit)
+	case meta > MaxMetadataBytes:
+		return fmt.Sprintf("message %s has %d bytes of metadata, over the limit of %d", id, meta, MaxMetadataBytes)
+	}
+	return ""
+}
+
 // checkPublish refuses a publish to an invalid topic or of a message over
-// limit bytes, naming the message and the limit.
+// the limits, naming the message and the limit.
 func checkPublish(topic string, limit int64, msgs []*message.Message) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
 	for _, m := range msgs {
-		if n := MessageSize(m); n > limit {
-			return fmt.Errorf("publish to %s: message %s is %d bytes, over the broker's limit of %d (max_message_bytes): %w", topic, m.UUID, n, limit, ErrMessageTooLarge)
+		if why := tooLarge(m.UUID, int64(len(m.Payload)), metadataSize(m), limit); why != "" {
+			return fmt.Errorf("publish to %s: %s: %w", topic, why, ErrMessageTooLarge)
 		}
 	}
 	return nil
 }
 
 // rejected is the message delivered in place of a stored one over the
-// limit: its id, no payload, and the reason in MetaRejected.
-func rejected(id string, size, limit int64) *message.Message {
+// limits: its id, no payload, and the reason in MetaRejected.
+func rejected(id, why string) *message.Message {
 	m := message.NewMessage(id, nil)
-	m.Metadata.Set(MetaRejected, fmt.Sprintf("message %s is %d bytes, over the broker's limit of %d (max_message_bytes); not loaded", id, size, limit))
+	m.Metadata.Set(MetaRejected, why+"; not loaded")
 	return m
 }
 

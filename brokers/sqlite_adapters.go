@@ -119,23 +119,25 @@ func (s sqliteSchema) limit() int64 {
 	return DefaultMaxMessageBytes
 }
 
-// boundedColumns selects payload, metadata and their total size, leaving
-// out payload and metadata of a row over limit, so SQLite never hands over
-// more than limit bytes of one message.
+// boundedColumns selects payload, metadata and their sizes, leaving out
+// payload and metadata of a row over the limits, so SQLite never hands
+// over a payload over limit or metadata over MaxMetadataBytes.
 func boundedColumns(limit int64) string {
-	size := `length(CAST(payload AS BLOB)) + COALESCE(length(CAST(metadata AS BLOB)), 0)`
-	return fmt.Sprintf(`CASE WHEN %[1]s > %[2]d THEN NULL ELSE payload END, CASE WHEN %[1]s > %[2]d THEN NULL ELSE metadata END, %[1]s`, size, limit)
+	plen := `COALESCE(length(CAST(payload AS BLOB)), 0)`
+	mlen := `COALESCE(length(CAST(metadata AS BLOB)), 0)`
+	over := fmt.Sprintf(`%s > %d OR %s > %d`, plen, limit, mlen, MaxMetadataBytes)
+	return fmt.Sprintf(`CASE WHEN %[1]s THEN NULL ELSE payload END, CASE WHEN %[1]s THEN NULL ELSE metadata END, %[2]s, %[3]s`, over, plen, mlen)
 }
 
 func (s sqliteSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var r wsql.Row
 	var meta sql.NullString
-	var size sql.NullInt64
-	if err := p.Row.Scan(&r.Offset, &r.UUID, &r.Payload, &meta, &size); err != nil {
+	var plen, mlen int64
+	if err := p.Row.Scan(&r.Offset, &r.UUID, &r.Payload, &meta, &plen, &mlen); err != nil {
 		return wsql.Row{}, fmt.Errorf("scan message row: %w", err)
 	}
-	if size.Int64 > s.limit() {
-		r.Msg = rejected(string(r.UUID), size.Int64, s.limit())
+	if why := tooLarge(string(r.UUID), plen, mlen, s.limit()); why != "" {
+		r.Msg = rejected(string(r.UUID), why)
 		return r, nil
 	}
 	r.Metadata = []byte(meta.String)

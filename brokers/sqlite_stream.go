@@ -121,15 +121,16 @@ func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (
 			id      string
 			payload []byte
 			meta    sql.NullString
-			size    sql.NullInt64
+			plen    int64
+			mlen    int64
 			created int64
 		)
-		if err := rows.Scan(&off, &id, &payload, &meta, &size, &created); err != nil {
+		if err := rows.Scan(&off, &id, &payload, &meta, &plen, &mlen, &created); err != nil {
 			return n, last, err
 		}
 		msg := message.NewMessage(id, payload)
-		if limit := (sqliteSchema{maxBytes: s.b.cfg.maxBytes}).limit(); size.Int64 > limit {
-			msg = rejected(id, size.Int64, limit)
+		if why := tooLarge(id, plen, mlen, sqliteSchema{maxBytes: s.b.cfg.maxBytes}.limit()); why != "" {
+			msg = rejected(id, why)
 		} else if meta.Valid && meta.String != "" {
 			if err := json.Unmarshal([]byte(meta.String), &msg.Metadata); err != nil {
 				// A damaged row still delivers its payload (a stuck stream

@@ -28,9 +28,10 @@ func publishCmd(g *globals) *cobra.Command {
 the argument, the content of @FILE, or standard input ("-" or no argument).
 It must be JSON unless --raw is given. The message id is printed.
 
-Topic names are 1 to 200 letters, digits and - $ : . _. A message (payload
-and metadata) may be up to the broker's max_message_bytes, 10 MiB unless
-the broker URL says otherwise (e.g. sqlite://.sluice/queue.db?max_message_bytes=1048576).
+Topic names are 1 to 200 letters, digits and - $ : . _. A payload may be
+up to the broker's max_message_bytes, 10 MiB unless the broker URL says
+otherwise (e.g. sqlite://.sluice/queue.db?max_message_bytes=1048576), and
+metadata up to 1 MiB.
 
 With --ndjson each line of the payload (a file or standard input, any
 size) is a message, published in batches with a progress bar; --id-field
