@@ -19,6 +19,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/internal/scheme"
 )
 
@@ -92,11 +93,16 @@ var ErrUnknownScheme = errors.New("unknown broker scheme")
 func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (Broker, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("broker url %q: %w", rawURL, err)
+		// url.Error quotes the URL: keep only its reason, and redact.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("broker url %q: %w", redact.URL(rawURL), err)
 	}
 	open, ok := openers.Lookup(u.Scheme)
 	if !ok {
-		return nil, fmt.Errorf("broker url %q: %w (known: %s)", rawURL, ErrUnknownScheme, strings.Join(Schemes(), ", "))
+		return nil, fmt.Errorf("broker url %q: %w (known: %s)", redact.URL(rawURL), ErrUnknownScheme, strings.Join(Schemes(), ", "))
 	}
 	if logger == nil {
 		logger = watermill.NopLogger{}

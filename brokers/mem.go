@@ -17,12 +17,15 @@ func init() { Register("mem", openMem) }
 // memBroker is Watermill's GoChannel: in process, nothing survives a
 // restart, and every subscription receives every message (no consumer
 // groups). Use it for tests and throwaway runs.
-type memBroker struct{ ch *gochannel.GoChannel }
+type memBroker struct {
+	ch  *gochannel.GoChannel
+	pub memPublisher
+}
 
-// openMem accepts mem://?buffer=N&persistent=true: buffer is each
-// subscription's output channel size (default 0); persistent keeps every
-// message in memory for subscriptions made later (memory grows without
-// bound, so only for tests).
+// openMem accepts mem://?buffer=N&persistent=true&max_message_bytes=N:
+// buffer is each subscription's output channel size (default 0);
+// persistent keeps every message in memory for subscriptions made later
+// (memory grows without bound, so only for tests).
 func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	q := u.Query()
 	var buf int64
@@ -40,19 +43,44 @@ func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Bro
 			return nil, fmt.Errorf("persistent must be true or false, not %q", s)
 		}
 	}
-	return &memBroker{ch: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: buf, Persistent: persistent}, logger)}, nil
+	limit, err := ParseMaxMessageBytes(q)
+	if err != nil {
+		return nil, err
+	}
+	ch := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: buf, Persistent: persistent}, logger)
+	return &memBroker{ch: ch, pub: memPublisher{ch, limit}}, nil
 }
 
-func (b *memBroker) Publisher() message.Publisher                  { return b.ch }
+func (b *memBroker) Publisher() message.Publisher                  { return b.pub }
 func (b *memBroker) Subscriber(string) (message.Subscriber, error) { return memSubscriber{b.ch}, nil }
-func (b *memBroker) Features() Features                            { return Features{Ordered: true} }
-func (b *memBroker) Close() error                                  { return b.ch.Close() }
+
+// memPublisher checks topics and sizes before the GoChannel: every message
+// in memory has passed the limit, so consumers need no check.
+type memPublisher struct {
+	ch    *gochannel.GoChannel
+	limit int64
+}
+
+func (p memPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := CheckPublish(topic, p.limit, msgs); err != nil {
+		return err
+	}
+	return p.ch.Publish(topic, msgs...)
+}
+
+// Close closes the GoChannel, as closing the GoChannel itself did.
+func (p memPublisher) Close() error     { return p.ch.Close() }
+func (b *memBroker) Features() Features { return Features{Ordered: true} }
+func (b *memBroker) Close() error       { return b.ch.Close() }
 
 // memSubscriber shares the broker's GoChannel; closing it ends nothing, as
 // its subscriptions end with their contexts and the channel with the broker.
 type memSubscriber struct{ ch *gochannel.GoChannel }
 
 func (s memSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
 	return s.ch.Subscribe(ctx, topic)
 }
 func (memSubscriber) Close() error { return nil }

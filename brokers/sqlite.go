@@ -13,6 +13,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 )
 
@@ -52,10 +53,11 @@ type sqliteConfig struct {
 	batch     int           // messages read per query
 	ackWithin time.Duration // 0: wait for the handler however long it takes
 	retention time.Duration // consumed messages older than this are deleted; 0: kept
+	maxBytes  int64         // largest message published or loaded (payload and metadata)
 }
 
-// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h.
-func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
+// openSQLite accepts sqlite://PATH?poll=50ms&resend=100ms&batch=100&ack_deadline=0&sync=normal&retention=168h&max_message_bytes=10485760.
+func openSQLite(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (Broker, error) {
 	path := URLPath(u)
 	if path == "" {
 		return nil, fmt.Errorf("sqlite url needs a file path, e.g. sqlite://.sluice/queue.db")
@@ -78,6 +80,9 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 			return nil, fmt.Errorf("batch must be a positive integer, not %q", s)
 		}
 	}
+	if cfg.maxBytes, err = ParseMaxMessageBytes(q); err != nil {
+		return nil, err
+	}
 	sync, err := sqlitedb.ParseSync(q.Get("sync"))
 	if err != nil {
 		return nil, err
@@ -86,11 +91,15 @@ func openSQLite(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (
 	if err != nil {
 		return nil, err
 	}
+	if err := dbident.Check(ctx, db, path, "queued messages and consumer positions"); err != nil {
+		db.Close()
+		return nil, err
+	}
 	abs, _ := filepath.Abs(path)
 	pruneCtx, stopPrune := context.WithCancel(context.Background())
 	b := &sqliteBroker{path: abs, db: db, logger: logger, cfg: cfg, stopPrune: stopPrune}
 	b.pub, err = wsql.NewPublisher(b.beginner(nil), wsql.PublisherConfig{
-		SchemaAdapter:        sqliteSchema{batch: cfg.batch},
+		SchemaAdapter:        sqliteSchema{batch: cfg.batch, maxBytes: cfg.maxBytes},
 		AutoInitializeSchema: true,
 	}, logger)
 	if err != nil {
@@ -162,6 +171,9 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 	if s.closed {
 		return nil, wsql.ErrSubscriberClosed
 	}
+	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
 	cfg := s.broker.cfg
 	ackWithin := cfg.ackWithin
 	group := s.group
@@ -177,7 +189,7 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 		PollInterval:     cfg.poll,
 		ResendInterval:   cfg.resend,
 		RetryInterval:    time.Second,
-		SchemaAdapter:    sqliteSchema{batch: cfg.batch},
+		SchemaAdapter:    sqliteSchema{batch: cfg.batch, maxBytes: cfg.maxBytes},
 		OffsetsAdapter:   sqliteOffsets{},
 		InitializeSchema: true,
 	}, s.broker.logger)

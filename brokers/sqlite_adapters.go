@@ -16,7 +16,14 @@ import (
 // sqliteSchema is watermill-sql's SchemaAdapter for SQLite: one table per
 // topic, "offset" an autoincrement key so offsets only grow. Topic names
 // are limited by watermill-sql to [A-Za-z0-9-$:._]; identifiers are quoted.
-type sqliteSchema struct{ batch int }
+//
+// maxBytes bounds messages both ways: InsertQuery refuses a larger one, and
+// SelectQuery reads a stored row over it (written by an older version or
+// another tool) without its payload, delivered as rejected (MetaRejected).
+type sqliteSchema struct {
+	batch    int
+	maxBytes int64
+}
 
 func messagesTable(topic string) string { return `"sluice_q_` + topic + `"` }
 func offsetsTable(topic string) string  { return `"sluice_q_` + topic + `_offsets"` }
@@ -65,6 +72,9 @@ func PartitionGroup(group string, i, n int) string {
 }
 
 func (s sqliteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
+	if err := CheckPublish(p.Topic, s.limit(), p.Msgs); err != nil {
+		return wsql.Query{}, err
+	}
 	args := make([]any, 0, 3*len(p.Msgs))
 	for _, m := range p.Msgs {
 		meta, err := json.Marshal(m.Metadata)
@@ -90,17 +100,40 @@ func (s sqliteSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) 
 		part = fmt.Sprintf(" AND shard %% %d = %d", n, i)
 	}
 	return wsql.Query{
-		Query: `SELECT "offset", uuid, payload, metadata FROM ` + messagesTable(p.Topic) +
+		Query: `SELECT "offset", uuid, ` + boundedColumns(s.limit()) + ` FROM ` + messagesTable(p.Topic) +
 			` WHERE "offset" > (` + next.Query + `)` + part + ` ORDER BY "offset" LIMIT ` + fmt.Sprint(s.batch),
 		Args: next.Args,
 	}, nil
 }
 
+// limit is maxBytes, or the default for a schema made without one.
+func (s sqliteSchema) limit() int64 {
+	if s.maxBytes > 0 {
+		return s.maxBytes
+	}
+	return DefaultMaxMessageBytes
+}
+
+// boundedColumns selects payload, metadata and their sizes, leaving out
+// payload and metadata of a row over the limits, so SQLite never hands
+// over a payload over limit or metadata over MaxMetadataBytes.
+func boundedColumns(limit int64) string {
+	plen := `COALESCE(length(CAST(payload AS BLOB)), 0)`
+	mlen := `COALESCE(length(CAST(metadata AS BLOB)), 0)`
+	over := fmt.Sprintf(`%s > %d OR %s > %d`, plen, limit, mlen, MaxMetadataBytes)
+	return fmt.Sprintf(`CASE WHEN %[1]s THEN NULL ELSE payload END, CASE WHEN %[1]s THEN NULL ELSE metadata END, %[2]s, %[3]s`, over, plen, mlen)
+}
+
 func (s sqliteSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var r wsql.Row
 	var meta sql.NullString
-	if err := p.Row.Scan(&r.Offset, &r.UUID, &r.Payload, &meta); err != nil {
+	var plen, mlen int64
+	if err := p.Row.Scan(&r.Offset, &r.UUID, &r.Payload, &meta, &plen, &mlen); err != nil {
 		return wsql.Row{}, fmt.Errorf("scan message row: %w", err)
+	}
+	if why := TooLarge(string(r.UUID), plen, mlen, s.limit()); why != "" {
+		r.Msg = RejectedMessage(string(r.UUID), why)
+		return r, nil
 	}
 	r.Metadata = []byte(meta.String)
 	msg := message.NewMessage(string(r.UUID), r.Payload)

@@ -20,6 +20,9 @@ const streamRead = 1000
 // process take turns as with subscriptions: the stream holds the group's
 // turn for as long as it runs.
 func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(Stream) error) error {
+	if err := ValidateTopic(topic); err != nil {
+		return err
+	}
 	if err := b.initTopic(ctx, topic); err != nil {
 		return err
 	}
@@ -84,7 +87,8 @@ func (s *sqliteStream) Commit(ctx context.Context, msg *message.Message) error {
 // failing query is retried (the database may be locked for a while).
 func (s *sqliteStream) read(ctx context.Context, from int64) error {
 	defer close(s.msgs)
-	query := `SELECT "offset", uuid, payload, metadata, created_at FROM ` + messagesTable(s.topic) +
+	limit := sqliteSchema{maxBytes: s.b.cfg.maxBytes}.limit()
+	query := `SELECT "offset", uuid, ` + boundedColumns(limit) + `, created_at FROM ` + messagesTable(s.topic) +
 		` WHERE "offset" > ? ORDER BY "offset" LIMIT ` + fmt.Sprint(streamRead)
 	wait := time.NewTimer(0)
 	defer wait.Stop()
@@ -122,13 +126,17 @@ func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (
 			id      string
 			payload []byte
 			meta    sql.NullString
+			plen    int64
+			mlen    int64
 			created int64
 		)
-		if err := rows.Scan(&off, &id, &payload, &meta, &created); err != nil {
+		if err := rows.Scan(&off, &id, &payload, &meta, &plen, &mlen, &created); err != nil {
 			return n, last, err
 		}
 		msg := message.NewMessage(id, payload)
-		if meta.Valid && meta.String != "" {
+		if why := TooLarge(id, plen, mlen, sqliteSchema{maxBytes: s.b.cfg.maxBytes}.limit()); why != "" {
+			msg = RejectedMessage(id, why)
+		} else if meta.Valid && meta.String != "" {
 			if err := json.Unmarshal([]byte(meta.String), &msg.Metadata); err != nil {
 				// A damaged row still delivers its payload (a stuck stream
 				// would hold up everything after it); the consumer sees why.

@@ -129,7 +129,7 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 	ob.bytesIn += int64(len(msg.Payload))
 	rec := msg.Payload
 	var d *delivery // when steps ran before the batcher
-	if len(r.f.Steps) > 1 || step.When != nil {
+	if len(r.f.Steps) > 1 || step.When != nil || brokers.Rejected(msg) != nil {
 		var err error
 		d = r.begin(msg)
 		routed := r.exec(r.e.hardCtx, d, r.f.Steps[:len(r.f.Steps)-1])

@@ -53,7 +53,7 @@ func lintRefs(f *Flow, probs *nodes.Problems) {
 					if r.Value == "" {
 						continue
 					}
-					if !topicRE.MatchString(r.Value) {
+					if !validTopic(r.Value) {
 						probs.Add(r.Pos, "%s: %q is not a valid topic name (letters, digits and -$:._)", s.where, r.Value)
 					}
 					if f.Trigger.Topic != nil && r.Value == f.Trigger.Topic.Topic {

@@ -160,7 +160,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	}
 	if f.DeadLetter == "" {
 		f.DeadLetter = DeadLetterTopic(f.Name)
-	} else if !topicRE.MatchString(f.DeadLetter) {
+	} else if !validTopic(f.DeadLetter) {
 		probs.Add(c.Pos("dead_letter"), "dead_letter: %q is not a valid topic name (letters, digits and -$:._)", f.DeadLetter)
 	}
 	f.Retry = parseRetry(c.Object("retry"), defaultRetry)

@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -89,6 +90,11 @@ func (e *Engine) publish(r *runner, msgs []topicMessage) error {
 			batch = append(batch, msgs[j].msg)
 		}
 		if err := pub.Publish(msgs[i].topic, batch...); err != nil {
+			if errors.Is(err, brokers.ErrInvalidTopic) || errors.Is(err, brokers.ErrMessageTooLarge) {
+				// A templated topic no broker carries, an output over the
+				// limit: no retry fixes it.
+				err = nodes.Permanent(err)
+			}
 			return &publishError{topic: msgs[i].topic, err: err}
 		}
 		r.m.published.Add(float64(len(batch)))
@@ -125,7 +131,7 @@ func deadLetterMessage(r *runner, msg *message.Message, input string, fail *fail
 		dl.Metadata.Set(MetaStep, fail.step.ID)
 		dl.Metadata.Set(MetaNode, fail.step.Type)
 	}
-	dl.Metadata.Set(MetaError, fail.err.Error())
+	dl.Metadata.Set(MetaError, capText(fail.err.Error(), maxReason))
 	dl.Metadata.Set(MetaAttempts, strconv.Itoa(max(fail.attempts, 1)))
 	last := fail.last
 	if last.IsZero() {
@@ -145,6 +151,18 @@ func deadLetterMessage(r *runner, msg *message.Message, input string, fail *fail
 		dl.Metadata.Set(MetaSourceOffset, strconv.FormatInt(o, 10))
 	}
 	return dl
+}
+
+// maxReason bounds the reason a dead letter carries in its metadata, so
+// the dead letter of any accepted message fits the broker's limits.
+const maxReason = 64 << 10
+
+// capText cuts s to at most n bytes, saying so.
+func capText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "… (cut)"
 }
 
 // deadLetter publishes the input to the flow's dead-letter topic and

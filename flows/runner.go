@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 )
@@ -75,6 +76,11 @@ func (r *runner) begin(msg *message.Message) *delivery {
 	}
 	d := r.newDelivery(msg, dl, msg.UUID, start)
 	input, skip, err := r.adapter.decode(msg, env)
+	if rerr := brokers.Rejected(msg); rerr != nil {
+		// Delivered without its payload (over the broker's limit): never
+		// run on the empty payload.
+		input, skip, err = msg.UUID, false, rerr
+	}
 	switch {
 	case err != nil:
 		d.fail = &failure{attempts: 1, err: nodes.Permanent(err)}

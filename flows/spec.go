@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"github.com/sluicehq/sluice/brokers"
 	"regexp"
 	"time"
 
@@ -11,10 +12,12 @@ import (
 // Trigger fields are in trigger.go, with the trigger kinds. The linter,
 // `sluice schema` and the docs are generated from these.
 
+// validTopic reports whether every broker can carry the topic name.
+func validTopic(topic string) bool { return brokers.ValidateTopic(topic) == nil }
+
 var (
 	flowNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	stepIDRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-	topicRE    = regexp.MustCompile(`^[A-Za-z0-9$:._-]{1,200}$`)
 )
 
 var flowFields = []nodes.Field{

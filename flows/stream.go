@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 )
 
@@ -186,7 +187,23 @@ func (r *runner) settleWindow(ds []*delivery) error {
 		outs = append(outs, outputMessages(r, d.run.Input, d.msg, d.dl)...)
 	}
 	if err := r.e.publish(r, byTopic(outs)); err != nil {
-		return fmt.Errorf("publish outputs: %w", err)
+		if !nodes.IsPermanent(err) {
+			return fmt.Errorf("publish outputs: %w", err)
+		}
+		// Some output cannot be published at all (a templated topic no
+		// broker carries, a message over the limit): publish run by run,
+		// failing the runs whose outputs cannot be.
+		for _, d := range ds {
+			if d.skip || d.done || d.fail != nil {
+				continue
+			}
+			if err := r.e.publishOutputs(r, d.run.Input, d.msg, d.dl); err != nil {
+				if !nodes.IsPermanent(err) {
+					return fmt.Errorf("publish outputs: %w", err)
+				}
+				d.fail = &failure{attempts: 1, err: fmt.Errorf("publish outputs: %w", err)}
+			}
+		}
 	}
 	ans, answers := r.adapter.(answerer)
 	var dead []topicMessage

@@ -259,7 +259,7 @@ func parseTrigger(file string, on *yaml.Node, probs *nodes.Problems) Trigger {
 
 func parseTopicTrigger(t *Trigger, on *nodes.Config, probs *nodes.Problems) {
 	t.Topic = &TopicTrigger{Topic: on.String("topic"), Group: on.String("group")}
-	if !topicRE.MatchString(t.Topic.Topic) {
+	if !validTopic(t.Topic.Topic) {
 		probs.Add(on.Pos("topic"), "on: topic %q: use letters, digits and -$:._", t.Topic.Topic)
 	}
 }
@@ -268,7 +268,7 @@ func parseBucketTrigger(t *Trigger, on *nodes.Config, probs *nodes.Problems) {
 	b := &BucketTrigger{Bucket: on.String("bucket"), Group: on.String("group"), Prefix: on.String("prefix"),
 		Suffixes: on.Strings("suffix"), Events: on.Strings("events"), EventsTopic: on.String("events_topic")}
 	t.Bucket = b
-	if b.EventsTopic != "" && !topicRE.MatchString(b.EventsTopic) {
+	if b.EventsTopic != "" && !validTopic(b.EventsTopic) {
 		probs.Add(on.Pos("events_topic"), "on: events_topic %q: use letters, digits and -$:._", b.EventsTopic)
 	}
 	if err := storage.ValidateBucket(b.Bucket); err != nil {

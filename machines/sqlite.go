@@ -9,6 +9,7 @@ import (
 
 	"github.com/mattn/go-sqlite3"
 
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 )
 
@@ -46,6 +47,10 @@ type SQLite struct {
 func OpenSQLite(path string) (*SQLite, error) {
 	db, err := sqlitedb.Open(path, sqlitedb.SyncNormal)
 	if err != nil {
+		return nil, err
+	}
+	if err := dbident.Check(context.Background(), db, path, "state machine entities and transitions"); err != nil {
+		db.Close()
 		return nil, err
 	}
 	if _, err := db.Exec(schema); err != nil {

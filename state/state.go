@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -136,6 +137,10 @@ func Open(path string) (*DB, error) { return OpenTimeout(path, sqlitedb.DefaultB
 func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 	db, err := sqlitedb.OpenTimeout(path, sqlitedb.SyncNormal, busy)
 	if err != nil {
+		return nil, err
+	}
+	if err := dbident.Check(context.Background(), db, path, "run history and index of objects already processed"); err != nil {
+		db.Close()
 		return nil, err
 	}
 	if _, err := db.Exec(schema + deadLetterSchema + completionSchema); err != nil {

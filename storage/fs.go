@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,13 +29,33 @@ func init() { Register("fs", openFS) }
 // with "." (hidden: rsync, editors and Sluice's own temporary files) or
 // ending in ".tmp", ".part", ".partial", ".crdownload" or "~". Keys with
 // such a segment are refused by Put.
+//
+// Only regular files beneath a bucket folder are objects: symbolic links,
+// named pipes, devices and sockets are not listed, watched, read or
+// written through, and no link below the bucket folder is followed (see
+// fs_beneath_unix.go). The bucket folders and the root may themselves be
+// links, set up by the operator.
+//
+// Temporary files a killed writer left behind (named ".sluice-tmp-*",
+// unchanged for StaleTempAge) are removed in the background after open.
 type FS struct {
 	root   string
 	settle time.Duration
+
+	stopSweep context.CancelFunc
+	sweeping  sync.WaitGroup
 }
 
-// openFS accepts fs://DIR?settle=200ms. settle is how long a file must stay
-// unchanged before the watcher reports it complete.
+// tempPrefix starts the names of the folder driver's temporary files.
+const tempPrefix = ".sluice-tmp-"
+
+// StaleTempAge is how long a temporary file must have been left unchanged
+// before the folder driver removes it as the leftover of a killed writer.
+const StaleTempAge = time.Hour
+
+// openFS accepts fs://DIR?settle=200ms&stale_temp=1h. settle is how long a
+// file must stay unchanged before the watcher reports it complete;
+// stale_temp how old a leftover temporary file must be to be removed.
 func openFS(_ context.Context, u *url.URL) (Driver, error) {
 	dir := URLPath(u)
 	if dir == "" {
@@ -47,11 +69,21 @@ func openFS(_ context.Context, u *url.URL) (Driver, error) {
 		}
 		settle = d
 	}
-	return NewFS(dir, settle)
+	stale := StaleTempAge
+	if s := u.Query().Get("stale_temp"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("stale_temp must be a positive duration such as 1h, not %q", s)
+		}
+		stale = d
+	}
+	return newFS(dir, settle, stale)
 }
 
 // NewFS returns a folder driver rooted at dir, creating dir if needed.
-func NewFS(dir string, settle time.Duration) (*FS, error) {
+func NewFS(dir string, settle time.Duration) (*FS, error) { return newFS(dir, settle, StaleTempAge) }
+
+func newFS(dir string, settle, stale time.Duration) (*FS, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -62,17 +94,36 @@ func NewFS(dir string, settle time.Duration) (*FS, error) {
 	if settle <= 0 {
 		settle = 200 * time.Millisecond
 	}
-	return &FS{root: abs, settle: settle}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	f := &FS{root: abs, settle: settle, stopSweep: stop}
+	f.sweeping.Go(func() { f.sweepTemps(ctx, stale) })
+	return f, nil
+}
+
+// sweepTemps removes the driver's temporary files under the root that
+// have not changed for olderThan: what a writer killed mid-write left.
+// Links are not followed; other files are never touched.
+func (f *FS) sweepTemps(ctx context.Context, olderThan time.Duration) {
+	_ = filepath.WalkDir(walkRoot(f.root), func(p string, d fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil || d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		if st, err := d.Info(); err == nil && time.Since(st.ModTime()) > olderThan {
+			if os.Remove(p) == nil {
+				slog.Info("removed a stale temporary file left by an interrupted write", "file", p, "modified", st.ModTime().UTC())
+			}
+		}
+		return nil
+	})
 }
 
 // Root returns the folder holding the buckets.
 func (f *FS) Root() string { return f.root }
 
 func (f *FS) bucketDir(bucket string) string { return filepath.Join(f.root, bucket) }
-
-func (f *FS) path(bucket, key string) string {
-	return filepath.Join(f.root, bucket, filepath.FromSlash(key))
-}
 
 func (f *FS) needBucket(bucket string) error {
 	st, err := os.Stat(f.bucketDir(bucket))
@@ -95,14 +146,17 @@ func (f *FS) NewReader(_ context.Context, bucket, key string) (io.ReadCloser, Ob
 	if err := f.needBucket(bucket); err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	file, err := os.Open(f.path(bucket, key))
+	if isPartial(key) {
+		return nil, ObjectInfo{}, fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
+	}
+	file, err := openObject(f.bucketDir(bucket), key)
 	if err != nil {
 		return nil, ObjectInfo{}, mapFSError(bucket, key, err)
 	}
 	st, err := file.Stat()
-	if err != nil || st.IsDir() || isPartial(key) {
+	if err != nil {
 		file.Close()
-		return nil, ObjectInfo{}, fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
+		return nil, ObjectInfo{}, mapFSError(bucket, key, err)
 	}
 	return file, f.info(bucket, key, st), nil
 }
@@ -114,48 +168,29 @@ func (f *FS) Put(ctx context.Context, bucket, key string, r io.Reader, _ PutOpti
 	if err := f.needBucket(bucket); err != nil {
 		return ObjectInfo{}, err
 	}
-	dst := f.path(bucket, key)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return ObjectInfo{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".sluice-tmp-*")
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = io.Copy(tmp, ctxReader{ctx, r})
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
+	err := createObject(f.bucketDir(bucket), key, func(tmp *os.File) error {
+		_, err := io.Copy(tmp, ctxReader{ctx, r})
+		return err
+	})
+	if errors.Is(err, errLinkOnPath) {
+		return ObjectInfo{}, fmt.Errorf("%w %q: %v; the folder driver writes only beneath its bucket folder, never through a link", ErrInvalidKey, key, err)
 	}
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
-	st, err := os.Stat(dst)
-	if err != nil {
-		return ObjectInfo{}, mapFSError(bucket, key, err)
-	}
-	return f.info(bucket, key, st), nil
+	return f.Stat(ctx, bucket, key)
 }
 
 func (f *FS) Stat(_ context.Context, bucket, key string) (ObjectInfo, error) {
 	if err := f.needBucket(bucket); err != nil {
 		return ObjectInfo{}, err
 	}
-	st, err := os.Stat(f.path(bucket, key))
+	if isPartial(key) {
+		return ObjectInfo{}, fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
+	}
+	st, err := statObject(f.bucketDir(bucket), key)
 	if err != nil {
 		return ObjectInfo{}, mapFSError(bucket, key, err)
-	}
-	if st.IsDir() || isPartial(key) {
-		return ObjectInfo{}, fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
 	}
 	return f.info(bucket, key, st), nil
 }
@@ -164,16 +199,8 @@ func (f *FS) Delete(_ context.Context, bucket, key string) error {
 	if err := f.needBucket(bucket); err != nil {
 		return err
 	}
-	p := f.path(bucket, key)
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeObject(f.bucketDir(bucket), key); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
-	}
-	// Remove folders the key left empty, up to the bucket.
-	stop := f.bucketDir(bucket)
-	for dir := filepath.Dir(p); dir != stop && strings.HasPrefix(dir, stop); dir = filepath.Dir(dir) {
-		if os.Remove(dir) != nil {
-			break
-		}
 	}
 	return nil
 }
@@ -199,10 +226,17 @@ func (f *FS) scan(ctx context.Context, bucket, prefix string) ([]ObjectInfo, err
 	base := f.bucketDir(bucket)
 	start := base
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		// The folders the prefix names must be folders, not links:
+		// WalkDir would follow a link in the middle of its start path.
+		dir, err := openDir(base, strings.Split(prefix[:i], "/"), false)
+		if err != nil {
+			return nil, nil // nothing of the bucket's there
+		}
+		closeDir(dir)
 		start = filepath.Join(base, filepath.FromSlash(prefix[:i]))
 	}
 	var infos []ObjectInfo
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(walkRoot(start), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -247,9 +281,25 @@ func (f *FS) EnsureBucket(_ context.Context, bucket string) error {
 	return nil
 }
 
-func (f *FS) Close() error { return nil }
+// Close stops the temporary-file sweep.
+func (f *FS) Close() error {
+	f.stopSweep()
+	f.sweeping.Wait()
+	return nil
+}
+
+// errNotRegular and errLinkOnPath are what the folder driver finds instead
+// of an object: something that is not a regular file (a link, a named
+// pipe, a device, a socket, a folder), or a link where a folder should be.
+var (
+	errNotRegular = errors.New("not a regular file")
+	errLinkOnPath = errors.New("a folder on the path is a symbolic link or not a folder")
+)
 
 func mapFSError(bucket, key string, err error) error {
+	if errors.Is(err, errNotRegular) || errors.Is(err, errLinkOnPath) {
+		return fmt.Errorf("%s/%s: %w (%v: only regular files beneath the bucket folder are objects)", bucket, key, ErrNotFound, err)
+	}
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) {
 		return fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
 	}
@@ -258,6 +308,13 @@ func mapFSError(bucket, key string, err error) error {
 		return fmt.Errorf("%s/%s: %w", bucket, key, ErrNotFound)
 	}
 	return fmt.Errorf("%s/%s: %w", bucket, key, err)
+}
+
+// walkRoot makes WalkDir enter dir even when dir is a link (the operator
+// may link the root or a bucket folder elsewhere): a trailing separator
+// makes the kernel resolve it. Links below are still not followed.
+func walkRoot(dir string) string {
+	return strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator)
 }
 
 // isPartial reports whether any segment of key names a partial file.
@@ -349,7 +406,7 @@ type fsWatch struct {
 // inside are marked pending: a folder that appears while watching may have
 // been filled before its watch was added.
 func (fw *fsWatch) addTree(dir string, touchFiles bool) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(walkRoot(dir), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -454,9 +511,9 @@ func (fw *fsWatch) flush(ctx context.Context) error {
 		if now.Sub(p.seen) < fw.f.settle {
 			continue
 		}
-		st, err := os.Stat(fw.f.path(fw.bucket, key))
-		if err != nil || st.IsDir() {
-			delete(fw.pending, key)
+		st, err := statObject(fw.base, key)
+		if err != nil {
+			delete(fw.pending, key) // gone, or not a regular file: not an object
 			continue
 		}
 		if st.Size() != p.size || !st.ModTime().Equal(p.modTime) {
@@ -475,7 +532,7 @@ func (fw *fsWatch) flush(ctx context.Context) error {
 			name = EventCreatedExisting
 		}
 		delete(fw.pending, key)
-		st, err := os.Stat(fw.f.path(fw.bucket, key))
+		st, err := statObject(fw.base, key)
 		if err != nil {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/internal/scheme"
 )
 
@@ -139,11 +140,16 @@ func Schemes() []string { return openers.Schemes() }
 func Open(ctx context.Context, rawURL string) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("storage url %q: %w", rawURL, err)
+		// url.Error quotes the URL: keep only its reason, and redact.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("storage url %q: %w", redact.URL(rawURL), err)
 	}
 	open, ok := openers.Lookup(u.Scheme)
 	if !ok {
-		return nil, fmt.Errorf("storage url %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(Schemes(), ", "))
+		return nil, fmt.Errorf("storage url %q: unknown scheme %q (known: %s)", redact.URL(rawURL), u.Scheme, strings.Join(Schemes(), ", "))
 	}
 	d, err := open(ctx, u)
 	if err != nil {

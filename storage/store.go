@@ -105,10 +105,19 @@ func (s *Store) Delete(ctx context.Context, bucket, key string) error {
 	return s.d.Delete(ctx, bucket, key)
 }
 
-// List calls fn for each object under prefix, in key order.
+// List calls fn for each object under prefix, in key order. A prefix no
+// valid key can start with (a complete segment that is empty, "." or "..")
+// lists nothing, without asking the driver.
 func (s *Store) List(ctx context.Context, bucket, prefix string, fn func(ObjectInfo) error) error {
 	if err := ValidateBucket(bucket); err != nil {
 		return err
+	}
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		for _, seg := range strings.Split(prefix[:i], "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return nil
+			}
+		}
 	}
 	return s.d.List(ctx, bucket, prefix, fn)
 }
@@ -173,9 +182,12 @@ func ValidateBucket(name string) error {
 // MaxKeyLen is S3's limit on key length, in bytes.
 const MaxKeyLen = 1024
 
-// ValidateKey rejects keys that are not portable across drivers or that
-// could escape a folder: empty, over 1024 bytes, not UTF-8, holding NUL,
-// a backslash or a control character, starting with "/", or with an empty,
+// ValidateKey rejects keys that are not portable across drivers, that
+// could escape a folder, or that would mislead whoever reads them: empty,
+// over 1024 bytes, not UTF-8, holding NUL, a backslash, a control
+// character (C0, DEL or C1, such as U+0085) or a bidirectional formatting
+// character (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C: they
+// make "gpj.exe" print as "exe.jpg"), starting with "/", or with an empty,
 // "." or ".." path segment.
 func ValidateKey(key string) error {
 	bad := func(why string) error { return fmt.Errorf("%w %q: %s", ErrInvalidKey, key, why) }
@@ -196,8 +208,11 @@ func ValidateKey(key string) error {
 		if r == '\\' {
 			return bad("contains a backslash")
 		}
-		if r < 0x20 || r == 0x7f {
-			return bad("contains a control character")
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return bad(fmt.Sprintf("contains the control character %U", r))
+		}
+		if IsBidiControl(r) {
+			return bad(fmt.Sprintf("contains the bidirectional formatting character %U", r))
 		}
 	}
 	for _, seg := range strings.Split(key, "/") {
@@ -209,4 +224,11 @@ func ValidateKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// IsBidiControl reports whether r is a Unicode bidirectional formatting
+// character: embeddings, overrides and isolates (U+202A–U+202E,
+// U+2066–U+2069) and the marks U+200E, U+200F and U+061C.
+func IsBidiControl(r rune) bool {
+	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }

@@ -63,11 +63,12 @@ type config struct {
 	sasl        string // "", PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 	user, pass  string
 	maxWait     time.Duration
+	maxBytes    int64 // max_message_bytes: producer limit, and the consumer's fetch limit
 }
 
 // open accepts kafka://host:port[,host:port]?version=2.8.0
 // &partitions=4&replication=1&client_id=sluice&tls=true&tls_ca=ca.pem&tls_insecure=false
-// &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512. SASL credentials come from the
+// &sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512&max_message_bytes=10485760. SASL credentials come from the
 // URL's user info or from SLUICE_KAFKA_USER and SLUICE_KAFKA_PASSWORD.
 func open(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (brokers.Broker, error) {
 	var hosts []string
@@ -81,6 +82,10 @@ func open(ctx context.Context, u *url.URL, logger watermill.LoggerAdapter) (brok
 	}
 	q := u.Query()
 	cfg := config{version: sarama.V2_8_0_0, partitions: 4, replication: 1, clientID: "sluice", maxWait: 50 * time.Millisecond}
+	var err error
+	if cfg.maxBytes, err = brokers.ParseMaxMessageBytes(q); err != nil {
+		return nil, err
+	}
 	if s := q.Get("version"); s != "" {
 		v, err := sarama.ParseKafkaVersion(s)
 		if err != nil {
@@ -182,15 +187,23 @@ var marshaler = wkafka.NewWithPartitioningMarshaler(func(_ string, m *message.Me
 // its position, "kafka:TOPIC/PARTITION/OFFSET", the same each time it is
 // delivered, so it has a stable identity like any other message (an empty
 // id would make every such record look like one input).
-type unmarshaler struct{}
+// A record over max (max_message_bytes) is delivered as rejected, without
+// its payload (MetaRejected): Kafka returns a record larger than the fetch
+// limit anyway when it is the first of its partition (KIP-74).
+type unmarshaler struct{ max int64 }
 
-func (unmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+func (u unmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
 	msg, err := marshaler.Unmarshal(rec)
 	if err != nil {
 		return nil, err
 	}
 	if msg.UUID == "" {
 		msg.UUID = fmt.Sprintf("kafka:%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
+	}
+	if u.max > 0 {
+		if why := brokers.TooLarge(msg.UUID, int64(len(msg.Payload)), brokers.MetadataSize(msg), u.max); why != "" {
+			return brokers.RejectedMessage(msg.UUID, why), nil
+		}
 	}
 	return msg, nil
 }
@@ -202,6 +215,11 @@ func (b *broker) sarama() *sarama.Config {
 	c.ClientID = b.cfg.clientID
 	c.Metadata.Retry.Backoff = 250 * time.Millisecond
 	c.Admin.Timeout = 30 * time.Second
+	// A record over the limit is refused when produced, and skipped with
+	// ErrMessageTooLarge when consumed, never fetched whole.
+	c.Producer.MaxMessageBytes = int(b.cfg.maxBytes)
+	c.Consumer.Fetch.Max = int32(b.cfg.maxBytes)
+	c.Consumer.Fetch.Default = min(c.Consumer.Fetch.Default, int32(b.cfg.maxBytes))
 	if b.cfg.tls != nil {
 		c.Net.TLS.Enable, c.Net.TLS.Config = true, b.cfg.tls
 	}
@@ -227,7 +245,7 @@ func (b *broker) Subscriber(group string) (message.Subscriber, error) {
 	}
 	c := b.consumer()
 	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
-		Brokers: b.brokers, Unmarshaler: unmarshaler{}, OverwriteSaramaConfig: c, ConsumerGroup: group,
+		Brokers: b.brokers, Unmarshaler: unmarshaler{b.cfg.maxBytes}, OverwriteSaramaConfig: c, ConsumerGroup: group,
 		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: b.cfg.partitions, ReplicationFactor: b.cfg.replication},
 		NackResendSleep:        100 * time.Millisecond,
 		ReconnectRetrySleep:    time.Second,
@@ -315,6 +333,9 @@ func (p *publisher) known(topic string) bool { _, ok := p.topics.Load(topic); re
 func (p *publisher) remember(topic string)   { p.topics.Store(topic, true) }
 
 func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := brokers.CheckPublish(topic, p.b.cfg.maxBytes, msgs); err != nil {
+		return err
+	}
 	if !p.known(topic) {
 		if err := p.b.ensureTopic(topic, p.b.cfg.partitions); err != nil {
 			return err
@@ -339,10 +360,10 @@ type subscriber struct {
 	relays    sync.WaitGroup
 }
 
-// Subscribe consumes topic as the subscriber's group. The returned channel
-// closes after ctx ends or the subscriber closes, once watermill-kafka has
-// stopped delivering.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := brokers.ValidateTopic(topic); err != nil {
+		return nil, err
+	}
 	if !s.b.pub.known(topic) {
 		if err := s.b.ensureTopic(topic, s.b.cfg.partitions); err != nil {
 			return nil, err

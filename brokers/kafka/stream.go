@@ -21,6 +21,9 @@ import (
 // closes and the rebalance waits (up to the rebalance timeout, 30s) for fn
 // to flush and commit, so the next owner starts where this one stopped.
 func (b *broker) Stream(ctx context.Context, topic, group string, fn func(brokers.Stream) error) error {
+	if err := brokers.ValidateTopic(topic); err != nil {
+		return err
+	}
 	if err := b.ensureTopic(topic, b.cfg.partitions); err != nil {
 		return err
 	}
@@ -32,7 +35,7 @@ func (b *broker) Stream(ctx context.Context, topic, group string, fn func(broker
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", group, err)
 	}
-	h := &streamHandler{fn: fn, logger: b.logger}
+	h := &streamHandler{fn: fn, logger: b.logger, unmarshal: unmarshaler{b.cfg.maxBytes}}
 	done := make(chan struct{})
 	go func() { // surface client errors (sarama drops them when nobody reads)
 		for {
@@ -67,10 +70,11 @@ func (b *broker) Stream(ctx context.Context, topic, group string, fn func(broker
 
 // streamHandler is the sarama ConsumerGroupHandler of a Stream call.
 type streamHandler struct {
-	fn     func(brokers.Stream) error
-	logger watermill.LoggerAdapter
-	mu     sync.Mutex
-	err    error
+	fn        func(brokers.Stream) error
+	logger    watermill.LoggerAdapter
+	unmarshal unmarshaler
+	mu        sync.Mutex
+	err       error
 }
 
 func (h *streamHandler) failed() error {
@@ -83,7 +87,7 @@ func (h *streamHandler) Setup(sarama.ConsumerGroupSession) error   { return nil 
 func (h *streamHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	s := &stream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{})}
+	s := &stream{sess: sess, claim: claim, msgs: make(chan *message.Message, 256), stop: make(chan struct{}), unmarshal: h.unmarshal}
 	s.ctx, s.cancel = context.WithCancel(sess.Context())
 	defer s.cancel()
 	convErr := make(chan error, 1)
@@ -102,10 +106,11 @@ func (h *streamHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sar
 }
 
 type stream struct {
-	sess  sarama.ConsumerGroupSession
-	claim sarama.ConsumerGroupClaim
-	msgs  chan *message.Message
-	stop  chan struct{} // closed when fn returned
+	unmarshal unmarshaler
+	sess      sarama.ConsumerGroupSession
+	claim     sarama.ConsumerGroupClaim
+	msgs      chan *message.Message
+	stop      chan struct{} // closed when fn returned
 	// ctx ends with the session or when the claim closes (the partition
 	// was revoked).
 	ctx    context.Context
@@ -143,7 +148,7 @@ func (s *stream) convert() error {
 		case <-s.stop:
 			return nil
 		}
-		msg, err := unmarshaler{}.Unmarshal(rec)
+		msg, err := s.unmarshal.Unmarshal(rec)
 		if err != nil {
 			// Not a record this broker can read: stop taking this
 			// partition rather than skip it.

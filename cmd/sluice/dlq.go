@@ -91,11 +91,8 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tFAILED\tFLOW\tSTEP\tATTEMPTS\tERROR")
 			for _, dl := range dls {
-				e := strings.ReplaceAll(dl.Error, "\n", " ")
-				if len(e) > 90 {
-					e = e[:87] + "..."
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", dl.ID, dl.Failed.Local().Format("2006-01-02 15:04:05"), dl.Flow, dl.Step, dl.Attempts, e)
+				e := clip(strings.ReplaceAll(dl.Error, "\n", " "), 90)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", safe(dl.ID), dl.Failed.Local().Format("2006-01-02 15:04:05"), safe(dl.Flow), safe(dl.Step), dl.Attempts, e)
 			}
 			return tw.Flush()
 		},

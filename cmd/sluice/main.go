@@ -12,10 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/internal/dbident"
+	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
 )
@@ -37,18 +40,29 @@ type globals struct {
 	storage   string
 	logLevel  string
 	logFormat string
+	acceptNew bool // --accept-new-state
 }
 
+// brokerURL is --broker, else SLUICE_BROKER, else the embedded queue. (The
+// environment is read here, not as the flag's default, so that --help
+// never prints a URL's credentials.)
 func (g *globals) brokerURL() string {
 	if g.broker != "" {
 		return g.broker
 	}
+	if v := os.Getenv("SLUICE_BROKER"); v != "" {
+		return v
+	}
 	return "sqlite://" + filepath.Join(g.home, "queue.db")
 }
 
+// storageURL is --storage, else SLUICE_STORAGE, else the embedded folders.
 func (g *globals) storageURL() string {
 	if g.storage != "" {
 		return g.storage
+	}
+	if v := os.Getenv("SLUICE_STORAGE"); v != "" {
+		return v
 	}
 	return "fs://" + filepath.Join(g.home, "buckets")
 }
@@ -99,25 +113,30 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
-	pf.StringVar(&g.broker, "broker", os.Getenv("SLUICE_BROKER"), "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT] or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
-	pf.StringVar(&g.storage, "storage", os.Getenv("SLUICE_STORAGE"), "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
+	pf.StringVar(&g.broker, "broker", "", "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT] or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
+	pf.StringVar(&g.storage, "storage", "", "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
+	acceptDefault, _ := strconv.ParseBool(os.Getenv("SLUICE_ACCEPT_NEW_STATE"))
+	pf.BoolVar(&g.acceptNew, "accept-new-state", acceptDefault,
+		"start even though a database (queue.db, state.db, machines.db, data.db) is empty or not the one recorded beside it (PATH.sluice-id): it was emptied, deleted or replaced, and what it held is lost; without this flag Sluice refuses to start (env SLUICE_ACCEPT_NEW_STATE)")
+	root.PersistentPreRun = func(*cobra.Command, []string) { dbident.SetAcceptNew(g.acceptNew) }
 	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), usageCmd(g), dlqCmd(g), stateCmd(g), versionCmd())
 	return root
 }
 
 func main() {
-	err := newRoot().Execute()
+	root := newRoot()
+	err := root.Execute()
 	if err == nil {
 		return
 	}
 	var ee exitError
 	if errors.As(err, &ee) {
-		fmt.Fprintln(os.Stderr, ee.err)
+		fmt.Fprintln(os.Stderr, safeLines(scrub(root, ee.err)))
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "sluice:", err)
+	fmt.Fprintln(os.Stderr, "sluice:", safeLines(scrub(root, err)))
 	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "unknown flag") {
 		fmt.Fprintln(os.Stderr, "Run 'sluice --help' for usage.")
 	}
@@ -135,3 +154,16 @@ func versionCmd() *cobra.Command {
 
 // registry is the node registry the CLI uses.
 func registry() *nodes.Registry { return nodes.Global() }
+
+// scrub returns err's text with the credentials of the broker and storage
+// URLs (flags and environment) redacted, wherever a layer below quoted them.
+func scrub(root *cobra.Command, err error) string {
+	msg := err.Error()
+	for _, raw := range []string{os.Getenv("SLUICE_BROKER"), os.Getenv("SLUICE_STORAGE"),
+		root.PersistentFlags().Lookup("broker").Value.String(), root.PersistentFlags().Lookup("storage").Value.String()} {
+		if raw != "" {
+			msg = redact.Error(errors.New(msg), raw)
+		}
+	}
+	return msg
+}

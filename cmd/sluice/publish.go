@@ -28,6 +28,11 @@ func publishCmd(g *globals) *cobra.Command {
 the argument, the content of @FILE, or standard input ("-" or no argument).
 It must be JSON unless --raw is given. The message id is printed.
 
+Topic names are 1 to 200 letters, digits and - $ : . _. A payload may be
+up to the broker's max_message_bytes, 10 MiB unless the broker URL says
+otherwise (e.g. sqlite://.sluice/queue.db?max_message_bytes=1048576), and
+metadata up to 1 MiB.
+
 With --ndjson each line of the payload (a file or standard input, any
 size) is a message, published in batches with a progress bar; --id-field
 and --key-field take each message's id and partition key (entity order on
@@ -41,6 +46,9 @@ line number; lines before it are published.`,
   zcat logs.ndjson.gz | sluice publish --ndjson logs -`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := brokers.ValidateTopic(args[0]); err != nil {
+				return err
+			}
 			if ndjson {
 				return publishNDJSON(cmd, g, args, meta, idField, keyField)
 			}

@@ -102,6 +102,10 @@ func collect(paths []string, key, prefix string) ([]upload, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !st.IsDir() && !st.Mode().IsRegular() {
+			// A named pipe or a device would block or never end.
+			return nil, fmt.Errorf("%s is not a regular file or a folder", p)
+		}
 		if !st.IsDir() {
 			k := filepath.Base(p)
 			if key != "" {

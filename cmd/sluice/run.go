@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
@@ -121,7 +122,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				}
 				log.Info("flow loaded", attrs...)
 			}
-			log.Info("using", "broker", g.brokerURL(), "storage", g.storageURL(), "state", g.statePath())
+			log.Info("using", "broker", redact.URL(g.brokerURL()), "storage", redact.URL(g.storageURL()), "state", g.statePath())
 			if retention > 0 {
 				go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
 					if err != nil {

@@ -58,12 +58,9 @@ func runsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "STARTED\tFLOW\tSTATUS\tDURATION\tINPUT\tSTEP\tERROR")
 			for _, r := range runs {
-				errText := strings.ReplaceAll(r.Error, "\n", " ")
-				if len(errText) > 100 {
-					errText = errText[:97] + "..."
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Started.Local().Format("2006-01-02 15:04:05"), r.Flow, r.Status,
-					r.Duration.Round(time.Microsecond*100), r.Input, r.Step, errText)
+				errText := clip(strings.ReplaceAll(r.Error, "\n", " "), 100)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Started.Local().Format("2006-01-02 15:04:05"), safe(r.Flow), r.Status,
+					r.Duration.Round(time.Microsecond*100), safe(r.Input), safe(r.Step), errText)
 			}
 			return tw.Flush()
 		},
@@ -100,15 +97,15 @@ func runShowCmd(g *globals) *cobra.Command {
 			r := runs[0]
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "run       %s\nflow      %s\ntrigger   %s\ninput     %s\nstatus    %s\nstarted   %s\nduration  %s\n",
-				r.ID, r.Flow, r.Trigger, r.Input, r.Status, r.Started.Local().Format(time.RFC3339Nano), r.Duration)
+				safe(r.ID), safe(r.Flow), safe(r.Trigger), safe(r.Input), r.Status, r.Started.Local().Format(time.RFC3339Nano), r.Duration)
 			if r.Error != "" {
-				fmt.Fprintf(out, "failed at %s after %d attempt(s): %s\n", r.Step, r.Attempts, r.Error)
+				fmt.Fprintf(out, "failed at %s after %d attempt(s): %s\n", safe(r.Step), r.Attempts, safeLines(r.Error))
 			}
 			fmt.Fprintln(out)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "STEP\tNODE\tSTATUS\tATTEMPTS\tDURATION\tERROR\tOUTPUT")
 			for _, s := range r.Steps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), s.Error, s.Output)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", safe(s.ID), s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), safe(s.Error), safe(s.Output))
 			}
 			return tw.Flush()
 		},

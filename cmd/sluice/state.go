@@ -66,11 +66,11 @@ func stateCmd(g *globals) *cobra.Command {
 					History []machines.Transition `json:"history"`
 				}{e, h})
 			}
-			fmt.Fprintf(out, "%s %s: %s (version %d, %s)\n\n", e.Machine, e.Key, e.State, e.Version, e.Updated.Local().Format(time.DateTime))
+			fmt.Fprintf(out, "%s %s: %s (version %d, %s)\n\n", safe(e.Machine), safe(e.Key), safe(e.State), e.Version, e.Updated.Local().Format(time.DateTime))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VERSION\tAT\tEVENT\tFROM\tTO\tINPUT")
 			for _, t := range h {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.Version, t.At.Local().Format(time.DateTime), t.Event, t.From, t.To, t.Input)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.Version, t.At.Local().Format(time.DateTime), safe(t.Event), safe(t.From), safe(t.To), safe(t.Input))
 			}
 			return tw.Flush()
 		},
@@ -112,7 +112,7 @@ func stateCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSTATE\tVERSION\tUPDATED")
 			for _, e := range es {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", e.Key, e.State, e.Version, e.Updated.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", safe(e.Key), safe(e.State), e.Version, e.Updated.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

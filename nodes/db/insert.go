@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -99,6 +100,10 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 func (n *insert) Start(ctx context.Context) error {
 	db, err := sqlitedb.OpenTimeout(n.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
 	if err != nil {
+		return err
+	}
+	if err := dbident.Check(ctx, db, n.path, "rows"); err != nil {
+		db.Close()
 		return err
 	}
 	n.db = db

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -74,6 +75,10 @@ func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 func (q *query) Start(ctx context.Context) error {
 	db, err := sqlitedb.OpenTimeout(q.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
 	if err != nil {
+		return err
+	}
+	if err := dbident.Check(ctx, db, q.path, "rows"); err != nil {
+		db.Close()
 		return err
 	}
 	q.db = db

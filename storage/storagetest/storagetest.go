@@ -32,6 +32,7 @@ func Run(t *testing.T, open Harness) {
 		{"Delete", testDelete},
 		{"ListOrderAndPrefix", testList},
 		{"InvalidKeys", testInvalidKeys},
+		{"ListPrefixStaysInBucket", testListPrefixStaysInBucket},
 		{"InvalidBuckets", testInvalidBuckets},
 		{"ReadAllLimit", testReadAllLimit},
 		{"ContentType", testContentType},
@@ -153,14 +154,39 @@ func testInvalidKeys(t *testing.T, s *storage.Store) {
 	ctx := t.Context()
 	for _, key := range []string{
 		"", "/abs", "../escape", "a/../../b", "a/./b", "a//b", "trailing/",
-		"nul\x00byte", "back\\slash", "ctl\x01", string([]byte{0xff, 0xfe}),
+		"nul\x00byte", "back\\slash", "ctl\x01", "del\x7f", string([]byte{0xff, 0xfe}),
+		"next\u0085line", "c1\u009b[31m", "invoice\u202egpj.exe", "iso\u2066late", "mark\u200f",
 		strings.Repeat("k", storage.MaxKeyLen+1),
 	} {
 		_, err := s.PutBytes(ctx, "bucket-a", key, []byte("x"), storage.PutOptions{})
 		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
 		_, _, err = s.ReadAll(ctx, "bucket-a", key, 0)
 		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
+		_, err = s.Stat(ctx, "bucket-a", key)
+		assert.ErrorIs(t, err, storage.ErrInvalidKey, "key %q", key)
+		assert.ErrorIs(t, s.Delete(ctx, "bucket-a", key), storage.ErrInvalidKey, "key %q", key)
 	}
+	// Letters of every script are keys.
+	for _, key := range []string{"日本/写真.jpg", "café/naïve.txt", "emoji-📷.png", "عربي.txt"} {
+		_, err := s.PutBytes(ctx, "bucket-a", key, []byte("x"), storage.PutOptions{})
+		assert.NoError(t, err, "key %q", key)
+	}
+}
+
+// A prefix is matched against keys: it never names a folder outside.
+func testListPrefixStaysInBucket(t *testing.T, s *storage.Store) {
+	ctx := t.Context()
+	require.NoError(t, s.EnsureBucket(ctx, "bucket-b"))
+	_, err := s.PutBytes(ctx, "bucket-b", "private", []byte("p"), storage.PutOptions{})
+	require.NoError(t, err)
+	_, err = s.PutBytes(ctx, "bucket-a", "a/x", []byte("x"), storage.PutOptions{})
+	require.NoError(t, err)
+	for _, prefix := range []string{"../", "../bucket-b/", "a/../../bucket-b/", "./", "//", "a//"} {
+		var keys []string
+		require.NoError(t, s.List(ctx, "bucket-a", prefix, func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+		assert.Empty(t, keys, "prefix %q", prefix)
+	}
+	require.NoError(t, s.Delete(ctx, "bucket-b", "private"))
 }
 
 func testInvalidBuckets(t *testing.T, s *storage.Store) {
