@@ -158,6 +158,32 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
+// BodyWithin is Body with a tighter limit for an object body not yet
+// loaded: an object over limit bytes (when limit > 0) fails with
+// storage.ErrTooLarge from its size alone, or after reading limit+1 bytes
+// when its size was wrong, never read whole. A body already in memory
+// over the limit fails the same way.
+func (e *Envelope) BodyWithin(ctx context.Context, limit int64) ([]byte, error) {
+	if limit <= 0 || e.imgDirty || e.bodyLoaded || e.Object == nil || (e.maxBody > 0 && e.maxBody <= limit) {
+		b, err := e.Body(ctx)
+		if err == nil && limit > 0 && int64(len(b)) > limit {
+			return nil, Permanent(fmt.Errorf("%s is %d bytes, over the %d byte limit: %w", e.bodyName(), len(b), limit, storage.ErrTooLarge))
+		}
+		return b, err
+	}
+	saved := e.maxBody
+	e.maxBody = limit
+	defer func() { e.maxBody = saved }()
+	return e.Body(ctx)
+}
+
+func (e *Envelope) bodyName() string {
+	if e.Object != nil {
+		return e.Object.Bucket + "/" + e.Object.Key
+	}
+	return "the message body"
+}
+
 // BodyType is the content type of the body, if known.
 func (e *Envelope) BodyType() string {
 	if e.imgDirty {

@@ -90,6 +90,7 @@ func (k *crop) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	b := src.img.Bounds()
 	var out image.Image
 	switch {

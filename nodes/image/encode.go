@@ -71,6 +71,7 @@ func (e *encode) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	enc := e.enc
 	enc.format = e.format
 	if e.forKey != nil {

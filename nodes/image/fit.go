@@ -42,6 +42,7 @@ func (f *fit) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	w, h := f.target(src.size.X, src.size.Y)
 	setImageResult(env, src.img, resized(src.img, w, h, f.filter), src.enc, nil)
 	return nil

@@ -53,6 +53,7 @@ func (r *resize) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	w, h := r.target(src.size.X, src.size.Y)
 	setImageResult(env, src.img, resized(src.img, w, h, r.filter), src.enc, nil)
 	return nil

@@ -41,6 +41,7 @@ func (r *rotate) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	out := src.img
 	switch r.angle { // imaging turns counter-clockwise
 	case "90":

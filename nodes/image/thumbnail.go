@@ -77,6 +77,7 @@ func (t *thumbnail) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	w, h := t.target(src.size.X, src.size.Y)
 	out := resized(src.img, w, h, t.filter)
 	if t.mode == "fill" {

@@ -132,6 +132,7 @@ func (w *watermark) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	var mark *image.NRGBA
 	if w.overlay != nil {
 		if mark, err = w.overlayMark(ctx, src.img.Bounds().Dx()); err != nil {
