@@ -105,7 +105,7 @@ func decoded(ctx context.Context, env *nodes.Envelope, lim Limits, hint sizeHint
 		}
 		return source{}, err
 	}
-	img, format, size, turned, done, err := decode(ctx, body, lim, hint)
+	img, format, size, turned, res, err := decode(ctx, body, lim, hint)
 	if err != nil {
 		if errors.Is(err, errWait) {
 			return source{}, fmt.Errorf("%s: %w", sourceName(env), err)
@@ -116,7 +116,7 @@ func decoded(ctx context.Context, env *nodes.Envelope, lim Limits, hint sizeHint
 	// Pixels decoded scaled down, or turned upright, no longer match the
 	// body: it must be re-encoded even if no step changes them further.
 	env.SetImage(img, enc, img.Bounds().Size() != size || turned)
-	return source{img, enc, size, done}, nil
+	return source{img, enc, size, res.done}, nil
 }
 
 func sourceName(env *nodes.Envelope) string {
@@ -130,9 +130,9 @@ func sourceName(env *nodes.Envelope) string {
 // the decode's estimated memory from the budget, then decodes it upright.
 //
 // size is the upright source's size; turned says EXIF orientation moved
-// the pixels; done gives the reserved memory back.
-func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img image.Image, format string, size image.Point, turned bool, done func(), err error) {
-	fail := func(err error) (image.Image, string, image.Point, bool, func(), error) {
+// the pixels; res holds the reserved memory, given back by res.done.
+func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img image.Image, format string, size image.Point, turned bool, res *reservation, err error) {
+	fail := func(err error) (image.Image, string, image.Point, bool, *reservation, error) {
 		return nil, "", image.Point{}, false, nil, err
 	}
 	if len(body) == 0 {
@@ -151,12 +151,8 @@ func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img im
 	what := fmt.Sprintf("%s of %d×%d pixels", format, cfg.Width, cfg.Height)
 	// hold checks an estimate against the per-image limit and takes it
 	// from the budget.
-	var held []func()
-	done = func() {
-		for _, f := range held {
-			f()
-		}
-	}
+	res = &reservation{}
+	done := res.done
 	hold := func(n int64) error {
 		if lim.MaxMemory > 0 && n > lim.MaxMemory {
 			return fmt.Errorf("%s needs about %s to decode, over the limit of %s (max_memory): refused before decoding", what, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(lim.MaxMemory)))
@@ -165,7 +161,8 @@ func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img im
 		if err != nil {
 			return err
 		}
-		held = append(held, release)
+		res.n += n
+		res.releases = append(res.releases, release)
 		return nil
 	}
 	orient := 1
@@ -191,12 +188,12 @@ func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img im
 			minW, minH = minH, minW
 		}
 		sw, sh := turbojpeg.ScaledSize(cfg.Width, cfg.Height, minW, minH)
-		if err := hold(turboEstimate(body, cfg, sw, sh)); err != nil {
+		if err := hold(turboEstimate(body, cfg, sw, sh, orient > 1)); err != nil {
 			return fail(err)
 		}
 		img, err := turbojpeg.Decode(body, minW, minH)
 		if err == nil {
-			return orient1(img, orient), format, size, orient > 1, done, nil
+			return orient1(img, orient), format, size, orient > 1, res, nil
 		}
 		if !errors.Is(err, turbojpeg.ErrUnsupported) {
 			done()
@@ -214,7 +211,21 @@ func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img im
 		done()
 		return fail(fmt.Errorf("cannot decode %s: %w", format, err))
 	}
-	return img, format, img.Bounds().Size(), orient > 1, done, nil
+	return img, format, img.Bounds().Size(), orient > 1, res, nil
+}
+
+// reservation is the decoding memory a decode holds from the budget.
+type reservation struct {
+	n        int64 // bytes, the sum of the estimates held
+	releases []func()
+}
+
+// done gives the memory back; it may be called more than once.
+func (r *reservation) done() {
+	for _, f := range r.releases {
+		f()
+	}
+	r.releases = nil
 }
 
 // orientation reads a JPEG's EXIF orientation (1-8; 1 when absent or

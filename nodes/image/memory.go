@@ -129,30 +129,41 @@ func goEstimate(body []byte, format string, cfg image.Config) int64 {
 			per += out // interlaced: passes decoded apart, then merged
 		}
 	case "tiff":
-		// Each strip or tile is inflated whole into a growing buffer
-		// (up to about 3× its size counting the copies left behind).
+		// Each strip or tile is inflated whole into a buffer grown by
+		// doubling: up to about 4× its size, counting the smaller copies
+		// left behind for the collector.
 		block := tiffBlockPixels(body, cfg)
-		return int64(px*(out+4)+3*float64(block)*out) + int64(len(body))
+		return slack(px*(out+4)+4*float64(block)*out) + int64(len(body))
 	case "gif":
 		per += out // the next frame decoded while the last is kept
 	case "webp":
 		per += 4 // lossless decodes to ARGB words, then to NRGBA
 	}
-	return int64(px*(out+per+4)) + int64(len(body))
+	return slack(px*(out+per+4)) + int64(len(body))
 }
 
+// slack adds to an estimate what measurements showed besides the big
+// buffers: row buffers, a resize's intermediate image, garbage not yet
+// collected (5% and 8 MiB).
+func slack(n float64) int64 { return int64(n*1.05) + 8<<20 }
+
 // turboEstimate is the peak memory of decoding a JPEG with libjpeg-turbo
-// to w×h pixels (scaled), and of one copy a step makes at that size.
-func turboEstimate(body []byte, cfg image.Config, w, h int) int64 {
+// to w×h pixels (scaled), turning it upright when turned, and of one copy
+// a step makes at that size.
+func turboEstimate(body []byte, cfg image.Config, w, h int, turned bool) int64 {
 	j := jpegHeader(body)
 	full := float64(cfg.Width) * float64(cfg.Height)
-	n := float64(w) * float64(h) * (4 + 4 + 4) // output, turned upright, one copy
+	per := 4.0 + 4 // output, one copy
+	if turned {
+		per += 4
+	}
+	n := float64(w) * float64(h) * per
 	if j.progressive {
 		n += 2 * j.samples * full // libjpeg keeps the coefficients as int16
 	} else {
 		n += 64 * float64(cfg.Width) * max(j.comps, 1) // a few rows of MCUs
 	}
-	return int64(n) + int64(len(body))
+	return slack(n) + int64(len(body))
 }
 
 type jpegInfo struct {

@@ -36,12 +36,12 @@ func newOverlaySource(c *nodes.Config, d nodes.Deps, lim Limits) (*overlaySource
 		if err != nil {
 			return nil, c.Errorf("file", "%v", err)
 		}
-		img, _, _, _, done, err := decode(context.Background(), b, lim, nil)
+		img, _, _, _, res, err := decode(context.Background(), b, lim, nil)
 		if err != nil {
 			return nil, c.Errorf("file", "%s: %v", file, err)
 		}
 		o.img = imaging.Clone(img)
-		done()
+		res.done()
 	case o.bucket == "" || o.key == "":
 		return nil, c.Errorf("", "set file, or bucket and key")
 	}
@@ -61,7 +61,7 @@ func (o *overlaySource) get(ctx context.Context) (*image.NRGBA, error) {
 	if err != nil {
 		return nil, nodes.StorageError(fmt.Errorf("watermark overlay: %w", err))
 	}
-	img, _, _, _, done, err := decode(ctx, b, o.lim, nil)
+	img, _, _, _, res, err := decode(ctx, b, o.lim, nil)
 	if err != nil {
 		if errors.Is(err, errWait) {
 			return nil, fmt.Errorf("watermark overlay %s/%s: %w", o.bucket, o.key, err)
@@ -69,6 +69,6 @@ func (o *overlaySource) get(ctx context.Context) (*image.NRGBA, error) {
 		return nil, nodes.Permanent(fmt.Errorf("watermark overlay %s/%s: %w", o.bucket, o.key, err))
 	}
 	o.img = imaging.Clone(img)
-	done()
+	res.done()
 	return o.img, nil
 }
