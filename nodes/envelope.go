@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"time"
 
 	"github.com/sluicehq/sluice/eval"
@@ -175,6 +176,29 @@ func (e *Envelope) BodyWithin(ctx context.Context, limit int64) ([]byte, error) 
 	e.maxBody = limit
 	defer func() { e.maxBody = saved }()
 	return e.Body(ctx)
+}
+
+// Head returns the first n bytes of the body and the body's full size,
+// without loading an object body not yet loaded: for readers of headers.
+func (e *Envelope) Head(ctx context.Context, n int64) ([]byte, int64, error) {
+	if e.imgDirty || e.bodyLoaded || e.Object == nil || e.store == nil {
+		b, err := e.Body(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		return b[:min(int64(len(b)), n)], int64(len(b)), nil
+	}
+	r, info, err := e.store.NewReader(ctx, e.Object.Bucket, e.Object.Key)
+	if err != nil {
+		return nil, 0, StorageError(err)
+	}
+	defer r.Close()
+	head, err := io.ReadAll(io.LimitReader(r, n))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", e.bodyName(), err)
+	}
+	e.bytesIn += int64(len(head))
+	return head, max(info.Size, int64(len(head))), nil
 }
 
 func (e *Envelope) bodyName() string {

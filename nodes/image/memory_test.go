@@ -12,6 +12,7 @@ import (
 	"image/png"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -22,6 +23,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/hostile"
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/nodes/nodestest"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // The hostile files of issue #13 are refused from their header, before
@@ -171,4 +175,50 @@ func vmHWM(t *testing.T) int64 {
 	}
 	t.Fatal("no VmHWM in /proc/self/status")
 	return 0
+}
+
+// Object bodies are not read whole to be refused or described: a 250 MB
+// object over max_bytes is refused from its size, image.info reads a
+// header's worth.
+func TestObjectBodiesAreNotReadWhole(t *testing.T) {
+	root := t.TempDir()
+	fs, err := storage.NewFS(root, 0)
+	require.NoError(t, err)
+	store := storage.NewStore(fs)
+	require.NoError(t, store.EnsureBucket(t.Context(), "uploads"))
+	big := filepath.Join(root, "uploads", "big.png")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(250<<20)) // sparse
+	require.NoError(t, f.Close())
+	// A real JPEG with 50 MB after its end, which decoders ignore.
+	var jpg bytes.Buffer
+	require.NoError(t, jpeg.Encode(&jpg, image.NewGray(image.Rect(0, 0, 64, 48)), nil))
+	padded := filepath.Join(root, "uploads", "padded.jpg")
+	require.NoError(t, os.WriteFile(padded, jpg.Bytes(), 0o644))
+	require.NoError(t, os.Truncate(padded, 50<<20))
+
+	envFor := func(key string) *nodes.Envelope {
+		info, err := store.Stat(t.Context(), "uploads", key)
+		require.NoError(t, err)
+		env := nodes.NewEnvelope(store, 1<<30) // a generous max_body: the node's limit applies
+		env.SetObject(info)
+		return env
+	}
+
+	env := envFor("big.png")
+	err = nodestest.New(t, "image.thumbnail", `{width: 64, height: 64}`, nodes.Deps{Store: store}).Process(t.Context(), env)
+	require.Error(t, err)
+	assert.True(t, nodes.IsPermanent(err))
+	assert.ErrorIs(t, err, storage.ErrTooLarge)
+	assert.ErrorContains(t, err, "refused before reading it whole")
+	read, _ := env.Bytes()
+	assert.Zero(t, read, "nothing read")
+
+	env = envFor("padded.jpg")
+	require.NoError(t, nodestest.New(t, "image.info", `{into: ""}`, nodes.Deps{Store: store}).Process(t.Context(), env))
+	res := env.Steps[""].(map[string]any)
+	assert.Equal(t, []any{"jpeg", 64, 48, 50 << 20}, []any{res["format"], res["width"], res["height"], res["bytes"]})
+	read, _ = env.Bytes()
+	assert.LessOrEqual(t, read, int64(256<<10), "a header's worth read")
 }
