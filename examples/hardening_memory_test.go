@@ -1,12 +1,17 @@
 package examples_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -179,6 +184,56 @@ func TestExpressionBombs(t *testing.T) {
 		t.Logf("slow: %s: %s", r["status"], r["error"])
 	}
 
+	alive(t, in)
+	peak := peakRSS(t, in.cmd.Process.Pid)
+	t.Logf("engine peak RSS: %d MiB", peak>>20)
+	assert.Less(t, peak, int64(maxRSS), "peak RSS")
+}
+
+// Two concurrent uploads to examples/api (5.8 GB before): each image
+// is accepted (its estimate, about 600 MiB, is under max_memory) but the
+// two estimates together are over the 1 GiB decoding budget, so the second
+// decode waits for the first and the engine's peak RSS stays under 1 GB.
+func TestConcurrentUploadsShareTheDecodeBudget(t *testing.T) {
+	t.Setenv("SLUICE_API_KEYS", "key")
+	dir := t.TempDir()
+	flows, err := filepath.Abs("api")
+	require.NoError(t, err)
+	in := run(t, dir, flows)
+	body := hostile.PNG16(7000, 7000) // 49 MP of 16-bit RGBA, 0.4 MB
+
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	answers := make([]string, 2)
+	for i := range codes {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			fw, err := mw.CreateFormFile("image", fmt.Sprintf("big-%d.png", i))
+			if !assert.NoError(t, err) {
+				return
+			}
+			_, _ = fw.Write(body)
+			_ = mw.Close()
+			req, err := http.NewRequest("POST", "http://"+in.addr+"/images", &buf)
+			if !assert.NoError(t, err) {
+				return
+			}
+			req.Header.Set("Content-Type", mw.FormDataContentType())
+			req.Header.Set("X-API-Key", "key")
+			resp, err := http.DefaultClient.Do(req)
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			codes[i], answers[i] = resp.StatusCode, string(b)
+		})
+	}
+	wg.Wait()
+	for i := range codes {
+		assert.Equal(t, http.StatusCreated, codes[i], "upload %d: %s\n%s", i, answers[i], in.log)
+	}
 	alive(t, in)
 	peak := peakRSS(t, in.cmd.Process.Pid)
 	t.Logf("engine peak RSS: %d MiB", peak>>20)

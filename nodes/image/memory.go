@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"os"
+	"runtime"
 	"sync"
 
 	"github.com/dustin/go-humanize"
@@ -80,8 +81,25 @@ func reserve(ctx context.Context, n int64, what string) (func(), error) {
 		return nil, fmt.Errorf("%w (%s for %s, of %s): %w", errWait, size(n), what, size(b.size), err)
 	}
 	var once sync.Once
-	return func() { once.Do(func() { b.sem.Release(n) }) }, nil
+	return func() {
+		once.Do(func() {
+			if n >= collectAbove {
+				// The decoded image is garbage now, or soon: collect it
+				// before the next decode allocates beside it. Without
+				// this, Go's collector, paced for a small heap, may still
+				// be marking when the waiter's decode has allocated its
+				// own: peak RSS then counts both.
+				runtime.GC()
+			}
+			b.sem.Release(n)
+		})
+	}, nil
 }
+
+// collectAbove is the reservation size above which giving it back
+// collects garbage first (a few milliseconds against a decode of
+// hundreds of megabytes).
+const collectAbove = 128 << 20
 
 func size(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
