@@ -200,7 +200,12 @@ func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img im
 			return fail(fmt.Errorf("cannot decode jpeg: %w", err))
 		}
 		// Not for libjpeg-turbo (CMYK, a recoverable defect such as a
-		// truncated file): the Go decoder judges, at full size.
+		// truncated file): the Go decoder judges, at full size. Its
+		// estimate is held instead of libjpeg-turbo's, not beside it: two
+		// decodes each holding one while waiting for the other could
+		// wait for each other.
+		done()
+		res.n = 0
 	}
 	if err := hold(goEstimate(body, format, cfg)); err != nil {
 		done()
