@@ -24,6 +24,7 @@ package poison
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // DefaultMaxCrashes is how many process deaths an input may be in flight
@@ -67,3 +68,28 @@ func (Nop) End(context.Context, string, string) error { return nil }
 
 // Close implements Store.
 func (Nop) Close() error { return nil }
+
+// ErrPoisoned is wrapped by Run's error for an input dead-lettered
+// without running: it was in flight at max deaths of the process.
+var ErrPoisoned = errors.New("the input was being run each time the process died")
+
+// Run is one attempt of flow's run of input guarded by s: Begin, then
+// run unless the input reached max crashes (then an error wrapping
+// ErrPoisoned, which the engine dead-letters: retrying means dying
+// again), then End whatever happened. Errors of Begin (its context ended
+// while a suspect ran) are returned without running: transient.
+func Run(ctx context.Context, s Store, max int, flow, input string, run func(context.Context) error) error {
+	crashes, err := s.Begin(ctx, flow, input)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A failure to clear the record only risks counting this input at
+		// a later death: it does not change this attempt's outcome.
+		_ = s.End(ctx, flow, input)
+	}()
+	if max > 0 && crashes >= max {
+		return fmt.Errorf("%w: %d times; dead-lettered without running it again", ErrPoisoned, crashes)
+	}
+	return run(ctx)
+}

@@ -243,3 +243,26 @@ func BenchmarkPwriteFloor(b *testing.B) {
 		}
 	}
 }
+
+// Run runs an input with crashes below the limit and refuses one at it,
+// ending both.
+func TestRun(t *testing.T) {
+	home := t.TempDir()
+	for range 2 {
+		die(t, home, "f", "bomb")
+	}
+	s := open(t, home)
+	defer s.Close()
+	ran := false
+	err := poison.Run(t.Context(), s, 2, "f", "bomb", func(context.Context) error { ran = true; return nil })
+	require.ErrorIs(t, err, poison.ErrPoisoned)
+	assert.ErrorContains(t, err, "2 times")
+	assert.False(t, ran, "not run again")
+	assert.Equal(t, 0, s.Crashes("f", "bomb"), "ended: forgotten")
+
+	boom := errors.New("step failed")
+	err = poison.Run(t.Context(), s, 2, "f", "other", func(context.Context) error { ran = true; return boom })
+	require.ErrorIs(t, err, boom, "a run's own error is returned as it is")
+	assert.True(t, ran)
+	require.NoError(t, poison.Run(t.Context(), poison.Nop{}, 2, "f", "x", func(context.Context) error { return nil }))
+}
