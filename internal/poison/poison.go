@@ -13,7 +13,7 @@
 // counts live in a small SQLite table written only at start, and when a
 // suspect finishes.
 //
-// Usage by the engine, per attempt of a run:
+// Usage by the engine, per attempt of a run (Run does exactly this):
 //
 //	crashes, err := store.Begin(ctx, flow, input) // before running
 //	if crashes >= poison.DefaultMaxCrashes { dead-letter without running; store.End(...) }
