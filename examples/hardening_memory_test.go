@@ -197,8 +197,13 @@ func TestExpressionBombs(t *testing.T) {
 func TestConcurrentUploadsShareTheDecodeBudget(t *testing.T) {
 	t.Setenv("SLUICE_API_KEYS", "key")
 	dir := t.TempDir()
-	flows, err := filepath.Abs("api")
+	// The example as it is, with room for the second upload to wait for
+	// the first on a busy CI machine (each takes seconds on 2 cores).
+	src, err := os.ReadFile(filepath.Join("api", "flows.yaml"))
 	require.NoError(t, err)
+	require.Contains(t, string(src), "timeout: 30s\n")
+	flows := filepath.Join(dir, "api.yaml")
+	require.NoError(t, os.WriteFile(flows, []byte(strings.Replace(string(src), "timeout: 30s\n", "timeout: 5m\n", 1)), 0o644))
 	in := run(t, dir, flows)
 	body := hostile.PNG16(7000, 7000) // 49 MP of 16-bit RGBA, 0.4 MB
 
