@@ -21,14 +21,31 @@
 // Functions beside expr's built-ins: base(path), dir(path), ext(path),
 // stem(path) (base without extension), and env(name) for the process
 // environment.
+//
+// Evaluations are bounded. The built-ins that allocate in proportion to
+// an argument (repeat, join, replace, split, toJSON, string, ...) and "+"
+// of strings are charged, before they allocate, against a memory budget
+// per evaluation (MaxBytes, 64 MiB by default): over it the evaluation
+// fails with ErrBudget, a permanent error, instead of exhausting the
+// process's memory. Predicates (map, filter, reduce, ...) check the
+// evaluation's context on every iteration, so EvalContext, BoolContext and
+// RenderContext stop at a step's deadline with an error wrapping
+// ErrStopped and the context's error. expr's own limit on the elements
+// an evaluation allocates (a million) stays on.
+//
+// In templates a part that is nil (a missing field) is an error naming
+// the part: "r/{{ payload.user }}.json" must not quietly become "r/.json".
+// A default is given with expr's ?? operator: {{ payload.user ?? "anon" }}.
 package eval
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
@@ -51,7 +68,13 @@ type Vars struct {
 	Request any `expr:"request"`
 	// Batch is set when a batching node names what it writes.
 	Batch any `expr:"batch"`
+
+	// State is the evaluation's budget and context, set by EvalContext;
+	// expressions cannot name it.
+	State *state `expr:"sluice state"`
 }
+
+var boundedOptions = boundedFunctions()
 
 var functions = []expr.Option{
 	expr.Function("base", strFn(path.Base), new(func(string) string)),
@@ -85,9 +108,14 @@ type Program struct {
 type Error struct {
 	Line, Column int
 	Msg          string
+	// Err is the cause a run error wraps (ErrBudget, ErrStopped), if any.
+	Err error
 }
 
 func (e *Error) Error() string { return e.Msg }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Compile compiles an expression; asBool makes a non-boolean result a
 // compile error where the type is known.
@@ -96,6 +124,8 @@ func Compile(src string, asBool bool) (*Program, error) {
 		return nil, &Error{Line: 1, Msg: "empty expression"}
 	}
 	opts := append([]expr.Option{expr.Env(Vars{})}, functions...)
+	opts = append(opts, boundedOptions...)
+	opts = append(opts, expr.Patch(bound{}))
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
@@ -117,24 +147,62 @@ func toError(err error) error {
 // Source returns the expression text.
 func (p *Program) Source() string { return p.src }
 
-// Eval runs the program.
-func (p *Program) Eval(v Vars) (any, error) {
+// Eval runs the program without a deadline: EvalContext with
+// context.Background().
+func (p *Program) Eval(v Vars) (any, error) { return p.EvalContext(context.Background(), v) }
+
+// EvalContext runs the program within its memory budget, stopping when
+// ctx ends. Errors name the expression; they wrap ErrBudget when the
+// budget was spent (permanent) and ErrStopped with ctx's error when ctx
+// ended first.
+func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
+	st := newState(ctx)
+	v.State = st
 	out, err := expr.Run(p.prog, v)
+	if err == nil && st.err == nil {
+		err = st.charge(resultCost(out, st.left), "the result")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("expression %q: %w", p.src, toError(err))
+		ee := toError(err).(*Error)
+		if st.err != nil {
+			ee.Err = st.err
+			ee.Msg = st.err.Error()
+		} else if strings.Contains(ee.Msg, "memory budget exceeded") {
+			// expr's own count of allocated elements.
+			ee.Err = ErrBudget
+			ee.Msg = ErrBudget.Error() + ": over a million elements"
+		}
+		return nil, fmt.Errorf("expression %s: %w", quoteShort(p.src), ee)
 	}
 	return out, nil
 }
 
-// Bool runs a program compiled with asBool.
-func (p *Program) Bool(v Vars) (bool, error) {
-	out, err := p.Eval(v)
+// quoteShort quotes an expression for an error message, cut to a few
+// hundred bytes: a message must not carry a 20,000-character literal.
+func quoteShort(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
+}
+
+// Bool runs a program compiled with asBool without a deadline.
+func (p *Program) Bool(v Vars) (bool, error) { return p.BoolContext(context.Background(), v) }
+
+// BoolContext runs a program compiled with asBool, as EvalContext does.
+func (p *Program) BoolContext(ctx context.Context, v Vars) (bool, error) {
+	out, err := p.EvalContext(ctx, v)
 	if err != nil {
 		return false, err
 	}
 	b, ok := out.(bool)
 	if !ok {
-		return false, fmt.Errorf("expression %q: want true or false, got %T", p.src, out)
+		return false, fmt.Errorf("expression %s: want true or false, got %T", quoteShort(p.src), out)
 	}
 	return b, nil
 }
@@ -216,9 +284,15 @@ func (t *Template) Static() (string, bool) {
 	return t.src, true
 }
 
-// Render evaluates the parts and joins them; nil renders as "", strings as
-// themselves, other values as fmt's %v.
-func (t *Template) Render(v Vars) (string, error) {
+// Render renders the template without a deadline: RenderContext with
+// context.Background().
+func (t *Template) Render(v Vars) (string, error) { return t.RenderContext(context.Background(), v) }
+
+// RenderContext evaluates the parts, as EvalContext does, and joins them:
+// strings as themselves, numbers without trailing zeros, other values as
+// fmt's %v. A part that is nil (a missing field) is an error naming it:
+// give a default with ?? ({{ payload.user ?? "anon" }}).
+func (t *Template) RenderContext(ctx context.Context, v Vars) (string, error) {
 	if len(t.parts) == 1 && t.parts[0].prog == nil {
 		return t.parts[0].lit, nil
 	}
@@ -228,17 +302,23 @@ func (t *Template) Render(v Vars) (string, error) {
 			b.WriteString(p.lit)
 			continue
 		}
-		out, err := p.prog.Eval(v)
+		out, err := p.prog.EvalContext(ctx, v)
 		if err != nil {
 			return "", err
 		}
 		switch x := out.(type) {
 		case nil:
+			return "", fmt.Errorf("template %s: {{ %s }} is missing (nil); give a default with ?? (as in {{ %s ?? \"none\" }})",
+				quoteShort(t.src), strings.TrimSpace(p.prog.src), strings.TrimSpace(p.prog.src))
 		case string:
 			b.WriteString(x)
 		case float64:
 			b.WriteString(strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%f", x), "0"), "."))
 		default:
+			if n := jsonSize(x, MaxBytes); n > MaxBytes {
+				return "", fmt.Errorf("template %s: {{ %s }}: %w: its value is over %s as text",
+					quoteShort(t.src), strings.TrimSpace(p.prog.src), ErrBudget, human(MaxBytes))
+			}
 			fmt.Fprint(&b, x)
 		}
 	}

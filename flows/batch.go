@@ -139,9 +139,9 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 			return nil
 		}
 		if d.fail == nil && step.When != nil {
-			ok, err := step.When.Bool(d.env.Vars())
+			ok, err := step.When.BoolContext(r.e.hardCtx, d.env.Vars())
 			if err != nil {
-				d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}
+				d.fail = &failure{step: step, attempts: 1, err: nodes.ExprError(fmt.Errorf("when: %w", err))}
 			} else if !ok {
 				r.m.steps[step].skipped.Inc()
 				ob.keepOutputs(d, false)
@@ -149,9 +149,7 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 			}
 		}
 		if d.fail == nil {
-			if s, isText := d.env.Payload.(string); isText {
-				rec = []byte(s)
-			} else if rec, err = d.env.PayloadJSON(); err != nil {
+			if rec, err = d.env.Record(msg.Payload); err != nil {
 				d.fail = &failure{step: step, attempts: 1, err: nodes.Permanent(err)}
 			}
 		}

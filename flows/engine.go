@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/internal/poison"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
@@ -30,6 +31,9 @@ type Options struct {
 	Logger   *slog.Logger // slog.Default() when nil
 	// Metrics; a private registry's when nil.
 	Metrics *Metrics
+	// Poison records the inputs in flight, so an input that keeps killing
+	// the process is dead-lettered; poison.Nop (no record) when nil.
+	Poison poison.Store
 	// MaxHops is how many flows a chain of messages may pass through
 	// before a message is dead-lettered as looping (32 by default).
 	MaxHops int
@@ -79,6 +83,9 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if opts.Poison == nil {
+		opts.Poison = poison.Nop{}
 	}
 	if opts.MaxHops <= 0 {
 		opts.MaxHops = 32

@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/internal/poison"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
 )
@@ -156,7 +157,22 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.f.Timeout)
 	defer cancel()
-	d.fail, routed = r.runSteps(ctx, steps, d)
+	if d.msg == nil {
+		d.fail, routed = r.runSteps(ctx, steps, d) // a request: never redelivered
+		return routed
+	}
+	// Recorded as in flight while it runs: an input in flight each time
+	// the process died is dead-lettered without running again.
+	err := poison.Run(ctx, r.e.opts.Poison, poison.DefaultMaxCrashes, r.f.Name, d.run.Input, func(ctx context.Context) error {
+		d.fail, routed = r.runSteps(ctx, steps, d)
+		return nil
+	})
+	switch {
+	case errors.Is(err, poison.ErrPoisoned):
+		d.fail = &failure{attempts: 0, err: nodes.Permanent(err)}
+	case err != nil:
+		d.fail = &failure{attempts: 0, err: err} // waiting for a suspect input ended: try again later
+	}
 	return routed
 }
 
@@ -167,9 +183,9 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 	env := d.env
 	for _, s := range steps {
 		if s.When != nil {
-			ok, err := s.When.Bool(env.Vars())
+			ok, err := s.When.BoolContext(ctx, env.Vars())
 			if err != nil {
-				return &failure{step: s, attempts: 1, err: nodes.Permanent(fmt.Errorf("when: %w", err))}, false
+				return &failure{step: s, attempts: 1, err: nodes.ExprError(fmt.Errorf("when: %w", err))}, false
 			}
 			if !ok {
 				d.run.Steps = append(d.run.Steps, state.StepRun{ID: s.ID, Node: s.Type, Status: "skipped"})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"time"
 
 	"github.com/sluicehq/sluice/eval"
@@ -155,6 +156,55 @@ func (e *Envelope) Body(ctx context.Context) ([]byte, error) {
 	e.body, e.bodyLoaded, e.bodyType = b, true, info.ContentType
 	e.bytesIn += int64(len(b))
 	return b, nil
+}
+
+// BodyWithin is Body with a tighter limit for an object body not yet
+// loaded: an object over limit bytes (when limit > 0) fails with
+// storage.ErrTooLarge from its size alone, or after reading limit+1 bytes
+// when its size was wrong, never read whole. A body already in memory
+// over the limit fails the same way.
+func (e *Envelope) BodyWithin(ctx context.Context, limit int64) ([]byte, error) {
+	if limit <= 0 || e.imgDirty || e.bodyLoaded || e.Object == nil || (e.maxBody > 0 && e.maxBody <= limit) {
+		b, err := e.Body(ctx)
+		if err == nil && limit > 0 && int64(len(b)) > limit {
+			return nil, Permanent(fmt.Errorf("%s is %d bytes, over the %d byte limit: %w", e.bodyName(), len(b), limit, storage.ErrTooLarge))
+		}
+		return b, err
+	}
+	saved := e.maxBody
+	e.maxBody = limit
+	defer func() { e.maxBody = saved }()
+	return e.Body(ctx)
+}
+
+// Head returns the first n bytes of the body and the body's full size,
+// without loading an object body not yet loaded: for readers of headers.
+func (e *Envelope) Head(ctx context.Context, n int64) ([]byte, int64, error) {
+	if e.imgDirty || e.bodyLoaded || e.Object == nil || e.store == nil {
+		b, err := e.Body(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		return b[:min(int64(len(b)), n)], int64(len(b)), nil
+	}
+	r, info, err := e.store.NewReader(ctx, e.Object.Bucket, e.Object.Key)
+	if err != nil {
+		return nil, 0, StorageError(err)
+	}
+	defer r.Close()
+	head, err := io.ReadAll(io.LimitReader(r, n))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", e.bodyName(), err)
+	}
+	e.bytesIn += int64(len(head))
+	return head, max(info.Size, int64(len(head))), nil
+}
+
+func (e *Envelope) bodyName() string {
+	if e.Object != nil {
+		return e.Object.Bucket + "/" + e.Object.Key
+	}
+	return "the message body"
 }
 
 // BodyType is the content type of the body, if known.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/internal/poison"
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
@@ -85,10 +86,19 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				log.Warn("recreated run records lost in a crash from the completion ledger", "runs", n)
 			}
 
+			inflight, err := poison.Open(ctx, g.home)
+			if errors.Is(err, poison.ErrLocked) {
+				return fmt.Errorf("another sluice run uses the home %s: %w", g.home, err)
+			}
+			if err != nil {
+				return err
+			}
+			defer inflight.Close()
+
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			engine, err := flows.NewEngine(flows.Options{
-				Broker: broker, Store: store, State: st, Logger: log,
+				Broker: broker, Store: store, State: st, Logger: log, Poison: inflight,
 				Metrics: flows.NewMetrics(reg), DrainTimeout: drain,
 			}, fl)
 			if err != nil {

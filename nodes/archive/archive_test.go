@@ -181,3 +181,16 @@ func TestFiledUnderTheFirstRecordsTime(t *testing.T) {
 		assert.Equal(t, tc.first+"\n", got)
 	}
 }
+
+// Any JSON value is a record: strings, numbers, booleans, null, lists.
+func TestAnyJSONValueIsARecord(t *testing.T) {
+	a, store := newArchive(t, `{bucket: archive, compression: none}`)
+	b := a.NewBatch(start)
+	for _, rec := range []string{`"hello"`, `42`, `true`, `null`, `[1,2]`, `{"a":1}`} {
+		require.NoError(t, b.Add([]byte(rec)), rec)
+	}
+	_, err := b.Flush(t.Context())
+	require.NoError(t, err)
+	got, _ := read(t, store, "logs/dt=2026-11-25/hour=17/part-3-42.ndjson")
+	assert.Equal(t, "\"hello\"\n42\ntrue\nnull\n[1,2]\n{\"a\":1}\n", got)
+}

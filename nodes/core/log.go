@@ -47,15 +47,15 @@ func newLog(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 
 func (l *logNode) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
-	msg, err := l.msg.Render(vars)
+	msg, err := l.msg.RenderContext(ctx, vars)
 	if err != nil {
-		return nodes.Permanent(err)
+		return nodes.ExprError(err)
 	}
 	attrs := []slog.Attr{slog.String("run", env.Run)}
 	for _, f := range l.fields {
-		v, err := f.Value.(*eval.Program).Eval(vars)
+		v, err := f.Value.(*eval.Program).EvalContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		attrs = append(attrs, slog.Any(f.Key, v))
 	}

@@ -71,13 +71,13 @@ func newPublish(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	return p, nil
 }
 
-func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
+func (p *publish) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	topics := p.topics
 	if p.topic != nil {
-		t, err := p.topic.Render(vars)
+		t, err := p.topic.RenderContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		if t == "" {
 			return nodes.Permanent(fmt.Errorf("topic %q rendered empty", p.topic.Source()))
@@ -86,9 +86,9 @@ func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
 	}
 	body := env.Payload
 	if p.payload != nil {
-		v, err := p.payload.Eval(vars)
+		v, err := p.payload.EvalContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		body = v
 	}
@@ -101,16 +101,16 @@ func (p *publish) Process(_ context.Context, env *nodes.Envelope) error {
 		meta = map[string]string{}
 	}
 	for _, m := range p.metadata {
-		s, err := m.Value.(*eval.Template).Render(vars)
+		s, err := m.Value.(*eval.Template).RenderContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		meta[m.Key] = s
 	}
 	if p.key != nil {
-		k, err := p.key.Render(vars)
+		k, err := p.key.RenderContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		meta[brokers.MetaPartitionKey] = k
 	}

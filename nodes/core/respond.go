@@ -45,9 +45,9 @@ func (r *respond) Process(ctx context.Context, env *nodes.Envelope) error {
 	res := nodes.Response{Status: r.status, Headers: map[string]string{}, ContentType: r.ctype}
 	vars := env.Vars()
 	for _, h := range r.headers {
-		v, err := h.Value.(*eval.Template).Render(vars)
+		v, err := h.Value.(*eval.Template).RenderContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(fmt.Errorf("header %s: %w", h.Key, err))
+			return nodes.ExprError(fmt.Errorf("header %s: %w", h.Key, err))
 		}
 		res.Headers[http.CanonicalHeaderKey(h.Key)] = v
 	}

@@ -80,12 +80,12 @@ func newSwitch(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	return s, nil
 }
 
-func (s *switchNode) Process(_ context.Context, env *nodes.Envelope) error {
+func (s *switchNode) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	for _, c := range s.cases {
-		ok, err := c.when.Bool(vars)
+		ok, err := c.when.BoolContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		if ok {
 			env.SetRoute(c.route)

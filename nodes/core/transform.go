@@ -49,13 +49,13 @@ func newTransform(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	return t, nil
 }
 
-func (t *transform) Process(_ context.Context, env *nodes.Envelope) error {
+func (t *transform) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	out := env.Payload
 	if t.payload != nil {
-		v, err := t.payload.Eval(vars)
+		v, err := t.payload.EvalContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		out = v
 	}
@@ -65,9 +65,9 @@ func (t *transform) Process(_ context.Context, env *nodes.Envelope) error {
 		// changed in place.
 		vals := make([]any, len(t.set))
 		for i, s := range t.set {
-			v, err := s.Value.(*eval.Program).Eval(vars)
+			v, err := s.Value.(*eval.Program).EvalContext(ctx, vars)
 			if err != nil {
-				return nodes.Permanent(err)
+				return nodes.ExprError(err)
 			}
 			vals[i] = v
 		}

@@ -169,9 +169,9 @@ func (n *insert) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	args := make([]any, len(n.exprs))
 	for i, p := range n.exprs {
-		v, err := p.Eval(vars)
+		v, err := p.EvalContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(fmt.Errorf("column %s: %w", n.cols[i], err))
+			return nodes.ExprError(fmt.Errorf("column %s: %w", n.cols[i], err))
 		}
 		if args[i], err = sqlValue(v); err != nil {
 			return nodes.Permanent(fmt.Errorf("column %s: %w", n.cols[i], err))

@@ -102,9 +102,9 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	args := make([]any, len(q.args))
 	for i, p := range q.args {
-		v, err := p.Eval(vars)
+		v, err := p.EvalContext(ctx, vars)
 		if err != nil {
-			return nodes.Permanent(fmt.Errorf("arg %d: %w", i+1, err))
+			return nodes.ExprError(fmt.Errorf("arg %d: %w", i+1, err))
 		}
 		if args[i], err = sqlValue(v); err != nil {
 			return nodes.Permanent(fmt.Errorf("arg %d: %w", i+1, err))

@@ -20,6 +20,7 @@ import (
 	_ "image/png"
 
 	"github.com/disintegration/imaging"
+	"github.com/dustin/go-humanize"
 	"github.com/rwcarlsen/goexif/exif"
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/tiff"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/image/internal/turbojpeg"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // Limits bound what is decoded: a hostile header cannot make Sluice
@@ -34,6 +36,9 @@ import (
 type Limits struct {
 	MaxPixels int64
 	MaxBytes  int64
+	// MaxMemory bounds the estimated memory of one decode (see
+	// DefaultMaxMemory).
+	MaxMemory int64
 }
 
 const (
@@ -44,18 +49,20 @@ const (
 
 	fieldMaxPixels = "max_pixels"
 	fieldMaxBytes  = "max_bytes"
+	fieldMaxMemory = "max_memory"
 )
 
 // limitFields are the decode limits every node that may decode accepts.
 func limitFields() []nodes.Field {
 	return []nodes.Field{
 		{Name: fieldMaxPixels, Kind: nodes.Int, Default: DefaultMaxPixels, Min: 1, Max: 1 << 40, Doc: "Refuse larger images (width × height) without decoding them."},
-		{Name: fieldMaxBytes, Kind: nodes.Int, Default: DefaultMaxBytes, Min: 1, Max: 1 << 40, Doc: "Refuse larger files without decoding them."},
+		{Name: fieldMaxBytes, Kind: nodes.Int, Default: DefaultMaxBytes, Min: 1, Max: 1 << 40, Doc: "Refuse larger files without reading them whole."},
+		{Name: fieldMaxMemory, Kind: nodes.Int, Default: DefaultMaxMemory, Min: 1 << 20, Max: 1 << 40, Doc: "Refuse images whose decoding is estimated, from their header, to take more memory (bytes per pixel of the decoded image × pixels, plus what the decoder keeps meanwhile). Decodes also share a process-wide budget, " + BudgetEnv + " (default 1 GiB): they wait while it is spent."},
 	}
 }
 
 func limitsOf(c *nodes.Config) Limits {
-	return Limits{MaxPixels: int64(c.Int(fieldMaxPixels)), MaxBytes: int64(c.Int(fieldMaxBytes))}
+	return Limits{MaxPixels: int64(c.Int(fieldMaxPixels)), MaxBytes: int64(c.Int(fieldMaxBytes)), MaxMemory: int64(c.Int(fieldMaxMemory))}
 }
 
 // ErrNotImage is wrapped by errors for bodies that are not a supported image.
@@ -69,32 +76,47 @@ type sizeHint func(w, h int) (minW, minH int)
 // source is an image ready for a step: the pixels, the encoder that will
 // write them, and the size they stand for. Size is the upright source's
 // size: the pixels may be smaller, when a size hint let the decoder scale.
+// done gives back the decoding memory the step holds: call it when the
+// step ends.
 type source struct {
 	img  image.Image
 	enc  nodes.ImageEncoder
 	size image.Point
+	done func()
 }
+
+func nop() {}
 
 // decoded returns the envelope's image, decoding the body on first use,
 // upright (EXIF orientation applied). Errors about the input are permanent
-// and name it.
+// and name it; running out of time waiting for decoding memory is not.
+//
+// The decoding memory (its estimate) is held from the process-wide budget
+// until the step calls done: the step's own full-size copy is counted in
+// it. A decoded image kept for later steps is not counted any more.
 func decoded(ctx context.Context, env *nodes.Envelope, lim Limits, hint sizeHint) (source, error) {
 	if img, enc, ok := env.Image(); ok {
-		return source{img, enc, img.Bounds().Size()}, nil
+		return source{img, enc, img.Bounds().Size(), nop}, nil
 	}
-	body, err := env.Body(ctx)
+	body, err := env.BodyWithin(ctx, lim.MaxBytes)
 	if err != nil {
+		if errors.Is(err, storage.ErrTooLarge) {
+			return source{}, nodes.Permanent(fmt.Errorf("%w: refused before reading it whole (max_bytes)", err))
+		}
 		return source{}, err
 	}
-	img, format, size, turned, err := decode(body, lim, hint)
+	img, format, size, turned, res, err := decode(ctx, body, lim, hint)
 	if err != nil {
+		if errors.Is(err, errWait) {
+			return source{}, fmt.Errorf("%s: %w", sourceName(env), err)
+		}
 		return source{}, nodes.Permanent(fmt.Errorf("%s: %w", sourceName(env), err))
 	}
 	enc := defaultEncoder(format)
 	// Pixels decoded scaled down, or turned upright, no longer match the
 	// body: it must be re-encoded even if no step changes them further.
 	env.SetImage(img, enc, img.Bounds().Size() != size || turned)
-	return source{img, enc, size}, nil
+	return source{img, enc, size, res.done}, nil
 }
 
 func sourceName(env *nodes.Envelope) string {
@@ -104,24 +126,44 @@ func sourceName(env *nodes.Envelope) string {
 	return "message body"
 }
 
-// decode checks body against the limits from its header alone, then
-// decodes it upright.
+// decode checks body against the limits from its header alone, reserves
+// the decode's estimated memory from the budget, then decodes it upright.
 //
 // size is the upright source's size; turned says EXIF orientation moved
-// the pixels.
-func decode(body []byte, lim Limits, hint sizeHint) (img image.Image, format string, size image.Point, turned bool, err error) {
+// the pixels; res holds the reserved memory, given back by res.done.
+func decode(ctx context.Context, body []byte, lim Limits, hint sizeHint) (img image.Image, format string, size image.Point, turned bool, res *reservation, err error) {
+	fail := func(err error) (image.Image, string, image.Point, bool, *reservation, error) {
+		return nil, "", image.Point{}, false, nil, err
+	}
 	if len(body) == 0 {
-		return nil, "", size, false, fmt.Errorf("empty file: %w", ErrNotImage)
+		return fail(fmt.Errorf("empty file: %w", ErrNotImage))
 	}
 	if lim.MaxBytes > 0 && int64(len(body)) > lim.MaxBytes {
-		return nil, "", size, false, fmt.Errorf("%d bytes, over the limit of %d: refused before decoding", len(body), lim.MaxBytes)
+		return fail(fmt.Errorf("%d bytes, over the limit of %d: refused before decoding", len(body), lim.MaxBytes))
 	}
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(body))
 	if err != nil {
-		return nil, "", size, false, fmt.Errorf("%w (%v)", ErrNotImage, err)
+		return fail(fmt.Errorf("%w (%v)", ErrNotImage, err))
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); cfg.Width <= 0 || cfg.Height <= 0 || px > lim.MaxPixels {
-		return nil, "", size, false, fmt.Errorf("%s of %d×%d pixels, over the limit of %d: refused before decoding", format, cfg.Width, cfg.Height, lim.MaxPixels)
+		return fail(fmt.Errorf("%s of %d×%d pixels, over the limit of %d: refused before decoding", format, cfg.Width, cfg.Height, lim.MaxPixels))
+	}
+	what := fmt.Sprintf("%s of %d×%d pixels", format, cfg.Width, cfg.Height)
+	// hold checks an estimate against the per-image limit and takes it
+	// from the budget.
+	res = &reservation{}
+	done := res.done
+	hold := func(n int64) error {
+		if lim.MaxMemory > 0 && n > lim.MaxMemory {
+			return fmt.Errorf("%s needs about %s to decode, over the limit of %s (max_memory): refused before decoding", what, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(lim.MaxMemory)))
+		}
+		release, err := reserve(ctx, n, what)
+		if err != nil {
+			return err
+		}
+		res.n += n
+		res.releases = append(res.releases, release)
+		return nil
 	}
 	orient := 1
 	if format == "jpeg" {
@@ -145,21 +187,50 @@ func decode(body []byte, lim Limits, hint sizeHint) (img image.Image, format str
 		if orient >= 5 {
 			minW, minH = minH, minW
 		}
+		sw, sh := turbojpeg.ScaledSize(cfg.Width, cfg.Height, minW, minH)
+		if err := hold(turboEstimate(body, cfg, sw, sh, orient > 1)); err != nil {
+			return fail(err)
+		}
 		img, err := turbojpeg.Decode(body, minW, minH)
 		if err == nil {
-			return orient1(img, orient), format, size, orient > 1, nil
+			return orient1(img, orient), format, size, orient > 1, res, nil
 		}
 		if !errors.Is(err, turbojpeg.ErrUnsupported) {
-			return nil, "", size, false, fmt.Errorf("cannot decode jpeg: %w", err)
+			done()
+			return fail(fmt.Errorf("cannot decode jpeg: %w", err))
 		}
 		// Not for libjpeg-turbo (CMYK, a recoverable defect such as a
-		// truncated file): the Go decoder judges.
+		// truncated file): the Go decoder judges, at full size. Its
+		// estimate is held instead of libjpeg-turbo's, not beside it: two
+		// decodes each holding one while waiting for the other could
+		// wait for each other.
+		done()
+		res.n = 0
+	}
+	if err := hold(goEstimate(body, format, cfg)); err != nil {
+		done()
+		return fail(err)
 	}
 	img, err = imaging.Decode(bytes.NewReader(body), imaging.AutoOrientation(true))
 	if err != nil {
-		return nil, "", size, false, fmt.Errorf("cannot decode %s: %w", format, err)
+		done()
+		return fail(fmt.Errorf("cannot decode %s: %w", format, err))
 	}
-	return img, format, img.Bounds().Size(), orient > 1, nil
+	return img, format, img.Bounds().Size(), orient > 1, res, nil
+}
+
+// reservation is the decoding memory a decode holds from the budget.
+type reservation struct {
+	n        int64 // bytes, the sum of the estimates held
+	releases []func()
+}
+
+// done gives the memory back; it may be called more than once.
+func (r *reservation) done() {
+	for _, f := range r.releases {
+		f()
+	}
+	r.releases = nil
 }
 
 // orientation reads a JPEG's EXIF orientation (1-8; 1 when absent or

@@ -71,15 +71,16 @@ func (e *encode) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	if err := ctx.Err(); err != nil {
 		return err // decoding took the step's time: stop before resampling
 	}
 	enc := e.enc
 	enc.format = e.format
 	if e.forKey != nil {
-		key, err := e.forKey.Render(env.Vars())
+		key, err := e.forKey.RenderContext(ctx, env.Vars())
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		if enc.format, err = formatOfKey(key); err != nil {
 			return nodes.Permanent(err)

@@ -32,7 +32,9 @@ func newInfo(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 }
 
 func (n *info) Process(ctx context.Context, env *nodes.Envelope) error {
-	body, err := env.Body(ctx)
+	// A header, EXIF included, is within the first 256 KiB: an object's
+	// body is not read whole for it.
+	body, size, err := env.Head(ctx, 256<<10)
 	if err != nil {
 		return err
 	}
@@ -48,7 +50,7 @@ func (n *info) Process(ctx context.Context, env *nodes.Envelope) error {
 	if orient >= 5 {
 		w, h = h, w
 	}
-	res := map[string]any{"format": format, "content_type": "image/" + format, "width": w, "height": h, "orientation": orient, "bytes": len(body)}
+	res := map[string]any{"format": format, "content_type": "image/" + format, "width": w, "height": h, "orientation": orient, "bytes": int(size)}
 	env.SetResult(res)
 	if n.into == "" {
 		return nil

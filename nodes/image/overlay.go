@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"os"
@@ -37,12 +38,13 @@ func newOverlaySource(c *nodes.Config, d nodes.Deps, lim Limits) *overlaySource 
 			c.Problemf("file", "%v", err)
 			break
 		}
-		img, _, _, _, err := decode(b, lim, nil)
+		img, _, _, _, res, err := decode(context.Background(), b, lim, nil)
 		if err != nil {
 			c.Problemf("file", "%s: %v", file, err)
 			break
 		}
 		o.img = imaging.Clone(img)
+		res.done()
 	case o.bucket == "" || o.key == "":
 		c.Problemf("", "set file, or bucket and key")
 	}
@@ -62,10 +64,14 @@ func (o *overlaySource) get(ctx context.Context) (*image.NRGBA, error) {
 	if err != nil {
 		return nil, nodes.StorageError(fmt.Errorf("watermark overlay: %w", err))
 	}
-	img, _, _, _, err := decode(b, o.lim, nil)
+	img, _, _, _, res, err := decode(ctx, b, o.lim, nil)
 	if err != nil {
+		if errors.Is(err, errWait) {
+			return nil, fmt.Errorf("watermark overlay %s/%s: %w", o.bucket, o.key, err)
+		}
 		return nil, nodes.Permanent(fmt.Errorf("watermark overlay %s/%s: %w", o.bucket, o.key, err))
 	}
 	o.img = imaging.Clone(img)
+	res.done()
 	return o.img, nil
 }

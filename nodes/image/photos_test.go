@@ -51,8 +51,9 @@ func TestScaledDecodeMatchesFullDecode(t *testing.T) {
 			continue // the pure-Go reference is slow under -race: a sample is enough
 		}
 		hint := func(w, h int) (int, int) { return fitSize(w, h, 256, 256, false) }
-		fast, _, size, _, err := decode(body, Limits{MaxPixels: DefaultMaxPixels}, hint)
+		fast, _, size, _, res, err := decode(t.Context(), body, Limits{MaxPixels: DefaultMaxPixels}, hint)
 		require.NoError(t, err, p)
+		res.done()
 		assert.Less(t, fast.Bounds().Dx(), cfg.Width, "decoded scaled: %s", p)
 		full, err := imaging.Decode(bytes.NewReader(body), imaging.AutoOrientation(true))
 		require.NoError(t, err)

@@ -77,6 +77,7 @@ func (t *thumbnail) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	if err := ctx.Err(); err != nil {
 		return err // decoding took the step's time: stop before resampling
 	}

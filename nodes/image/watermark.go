@@ -126,6 +126,7 @@ func (w *watermark) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	defer src.done()
 	if err := ctx.Err(); err != nil {
 		return err // decoding took the step's time: stop before resampling
 	}
@@ -135,9 +136,9 @@ func (w *watermark) Process(ctx context.Context, env *nodes.Envelope) error {
 			return err
 		}
 	} else {
-		text, err := w.text.Render(env.Vars())
+		text, err := w.text.RenderContext(ctx, env.Vars())
 		if err != nil {
-			return nodes.Permanent(err)
+			return nodes.ExprError(err)
 		}
 		if mark, err = w.textMark(text, src.img.Bounds().Dx()); err != nil {
 			return err

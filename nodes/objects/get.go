@@ -48,14 +48,14 @@ func newGet(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 }
 
 // target renders a bucket and key template pair.
-func target(vars eval.Vars, bucket, key *eval.Template) (string, string, error) {
-	b, err := bucket.Render(vars)
+func target(ctx context.Context, vars eval.Vars, bucket, key *eval.Template) (string, string, error) {
+	b, err := bucket.RenderContext(ctx, vars)
 	if err != nil {
-		return "", "", nodes.Permanent(err)
+		return "", "", nodes.ExprError(err)
 	}
-	k, err := key.Render(vars)
+	k, err := key.RenderContext(ctx, vars)
 	if err != nil {
-		return "", "", nodes.Permanent(err)
+		return "", "", nodes.ExprError(err)
 	}
 	if b == "" || k == "" {
 		return "", "", nodes.Permanent(fmt.Errorf("bucket %q and key %q must not be empty (no triggering object?)", b, k))
@@ -64,7 +64,7 @@ func target(vars eval.Vars, bucket, key *eval.Template) (string, string, error) 
 }
 
 func (g *get) Process(ctx context.Context, env *nodes.Envelope) error {
-	b, k, err := target(env.Vars(), g.bucket, g.key)
+	b, k, err := target(ctx, env.Vars(), g.bucket, g.key)
 	if err != nil {
 		return err
 	}

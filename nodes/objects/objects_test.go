@@ -56,7 +56,7 @@ func TestGetAndPut(t *testing.T) {
 	// No triggering object and no key: a clear, permanent error.
 	err = nodestest.New(t, "storage.put", `{bucket: out}`, deps).Process(ctx, nodes.NewEnvelope(store, 0))
 	assert.True(t, nodes.IsPermanent(err))
-	assert.ErrorContains(t, err, "must not be empty")
+	assert.ErrorContains(t, err, "{{ object?.key }} is missing")
 	// A key that escapes the bucket is refused.
 	env = nodes.NewEnvelope(store, 0)
 	env.Payload = map[string]any{"name": "../../etc/passwd"}

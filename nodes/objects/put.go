@@ -50,7 +50,7 @@ func newPut(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 }
 
 func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
-	b, k, err := target(env.Vars(), p.bucket, p.key)
+	b, k, err := target(ctx, env.Vars(), p.bucket, p.key)
 	if err != nil {
 		return err
 	}

@@ -128,11 +128,11 @@ const maxConflicts = 20
 
 func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
-	key, err := str(t.key, vars, "key")
+	key, err := str(ctx, t.key, vars, "key")
 	if err != nil {
 		return err
 	}
-	event, err := str(t.ev, vars, "event")
+	event, err := str(ctx, t.ev, vars, "event")
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 		} else if err != nil {
 			return err
 		}
-		r, err := t.decide(e, event, vars)
+		r, err := t.decide(ctx, e, event, vars)
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 
 // decide picks the rule for event in the entity's state, or explains why
 // there is none (a permanent error: the message cannot apply, ever).
-func (t *transition) decide(e machines.Entity, event string, vars eval.Vars) (rule, error) {
+func (t *transition) decide(ctx context.Context, e machines.Entity, event string, vars eval.Vars) (rule, error) {
 	if t.terminal[e.State] {
 		return rule{}, nodes.Permanent(fmt.Errorf("%s %s is %s, a terminal state: event %q not applied", t.machine, e.Key, e.State, event))
 	}
@@ -193,9 +193,9 @@ func (t *transition) decide(e machines.Entity, event string, vars eval.Vars) (ru
 		}
 		matched = true
 		if r.guard != nil {
-			ok, err := r.guard.Bool(vars)
+			ok, err := r.guard.BoolContext(ctx, vars)
 			if err != nil {
-				return rule{}, nodes.Permanent(fmt.Errorf("%s %s: guard of %s: %w", t.machine, e.Key, event, err))
+				return rule{}, nodes.ExprError(fmt.Errorf("%s %s: guard of %s: %w", t.machine, e.Key, event, err))
 			}
 			if !ok {
 				continue
@@ -219,19 +219,23 @@ func orNone(list []string) string {
 	return strings.Join(list, ", ")
 }
 
-// str evaluates p to a non-empty string (numbers are formatted).
-func str(p *eval.Program, vars eval.Vars, what string) (string, error) {
-	v, err := p.Eval(vars)
+// str evaluates p to a non-empty string (numbers are formatted). Other
+// values (objects, lists, booleans) are refused: formatted, different
+// values could name the same entity.
+func str(ctx context.Context, p *eval.Program, vars eval.Vars, what string) (string, error) {
+	v, err := p.EvalContext(ctx, vars)
 	if err != nil {
-		return "", nodes.Permanent(fmt.Errorf("%s: %w", what, err))
+		return "", nodes.ExprError(fmt.Errorf("%s: %w", what, err))
 	}
 	var s string
 	switch x := v.(type) {
 	case string:
 		s = x
 	case nil:
-	default:
+	case float64, float32, int, int64, int32, uint, uint64, uint32:
 		s = fmt.Sprint(x)
+	default:
+		return "", nodes.Permanent(fmt.Errorf("%s %q is %s, not a string or a number", what, p.Source(), kindOf(x)))
 	}
 	if s == "" {
 		return "", nodes.Permanent(fmt.Errorf("%s %q is empty or missing", what, p.Source()))
@@ -244,3 +248,15 @@ var (
 	_ nodes.Starter = (*transition)(nil)
 	_ nodes.Closer  = (*transition)(nil)
 )
+// kindOf names a value's JSON kind for messages.
+func kindOf(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "a list"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("a %T", v)
+}

@@ -101,3 +101,23 @@ transitions:
 	require.Error(t, err)
 	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }
+
+// Keys and events that are not strings or numbers are refused: formatted,
+// {"x":1} and {"x":1, "y":2} would name entities like "map[x:1]" that
+// collide.
+func TestKeyMustBeAStringOrNumber(t *testing.T) {
+	n := start(t, orderMachine, t.TempDir())
+	for i, key := range []any{map[string]any{"x": 1.0}, []any{"a"}, true} {
+		_, err := send(t, n, "m"+string(rune('a'+i)), map[string]any{"id": key, "type": "create"})
+		require.Error(t, err)
+		assert.True(t, nodes.IsPermanent(err))
+		assert.ErrorContains(t, err, `key "payload.id" is a`)
+		assert.ErrorContains(t, err, "not a string or a number")
+	}
+	_, err := send(t, n, "m-event", map[string]any{"id": "o-9", "type": map[string]any{"x": 1.0}})
+	assert.ErrorContains(t, err, `event "payload.type" is an object, not a string or a number`)
+
+	res, err := send(t, n, "m-num", map[string]any{"id": 42.0, "type": "create"})
+	require.NoError(t, err)
+	assert.Equal(t, "42", res["key"])
+}

@@ -106,3 +106,6 @@ func Encode(img *image.NRGBA, quality int) ([]byte, error) {
 	defer C.tjFree(out)
 	return C.GoBytes(unsafe.Pointer(out), C.int(size)), nil
 }
+
+// ScaledSize is the size Decode gives a w×h JPEG for the asked minimum.
+func ScaledSize(w, h, minW, minH int) (int, int) { return scaled(w, h, minW, minH) }

@@ -12,3 +12,7 @@ func Decode(body []byte, minW, minH int) (*image.NRGBA, error) { return nil, Err
 
 // Encode always fails with ErrUnavailable in this build.
 func Encode(img *image.NRGBA, quality int) ([]byte, error) { return nil, ErrUnavailable }
+
+// ScaledSize is the size Decode would give: the full size, without
+// libjpeg-turbo.
+func ScaledSize(w, h, _, _ int) (int, int) { return w, h }
