@@ -18,6 +18,7 @@ type ackTracker struct {
 	broker       *sqliteBroker
 	topic, group string
 	stop         chan struct{} // closed once the subscriber is closed
+	done         chan struct{} // closed when forwarding ended and out is closed
 
 	mu sync.Mutex
 	in *message.Message // the last message the subscriber handed over
@@ -25,9 +26,10 @@ type ackTracker struct {
 
 // forward passes the subscription's messages on.
 func (t *ackTracker) forward(in <-chan *message.Message) <-chan *message.Message {
-	t.stop = make(chan struct{})
+	t.stop, t.done = make(chan struct{}), make(chan struct{})
 	out := make(chan *message.Message)
 	go func() {
+		defer close(t.done)
 		defer close(out)
 		for m := range in {
 			t.mu.Lock()
@@ -83,5 +85,9 @@ func (t *ackTracker) settle() {
 	}
 }
 
-// close ends the forwarding once the subscriber is closed.
-func (t *ackTracker) close() { close(t.stop) }
+// close ends the forwarding once the subscriber is closed, and returns
+// when the subscription's channel is closed.
+func (t *ackTracker) close() {
+	close(t.stop)
+	<-t.done
+}

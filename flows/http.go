@@ -213,6 +213,10 @@ func (r *runner) enqueue(w http.ResponseWriter, req *http.Request) {
 	if st := r.e.opts.State; st != nil {
 		st.Record(state.Run{ID: id, Flow: r.f.Name, Trigger: r.label, Input: id, Attempts: 1, Status: state.StatusAccepted,
 			Started: time.Now().UTC(), BytesIn: int64(len(body))})
+		// Written before the id is handed out, so /runs/{id} knows it at once.
+		if err := st.Flush(req.Context()); err != nil {
+			r.log.Warn("recording an accepted request failed", "error", err)
+		}
 	}
 	if err := r.e.opts.Broker.Publisher().Publish(r.f.InputTopic(), msg); err != nil {
 		r.log.Error("queueing an http request failed", "error", err)

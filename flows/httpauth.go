@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/cors"
@@ -139,6 +140,17 @@ func checkHMAC(t *HTTPTrigger, r *http.Request, body []byte) error {
 		return fmt.Errorf("missing or malformed %s", t.HMACHeader)
 	}
 	mac := hmac.New(sha256.New, []byte(secret))
+	if t.HMACTimestampHeader != "" {
+		ts := r.Header.Get(t.HMACTimestampHeader)
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return fmt.Errorf("missing or malformed %s (Unix seconds)", t.HMACTimestampHeader)
+		}
+		if d := time.Since(time.Unix(sec, 0)); d > t.HMACTolerance || d < -t.HMACTolerance {
+			return fmt.Errorf("%s is %s from now, beyond the %s accepted (a replayed request?)", t.HMACTimestampHeader, d.Round(time.Second), t.HMACTolerance)
+		}
+		mac.Write([]byte(ts + "."))
+	}
 	mac.Write(body)
 	if !hmac.Equal(got, mac.Sum(nil)) {
 		return fmt.Errorf("%s does not match the body", t.HMACHeader)

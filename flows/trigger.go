@@ -70,6 +70,8 @@ type HTTPTrigger struct {
 	// Authentication and CORS (secrets come from the named environment
 	// variables).
 	HMACEnv, HMACHeader      string
+	HMACTimestampHeader      string        // signed with the body, when set
+	HMACTolerance            time.Duration // how far that time may be from now
 	JWTSecretEnv, JWTKeyEnv  string
 	JWTIssuer, JWTAudience   string
 	CORSOrigins, CORSHeaders []string
@@ -156,6 +158,8 @@ var (
 			{Name: "headers", Kind: nodes.StringList, Doc: "Request headers expressions may read (request.headers); others are not exposed."},
 			{Name: "hmac_secret_env", Kind: nodes.String, Doc: "Require an HMAC-SHA256 signature of the body, hex, in hmac_header (\"sha256=\" prefix allowed): the environment variable holding the secret."},
 			{Name: "hmac_header", Kind: nodes.String, Default: "X-Signature", Doc: "Header carrying the HMAC signature."},
+			{Name: "hmac_timestamp_header", Kind: nodes.String, Doc: "Header carrying the request's Unix time (seconds), signed with the body: the signature is then of \"<timestamp>.<body>\" and a request older or newer than hmac_tolerance is refused, so a captured request cannot be replayed later (as Stripe and Slack sign webhooks)."},
+			{Name: "hmac_tolerance", Kind: nodes.Duration, Default: 5 * time.Minute, Doc: "With hmac_timestamp_header: how far a request's time may be from now."},
 			{Name: "jwt_secret_env", Kind: nodes.String, Doc: "Require a bearer JWT signed with HS256 by the secret in this environment variable; its claims are request.claims."},
 			{Name: "jwt_public_key_env", Kind: nodes.String, Doc: "Require a bearer JWT signed with RS256 by the PEM public key in this environment variable."},
 			{Name: "jwt_issuer", Kind: nodes.String, Doc: "Required JWT issuer (iss)."},
@@ -295,6 +299,7 @@ func parseHTTPTrigger(t *Trigger, on *nodes.Config, probs *nodes.Problems) {
 		KeysEnv: h.String("api_keys_env"), KeyHeader: h.String("api_key_header"), Headers: h.Strings("headers"),
 		Uploads: h.String("uploads"), MaxBody: int64(h.Int("max_body")), Rate: h.Float("rate_limit"), Burst: h.Int("burst"), MaxConcurrent: h.Int("max_concurrent"),
 		HMACEnv: h.String("hmac_secret_env"), HMACHeader: h.String("hmac_header"),
+		HMACTimestampHeader: h.String("hmac_timestamp_header"), HMACTolerance: h.Duration("hmac_tolerance"),
 		JWTSecretEnv: h.String("jwt_secret_env"), JWTKeyEnv: h.String("jwt_public_key_env"),
 		JWTIssuer: h.String("jwt_issuer"), JWTAudience: h.String("jwt_audience"),
 		CORSOrigins: h.Strings("cors_origins"), CORSHeaders: h.Strings("cors_headers"),
