@@ -1,6 +1,10 @@
 package flows
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/nodes"
+)
 
 // Metrics are the engine's Prometheus metrics, per flow and per step. The
 // engine observes every node, so node authors write no metrics code.
@@ -14,6 +18,9 @@ type Metrics struct {
 	published   *prometheus.CounterVec
 	events      *prometheus.CounterVec
 	abandoned   prometheus.Gauge
+	calls       *prometheus.HistogramVec
+	callErrors  *prometheus.CounterVec
+	coldStarts  *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -38,14 +45,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_bucket_events_total", Help: "Object events turned into messages, by bucket and outcome (published, repeat)."}, []string{"bucket", "outcome"}),
 		abandoned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_step_abandoned_calls", Help: "Node calls still running after their step timed out and the engine stopped waiting for them (a node ignoring its context)."}),
+		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_call_duration_seconds", Help: "Metered calls of nodes (user functions, model inferences) by kind and name: count and duration.", Buckets: buckets}, []string{"flow", "kind", "name"}),
+		callErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_call_errors_total", Help: "Metered calls that failed."}, []string{"flow", "kind", "name"}),
+		coldStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_call_cold_starts_total", Help: "Metered calls that had to start a worker or instance first."}, []string{"flow", "kind", "name"}),
 	}
-	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.attempts, m.published, m.events, m.abandoned)
+	reg.MustRegister(m.received, m.runs, m.runLatency, m.steps, m.stepLatency, m.attempts, m.published, m.events, m.abandoned,
+		m.calls, m.callErrors, m.coldStarts)
 	return m
 }
 
 // flowMetrics are one flow's metric children, resolved once so the message
 // path does no label hashing.
 type flowMetrics struct {
+	m          *Metrics
+	flow       string
 	received   prometheus.Counter
 	runs       map[string]prometheus.Counter // by status
 	runLatency prometheus.Observer
@@ -61,6 +77,7 @@ type stepMetrics struct {
 
 func (m *Metrics) forFlow(f *Flow) *flowMetrics {
 	fm := &flowMetrics{
+		m: m, flow: f.Name,
 		received:   m.received.WithLabelValues(f.Name),
 		runs:       map[string]prometheus.Counter{},
 		runLatency: m.runLatency.WithLabelValues(f.Name),
@@ -80,4 +97,17 @@ func (m *Metrics) forFlow(f *Flow) *flowMetrics {
 		}
 	}
 	return fm
+}
+
+// observeCalls counts a step's metered calls.
+func (fm *flowMetrics) observeCalls(calls []nodes.Call) {
+	for _, c := range calls {
+		fm.m.calls.WithLabelValues(fm.flow, c.Kind, c.Name).Observe(c.Duration.Seconds())
+		if c.Error != "" {
+			fm.m.callErrors.WithLabelValues(fm.flow, c.Kind, c.Name).Inc()
+		}
+		if c.ColdStart {
+			fm.m.coldStarts.WithLabelValues(fm.flow, c.Kind, c.Name).Inc()
+		}
+	}
 }

@@ -100,7 +100,9 @@ func (r *runner) retryStep(next handler) handler {
 			}
 			err := next(ctx, c)
 			if c.dl != nil && c.abandoned == nil {
-				c.rec.Calls = append(c.rec.Calls, c.dl.TakeCalls()...)
+				calls := c.dl.TakeCalls()
+				r.m.observeCalls(calls)
+				c.rec.Calls = append(c.rec.Calls, calls...)
 				if l := c.dl.TakeLog(); l != "" || err == nil {
 					c.rec.Log = l
 				}

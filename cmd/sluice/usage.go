@@ -15,7 +15,7 @@ import (
 func usageCmd(g *globals) *cobra.Command {
 	var f state.UsageFilter
 	var days int
-	var asJSON bool
+	var asJSON, calls bool
 	cmd := &cobra.Command{
 		Use:   "usage",
 		Short: "Sum calls, errors, compute time and bytes per flow and per day, like a serverless bill",
@@ -26,7 +26,8 @@ written. Runs older than the ledger's retention (sluice run --retention)
 are gone from it.`,
 		Example: `  sluice usage
   sluice usage --flow thumbnails --days 7
-  sluice usage --json | jq .`,
+  sluice usage --json | jq .
+  sluice usage --calls            # per function and model: calls, cold starts, seconds`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if days > 0 {
@@ -38,11 +39,14 @@ are gone from it.`,
 				return err
 			}
 			defer st.Close()
+			out := cmd.OutOrStdout()
+			if calls {
+				return printCallUsage(cmd, st, f, asJSON)
+			}
 			rows, err := st.Usage(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
 				for _, u := range rows {
@@ -75,8 +79,37 @@ are gone from it.`,
 	cmd.Flags().StringVar(&f.Flow, "flow", "", "only this flow")
 	cmd.Flags().IntVar(&days, "days", 30, "the last N days, today included (0: all)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per flow and day")
+	cmd.Flags().BoolVar(&calls, "calls", false, "sum the metered calls instead: functions and models, per flow, kind and name (calls, errors, cold starts, seconds)")
 	return cmd
 }
 
 // bytesText prints a byte count in binary units (1.5 MiB).
 func bytesText(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
+
+// printCallUsage prints the metered calls per day, flow, kind and name.
+func printCallUsage(cmd *cobra.Command, st *state.DB, f state.UsageFilter, asJSON bool) error {
+	rows, err := st.CallUsage(cmd.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		for _, u := range rows {
+			if err := enc.Encode(u); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(out, "no metered calls")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "DAY\tFLOW\tKIND\tNAME\tCALLS\tERRORS\tCOLD\tSECONDS\tIN\t")
+	for _, u := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t\n", u.Day, u.Flow, u.Kind, escape(u.Name, false), u.Calls, u.Errors, u.ColdStarts, u.Seconds, bytesText(u.BytesIn))
+	}
+	return tw.Flush()
+}
