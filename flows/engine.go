@@ -201,7 +201,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		if r.streamed() {
 			continue // streamed, below
 		}
-		subs, err := e.subscribers(ctx, f)
+		subs, err := r.subscribers(ctx)
 		if err != nil {
 			return fmt.Errorf("flow %s: %w", f.Name, err)
 		}
@@ -316,16 +316,17 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 // subscribers returns one subscriber per message the flow may process at
 // once: the broker's partitions of the flow's group when concurrency is
 // above 1 and the broker has partitions, else one.
-func (e *Engine) subscribers(ctx context.Context, f *Flow) ([]message.Subscriber, error) {
+func (r *runner) subscribers(ctx context.Context) ([]message.Subscriber, error) {
+	f, b := r.f, r.e.opts.Broker
 	group := f.Group()
 	if f.Concurrency > 1 {
-		if p, ok := e.opts.Broker.(brokers.Partitioner); ok {
+		if p, ok := b.(brokers.Partitioner); ok {
 			return p.Partitions(ctx, f.InputTopic(), group, f.Concurrency)
 		}
-		e.log.Warn("this broker cannot split a topic between subscribers; the flow processes one message at a time",
-			"flow", f.Name, "concurrency", f.Concurrency)
+		r.log.Warn("this broker cannot split a topic between subscribers; the flow processes one message at a time",
+			"concurrency", f.Concurrency)
 	}
-	sub, err := e.opts.Broker.Subscriber(group)
+	sub, err := b.Subscriber(group)
 	if err != nil {
 		return nil, err
 	}

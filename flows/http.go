@@ -120,7 +120,7 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	env.Payload = payload
 	var uploaded []storage.ObjectInfo
 	if boundary, ok := isMultipart(req.Header.Get("Content-Type")); ok {
-		form, files, ok := r.e.uploads(w, req, r.f, env.Run, boundary, body)
+		form, files, ok := r.uploads(w, req, env.Run, boundary, body)
 		if !ok {
 			return
 		}
@@ -194,7 +194,7 @@ func (r *runner) enqueue(w http.ResponseWriter, req *http.Request) {
 	vars := requestVars(t, req)
 	if boundary, ok := isMultipart(req.Header.Get("Content-Type")); ok {
 		// Files are stored now; the queued message carries their names.
-		form, files, ok := r.e.uploads(w, req, r.f, id, boundary, body)
+		form, files, ok := r.uploads(w, req, id, boundary, body)
 		if !ok {
 			return
 		}

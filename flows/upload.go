@@ -84,15 +84,15 @@ func (e *Engine) storeUploads(ctx context.Context, t *HTTPTrigger, run, boundary
 
 // uploads stores a multipart request's files, or answers: 400 with the
 // reason for a bad request, 503 (details in the log) when storage fails.
-func (e *Engine) uploads(w http.ResponseWriter, r *http.Request, f *Flow, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, bool) {
-	form, files, err := e.storeUploads(r.Context(), f.Trigger.HTTP, run, boundary, body)
+func (rn *runner) uploads(w http.ResponseWriter, r *http.Request, run, boundary string, body []byte) (map[string]any, []storage.ObjectInfo, bool) {
+	form, files, err := rn.e.storeUploads(r.Context(), rn.f.Trigger.HTTP, run, boundary, body)
 	switch {
 	case err == nil:
 		return form, files, true
 	case nodes.IsPermanent(err):
 		httpError(w, http.StatusBadRequest, err.Error(), run)
 	default:
-		e.log.Error("storing an upload failed", "flow", f.Name, "run", run, "error", err)
+		rn.log.Error("storing an upload failed", "run", run, "error", err)
 		w.Header().Set("Retry-After", "5")
 		httpError(w, http.StatusServiceUnavailable, "cannot store the upload now; retry later", run)
 	}
