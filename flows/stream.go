@@ -121,8 +121,10 @@ func (r *runner) windowPartition(s brokers.Stream) error {
 // commits the position after its last one. An error leaves the window
 // uncommitted: the stream stops and its messages are consumed again.
 func (r *runner) runWindow(s brokers.Stream, msgs []*message.Message) error {
-	if err := r.e.Err(); err != nil {
-		return err // runs cannot be recorded: consume them again later
+	// While runs cannot be recorded (the state database is locked or
+	// full), wait: nothing is taken that could not be completed.
+	if _, err := retry(s.Context(), whileUnwritable, r.e.Err, nil); err != nil {
+		return err
 	}
 	ds := make([]*delivery, len(msgs))
 	for i, m := range msgs {
@@ -132,7 +134,7 @@ func (r *runner) runWindow(s brokers.Stream, msgs []*message.Message) error {
 		return err
 	}
 	r.execWindow(ds)
-	if err := r.settleWindow(ds); err != nil {
+	if err := r.settleWindow(s.Context(), ds); err != nil {
 		return err
 	}
 	if err := s.Commit(r.e.hardCtx, msgs[len(msgs)-1]); err != nil {
@@ -178,7 +180,7 @@ func (r *runner) execWindow(ds []*delivery) {
 // settleWindow is settle for a window: outputs of the successful runs
 // published together (one Publish per topic), dead letters published,
 // completions committed in one transaction, runs recorded and counted.
-func (r *runner) settleWindow(ds []*delivery) error {
+func (r *runner) settleWindow(ctx context.Context, ds []*delivery) error {
 	var outs []topicMessage
 	for _, d := range ds {
 		if d.skip || d.done || d.fail != nil {
@@ -252,7 +254,7 @@ func (r *runner) settleWindow(ds []*delivery) error {
 		}
 		done = append(done, d)
 	}
-	return r.completeAll(done)
+	return r.completeAll(ctx, done)
 }
 
 // byTopic orders messages by topic, keeping their order within a topic,
@@ -282,8 +284,14 @@ func byTopic(msgs []topicMessage) []topicMessage {
 	return out
 }
 
-// completeAll is complete for a window's runs: one commit.
-func (r *runner) completeAll(ds []*delivery) error {
+// whileUnwritable waits for the state database to take writes again:
+// effects are published, the window's completions are retried (and new
+// windows wait) until it does, or the stream ends.
+var whileUnwritable = Retry{Backoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+
+// completeAll is complete for a window's runs: one commit, retried while
+// the state database refuses writes (the window stays uncommitted).
+func (r *runner) completeAll(ctx context.Context, ds []*delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
@@ -298,10 +306,15 @@ func (r *runner) completeAll(ds []*delivery) error {
 	for i, d := range ds {
 		runs[i] = d.run
 	}
-	dups, err := st.CompleteAll(r.e.hardCtx, runs)
-	if err != nil {
-		r.log.Error("cannot record completed runs; their inputs will be consumed again", "runs", len(runs), "error", err)
+	var dups []bool
+	_, err := retry(ctx, whileUnwritable, func() (err error) {
+		dups, err = st.CompleteAll(r.e.hardCtx, runs)
 		return err
+	}, func(err error, wait time.Duration) {
+		r.log.Error("cannot record completed runs; retrying (nothing is committed meanwhile)", "runs", len(runs), "error", err, "wait", wait)
+	})
+	if err != nil {
+		return err // the stream ended first: its messages are consumed again
 	}
 	for i, d := range ds {
 		if dups[i] {

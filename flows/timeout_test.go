@@ -26,7 +26,7 @@ func (s stubborn) Process(context.Context, *nodes.Envelope) error {
 
 // timeoutMargin is how far past its timeout a step may end: the engine
 // waits a little for a node to return on its own, then abandons it.
-const timeoutMargin = 100 * time.Millisecond
+const timeoutMargin = 100 * time.Millisecond * raceSlowdown
 
 // stepDuration returns the recorded duration and error of the step id of
 // the flow's one dead-lettered run.
