@@ -1,0 +1,241 @@
+// Command sluicebench is the Sluice side of `make bench-peer`: it measures
+// how fast the engine consumes a topic through a flow shaped like the
+// Benthos peer's pipeline (../benthos/batched.yaml): a transform computing
+// total, a switch whose case routes qty < 0 to a topic, a transform, and no
+// publish (the output is dropped).
+//
+// It first queues -n JSON messages {"id", "qty", "price", "kind"} on the
+// broker (not timed), then starts the engine and times from Engine.Run
+// until the flow's finished runs (sluice_runs_total) reach -n. It prints
+// one JSON line: {"queue", "messages", "seconds", "msgs_per_s"}.
+//
+// Queues: mem (mem://, GoChannel keeping the queued messages for the
+// engine's subscription; no state database, no ledger) and sqlite (the
+// durable embedded queue with the default settings of `sluice run`, and the
+// completion ledger on in a state database beside it). It uses only the
+// engine's public API, so it keeps working while the engine changes.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/brokers"
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
+	_ "github.com/sluicehq/sluice/nodes/all"
+	"github.com/sluicehq/sluice/state"
+)
+
+// peerFlow has the shape of the Benthos peer's pipeline.
+const peerFlow = `
+name: peer
+on: {topic: in}
+steps:
+  - node: transform
+    with:
+      set: {total: payload.qty * payload.price}
+  - node: switch
+    with:
+      cases:
+        - when: payload.qty < 0
+          topic: rejected
+  - node: transform
+    with:
+      set: {checked: true}
+`
+
+// Queue kinds of -queue.
+const (
+	queueMem    = "mem"
+	queueSQLite = "sqlite"
+)
+
+// queueChunk is how many messages one Publish call queues.
+const queueChunk = 1000
+
+type options struct {
+	queue   string
+	n       int
+	dir     string
+	poll    time.Duration
+	timeout time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.queue, "queue", queueMem, "queue to consume: mem (no ledger) or sqlite (durable, completion ledger on)")
+	flag.IntVar(&o.n, "n", 200000, "messages to queue and consume")
+	flag.StringVar(&o.dir, "dir", "", "directory for the queue and state files (default: a temporary one, removed at exit)")
+	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "how often the finished-run count is read (bounds the timing error)")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the messages are not consumed within this")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sluicebench [flags]\n\n"+
+			"Queues -n messages (not timed), runs a transform → switch → transform flow over\n"+
+			"them and prints messages/s as a JSON line, from engine start to the last run.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "sluicebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if o.n < 1 {
+		return fmt.Errorf("-n must be at least 1, not %d", o.n)
+	}
+	if o.queue != queueMem && o.queue != queueSQLite {
+		return fmt.Errorf("-queue must be %s or %s, not %q", queueMem, queueSQLite, o.queue)
+	}
+	if o.dir == "" {
+		dir, err := os.MkdirTemp("", "sluicebench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.dir = dir
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+
+	url := "mem://?persistent=true"
+	if o.queue == queueSQLite {
+		url = "sqlite://" + filepath.Join(o.dir, "queue.db")
+	}
+	br, err := brokers.Open(ctx, url, nil)
+	if err != nil {
+		return err
+	}
+	defer br.Close()
+	if err := queue(br.Publisher(), o.n); err != nil {
+		return fmt.Errorf("queue %d messages: %w", o.n, err)
+	}
+
+	file := filepath.Join(o.dir, "peer.yaml")
+	if err := os.WriteFile(file, []byte(peerFlow), 0o644); err != nil {
+		return err
+	}
+	fl, err := flows.Loader{Deps: nodes.Deps{Logger: logger}}.Load(file)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	opts := flows.Options{Broker: br, Logger: logger, Metrics: flows.NewMetrics(reg), NoLedger: true}
+	if o.queue == queueSQLite {
+		st, err := state.Open(filepath.Join(o.dir, "state.db"))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		opts.State, opts.NoLedger = st, false
+	}
+	engine, err := flows.NewEngine(opts, fl)
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	var runErr error
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); runErr = engine.Run(ctx) }()
+	runs, err := waitRuns(ctx, reg, o, stopped)
+	elapsed := time.Since(start)
+	cancel()
+	<-stopped
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		err = errors.Join(err, fmt.Errorf("engine: %w", runErr))
+	}
+	if err != nil {
+		return err
+	}
+	if runs["succeeded"] != float64(o.n) {
+		return fmt.Errorf("runs by status %v, want %d succeeded", runs, o.n)
+	}
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"queue": o.queue, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
+	})
+}
+
+// queue publishes n messages to "in", queueChunk per Publish call.
+func queue(pub message.Publisher, n int) error {
+	kinds := []string{"book", "pen"}
+	batch := make([]*message.Message, 0, queueChunk)
+	for i := 0; i < n; i++ {
+		payload := fmt.Sprintf(`{"id":%d,"qty":%d,"price":2.5,"kind":%q}`, i, i%7, kinds[i%2])
+		batch = append(batch, message.NewMessage(fmt.Sprintf("peer-%d", i), []byte(payload)))
+		if len(batch) == queueChunk || i == n-1 {
+			if err := pub.Publish("in", batch...); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
+}
+
+// waitRuns reads sluice_runs_total every o.poll until the finished runs
+// reach o.n, and returns them by status. It fails when the engine stops
+// (closed stopped; the caller reports Run's error),
+// when o.timeout passes first, or when any run ends other than succeeded.
+func waitRuns(ctx context.Context, reg prometheus.Gatherer, o options, stopped <-chan struct{}) (map[string]float64, error) {
+	tick := time.NewTicker(o.poll)
+	defer tick.Stop()
+	deadline := time.After(o.timeout)
+	for {
+		runs, err := runsByStatus(reg)
+		if err != nil {
+			return nil, err
+		}
+		var total float64
+		for _, v := range runs {
+			total += v
+		}
+		if total >= float64(o.n) {
+			return runs, nil
+		}
+		select {
+		case <-tick.C:
+		case <-stopped:
+			return nil, fmt.Errorf("engine stopped after %.0f of %d runs", total, o.n)
+		case <-deadline:
+			return nil, fmt.Errorf("only %.0f of %d runs finished within %s (by status: %v)", total, o.n, o.timeout, runs)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// runsByStatus sums sluice_runs_total by its status label.
+func runsByStatus(reg prometheus.Gatherer) (map[string]float64, error) {
+	families, err := reg.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("read metrics: %w", err)
+	}
+	runs := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "sluice_runs_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "status" && m.GetCounter().GetValue() > 0 {
+					runs[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return runs, nil
+}

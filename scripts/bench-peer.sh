@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `make bench-peer`: Sluice next to Benthos on the same machine, in the
+# same run. Both consume 200,000 JSON messages through the same shape of
+# pipeline: a mapping computing total, a switch whose check (qty < 0)
+# routes elsewhere, a mapping, and no output.
+#
+#   benthos batched    Benthos core v4.60.0, generate batch_size 100, threads 2
+#   benthos unbatched  the same, batch_size 1 (for reference)
+#   sluice mem         the engine on mem:// (no state database, no ledger)
+#   sluice sqlite      the engine on the durable embedded queue, completion ledger on
+#
+# Benthos is built from bench/peer/benthos, its own Go module (Sluice's
+# go.mod never depends on it), into .cache/bin/benthos-peer, and rebuilt
+# only when that module's sources change. Each side times itself from the
+# start of its pipeline until the last message is processed (Benthos:
+# Stream.Run of a generate input with a count; Sluice: Engine.Run after the
+# messages were queued, until the last run finished); process start-up and
+# Sluice's queueing are not timed. The four alternate over ROUNDS rounds
+# (default 3), the order rotating each round so the machine's drift hits
+# them alike; the summary gives medians with their min-max and the ratios
+# of the issue's goals. Environment: ROUNDS, BENCH_PEER_COUNT (messages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
+rounds="${ROUNDS:-3}"
+count="${BENCH_PEER_COUNT:-200000}"
+export BENCH_PEER_COUNT="$count"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench-peer: ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2; }
+[[ "$count" =~ ^[1-9][0-9]*$ ]] || { echo "bench-peer: BENCH_PEER_COUNT must be a positive integer, not '$count'" >&2; exit 2; }
+./scripts/deps.sh
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Benthos: cached, rebuilt when its module's sources change.
+peer=bench/peer/benthos
+bin="$PWD/.cache/bin/benthos-peer"
+sum=$(cat "$peer/go.mod" "$peer/go.sum" "$peer"/*.go | sha256sum | cut -d' ' -f1)
+if [ ! -x "$bin" ] || [ "$(cat "$bin.sum" 2>/dev/null)" != "$sum" ]; then
+  echo "building benthos-peer (Benthos core, own module $peer; once)" >&2
+  mkdir -p "$(dirname "$bin")"
+  (cd "$peer" && go build -o "$bin.tmp" .) && mv "$bin.tmp" "$bin" && echo "$sum" >"$bin.sum"
+fi
+CGO_ENABLED=1 go build -o "$work/sluicebench" ./bench/peer/sluicebench
+
+json() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
+
+# measure NAME → messages/s (the side's own timing); fails loudly when a
+# side processed fewer messages than asked.
+measure() {
+  local line
+  case "$1" in
+    benthos-batched) line=$("$bin" bench "$peer/batched.yaml") ;;
+    benthos-unbatched) line=$("$bin" bench "$peer/unbatched.yaml") ;;
+    sluice-mem) line=$("$work/sluicebench" -queue mem -n "$count") ;;
+    sluice-sqlite) line=$("$work/sluicebench" -queue sqlite -n "$count" -dir "$(mktemp -d -p "$work")") ;;
+  esac
+  if [ "$(json messages <<<"$line")" != "$count" ]; then
+    echo "bench-peer: $1 processed $(json messages <<<"$line") of $count messages: $line" >&2
+    return 1
+  fi
+  json msgs_per_s <<<"$line"
+}
+
+names=(benthos-batched sluice-mem sluice-sqlite benthos-unbatched)
+declare -A figs
+printf '%d messages, %d rounds, %s cores, load average %s\n\n' "$count" "$rounds" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-6s' round
+printf ' %18s' "${names[@]}"
+printf '   (messages/s)\n'
+for ((r = 0; r < rounds; r++)); do
+  # rotate the order: round r starts with the r-th runner
+  order=("${names[@]:r%4}" "${names[@]:0:r%4}")
+  declare -A this=()
+  for name in "${order[@]}"; do
+    this[$name]=$(measure "$name")
+    figs[$name]+="${this[$name]} "
+  done
+  printf '%-6d' $((r + 1))
+  for name in "${names[@]}"; do printf ' %18.0f' "${this[$name]}"; done
+  printf '\n'
+done
+
+# stats FIGURES... → "median min max"
+stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+  m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+  printf "%s %s %s\n", m, v[1], v[NR] }'; }
+printf '\n%-18s %12s %22s\n' "" "median" "min - max"
+declare -A med
+for name in "${names[@]}"; do
+  read -r m lo hi < <(stats ${figs[$name]})
+  med[$name]=$m
+  printf '%-18s %12.0f %10.0f - %.0f\n' "$name" "$m" "$lo" "$hi"
+done
+
+# ratio A B GOAL: the ratio of medians, and the min-max of the per-round
+# ratios (each round's A over the same round's B).
+ratio() {
+  local a=(${figs[$1]}) b=(${figs[$2]}) per=() i
+  for i in "${!a[@]}"; do per+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { print x / y }')"); done
+  read -r _ lo hi < <(stats "${per[@]}")
+  awk -v a="${med[$1]}" -v b="${med[$2]}" -v lo="$lo" -v hi="$hi" -v goal="$3" -v name="$1 / $2" 'BEGIN {
+    r = a / b
+    printf "%-36s %5.2fx  (per round %.2f - %.2f)  goal >= %.1f: %s\n", name, r, lo, hi, goal, (r >= goal) ? "met" : "not met" }'
+}
+printf '\n'
+ratio sluice-mem benthos-batched 1.0
+ratio sluice-sqlite benthos-batched 0.5
+ratio benthos-batched benthos-unbatched 0 | sed 's/  goal >= 0.0: met//'
