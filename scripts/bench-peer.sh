@@ -8,6 +8,8 @@
 #   benthos unbatched  the same, batch_size 1 (for reference)
 #   sluice mem         the engine on mem:// (no state database, no ledger)
 #   sluice sqlite      the engine on the durable embedded queue, completion ledger on
+#   mem floor,         no engine: the queued messages read through the broker's
+#   sqlite floor         stream, committed every 100 (what the queue itself costs)
 #
 # Benthos is built from bench/peer/benthos, its own Go module (Sluice's
 # go.mod never depends on it), into .cache/bin/benthos-peer, and rebuilt
@@ -15,7 +17,7 @@
 # start of its pipeline until the last message is processed (Benthos:
 # Stream.Run of a generate input with a count; Sluice: Engine.Run after the
 # messages were queued, until the last run finished); process start-up and
-# Sluice's queueing are not timed. The four alternate over ROUNDS rounds
+# Sluice's queueing are not timed. The runners alternate over ROUNDS rounds
 # (default 3), the order rotating each round so the machine's drift hits
 # them alike; the summary gives medians with their min-max and the ratios
 # of the issue's goals. Environment: ROUNDS, BENCH_PEER_COUNT (messages).
@@ -59,6 +61,8 @@ measure() {
     benthos-unbatched) line=$("$bin" bench "$peer/unbatched.yaml") ;;
     sluice-mem) line=$("$work/sluicebench" -queue mem -n "$count") ;;
     sluice-sqlite) line=$("$work/sluicebench" -queue sqlite -n "$count" -dir "$(mktemp -d -p "$work")") ;;
+    mem-floor) line=$("$work/sluicebench" -queue mem -floor -n "$count") ;;
+    sqlite-floor) line=$("$work/sluicebench" -queue sqlite -floor -n "$count" -dir "$(mktemp -d -p "$work")") ;;
   esac
   if [ "$(json messages <<<"$line")" != "$count" ]; then
     echo "bench-peer: $1 processed $(json messages <<<"$line") of $count messages: $line" >&2
@@ -67,22 +71,22 @@ measure() {
   json msgs_per_s <<<"$line"
 }
 
-names=(benthos-batched sluice-mem sluice-sqlite benthos-unbatched)
+names=(benthos-batched sluice-mem sluice-sqlite benthos-unbatched mem-floor sqlite-floor)
 declare -A figs
 printf '%d messages, %d rounds, %s cores, load average %s\n\n' "$count" "$rounds" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s' round
-printf ' %18s' "${names[@]}"
+printf ' %17s' "${names[@]}"
 printf '   (messages/s)\n'
 for ((r = 0; r < rounds; r++)); do
   # rotate the order: round r starts with the r-th runner
-  order=("${names[@]:r%4}" "${names[@]:0:r%4}")
+  order=("${names[@]:r%${#names[@]}}" "${names[@]:0:r%${#names[@]}}")
   declare -A this=()
   for name in "${order[@]}"; do
     this[$name]=$(measure "$name")
     figs[$name]+="${this[$name]} "
   done
   printf '%-6d' $((r + 1))
-  for name in "${names[@]}"; do printf ' %18.0f' "${this[$name]}"; done
+  for name in "${names[@]}"; do printf ' %17.0f' "${this[$name]}"; done
   printf '\n'
 done
 
@@ -111,4 +115,6 @@ ratio() {
 printf '\n'
 ratio sluice-mem benthos-batched 1.0
 ratio sluice-sqlite benthos-batched 0.5
-ratio benthos-batched benthos-unbatched 0 | sed 's/  goal >= 0.0: met//'
+for pair in "benthos-batched benthos-unbatched" "sluice-mem mem-floor" "sluice-sqlite sqlite-floor"; do
+  ratio $pair 0 | sed 's/  goal >= 0.0: met//'
+done

@@ -14,6 +14,10 @@
 // durable embedded queue with the default settings of `sluice run`, and the
 // completion ledger on in a state database beside it). It uses only the
 // engine's public API, so it keeps working while the engine changes.
+//
+// With -floor no engine runs: the queued messages are read through the
+// broker's Streamer (brokers.Stream, committing every 100 messages), which
+// is what the queue itself costs, the ceiling any engine on it can reach.
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -66,6 +71,7 @@ const queueChunk = 1000
 
 type options struct {
 	queue   string
+	floor   bool
 	n       int
 	dir     string
 	poll    time.Duration
@@ -75,6 +81,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.queue, "queue", queueMem, "queue to consume: mem (no ledger) or sqlite (durable, completion ledger on)")
+	flag.BoolVar(&o.floor, "floor", false, "run no engine: read the queued messages through the broker's stream (the queue's ceiling)")
 	flag.IntVar(&o.n, "n", 200000, "messages to queue and consume")
 	flag.StringVar(&o.dir, "dir", "", "directory for the queue and state files (default: a temporary one, removed at exit)")
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "how often the finished-run count is read (bounds the timing error)")
@@ -124,6 +131,14 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("queue %d messages: %w", o.n, err)
 	}
 
+	if o.floor {
+		elapsed, err := floor(ctx, br, o.n)
+		if err != nil {
+			return err
+		}
+		return report(o, elapsed)
+	}
+
 	file := filepath.Join(o.dir, "peer.yaml")
 	if err := os.WriteFile(file, []byte(peerFlow), 0o644); err != nil {
 		return err
@@ -164,9 +179,62 @@ func run(ctx context.Context, o options) error {
 	if runs["succeeded"] != float64(o.n) {
 		return fmt.Errorf("runs by status %v, want %d succeeded", runs, o.n)
 	}
+	return report(o, elapsed)
+}
+
+// report prints the JSON line.
+func report(o options, elapsed time.Duration) error {
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"queue": o.queue, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
+		"queue": o.queue, "floor": o.floor, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
 	})
+}
+
+// floorCommit is how many streamed messages one Commit covers.
+const floorCommit = 100
+
+// floor reads n messages from "in" through the broker's stream, committing
+// every floorCommit messages and the last, and returns the time from the
+// start of the stream to the last commit.
+func floor(ctx context.Context, br brokers.Broker, n int) (time.Duration, error) {
+	s, ok := br.(brokers.Streamer)
+	if !ok {
+		return 0, fmt.Errorf("-floor: broker %T cannot stream", br)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var got atomic.Int64
+	var elapsed atomic.Int64
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.Stream(ctx, "in", "peer", func(st brokers.Stream) error {
+			var k int
+			for m := range st.Messages() {
+				k++
+				total := got.Add(1)
+				if k%floorCommit == 0 || total == int64(n) {
+					if err := st.Commit(ctx, m); err != nil {
+						return err
+					}
+				}
+				if total == int64(n) {
+					elapsed.Store(int64(time.Since(start)))
+					cancel()
+				}
+			}
+			return nil
+		})
+	}()
+	deadline := time.After(10 * time.Minute)
+	select {
+	case err := <-errc:
+		if d := elapsed.Load(); d > 0 {
+			return time.Duration(d), nil
+		}
+		return 0, fmt.Errorf("-floor: stream ended after %d of %d messages: %v", got.Load(), n, err)
+	case <-deadline:
+		return 0, fmt.Errorf("-floor: only %d of %d messages streamed within 10m", got.Load(), n)
+	}
 }
 
 // queue publishes n messages to "in", queueChunk per Publish call.
