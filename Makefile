@@ -16,7 +16,8 @@ bench:
 	command -v gzip >/dev/null || ./scripts/deps.sh gzip   # BenchmarkArchive's reference
 	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
 
-# 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores.
+# 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores;
+# then the thumbnails example end to end (sluice run) next to vipsthumbnail.
 bench-images:
 	./scripts/bench-images.sh
 

@@ -4,7 +4,9 @@
 # same files in the same run, on one core and on two. vipsthumbnail gets
 # the whole corpus in one invocation (start-up amortized); Sluice runs the
 # image.thumbnail node in process, reading each file and writing its JPEG,
-# like a flow. Each row is the median of three alternating runs.
+# like a flow. Each row is the median of three alternating runs. Last, end
+# to end: the thumbnails example run by `sluice run` against vipsthumbnail
+# over the same files (see the section at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=()

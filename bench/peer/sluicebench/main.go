@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -93,13 +94,15 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if err := run(context.Background(), o); err != nil {
+	if err := run(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "sluicebench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, o options) error {
+// run queues o.n messages, consumes them as o says, and writes the JSON
+// line to out.
+func run(ctx context.Context, o options, out io.Writer) error {
 	if o.n < 1 {
 		return fmt.Errorf("-n must be at least 1, not %d", o.n)
 	}
@@ -136,7 +139,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		return report(o, elapsed)
+		return report(out, o, elapsed)
 	}
 
 	file := filepath.Join(o.dir, "peer.yaml")
@@ -179,12 +182,12 @@ func run(ctx context.Context, o options) error {
 	if runs["succeeded"] != float64(o.n) {
 		return fmt.Errorf("runs by status %v, want %d succeeded", runs, o.n)
 	}
-	return report(o, elapsed)
+	return report(out, o, elapsed)
 }
 
-// report prints the JSON line.
-func report(o options, elapsed time.Duration) error {
-	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+// report writes the JSON line.
+func report(out io.Writer, o options, elapsed time.Duration) error {
+	return json.NewEncoder(out).Encode(map[string]any{
 		"queue": o.queue, "floor": o.floor, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
 	})
 }
