@@ -98,7 +98,7 @@ e2e() {
     sleep 0.05
   done
   t0=$EPOCHREALTIME
-  cp "${files[@]}" "$home/buckets/uploads/"
+  cp "${files[@]}" "$home/buckets/uploads/" || { kill "$pid"; return 1; }
   shopt -s nullglob
   for ((i = 0; ; i++)); do
     done_=("$home"/buckets/thumbnails/*)

@@ -22,6 +22,7 @@
 # them alike; the summary gives medians with their min-max and the ratios
 # of the issue's goals. Environment: ROUNDS, BENCH_PEER_COUNT (messages).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   -h | --help)
@@ -46,7 +47,9 @@ sum=$(cat "$peer/go.mod" "$peer/go.sum" "$peer"/*.go | sha256sum | cut -d' ' -f1
 if [ ! -x "$bin" ] || [ "$(cat "$bin.sum" 2>/dev/null)" != "$sum" ]; then
   echo "building benthos-peer (Benthos core, own module $peer; once)" >&2
   mkdir -p "$(dirname "$bin")"
-  (cd "$peer" && go build -o "$bin.tmp" .) && mv "$bin.tmp" "$bin" && echo "$sum" >"$bin.sum"
+  (cd "$peer" && go build -o "$bin.tmp" .)
+  mv "$bin.tmp" "$bin"
+  echo "$sum" >"$bin.sum"
 fi
 CGO_ENABLED=1 go build -o "$work/sluicebench" ./bench/peer/sluicebench
 
