@@ -20,7 +20,9 @@
 # Sluice's queueing are not timed. The runners alternate over ROUNDS rounds
 # (default 3), the order rotating each round so the machine's drift hits
 # them alike; the summary gives medians with their min-max and the ratios
-# of the issue's goals. Environment: ROUNDS, BENCH_PEER_COUNT (messages).
+# of the issue's goals (on messages/s), each also on CPU time per message
+# (the process's user + system time while timed), which other work on a
+# shared machine disturbs less. Environment: ROUNDS, BENCH_PEER_COUNT.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -55,8 +57,9 @@ CGO_ENABLED=1 go build -o "$work/sluicebench" ./bench/peer/sluicebench
 
 json() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
 
-# measure NAME → messages/s (the side's own timing); fails loudly when a
-# side processed fewer messages than asked.
+# measure NAME → "messages/s cpu_seconds" (the side's own timing, and the
+# CPU time its process used meanwhile); fails loudly when a side processed
+# fewer messages than asked.
 measure() {
   local line
   case "$1" in
@@ -71,11 +74,11 @@ measure() {
     echo "bench-peer: $1 processed $(json messages <<<"$line") of $count messages: $line" >&2
     return 1
   fi
-  json msgs_per_s <<<"$line"
+  printf '%s %s\n' "$(json msgs_per_s <<<"$line")" "$(json cpu_seconds <<<"$line")"
 }
 
 names=(benthos-batched sluice-mem sluice-sqlite benthos-unbatched mem-floor sqlite-floor)
-declare -A figs
+declare -A figs cpus
 printf '%d messages, %d rounds, %s cores, load average %s\n\n' "$count" "$rounds" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s' round
 printf ' %17s' "${names[@]}"
@@ -85,8 +88,10 @@ for ((r = 0; r < rounds; r++)); do
   order=("${names[@]:r%${#names[@]}}" "${names[@]:0:r%${#names[@]}}")
   declare -A this=()
   for name in "${order[@]}"; do
-    this[$name]=$(measure "$name")
-    figs[$name]+="${this[$name]} "
+    read -r rate cpu < <(measure "$name")
+    this[$name]=$rate
+    figs[$name]+="$rate "
+    cpus[$name]+="$(awk -v c="$cpu" -v n="$count" 'BEGIN { print c * 1e6 / n }') "
   done
   printf '%-6d' $((r + 1))
   for name in "${names[@]}"; do printf ' %17.0f' "${this[$name]}"; done
@@ -97,27 +102,38 @@ done
 stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
   printf "%s %s %s\n", m, v[1], v[NR] }'; }
-printf '\n%-18s %12s %22s\n' "" "median" "min - max"
-declare -A med
+printf '\n%-18s %12s %22s %16s %16s\n' "messages/s" "median" "min - max" "CPU µs/message" "min - max"
+declare -A med cmed
 for name in "${names[@]}"; do
   read -r m lo hi < <(stats ${figs[$name]})
+  read -r cm clo chi < <(stats ${cpus[$name]})
   med[$name]=$m
-  printf '%-18s %12.0f %10.0f - %.0f\n' "$name" "$m" "$lo" "$hi"
+  cmed[$name]=$cm
+  printf '%-18s %12.0f %10.0f - %-10.0f %10.1f %10.1f - %.1f\n' "$name" "$m" "$lo" "$hi" "$cm" "$clo" "$chi"
 done
 
 # ratio A B GOAL: the ratio of medians, and the min-max of the per-round
 # ratios (each round's A over the same round's B).
+# The same on CPU time per message (B's over A's), which other work on the
+# machine disturbs less than wall time.
 ratio() {
-  local a=(${figs[$1]}) b=(${figs[$2]}) per=() i
-  for i in "${!a[@]}"; do per+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { print x / y }')"); done
+  local a=(${figs[$1]}) b=(${figs[$2]}) ca=(${cpus[$1]}) cb=(${cpus[$2]}) per=() cper=() i lo hi clo chi
+  for i in "${!a[@]}"; do
+    per+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { print x / y }')")
+    cper+=("$(awk -v x="${ca[$i]}" -v y="${cb[$i]}" 'BEGIN { print y / x }')")
+  done
   read -r _ lo hi < <(stats "${per[@]}")
-  awk -v a="${med[$1]}" -v b="${med[$2]}" -v lo="$lo" -v hi="$hi" -v goal="$3" -v name="$1 / $2" 'BEGIN {
+  read -r _ clo chi < <(stats "${cper[@]}")
+  awk -v a="${med[$1]}" -v b="${med[$2]}" -v lo="$lo" -v hi="$hi" -v ca="${cmed[$1]}" -v cb="${cmed[$2]}" \
+    -v clo="$clo" -v chi="$chi" -v goal="$3" -v name="$1 / $2" 'BEGIN {
     r = a / b
-    printf "%-36s %5.2fx  (per round %.2f - %.2f)  goal >= %.1f: %s\n", name, r, lo, hi, goal, (r >= goal) ? "met" : "not met" }'
+    printf "%-36s %5.2fx (rounds %.2f-%.2f)  on CPU time %5.2fx (rounds %.2f-%.2f)", name, r, lo, hi, cb / ca, clo, chi
+    if (goal > 0) printf "  goal >= %.1f: %s", goal, (r >= goal) ? "met" : "not met"
+    printf "\n" }'
 }
 printf '\n'
 ratio sluice-mem benthos-batched 1.0
 ratio sluice-sqlite benthos-batched 0.5
 for pair in "benthos-batched benthos-unbatched" "sluice-mem mem-floor" "sluice-sqlite sqlite-floor"; do
-  ratio $pair 0 | sed 's/  goal >= 0.0: met//'
+  ratio $pair 0
 done

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	_ "github.com/redpanda-data/benthos/v4/public/components/io"
@@ -42,7 +43,8 @@ const usage = `usage: benthos-peer bench CONFIG.yaml
 
 Builds the stream CONFIG describes (its metrics section is replaced by a
 counter of output_sent), runs it until it stops by itself, and prints one
-JSON line: {"messages": N, "seconds": S, "msgs_per_s": R}.`
+JSON line: {"messages": N, "seconds": S, "msgs_per_s": R, "cpu_seconds": C},
+C being the CPU time the process used meanwhile (user + system).`
 
 // sent counts output_sent, every message an output wrote.
 var sent atomic.Int64
@@ -75,16 +77,26 @@ func bench(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	if err := stream.Run(context.Background()); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	secs := time.Since(start).Seconds()
+	secs, cpu := time.Since(start).Seconds(), cpuTime()-cpu0
 	n := sent.Load()
 	if n == 0 {
 		return fmt.Errorf("%s: no message reached the output", args[0])
 	}
-	return json.NewEncoder(os.Stdout).Encode(map[string]any{"messages": n, "seconds": secs, "msgs_per_s": float64(n) / secs})
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{"messages": n, "seconds": secs, "msgs_per_s": float64(n) / secs,
+		"cpu_seconds": cpu.Seconds()})
+}
+
+// cpuTime is the CPU time this process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // exporter keeps output_sent and discards every other metric.
