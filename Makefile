@@ -1,5 +1,5 @@
 # Convenience targets; each is one command you can also run directly.
-.PHONY: build test bench bench-images run validate clean
+.PHONY: build test bench bench-images bench-peer run validate clean
 
 build:
 	./scripts/deps.sh
@@ -16,9 +16,15 @@ bench:
 	command -v gzip >/dev/null || ./scripts/deps.sh gzip   # BenchmarkArchive's reference
 	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
 
-# 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores.
+# 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores;
+# then the thumbnails example end to end (sluice run) next to vipsthumbnail.
 bench-images:
 	./scripts/bench-images.sh
+
+# Sluice next to Benthos (built in its own module under bench/peer) over the
+# same 200,000-message pipeline, alternating rounds; prints the ratios.
+bench-peer:
+	./scripts/bench-peer.sh
 
 run:
 	./scripts/run.sh examples/thumbnails

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRun runs the benchmark small on each queue, engine and floor, and
+// checks the line it prints: every message consumed (run itself fails
+// unless every run succeeded), a positive rate.
+func TestRun(t *testing.T) {
+	for _, tc := range []struct {
+		queue string
+		floor bool
+	}{{queueMem, false}, {queueSQLite, false}, {queueMem, true}, {queueSQLite, true}} {
+		name := tc.queue
+		if tc.floor {
+			name += "-floor"
+		}
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			o := options{queue: tc.queue, floor: tc.floor, n: 1500, dir: t.TempDir(), poll: time.Millisecond, timeout: time.Minute}
+			require.NoError(t, run(t.Context(), o, &out))
+			var line struct {
+				Queue    string  `json:"queue"`
+				Floor    bool    `json:"floor"`
+				Messages int     `json:"messages"`
+				Rate     float64 `json:"msgs_per_s"`
+			}
+			require.NoError(t, json.Unmarshal(out.Bytes(), &line), out.String())
+			require.Equal(t, tc.queue, line.Queue)
+			require.Equal(t, tc.floor, line.Floor)
+			require.Equal(t, 1500, line.Messages)
+			require.Positive(t, line.Rate)
+		})
+	}
+}
+
+// TestRunRejectsBadOptions checks that bad flags are reported by name.
+func TestRunRejectsBadOptions(t *testing.T) {
+	err := run(t.Context(), options{queue: "kafka", n: 1}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `-queue must be mem or sqlite, not "kafka"`)
+	err = run(t.Context(), options{queue: queueMem, n: 0}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "-n must be at least 1")
+}
