@@ -32,6 +32,12 @@ var forever = Retry{Backoff: time.Second, MaxBackoff: 30 * time.Second}
 // were made and the last error: when ctx ends during a wait, that is the
 // last call's error wrapped with the context's.
 func retry(ctx context.Context, p Retry, op func() error, notify func(err error, wait time.Duration)) (attempts int, err error) {
+	// Most calls succeed the first time: no backoff is set up for them.
+	first := op()
+	attempts = 1
+	if first == nil || nodes.IsPermanent(first) || p.MaxAttempts == 1 {
+		return attempts, first
+	}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = p.Backoff, p.MaxBackoff, 0.5
 	if bo.InitialInterval <= 0 {
@@ -40,16 +46,19 @@ func retry(ctx context.Context, p Retry, op func() error, notify func(err error,
 	if bo.MaxInterval < bo.InitialInterval {
 		bo.MaxInterval = bo.InitialInterval
 	}
-	var last error
 	start := time.Now()
 	opts := []backoff.RetryOption{backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(p.MaxElapsed),
 		backoff.WithMaxTries(uint(max(p.MaxAttempts, 0)))}
 	if notify != nil {
 		opts = append(opts, backoff.WithNotify(notify))
 	}
+	last, handed := first, false
 	_, err = backoff.Retry(ctx, func() (struct{}, error) {
-		attempts++
-		last = op()
+		if handed { // backoff's first try is the call made above
+			attempts++
+			last = op()
+		}
+		handed = true
 		if last != nil && nodes.IsPermanent(last) {
 			return struct{}{}, backoff.Permanent(last)
 		}

@@ -194,7 +194,7 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 			}
 		}
 		d.dl.SetStep(s.ID)
-		c := &call{step: s, dl: d.dl, do: func(ctx context.Context) error { return s.Node.Process(ctx, env) }}
+		c := &call{step: s, dl: d.dl}
 		err := r.step(ctx, c)
 		d.run.Steps = append(d.run.Steps, c.rec)
 		if c.abandoned != nil {

@@ -23,7 +23,7 @@ import (
 type call struct {
 	step *Step
 	dl   *nodes.Delivery // nil for a batch write
-	do   func(ctx context.Context) error
+	do   func(ctx context.Context) error // nil: the step's node processes the envelope
 	// forever retries transient failures until the run's context ends
 	// (batch writes: nothing is committed meanwhile).
 	forever bool
@@ -49,8 +49,14 @@ func chain(h handler, ws ...wrapper) handler {
 	return h
 }
 
-// invoke is the innermost handler: the call itself.
-func invoke(ctx context.Context, c *call) error { return c.do(ctx) }
+// invoke is the innermost handler: the call itself (the node's Process on
+// the envelope, unless do says otherwise).
+func invoke(ctx context.Context, c *call) error {
+	if c.do != nil {
+		return c.do(ctx)
+	}
+	return c.step.Node.Process(ctx, c.dl.Envelope())
+}
 
 // stepHandler is a flow's handler of its steps' calls.
 func (r *runner) stepHandler() handler {
