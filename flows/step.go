@@ -22,7 +22,7 @@ import (
 // batch's Flush.
 type call struct {
 	step *Step
-	dl   *nodes.Delivery // nil for a batch write
+	dl   *nodes.Delivery                 // nil for a batch write
 	do   func(ctx context.Context) error // nil: the step's node processes the envelope
 	// forever retries transient failures until the run's context ends
 	// (batch writes: nothing is committed meanwhile).
