@@ -307,3 +307,20 @@ func TestValidateIsLinearInSteps(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "ok: 1 flow(s)")
 }
+
+// sluice publish refuses a payload over the broker's limit while reading
+// it, rather than loading it whole.
+func TestPublishRefusesOversizedPayloads(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.json")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(200<<20)) // 200 MB, sparse
+	require.NoError(t, f.Close())
+	cmd := exec.Command(sluiceBin, "publish", "events", "@"+big)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "over the broker's message limit of 10485760 bytes")
+	assert.Less(t, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss, int64(200<<10), "peak RSS under 200 MB (KiB)")
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -55,13 +56,20 @@ line number; lines before it are published.`,
 			if idField != "" || keyField != "" {
 				return fmt.Errorf("--id-field and --key-field go with --ndjson")
 			}
+			limit, err := messageLimit(g.brokerURL())
+			if err != nil {
+				return err
+			}
 			var payload []byte
-			var err error
 			switch {
 			case len(args) == 1 || args[1] == "-":
-				payload, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<20))
+				payload, err = readWithin(cmd.InOrStdin(), "standard input", limit)
 			case strings.HasPrefix(args[1], "@"):
-				payload, err = os.ReadFile(args[1][1:])
+				var f *os.File
+				if f, err = os.Open(args[1][1:]); err == nil {
+					payload, err = readWithin(f, args[1][1:], limit)
+					f.Close()
+				}
 			default:
 				payload = []byte(args[1])
 			}
@@ -135,7 +143,11 @@ func publishNDJSON(cmd *cobra.Command, g *globals, args, meta []string, idField,
 	defer b.Close()
 	bar := newBar(total, "publishing to "+args[0], true)
 	sc := bufio.NewScanner(io.TeeReader(in, bar))
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	limit, err := messageLimit(g.brokerURL())
+	if err != nil {
+		return err
+	}
+	sc.Buffer(make([]byte, 64<<10), int(limit)+1) // a longer line is over the broker's limit anyway
 	batch := make([]*message.Message, 0, 500)
 	n, line := 0, 0
 	flush := func() error {
@@ -194,4 +206,26 @@ func publishNDJSON(cmd *cobra.Command, g *globals, args, meta []string, idField,
 	_ = bar.Finish()
 	fmt.Fprintf(cmd.OutOrStdout(), "published %d messages to %s\n", n, args[0])
 	return nil
+}
+
+// messageLimit is the broker's largest message (max_message_bytes).
+func messageLimit(brokerURL string) (int64, error) {
+	u, err := url.Parse(brokerURL)
+	if err != nil {
+		return 0, fmt.Errorf("broker url: %w", err)
+	}
+	return brokers.ParseMaxMessageBytes(u.Query())
+}
+
+// readWithin reads r whole if it holds at most limit bytes, counting as it
+// reads: a larger input is refused without being held in memory.
+func readWithin(r io.Reader, what string, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is over the broker's message limit of %d bytes (max_message_bytes); publish a large array line by line with --ndjson, or put files in a bucket", what, limit)
+	}
+	return b, nil
 }
