@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -18,8 +19,9 @@ func init() { Register("mem", openMem) }
 // restart, and every subscription receives every message (no consumer
 // groups). Use it for tests and throwaway runs.
 type memBroker struct {
-	ch  *gochannel.GoChannel
-	pub memPublisher
+	ch    *gochannel.GoChannel
+	pub   memPublisher
+	queue *memQueue // what streams read
 }
 
 // openMem accepts mem://?buffer=N&persistent=true&max_message_bytes=N:
@@ -48,7 +50,8 @@ func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Bro
 		return nil, err
 	}
 	ch := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: buf, Persistent: persistent}, logger)
-	return &memBroker{ch: ch, pub: memPublisher{ch, limit}}, nil
+	mq := &memQueue{persistent: persistent, topics: map[string]*memTopic{}}
+	return &memBroker{ch: ch, pub: memPublisher{ch, limit, mq}, queue: mq}, nil
 }
 
 func (b *memBroker) Publisher() message.Publisher                  { return b.pub }
@@ -59,12 +62,14 @@ func (b *memBroker) Subscriber(string) (message.Subscriber, error) { return memS
 type memPublisher struct {
 	ch    *gochannel.GoChannel
 	limit int64
+	queue *memQueue
 }
 
 func (p memPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := CheckPublish(topic, p.limit, msgs); err != nil {
 		return err
 	}
+	p.queue.publish(topic, msgs)
 	return p.ch.Publish(topic, msgs...)
 }
 
@@ -85,37 +90,148 @@ func (s memSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *mes
 }
 func (memSubscriber) Close() error { return nil }
 
-// Stream implements Streamer for tests and throwaway runs: nothing is
-// durable here, so each message is acked as it is handed over, offsets
-// count the stream's messages from 1, timestamps are the receive times,
-// and Commit has nothing to store.
+// Stream implements Streamer for tests and throwaway runs. Streams read
+// their own queue rather than a GoChannel subscription (which costs a
+// goroutine hand-off and a context per message): each stream gets every
+// message published to the topic after it started (with persistent=true,
+// every message since the broker opened), in publish order. Nothing is
+// durable, so Commit has nothing to store; offsets count the stream's
+// messages from 1 and timestamps are the publish times.
 func (b *memBroker) Stream(ctx context.Context, topic, _ string, fn func(Stream) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	in, err := b.ch.Subscribe(ctx, topic)
-	if err != nil {
+	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
-	s := &memStream{msgs: make(chan *message.Message), ctx: ctx}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	q := b.queue.open(topic)
+	defer b.queue.close(topic, q)
+	s := &memStream{msgs: make(chan *message.Message, 256), ctx: ctx}
 	go func() {
 		defer close(s.msgs)
 		var n int64
-		for m := range in {
-			n++
-			SetPosition(m, 0, n, time.Now().UTC())
-			m.Ack()
-			select {
-			case s.msgs <- m:
-			case <-ctx.Done():
+		for {
+			batch, ok := q.take(ctx)
+			if !ok {
 				return
+			}
+			for _, p := range batch {
+				n++
+				m := p.msg.Copy() // positions live in the message: one copy per stream
+				SetPosition(m, 0, n, p.at)
+				select {
+				case s.msgs <- m:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
-	err = fn(s)
+	err := fn(s)
 	cancel()
 	for range s.msgs {
 	}
 	return err
+}
+
+// memQueue hands published messages to the streams of their topic.
+type memQueue struct {
+	persistent bool
+	mu         sync.Mutex
+	topics     map[string]*memTopic
+}
+
+type memTopic struct {
+	log     []memPublished // every message, when persistent
+	streams []*memStreamQueue
+}
+
+type memPublished struct {
+	msg *message.Message
+	at  time.Time
+}
+
+// memStreamQueue is one stream's messages not yet taken.
+type memStreamQueue struct {
+	mu   sync.Mutex
+	msgs []memPublished
+	wake chan struct{} // a token when msgs may have grown
+}
+
+func (q *memQueue) topic(name string) *memTopic {
+	t := q.topics[name]
+	if t == nil {
+		t = &memTopic{}
+		q.topics[name] = t
+	}
+	return t
+}
+
+func (q *memQueue) publish(topic string, msgs []*message.Message) {
+	now := time.Now().UTC()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.topics[topic]
+	if t == nil && !q.persistent {
+		return // nobody streams it, and nothing is kept
+	}
+	t = q.topic(topic)
+	for _, m := range msgs {
+		p := memPublished{msg: m, at: now}
+		if q.persistent {
+			t.log = append(t.log, p)
+		}
+		for _, s := range t.streams {
+			s.mu.Lock()
+			s.msgs = append(s.msgs, p)
+			s.mu.Unlock()
+		}
+	}
+	for _, s := range t.streams {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// open registers a stream of topic, starting with the kept messages.
+func (q *memQueue) open(topic string) *memStreamQueue {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.topic(topic)
+	s := &memStreamQueue{wake: make(chan struct{}, 1), msgs: append([]memPublished(nil), t.log...)}
+	t.streams = append(t.streams, s)
+	return s
+}
+
+func (q *memQueue) close(topic string, s *memStreamQueue) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.topics[topic]
+	for i, x := range t.streams {
+		if x == s {
+			t.streams = append(t.streams[:i:i], t.streams[i+1:]...)
+			break
+		}
+	}
+}
+
+// take waits for messages and returns them all, or false once ctx ends.
+func (s *memStreamQueue) take(ctx context.Context) ([]memPublished, bool) {
+	for {
+		s.mu.Lock()
+		batch := s.msgs
+		s.msgs = nil
+		s.mu.Unlock()
+		if len(batch) > 0 {
+			return batch, true
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
 }
 
 type memStream struct {
