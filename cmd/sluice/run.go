@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/nodes/ai"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
 	"github.com/sluicehq/sluice/storage/s3"
@@ -88,6 +89,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg.MustRegister(ai.Metrics) // model inference histograms (ai.onnx, ai.ocr)
 			engine, err := flows.NewEngine(flows.Options{
 				Broker: broker, Store: store, State: st, Logger: log,
 				Metrics: flows.NewMetrics(reg), DrainTimeout: drain,

@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"image"
 	"image/color"
+	"image/draw"
 	"image/jpeg"
 	"math/rand"
 	"strings"
 
 	"github.com/disintegration/imaging"
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/opentype"
+	"golang.org/x/image/math/fixed"
 )
 
 // Normalize collapses runs of white space (line breaks included) to one
@@ -77,4 +81,33 @@ func Photo(img image.Image, seed int64) []byte {
 		panic(err) // encoding to memory does not fail
 	}
 	return buf.Bytes()
+}
+
+// Render draws lines of dark text on a light background with a TrueType
+// font at px pixels, with a margin of px.
+func Render(ttf []byte, px float64, lines ...string) (*image.NRGBA, error) {
+	f, err := opentype.Parse(ttf)
+	if err != nil {
+		return nil, err
+	}
+	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: px, DPI: 72, Hinting: font.HintingFull})
+	if err != nil {
+		return nil, err
+	}
+	defer face.Close()
+	m := face.Metrics()
+	lineH := (m.Height * 3 / 2).Ceil()
+	w := 0
+	for _, l := range lines {
+		w = max(w, font.MeasureString(face, l).Ceil())
+	}
+	margin := int(px)
+	img := image.NewNRGBA(image.Rect(0, 0, w+2*margin, len(lines)*lineH+2*margin))
+	draw.Draw(img, img.Bounds(), image.NewUniform(color.NRGBA{250, 250, 245, 255}), image.Point{}, draw.Src)
+	d := font.Drawer{Dst: img, Src: image.NewUniform(color.NRGBA{20, 20, 30, 255}), Face: face}
+	for i, l := range lines {
+		d.Dot = fixed.P(margin, margin+i*lineH+m.Ascent.Ceil())
+		d.DrawString(l)
+	}
+	return img, nil
 }

@@ -50,7 +50,8 @@ func init() {
 			"classifier turning upside-down lines (180°) over, and the CRNN recognizer with CTC decoding against the " +
 			"dictionary. The result, and the payload field named by into, hold text (the lines, top to bottom, " +
 			"boxes on one row joined by spaces), confidence (mean over lines), lines [{text, confidence, box: " +
-			"[[x, y] × 4] in the image's pixels, clockwise from top-left}], width, height and rotated (180 when " +
+			"[[x, y] × 4] in the image's pixels, clockwise from top-left}], width, height, ms (the step's time, " +
+			"decoding included) and rotated (180 when " +
 			"most lines were upside down; the lines are then in reading order of the turned page). Lines under " +
 			"min_confidence are dropped. The models are loaded at start (from models, by default the ppocr folder " +
 			"./scripts/models.sh fills); each model's calls on a message are metered as one call (kind model) " +
@@ -248,6 +249,7 @@ func (n *ocrNode) Process(ctx context.Context, env *nodes.Envelope) error {
 	if n.detM == nil {
 		return errors.New("ai.ocr: not started")
 	}
+	began := time.Now()
 	img, size, err := imagenodes.Decoded(ctx, env, n.lim, func(w, h int) (int, int) {
 		s := min(1, float64(n.maxSide)/float64(max(w, h)))
 		return int(float64(w) * s), int(float64(h) * s)
@@ -280,6 +282,7 @@ func (n *ocrNode) Process(ctx context.Context, env *nodes.Envelope) error {
 		return n.fail(err)
 	}
 	res := n.result(lines, size, float64(size.X)/float64(src.Bounds().Dx()))
+	res["ms"] = float64(time.Since(began).Microseconds()) / 1000
 	env.SetResult(res)
 	if n.into == "" {
 		return nil
