@@ -33,6 +33,7 @@ const (
 	ocrClsThreshold  = "classify_threshold"
 	ocrMaxLines      = "max_lines"
 	ocrInto          = "into"
+	ocrFoldWidth     = "fold_width"
 
 	lineHeight   = 48   // the classifier's and the recognizer's input height
 	clsWidth     = 192  // the classifier's input width
@@ -71,6 +72,7 @@ func init() {
 			{Name: ocrClassify, Kind: nodes.Bool, Default: true, Doc: "Run the direction classifier (turns upside-down lines over)."},
 			{Name: ocrClsThreshold, Kind: nodes.Float, Default: 0.9, Min: 0.5, Max: 1, Doc: "Confidence the classifier needs to turn a line."},
 			{Name: ocrMaxLines, Kind: nodes.Int, Default: 500, Min: 1, Max: 100000, Doc: "Recognize at most this many boxes (the largest)."},
+			{Name: ocrFoldWidth, Kind: nodes.Bool, Default: true, Doc: "Write full-width forms of ASCII (！，：（） that the Chinese-trained recognizer may give for Latin text) as ASCII; false keeps them (Chinese text)."},
 			{Name: ocrInto, Kind: nodes.String, Default: "ocr", Doc: "Payload field for the result (the payload must be an object or empty); empty: the step result only."},
 		}, poolFields()...), limitFields()...),
 		Examples: []nodes.Example{
@@ -94,6 +96,7 @@ type ocrNode struct {
 	clsTh         float32
 	maxLines      int
 	into          string
+	foldWidth     bool
 	lim           imagenodes.Limits
 
 	detM, clsM, recM *Model
@@ -105,7 +108,7 @@ func newOCR(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		opts: poolOptions(c, d), maxSide: c.Int(ocrMaxSide), thresh: float32(c.Float(ocrThreshold)),
 		boxTh: float32(c.Float(ocrBoxThreshold)), unclip: c.Float(ocrUnclip), minConf: c.Float(ocrMinConfidence),
 		classify: c.Bool(ocrClassify), clsTh: float32(c.Float(ocrClsThreshold)), maxLines: c.Int(ocrMaxLines),
-		into: c.String(ocrInto), lim: limitsOf(c),
+		into: c.String(ocrInto), foldWidth: c.Bool(ocrFoldWidth), lim: limitsOf(c),
 	}
 	if err := Load(file); err != nil {
 		return nil, c.Errorf("", "%v", err)
@@ -486,6 +489,9 @@ func (n *ocrNode) result(lines []*ocrLine, size image.Point, scale float64) map[
 	kept := lines[:0]
 	flipped := 0
 	for _, l := range lines {
+		if n.foldWidth {
+			l.text = strings.Map(halfWidth, l.text)
+		}
 		l.text = strings.TrimSpace(l.text)
 		if l.text == "" || l.conf < n.minConf {
 			continue
@@ -534,6 +540,18 @@ func (n *ocrNode) result(lines []*ocrLine, size image.Point, scale float64) map[
 		"text": text.String(), "confidence": round3(conf), "lines": out,
 		"width": size.X, "height": size.Y, "rotated": rotated,
 	}
+}
+
+// halfWidth maps the full-width forms of ASCII (U+FF01–U+FF5E) and the
+// ideographic space to ASCII.
+func halfWidth(r rune) rune {
+	switch {
+	case r >= 0xFF01 && r <= 0xFF5E:
+		return r - 0xFF01 + '!'
+	case r == 0x3000:
+		return ' '
+	}
+	return r
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
