@@ -37,7 +37,8 @@ const (
 
 	lineHeight   = 48   // the classifier's and the recognizer's input height
 	clsWidth     = 192  // the classifier's input width
-	recMinWidth  = 320  // the recognizer's narrowest batch width
+	recMinWidth  = 48   // narrower lines are padded to this
+	recBatchSpan = 1.15 // a batch's widest line is at most this much wider than its narrowest
 	recMaxWidth  = 3200 // wider lines are squeezed: memory stays bounded
 	ocrBatchSize = 6    // lines per classifier and recognizer call
 )
@@ -405,14 +406,21 @@ func (n *ocrNode) orient(ctx context.Context, m *meter, lines []*ocrLine) error 
 	return nil
 }
 
-// recognize reads each line: lines of similar width are batched, the batch
-// as wide as its widest line.
+// recognize reads each line. Lines of about the same width are batched
+// (the batch as wide as its widest line, the others padded): padding costs
+// as much as text to run, so a line is never padded by more than
+// recBatchSpan.
 func (n *ocrNode) recognize(ctx context.Context, m *meter, lines []*ocrLine) error {
 	order := make([]*ocrLine, len(lines))
 	copy(order, lines)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].crop.Bounds().Dx() < order[j].crop.Bounds().Dx() })
-	for i := 0; i < len(order); i += ocrBatchSize {
-		batch := order[i:min(i+ocrBatchSize, len(order))]
+	for i := 0; i < len(order); {
+		j := i + 1
+		for j < len(order) && j-i < ocrBatchSize && float64(order[j].crop.Bounds().Dx()) <= recBatchSpan*float64(order[i].crop.Bounds().Dx()) {
+			j++
+		}
+		batch := order[i:j]
+		i = j
 		crops := make([]*image.NRGBA, len(batch))
 		w := recMinWidth
 		for k, l := range batch {
