@@ -89,7 +89,7 @@ func Dir(flowFile string) (dir string, ok bool) {
 func LibraryPath(flowFile string) (string, error) {
 	if p := os.Getenv(EnvLibrary); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%w: %s=%s: %v", ErrNoRuntime, EnvLibrary, p, err)
+			return "", fmt.Errorf("%w: %s=%s: %v; %s", ErrNoRuntime, EnvLibrary, p, err, howToGet)
 		}
 		return p, nil
 	}
