@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/ai"
 	"github.com/sluicehq/sluice/nodes/nodestest"
+	"github.com/sluicehq/sluice/storage"
 )
 
 func start(t *testing.T, n nodes.Node) {
@@ -224,4 +225,40 @@ outputs:
 	require.Error(t, err)
 	assert.True(t, nodes.IsPermanent(err))
 	assert.Contains(t, err.Error(), "not a supported image")
+}
+
+// TestONNXModelFromBucket: a model read from a bucket at start is checked
+// there, as a local one is at validate.
+func TestONNXModelFromBucket(t *testing.T) {
+	needRuntime(t)
+	store := storage.NewStore(storage.NewMem())
+	require.NoError(t, store.EnsureBucket(t.Context(), "models"))
+	_, err := store.PutBytes(t.Context(), "models", "v2/adder.onnx", addSoftmax(), storage.PutOptions{})
+	require.NoError(t, err)
+	with := `
+bucket: models
+key: v2/adder.onnx
+inputs:
+  - {name: a, from: payload.a}
+  - {name: b, from: payload.b}
+  - {name: ids, from: "[1, 2]"}
+outputs: [{name: sum}]
+`
+	n := nodestest.New(t, "ai.onnx", with, nodes.Deps{Store: store})
+	start(t, n)
+	env := payloadEnv(t, `{"a": [[1, 1, 1]], "b": [[2, 2, 2]]}`)
+	require.NoError(t, n.Process(t.Context(), env))
+	assert.Equal(t, []any{[]any{3.0, 3.0, 3.0}}, env.Steps["model"].(map[string]any)["sum"])
+	assert.Equal(t, "adder", env.TakeCalls()[0].Name, "named after the key")
+
+	// A wrong input name is only found once the model is read: at start.
+	bad := nodestest.New(t, "ai.onnx", strings.Replace(with, "{name: a,", "{name: x,", 1), nodes.Deps{Store: store})
+	err = bad.(nodes.Starter).Start(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `models/v2/adder.onnx: no input "x"`)
+	require.NoError(t, bad.(nodes.Closer).Close())
+
+	missing := nodestest.New(t, "ai.onnx", strings.Replace(with, "v2/adder", "v3/adder", 1), nodes.Deps{Store: store})
+	require.Error(t, missing.(nodes.Starter).Start(t.Context()))
+	require.NoError(t, missing.(nodes.Closer).Close())
 }
