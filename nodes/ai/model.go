@@ -2,10 +2,12 @@ package ai
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -115,15 +117,41 @@ var ErrShape = errors.New("input does not fit the model")
 var ErrRun = errors.New("model run failed")
 
 // Model is a loaded ONNX model with a pool of sessions. Run is safe for
-// concurrent use: at most Options.Sessions calls run at once, the others
-// wait for a session. Close releases the sessions once no call is running.
+// concurrent use: at most as many calls as the pool has sessions run at
+// once, the others wait for a session. Nodes that open the same model
+// (same bytes, same threads) share one pool, grown to the largest
+// Options.Sessions asked: a process holds each model's weights and
+// working memory once per session, not once per node. Close releases the
+// sessions with the last user, once no call is running.
 type Model struct {
 	Name            string
 	Inputs, Outputs []Info
 
-	pool chan session
-	all  []session
+	p      *pool
+	closed bool
 }
+
+// pool is the sessions of one model, shared by the Models opened on it.
+type pool struct {
+	key     poolKey
+	ch      chan session
+	all     []session
+	threads int
+	refs    int
+}
+
+type poolKey struct {
+	sum     [sha256.Size]byte
+	threads int
+}
+
+// maxSessions bounds a pool (the sessions field's maximum).
+const maxSessions = 256
+
+var (
+	poolsMu sync.Mutex
+	pools   = map[poolKey]*pool{}
+)
 
 // session is one runtime session (package ort in cgo builds).
 type session interface {
@@ -140,8 +168,9 @@ func Inspect(data []byte) (in, out []Info, err error) {
 	return ortInspect(data)
 }
 
-// Open loads a model from its bytes into a pool of sessions. name labels
-// metrics, meters and messages.
+// Open loads a model from its bytes into a pool of sessions, or joins the
+// pool of the same model opened before. name labels metrics, meters and
+// messages.
 func Open(name string, data []byte, o Options) (*Model, error) {
 	if Loaded() == "" {
 		return nil, ErrNoRuntime
@@ -153,10 +182,17 @@ func Open(name string, data []byte, o Options) (*Model, error) {
 	if o.Sessions <= 0 {
 		o.Sessions = runtime.GOMAXPROCS(0)
 	}
+	o.Sessions = min(o.Sessions, maxSessions)
 	if o.Threads <= 0 {
 		o.Threads = 1
 	}
-	m := &Model{Name: name, Inputs: in, Outputs: out, pool: make(chan session, o.Sessions)}
+	key := poolKey{sum: sha256.Sum256(data), threads: o.Threads}
+	poolsMu.Lock()
+	defer poolsMu.Unlock()
+	p := pools[key]
+	if p == nil {
+		p = &pool{key: key, ch: make(chan session, maxSessions), threads: o.Threads}
+	}
 	names := func(is []Info) []string {
 		s := make([]string, len(is))
 		for i, x := range is {
@@ -164,15 +200,20 @@ func Open(name string, data []byte, o Options) (*Model, error) {
 		}
 		return s
 	}
-	for range o.Sessions {
+	for len(p.all) < o.Sessions {
 		s, err := ortSession(data, names(in), names(out), o.Threads)
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("model %s: new session: %w", name, err), m.Close())
+			if p.refs == 0 {
+				err = errors.Join(err, p.drain())
+			}
+			return nil, fmt.Errorf("model %s: new session: %w", name, err)
 		}
-		m.all = append(m.all, s)
-		m.pool <- s
+		p.all = append(p.all, s)
+		p.ch <- s
 	}
-	return m, nil
+	p.refs++
+	pools[key] = p
+	return &Model{Name: name, Inputs: in, Outputs: out, p: p}, nil
 }
 
 // Run runs the model on inputs given in the order of m.Inputs and returns
@@ -186,11 +227,11 @@ func (m *Model) Run(ctx context.Context, in []Tensor) ([]Tensor, time.Duration, 
 	}
 	var s session
 	select {
-	case s = <-m.pool:
+	case s = <-m.p.ch:
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	}
-	defer func() { m.pool <- s }()
+	defer func() { m.p.ch <- s }()
 	start := time.Now()
 	out, err := s.run(ctx, in)
 	d := time.Since(start)
@@ -255,17 +296,30 @@ func dataLen(d any) int {
 	return -1
 }
 
-// Close releases the sessions, waiting for calls in flight.
+// Close leaves the model's pool; the last user releases its sessions,
+// waiting for calls in flight. Closing twice, or a nil Model, does nothing.
 func (m *Model) Close() error {
-	if m == nil {
+	if m == nil || m.closed {
 		return nil
 	}
-	var errs []error
-	for range m.all {
-		s := <-m.pool
-		errs = append(errs, s.close())
+	m.closed = true
+	poolsMu.Lock()
+	defer poolsMu.Unlock()
+	m.p.refs--
+	if m.p.refs > 0 {
+		return nil
 	}
-	m.all = nil
+	delete(pools, m.p.key)
+	return m.p.drain()
+}
+
+// drain closes every session once it is back in the pool.
+func (p *pool) drain() error {
+	var errs []error
+	for range p.all {
+		errs = append(errs, (<-p.ch).close())
+	}
+	p.all = nil
 	return errors.Join(errs...)
 }
 
