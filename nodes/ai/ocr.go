@@ -41,6 +41,7 @@ const (
 	recBatchSpan = 1.15 // a batch's widest line is at most this much wider than its narrowest
 	recMaxWidth  = 3200 // wider lines are squeezed: memory stays bounded
 	ocrBatchSize = 6    // lines per classifier and recognizer call
+	workSide     = 4    // the working copy's longest side, in detector sides
 )
 
 func init() {
@@ -261,8 +262,13 @@ func (n *ocrNode) Process(ctx context.Context, env *nodes.Envelope) error {
 	if err != nil {
 		return err
 	}
+	// The working copy: NRGBA pixels, at most workSide × the detector's
+	// side (recognition needs no more), so memory stays bounded whatever
+	// the decoded image's size.
 	src, ok := img.(*image.NRGBA)
-	if !ok || src.Bounds().Min != (image.Point{}) {
+	if b := img.Bounds(); max(b.Dx(), b.Dy()) > workSide*n.maxSide {
+		src = imaging.Fit(img, workSide*n.maxSide, workSide*n.maxSide, imaging.Linear)
+	} else if !ok || b.Min != (image.Point{}) {
 		src = imaging.Clone(img)
 	}
 	var dm, cm, rm meter

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/image/font/gofont/goregular"
 
 	"github.com/sluicehq/sluice/internal/ocrtest"
+	"github.com/sluicehq/sluice/internal/phototest"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/nodestest"
 )
@@ -90,9 +91,17 @@ func TestOCRBadInput(t *testing.T) {
 	ocrModels(t)
 	n := nodestest.New(t, "ai.ocr", `{sessions: 1, max_pixels: 1000000}`, nodes.Deps{})
 	start(t, n)
+	// With the default limits, a 100 MP image is refused before decoding.
+	def := nodestest.New(t, "ai.ocr", `{sessions: 1}`, nodes.Deps{})
+	start(t, def)
+	_, _, err := ocrRun(t, def, phototest.HugePNG(10000, 10000)) // 100 MP
+	require.Error(t, err)
+	assert.True(t, nodes.IsPermanent(err))
+	assert.Contains(t, err.Error(), "10000×10000 pixels, over the limit of 50000000")
 	for name, body := range map[string][]byte{
 		"not an image": []byte("hello"),
 		"too large":    pngBytes(t, image.NewGray(image.Rect(0, 0, 2000, 1000))),
+		"100 MP":       phototest.HugePNG(10000, 10000),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := ocrRun(t, n, body)
@@ -127,4 +136,21 @@ func TestOCRNoisyPhoto(t *testing.T) {
 	acc := ocrtest.Accuracy(res["text"].(string), strings.Join(page, "\n"))
 	t.Logf("accuracy %.3f: %q", acc, res["text"])
 	assert.GreaterOrEqual(t, acc, 0.9)
+}
+
+// TestOCRLargeImage: an image far larger than the detector's side is
+// worked on scaled down (memory stays bounded), and its boxes are still in
+// the image's own pixels.
+func TestOCRLargeImage(t *testing.T) {
+	ocrModels(t)
+	n := nodestest.New(t, "ai.ocr", `{sessions: 1}`, nodes.Deps{})
+	start(t, n)
+	small := render(t, goregular.TTF, 40, page...)
+	big := imaging.Resize(small, small.Bounds().Dx()*6, 0, imaging.Linear)
+	res, _, err := ocrRun(t, n, pngBytes(t, big))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, ocrtest.Accuracy(res["text"].(string), strings.Join(page, "\n")), 0.95, "%q", res["text"])
+	assert.Equal(t, big.Bounds().Dx(), res["width"])
+	box := res["lines"].([]any)[len(page)-1].(map[string]any)["box"].([]any)
+	assert.Greater(t, box[2].([]any)[1], 0.7*float64(big.Bounds().Dy()), "the last line's bottom, in the large image's pixels")
 }

@@ -51,9 +51,13 @@ const (
 	outLabels = "labels"
 )
 
+// DefaultMaxPixels is the AI nodes' image limit: 50 megapixels, half the
+// image nodes', as a model's working copies add to the decoded image.
+const DefaultMaxPixels = 50_000_000
+
 func limitFields() []nodes.Field {
 	return []nodes.Field{
-		{Name: fieldMaxPixels, Kind: nodes.Int, Default: imagenodes.DefaultMaxPixels, Min: 1, Max: 1 << 40, Doc: "Refuse larger images (width × height) without decoding them."},
+		{Name: fieldMaxPixels, Kind: nodes.Int, Default: DefaultMaxPixels, Min: 1, Max: 1 << 40, Doc: "Refuse larger images (width × height) without decoding them."},
 		{Name: fieldMaxBytes, Kind: nodes.Int, Default: imagenodes.DefaultMaxBytes, Min: 1, Max: 1 << 40, Doc: "Refuse larger files without decoding them."},
 	}
 }
