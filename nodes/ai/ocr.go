@@ -158,7 +158,7 @@ func (n *ocrNode) Start(ctx context.Context) error {
 	open := func(name, file string, check func(in, out []Info) error) (*Model, error) {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		m, err := Open(name, data, n.opts)
 		if err != nil {
