@@ -214,8 +214,13 @@ func BenchmarkAIvsNode(b *testing.B) {
 		}},
 	}
 	count := map[string]int{"ocr": len(pages), "cls": len(lines)}
+	// SLUICE_BENCH_OPS picks what to measure: "ocr cls" by default.
+	ops := strings.Fields(os.Getenv("SLUICE_BENCH_OPS"))
+	if len(ops) == 0 {
+		ops = []string{"ocr", "cls"}
+	}
 	// Warm up, and check both read the same.
-	for _, op := range []string{"ocr", "cls"} {
+	for _, op := range ops {
 		for i := range count[op] {
 			s, n := sides[0].call(op, i), sides[1].call(op, i)
 			if op == "ocr" {
@@ -230,7 +235,7 @@ func BenchmarkAIvsNode(b *testing.B) {
 	const rounds = 5
 	b.ResetTimer()
 	for range b.N {
-		for _, op := range []string{"ocr", "cls"} {
+		for _, op := range ops {
 			reps := map[string]int{"ocr": 1, "cls": 4}[op]
 			var ratios []float64
 			all := map[string][]float64{}
@@ -262,7 +267,7 @@ func BenchmarkAIvsNode(b *testing.B) {
 			b.ReportMetric(median(all["node"]), op+"-node-ms")
 		}
 		// Throughput with two calls in flight, twice each side, alternating.
-		for _, op := range []string{"ocr", "cls"} {
+		for _, op := range ops {
 			n := map[string]int{"ocr": 2 * count["ocr"], "cls": 8 * count["cls"]}[op]
 			rate := map[string][]float64{}
 			for r := range 4 {
@@ -295,7 +300,7 @@ func BenchmarkAIvsNode(b *testing.B) {
 	}
 	b.StopTimer()
 	s, n := peakRSS(in.cmd.Process.Pid), peakRSS(nw.cmd.Process.Pid)
-	fmt.Printf("peak RSS, sessions warm: sluice %.0f MB (2 flows: 3 models × 2 sessions), node %.0f MB (3 models × 1 session)\n", s, n)
+	fmt.Printf("peak RSS, sessions warm (%s): sluice %.0f MB (2 sessions per model), node %.0f MB (1 session per model)\n", strings.Join(ops, ", "), s, n)
 	b.ReportMetric(s, "sluice-peak-MB")
 	b.ReportMetric(n, "node-peak-MB")
 }
