@@ -232,6 +232,9 @@ func (m *Model) Run(ctx context.Context, in []Tensor) ([]Tensor, time.Duration, 
 		return nil, 0, ctx.Err()
 	}
 	defer func() { m.p.ch <- s }()
+	if err := ctx.Err(); err != nil { // the select may have picked the session
+		return nil, 0, err
+	}
 	start := time.Now()
 	out, err := s.run(ctx, in)
 	d := time.Since(start)

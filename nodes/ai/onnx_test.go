@@ -262,3 +262,34 @@ outputs: [{name: sum}]
 	require.Error(t, missing.(nodes.Starter).Start(t.Context()))
 	require.NoError(t, missing.(nodes.Closer).Close())
 }
+
+// TestModelRunCancelled: a cancelled context runs nothing (a run under way
+// is terminated), and the session serves the next call.
+func TestModelRunCancelled(t *testing.T) {
+	needRuntime(t)
+	m, err := ai.Open("adder", addSoftmax(), ai.Options{Sessions: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	in := []ai.Tensor{
+		{Shape: []int64{1, 3}, Data: []float32{1, 2, 3}},
+		{Shape: []int64{1, 3}, Data: []float32{1, 1, 1}},
+		{Shape: []int64{2}, Data: []int64{4, 5}},
+	}
+	for range 20 { // whether the session or the cancellation is seen first
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, _, err = m.Run(ctx, in)
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	out, _, err := m.Run(t.Context(), in)
+	require.NoError(t, err)
+	assert.Equal(t, []float32{2, 3, 4}, out[0].Data)
+
+	// Inputs are checked before running.
+	_, _, err = m.Run(t.Context(), in[:2])
+	require.ErrorIs(t, err, ai.ErrShape)
+	bad := append([]ai.Tensor{{Shape: []int64{1, 3}, Data: []float64{1, 2, 3}}}, in[1:]...)
+	_, _, err = m.Run(t.Context(), bad)
+	require.ErrorIs(t, err, ai.ErrShape)
+	assert.ErrorContains(t, err, `input "a" wants float32, given float64`)
+}
