@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/png"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -168,6 +169,16 @@ func TestOCR(t *testing.T) {
 	}
 	status, out := post("ocr-test-key", "image/png", clean["regular-32.png"])
 	require.Equal(t, http.StatusOK, status, "%v", out)
+	assert.Equal(t, want, out["text"])
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	fw, err := mw.CreateFormFile("image", "scan.png")
+	require.NoError(t, err)
+	_, err = fw.Write(clean["mono-32.png"])
+	require.NoError(t, err)
+	require.NoError(t, mw.Close())
+	status, out = post("ocr-test-key", mw.FormDataContentType(), form.Bytes())
+	require.Equal(t, http.StatusOK, status, "multipart: %v", out)
 	assert.Equal(t, want, out["text"])
 	status, _ = post("", "image/png", clean["regular-32.png"])
 	assert.Equal(t, http.StatusUnauthorized, status)
