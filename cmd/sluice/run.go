@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/internal/poison"
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/nodes/ai"
 	"github.com/sluicehq/sluice/state"
 	"github.com/sluicehq/sluice/storage"
 )
@@ -97,6 +98,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg.MustRegister(ai.Metrics) // model inference histograms (ai.onnx, ai.ocr)
 			engine, err := flows.NewEngine(flows.Options{
 				Broker: broker, Store: store, State: st, Logger: log, Poison: inflight,
 				Metrics: flows.NewMetrics(reg), DrainTimeout: drain,

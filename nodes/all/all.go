@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/sluicehq/sluice/nodes/ai"           // ai.onnx, ai.ocr
 	_ "github.com/sluicehq/sluice/nodes/archive"      // archive
 	_ "github.com/sluicehq/sluice/nodes/core"         // publish, switch, transform, log
 	_ "github.com/sluicehq/sluice/nodes/db"           // db.insert, db.query
