@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -109,20 +108,6 @@ func sluiceCall(b *testing.B, addr, op string, body []byte) map[string]any {
 	return m
 }
 
-// peakRSS is a process's peak resident set (VmHWM), in MB.
-func peakRSS(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
 
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
@@ -299,7 +284,7 @@ func BenchmarkAIvsNode(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	s, n := peakRSS(in.cmd.Process.Pid), peakRSS(nw.cmd.Process.Pid)
+	s, n := float64(peakRSS(b, in.cmd.Process.Pid))/(1<<20), float64(peakRSS(b, nw.cmd.Process.Pid))/(1<<20)
 	fmt.Printf("peak RSS, sessions warm (%s): sluice %.0f MB (2 sessions per model), node %.0f MB (1 session per model)\n", strings.Join(ops, ", "), s, n)
 	b.ReportMetric(s, "sluice-peak-MB")
 	b.ReportMetric(n, "node-peak-MB")

@@ -27,7 +27,7 @@ import (
 const maxRSS = 1_000_000_000
 
 // peakRSS is a process's peak resident set size (VmHWM), in bytes.
-func peakRSS(t *testing.T, pid int) int64 {
+func peakRSS(t testing.TB, pid int) int64 {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	require.NoError(t, err)

@@ -187,7 +187,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	}
 	ids := &stepIDs{used: map[string]bool{}, next: map[string]int{}}
 	if stepsNode != nil {
-		f.Steps = l.parseSteps(file, f.Name, "steps", stepsNode, ids, probs)
+		f.Steps = l.parseSteps(file, f, "steps", stepsNode, ids, probs)
 		if stepsNode.Kind == yaml.SequenceNode && len(stepsNode.Content) == 0 {
 			probs.Add(nodes.PosOf(file, stepsNode), "steps: a flow needs at least one step")
 		}
@@ -201,7 +201,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 				if !stepIDRE.MatchString(k.Value) {
 					probs.Add(nodes.PosOf(file, k), "branch name %q: use letters, digits and '_'", k.Value)
 				}
-				f.Branches[k.Value] = l.parseSteps(file, f.Name, "branches."+k.Value, v, ids, probs)
+				f.Branches[k.Value] = l.parseSteps(file, f, "branches."+k.Value, v, ids, probs)
 			}
 		}
 	}
@@ -210,7 +210,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	return f
 }
 
-func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids *stepIDs, probs *nodes.Problems) []*Step {
+func (l Loader) parseSteps(file string, f *Flow, path string, n *yaml.Node, ids *stepIDs, probs *nodes.Problems) []*Step {
 	if n.Kind != yaml.SequenceNode {
 		probs.Add(nodes.PosOf(file, n), "%s: want a list of steps", path)
 		return nil
@@ -261,8 +261,9 @@ func (l Loader) parseSteps(file, flow, path string, n *yaml.Node, ids *stepIDs, 
 			continue // construction would only repeat the problems
 		}
 		deps := l.Deps
+		deps.Concurrency = f.Concurrency // pools (sessions, workers) sized by the flow
 		if deps.Logger != nil {
-			deps.Logger = deps.Logger.With("flow", flow, "step", s.ID, "node", s.Type)
+			deps.Logger = deps.Logger.With("flow", f.Name, "step", s.ID, "node", s.Type)
 		}
 		node, err := spec.Construct(cfg, deps)
 		if err != nil {
