@@ -1,0 +1,141 @@
+package examples_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/miniotest"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// storageFlows moves every object written to inbox into archive (copy,
+// then delete), records each deletion as the `removed` event a bucket flow
+// receives, and lists the archive on demand.
+const storageFlows = `
+name: writer
+on: {topic: files}
+steps:
+  - node: storage.put
+    with: {bucket: inbox, key: "{{ payload.key }}", content: payload}
+---
+name: mover
+on: {bucket: inbox}
+steps:
+  - id: copied
+    node: storage.copy
+    with: {to_bucket: archive, to_key: "moved/{{ object.key }}"}
+  - node: storage.delete
+---
+name: tombstone
+on: {bucket: inbox, events: [removed]}
+steps:
+  - node: publish
+    with: {topic: gone}
+---
+name: inventory
+on: {topic: inventory}
+steps:
+  - node: storage.list
+    with: {bucket: archive, prefix: moved/}
+  - node: publish
+    with: {topic: inventory.out}
+  - node: storage.list
+    with: {bucket: archive, prefix: moved/, output: messages, topic: archived}
+`
+
+// TestStorageNodesAndRemovedEvents runs the flows above through the
+// binary on each storage driver: folder, in-memory and MinIO (webhook
+// notifications). Every object is moved, every deletion triggers the
+// removed flow once, and the listings see the archive.
+func TestStorageNodesAndRemovedEvents(t *testing.T) {
+	for _, driver := range []string{"fs", "mem", "s3"} {
+		t.Run(driver, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "flows.yaml"), []byte(storageFlows), 0o644))
+			listen := freeAddr(t)
+			var store *storage.Store
+			switch driver {
+			case "mem":
+				t.Setenv("SLUICE_STORAGE", "mem://")
+			case "s3":
+				if testing.Short() {
+					t.Skip("starts MinIO")
+				}
+				srv := miniotest.Start(t,
+					"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
+					"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE=http://"+listen+"/hooks/s3",
+					"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+t.TempDir(),
+				)
+				url := srv.URL() + "&notify_arn=" + miniotest.WebhookARN
+				t.Setenv("SLUICE_STORAGE", url)
+				var err error
+				store, err = storage.Open(context.Background(), url)
+				require.NoError(t, err)
+			default:
+				var err error
+				store, err = storage.Open(context.Background(), "fs://"+filepath.Join(dir, ".sluice", "buckets"))
+				require.NoError(t, err)
+			}
+			in := &instance{t: t, dir: dir, addr: listen}
+			startAt(t, in, "flows.yaml")
+
+			keys := []string{"a.json", "b.json", "sub/c.json"}
+			for _, k := range keys {
+				cli(t, dir, "publish", "files", fmt.Sprintf(`{"key": %q}`, k))
+			}
+			// Each object's deletion is one removed event, so one run of
+			// the tombstone flow, with the key.
+			tombstones := func() []string {
+				var got []string
+				for _, line := range strings.Split(strings.TrimSpace(cli(t, dir, "runs", "--flow", "tombstone", "--json", "--limit", "100")), "\n") {
+					var r struct{ Status, Input string }
+					if line == "" || json.Unmarshal([]byte(line), &r) != nil || r.Status != "succeeded" {
+						continue
+					}
+					got = append(got, r.Input)
+				}
+				sort.Strings(got)
+				return got
+			}
+			var got []string
+			require.Eventually(t, func() bool { got = tombstones(); return len(got) == len(keys) }, 30*time.Second, 50*time.Millisecond,
+				"removed events: %v\n%s", &got, in.log)
+			for i, k := range keys {
+				assert.Contains(t, tombstones()[i], "inbox/"+k)
+			}
+			// The same key written and moved again is deleted again: a
+			// second removed event, not a repeat of the first.
+			cli(t, dir, "publish", "files", `{"key": "a.json", "version": 2}`)
+			require.Eventually(t, func() bool { got = tombstones(); return len(got) == len(keys)+1 }, 30*time.Second, 50*time.Millisecond,
+				"removed events: %v\n%s", &got, in.log)
+			if store != nil {
+				for _, k := range keys {
+					data, _, err := store.ReadAll(context.Background(), "archive", "moved/"+k, 0)
+					require.NoError(t, err)
+					if k != "a.json" {
+						assert.JSONEq(t, fmt.Sprintf(`{"key": %q}`, k), string(data))
+					}
+					_, err = store.Stat(context.Background(), "inbox", k)
+					assert.ErrorIs(t, err, storage.ErrNotFound, "moved away")
+				}
+			}
+
+			cli(t, dir, "publish", "inventory", `{}`)
+			require.Eventually(t, func() bool {
+				return strings.Contains(cli(t, dir, "runs", "--flow", "inventory", "--json"), `"status":"succeeded"`)
+			}, 20*time.Second, 50*time.Millisecond, "inventory did not run:\n%s", in.log)
+			// A flow started after these may be one more removal: none happened.
+			assert.Len(t, tombstones(), len(keys)+1)
+		})
+	}
+}
