@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -138,4 +141,89 @@ func TestStorageNodesAndRemovedEvents(t *testing.T) {
 			assert.Len(t, tombstones(), len(keys)+1)
 		})
 	}
+}
+
+const presignFlows = `
+name: thumbnail-link
+on:
+  http: {path: "/thumbnails/{key}", methods: [GET]}
+steps:
+  - id: link
+    node: storage.presign
+    with: {bucket: thumbnails, key: "{{ request.params.key }}", expires: 5m}
+  - node: respond
+    with: {status: 307, headers: {Location: "{{ steps.link.url }}"}, body: none}
+---
+name: upload-link
+on:
+  http: {path: "/uploads/{key}", methods: [POST]}
+steps:
+  - id: link
+    node: storage.presign
+    with: {bucket: uploads, key: "{{ request.params.key }}", method: PUT, expires: 1m}
+  - node: transform
+    with: {payload: steps.link}
+`
+
+// TestPresignOverHTTP serves presigned URLs from http flows on MinIO: a
+// GET redirected to a thumbnail, a PUT URL a client uploads with. On
+// folder storage the same flows are refused before anything starts.
+func TestPresignOverHTTP(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "flows.yaml"), []byte(presignFlows), 0o644))
+
+	cmd := exec.Command(sluiceBin, "run", "--listen", freeAddr(t), "flows.yaml")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", out)
+	assert.Equal(t, 2, ee.ExitCode())
+	assert.Contains(t, string(out), "flows.yaml:6:5: steps[0] (storage.presign): presigned URLs need s3:// storage")
+	assert.Contains(t, string(out), "flows.yaml:16:5: steps[0] (storage.presign)")
+
+	if testing.Short() {
+		t.Skip("starts MinIO")
+	}
+	srv := miniotest.Start(t)
+	t.Setenv("SLUICE_STORAGE", srv.URL())
+	store, err := storage.Open(context.Background(), srv.URL())
+	require.NoError(t, err)
+	ctx := context.Background()
+	for _, b := range []string{"thumbnails", "uploads"} {
+		require.NoError(t, store.EnsureBucket(ctx, b))
+	}
+	_, err = store.PutBytes(ctx, "thumbnails", "cat.jpg", []byte("a small cat"), storage.PutOptions{})
+	require.NoError(t, err)
+	in := run(t, dir, "flows.yaml")
+
+	// The client follows the redirect to MinIO, without credentials.
+	resp, err := http.Get("http://" + in.addr + "/thumbnails/cat.jpg")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode, "%s\n%s", body, in.log)
+	assert.Equal(t, "a small cat", string(body))
+	assert.Equal(t, srv.Endpoint, resp.Request.URL.Host, "served by MinIO itself")
+
+	resp, err = http.Post("http://"+in.addr+"/uploads/note.txt", "", nil)
+	require.NoError(t, err)
+	var link struct {
+		URL, Method string
+		ExpiresAt   string `json:"expires_at"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&link))
+	resp.Body.Close()
+	assert.Equal(t, "PUT", link.Method)
+	exp, err := time.Parse(time.RFC3339, link.ExpiresAt)
+	require.NoError(t, err)
+	assert.WithinDuration(t, time.Now().Add(time.Minute), exp, 30*time.Second)
+	req, err := http.NewRequest(http.MethodPut, link.URL, strings.NewReader("uploaded without keys"))
+	require.NoError(t, err)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	data, _, err := store.ReadAll(ctx, "uploads", "note.txt", 0)
+	require.NoError(t, err)
+	assert.Equal(t, "uploaded without keys", string(data))
 }
