@@ -29,6 +29,7 @@ func runCmd(g *globals) *cobra.Command {
 	var listen string
 	var drain time.Duration
 	var retentionText string
+	var tlsCert, tlsKey string
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -39,10 +40,16 @@ them: they are redelivered on the next start), and exits.
 
 An HTTP listener serves /healthz, /readyz and Prometheus /metrics, and, with
 s3:// storage, /hooks/s3: the endpoint for MinIO's webhook notification
-target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
+target (bearer token from SLUICE_WEBHOOK_TOKEN when set).
+
+With --tls-cert and --tls-key the listener serves HTTPS (HTTP/2 and
+HTTP/1.1). The files are read again when they change (a renewed
+certificate is served without a restart); a pair that does not load, such
+as a renewal caught halfway, leaves the previous one in use.`,
 		Example: `  sluice run examples/thumbnails
   sluice run --listen :8787 flows/
-  SLUICE_BROKER=mem:// sluice run flows/orders.yaml`,
+  SLUICE_BROKER=mem:// sluice run flows/orders.yaml
+  sluice run --listen :8443 --tls-cert /etc/sluice/tls.crt --tls-key /etc/sluice/tls.key flows/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			retention, err := time.ParseDuration(retentionText)
@@ -54,6 +61,10 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			slog.SetDefault(log)
+			certs, err := newCertReloader(tlsCert, tlsKey, log)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
@@ -100,11 +111,15 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				if d, ok := store.Driver().(*s3.Driver); ok {
 					hooks = d.Receiver()
 				}
-				srv, addr, err := serveOps(listen, engine, reg, hooks)
+				srv, addr, err := serveOps(listen, engine, reg, hooks, certs)
 				if err != nil {
 					return err
 				}
-				log.Info("serving /healthz, /readyz and /metrics", "addr", "http://"+addr)
+				scheme := "http://"
+				if certs != nil {
+					scheme = "https://"
+				}
+				log.Info("serving /healthz, /readyz and /metrics", "addr", scheme+addr)
 				defer func() {
 					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					defer cancel()
@@ -138,14 +153,16 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 	}
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "PEM certificate (chain) file: the listener serves HTTPS with HTTP/2; reloaded when it changes (env SLUICE_TLS_CERT)")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM private key file of --tls-cert (env SLUICE_TLS_KEY)")
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	return cmd
 }
 
 // serveOps serves the operational endpoints, and the bucket notification
-// webhook when the storage has one.
-func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler) (*http.Server, string, error) {
+// webhook when the storage has one; over TLS when certs is not nil.
+func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler, certs *certReloader) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
@@ -172,6 +189,11 @@ func serveOps(addr string, engine *flows.Engine, reg *prometheus.Registry, hooks
 		mux.Handle("/hooks/s3", hooks)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		return srv, ln.Addr().String(), nil
+	}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil
 }
