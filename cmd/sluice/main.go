@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	_ "github.com/sluicehq/sluice/brokers/amqp" // amqp:// (RabbitMQ)
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
 )
@@ -99,7 +100,7 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
-	pf.StringVar(&g.broker, "broker", os.Getenv("SLUICE_BROKER"), "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT] or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
+	pf.StringVar(&g.broker, "broker", os.Getenv("SLUICE_BROKER"), "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT], amqp://USER:PASS@HOST:5672/ or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
 	pf.StringVar(&g.storage, "storage", os.Getenv("SLUICE_STORAGE"), "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")

@@ -59,7 +59,8 @@ exist yet is waited for.
 
 How each broker is read: sqlite:// rows by offset; kafka:// a partition
 consumer per partition, with no group; amqp:// a temporary exclusive queue
-bound to the topic's exchange (it sees messages published from now on only).
+bound to the topic's exchange (RabbitMQ keeps no history: messages published
+from now on only, and --from-beginning is refused).
 mem:// topics live inside the process running the flows and cannot be
 tailed from another one.
 
@@ -187,11 +188,11 @@ func topicsCmd(g *globals) *cobra.Command {
 has not removed yet) and, for each consumer group (usually one per flow),
 its lag: how many of them the group has not consumed yet.
 
-sqlite:// and kafka:// report all of it. amqp:// lists the queues of each
-topic's exchange (one per consumer group) with the messages waiting in each:
-RabbitMQ keeps no messages once every queue consumed them, so there is no
-count per topic. mem:// topics live inside the process running the flows and
-cannot be listed from another one.`,
+sqlite:// and kafka:// report all of it. amqp:// cannot: AMQP has no way
+to enumerate exchanges and queues (rabbitmqctl list_queues shows each
+group's queue, <topic>.<group>, with the messages it still holds). mem://
+topics live inside the process running the flows and cannot be listed from
+another one.`,
 		Example: `  sluice topics
   sluice topics --json | jq 'select(.groups[]?.lag > 100)'
   SLUICE_BROKER=kafka://localhost:9092 sluice topics`,
