@@ -140,3 +140,13 @@ type Record struct {
 // ErrInProcessOnly is returned by the Inspector of brokers whose topics
 // live inside one process (mem://): another process sees nothing of them.
 var ErrInProcessOnly = errors.New("mem:// topics live inside the process that runs the flows: a separate sluice command cannot see them (use sqlite://, kafka:// or amqp:// to inspect topics from outside)")
+
+// GroupInitializer is implemented by brokers whose consumer groups only
+// receive messages published after the group was first set up (AMQP: a
+// group is a queue, and an exchange routes nothing to a queue that does
+// not exist yet). InitializeGroup sets the group up without consuming, so
+// what is published next is kept for it. Conformance suites call it
+// before publishing; the engine's subscriptions set groups up at start.
+type GroupInitializer interface {
+	InitializeGroup(ctx context.Context, topic, group string) error
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	_ "github.com/sluicehq/sluice/brokers/amqp"
+	"github.com/sluicehq/sluice/brokers/streamtest"
 )
 
 // amqpURL is the RabbitMQ scripts/services/rabbitmq.sh started
@@ -72,4 +73,10 @@ func TestURLErrors(t *testing.T) {
 		require.ErrorContains(t, err, want, url)
 		require.NotContains(t, err.Error(), "secret", "no password in errors")
 	}
+}
+
+// TestStream runs the Streamer conformance suite against RabbitMQ.
+func TestStream(t *testing.T) {
+	url := amqpURL(t)
+	streamtest.Run(t, func(t *testing.T) brokers.Broker { return open(t, url) })
 }
