@@ -76,12 +76,12 @@ func (b *kafkaBroker) Topics(ctx context.Context) ([]TopicInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list consumer groups: %w", err)
 	}
-	names = names[:0]
+	groupNames := make([]string, 0, len(groups))
 	for g := range groups {
-		names = append(names, g)
+		groupNames = append(groupNames, g)
 	}
-	sort.Strings(names)
-	for _, g := range names {
+	sort.Strings(groupNames)
+	for _, g := range groupNames {
 		res, err := b.admin.ListConsumerGroupOffsets(g, nil)
 		if err != nil {
 			return nil, fmt.Errorf("offsets of group %s: %w", g, err)
