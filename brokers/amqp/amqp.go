@@ -1,7 +1,7 @@
 // Package amqp is the RabbitMQ (AMQP 0-9-1) broker, on watermill-amqp.
 // Importing it registers the "amqp" and "amqps" URL schemes:
 //
-//	amqp://USER:PASSWORD@HOST:5672/VHOST?prefetch=1&stream_prefetch=2000
+//	amqp://USER:PASSWORD@HOST:5672/VHOST?prefetch=1&stream_prefetch=10000
 //
 // Topology: each topic is a durable fanout exchange of the topic's name;
 // each consumer group is a durable queue "<topic>.<group>" bound to it, so
@@ -16,6 +16,11 @@
 // so n messages are processed at once. RabbitMQ keeps no partition keys:
 // with n > 1, messages with the same partition_key may be processed out of
 // order.
+//
+// Batch flows stream the group's queue with up to stream_prefetch
+// (default 10000, the archive node's default max_count) unacknowledged
+// messages: a batch cannot hold more, and is written when its max_wait
+// passes instead.
 //
 // A queue only holds messages published after it was first declared: a
 // new flow (group) does not see the topic's earlier messages, unlike on
@@ -63,7 +68,7 @@ func open(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (broker
 		return nil, errors.New("amqp url needs a host, e.g. amqp://guest:guest@localhost:5672/")
 	}
 	q := u.Query()
-	b := &Broker{prefetch: 1, streamPrefetch: 2000, logger: logger}
+	b := &Broker{prefetch: 1, streamPrefetch: 10000, logger: logger}
 	for name, dst := range map[string]*int{"prefetch": &b.prefetch, "stream_prefetch": &b.streamPrefetch} {
 		if s := q.Get(name); s != "" {
 			n, err := strconv.Atoi(s)
