@@ -137,8 +137,23 @@ func TestStorageNodesAndRemovedEvents(t *testing.T) {
 			require.Eventually(t, func() bool {
 				return strings.Contains(cli(t, dir, "runs", "--flow", "inventory", "--json"), `"status":"succeeded"`)
 			}, 20*time.Second, 50*time.Millisecond, "inventory did not run:\n%s", in.log)
-			// A flow started after these may be one more removal: none happened.
-			assert.Len(t, tombstones(), len(keys)+1)
+			// The listing went into the payload, and out as one message per object.
+			inv := parseTailed(t, cli(t, dir, "tail", "--from-beginning", "-n", "1", "--json", "inventory.out"))
+			var listed struct{ Objects []struct{ Key string } }
+			require.NoError(t, json.Unmarshal(inv[0].Payload, &listed))
+			var listedKeys, fanned []string
+			for _, o := range listed.Objects {
+				listedKeys = append(listedKeys, o.Key)
+			}
+			for _, r := range parseTailed(t, cli(t, dir, "tail", "--from-beginning", "-n", "3", "--json", "archived")) {
+				var o struct{ Key string }
+				require.NoError(t, json.Unmarshal(r.Payload, &o))
+				fanned = append(fanned, o.Key)
+			}
+			want := []string{"moved/a.json", "moved/b.json", "moved/sub/c.json"}
+			assert.Equal(t, want, listedKeys)
+			assert.Equal(t, want, fanned)
+			assert.Len(t, tombstones(), len(keys)+1, "no other removal")
 		})
 	}
 }
