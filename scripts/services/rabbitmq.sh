@@ -38,6 +38,10 @@ as_rabbitmq() { # dir cmd args...
 }
 
 start() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "rabbitmq.sh needs root: it installs rabbitmq-server when missing and runs the node as the rabbitmq user" >&2
+    exit 1
+  fi
   if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     echo "== installing rabbitmq-server (Debian)" >&2
     # Keep the package's own service from starting: this script runs one.
