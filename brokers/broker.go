@@ -117,3 +117,57 @@ func Open(ctx context.Context, rawURL string, logger watermill.LoggerAdapter) (B
 // URLPath returns the file path a URL names: "sqlite://rel/dir/q.db" and
 // "sqlite:///abs/q.db" both work, as does "sqlite:q.db".
 func URLPath(u *url.URL) string { return scheme.Path(u) }
+
+// Inspector is implemented by brokers that can show what their topics
+// hold without taking part in any consumer group: `sluice topics` and
+// `sluice tail` use it. Nothing an Inspector does moves a group's
+// position or creates a topic.
+type Inspector interface {
+	// Topics lists the topics with their message counts and, per
+	// consumer group, how many messages the group has yet to consume.
+	Topics(ctx context.Context) ([]TopicInfo, error)
+	// Tail calls fn with each message of topic, in order per partition:
+	// from the oldest one stored when fromBeginning, else only those
+	// published from now on. A topic that does not exist yet is waited
+	// for. Tail returns when ctx ends (with nil) or with fn's error.
+	Tail(ctx context.Context, topic string, fromBeginning bool, fn func(Record) error) error
+}
+
+// TopicInfo describes a topic: Messages is how many it holds now (what
+// retention has not removed), -1 when the broker cannot tell.
+type TopicInfo struct {
+	Name     string      `json:"topic"`
+	Messages int64       `json:"messages"`
+	Groups   []GroupInfo `json:"groups,omitempty"`
+}
+
+// GroupInfo is a consumer group's position on a topic: Lag is how many
+// stored messages come after what the group has acked (its partitions
+// summed).
+type GroupInfo struct {
+	Name string `json:"group"`
+	Lag  int64  `json:"lag"`
+}
+
+// Record is a message as Tail reads it, with where it is stored.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64 // -1 when the broker has no offsets
+	Time      time.Time
+	Message   *message.Message
+}
+
+// ErrInProcessOnly is returned by the Inspector of brokers whose topics
+// live inside one process (mem://): another process sees nothing of them.
+var ErrInProcessOnly = errors.New("mem:// topics live inside the process that runs the flows: a separate sluice command cannot see them (use sqlite://, kafka:// or amqp:// to inspect topics from outside)")
+
+// GroupInitializer is implemented by brokers whose consumer groups only
+// receive messages published after the group was first set up (AMQP: a
+// group is a queue, and an exchange routes nothing to a queue that does
+// not exist yet). InitializeGroup sets the group up without consuming, so
+// what is published next is kept for it. Conformance suites call it
+// before publishing; the engine's subscriptions set groups up at start.
+type GroupInitializer interface {
+	InitializeGroup(ctx context.Context, topic, group string) error
+}

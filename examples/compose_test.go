@@ -3,6 +3,7 @@ package examples_test
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -19,5 +20,15 @@ func TestComposeFileIsValid(t *testing.T) {
 	out, err := exec.Command(bin, "-f", "../docker-compose.yml", "config", "--quiet").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose.yml is invalid: %v\n%s", err, out)
+	}
+	// Services of a profile are only resolved with it.
+	for _, profile := range []string{"embedded", "rabbitmq"} {
+		out, err := exec.Command(bin, "-f", "../docker-compose.yml", "--profile", profile, "config", "--services").CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker-compose.yml, profile %s, is invalid: %v\n%s", profile, err, out)
+		}
+		if profile == "rabbitmq" && !strings.Contains(string(out), "sluice-rabbitmq") {
+			t.Errorf("profile rabbitmq has no sluice-rabbitmq service:\n%s", out)
+		}
 	}
 }

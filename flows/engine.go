@@ -114,7 +114,7 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 		}
 		if s, _ := batcher(f); s != nil {
 			if _, ok := opts.Broker.(brokers.Streamer); !ok || opts.NoStreams {
-				return nil, fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite:// or kafka://", f.Name, s.ID, s.Type)
+				return nil, fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite://, kafka:// or amqp://", f.Name, s.ID, s.Type)
 			}
 		}
 	}
@@ -229,6 +229,17 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		}
 	}
 
+	if gi, ok := e.opts.Broker.(brokers.GroupInitializer); ok {
+		// Queues that keep only what is published after they exist
+		// (RabbitMQ) are declared before anything publishes.
+		for _, r := range e.runners {
+			if r.streamed() {
+				if err := gi.InitializeGroup(ctx, r.f.InputTopic(), r.f.Group()); err != nil {
+					return fmt.Errorf("flow %s: %w", r.f.Name, err)
+				}
+			}
+		}
+	}
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- router.Run(context.Background()) }()
 	select {

@@ -303,10 +303,11 @@ func (e *Envelope) SetPayloadField(name string, v any) error {
 func (e *Envelope) PayloadJSON() ([]byte, error) { return json.Marshal(e.Payload) }
 
 // StorageError marks storage errors that no retry fixes (a missing object
-// or bucket, an invalid key, an object over a size limit) as permanent;
-// others (I/O, network) stay transient.
+// or bucket, an invalid key, an object over a size limit, an operation the
+// driver does not support) as permanent; others (I/O, network) stay
+// transient.
 func StorageError(err error) error {
-	for _, p := range []error{storage.ErrNotFound, storage.ErrBucketNotFound, storage.ErrInvalidKey, storage.ErrInvalidBucket, storage.ErrTooLarge} {
+	for _, p := range []error{storage.ErrNotFound, storage.ErrBucketNotFound, storage.ErrInvalidKey, storage.ErrInvalidBucket, storage.ErrTooLarge, storage.ErrNotSupported} {
 		if errors.Is(err, p) {
 			return Permanent(err)
 		}

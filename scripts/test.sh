@@ -33,6 +33,11 @@ if [ ! -x .cache/bin/minio ] || [ "$(cat .cache/bin/minio.version 2>/dev/null)" 
 fi
 export SLUICE_MINIO_BIN="$PWD/.cache/bin/minio"
 
+# A throwaway RabbitMQ for the amqp:// broker's tests (own user, loopback,
+# temporary folder), stopped when this script exits.
+eval "$(./scripts/services/rabbitmq.sh start)"
+trap './scripts/services/rabbitmq.sh stop "$SLUICE_RABBITMQ_DIR"' EXIT
+
 echo "== go vet"
 go vet ./...
 echo "== gofmt"

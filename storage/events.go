@@ -90,11 +90,22 @@ func parseRecord(raw json.RawMessage) (ObjectEvent, bool, error) {
 		if strings.HasPrefix(r.EventSource, "minio") {
 			source = "minio"
 		}
-		return ObjectEvent{
+		ev := ObjectEvent{
 			Name: NormalizeEventName(r.EventName), Bucket: r.S3.Bucket.Name, Key: key, Size: r.S3.Object.Size,
 			ETag: strings.Trim(r.S3.Object.ETag, `"`), ContentType: r.S3.Object.ContentType,
 			VersionID: r.S3.Object.VersionID, Time: t.UTC(), Source: source,
-		}, r.S3.Bucket.Name != "" && key != "", nil
+		}
+		if ev.Removed() && ev.ETag == "" {
+			// Removal records carry no etag. The sequencer (unique among a
+			// key's events) stands in, so each deletion of a key is an
+			// event of its own rather than a repeat of the first.
+			if r.S3.Object.Sequencer != "" {
+				ev.ETag = "seq-" + r.S3.Object.Sequencer
+			} else if r.EventTime != "" {
+				ev.ETag = "time-" + r.EventTime
+			}
+		}
+		return ev, r.S3.Bucket.Name != "" && key != "", nil
 	case r.COS != nil && r.Event != nil:
 		// COS keys are "/<appid>/<bucket>/<key>"; bucket names are "<bucket>-<appid>".
 		key := r.COS.Object.Key

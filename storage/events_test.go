@@ -25,6 +25,8 @@ func TestParseEvents(t *testing.T) {
 		{"aws test event", `{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}`, nil},
 		{"removal", `{"Records":[{"eventSource":"minio:s3","eventName":"s3:ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"gone.txt"}}}]}`,
 			[]storage.ObjectEvent{{Name: "s3:ObjectRemoved:Delete", Bucket: "b", Key: "gone.txt", Source: "minio"}}},
+		{"removal with a sequencer: each deletion is distinct", `{"Records":[{"eventSource":"minio:s3","eventName":"s3:ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"gone.txt","sequencer":"187C2E0F1A2B"}}}]}`,
+			[]storage.ObjectEvent{{Name: "s3:ObjectRemoved:Delete", Bucket: "b", Key: "gone.txt", ETag: "seq-187C2E0F1A2B", Source: "minio"}}},
 		{"tencent cos", `{"Records":[{"cos":{"cosSchemaVersion":"1.0","cosBucket":{"name":"photos-1250000000","appid":"1250000000","region":"ap-guangzhou"},"cosObject":{"key":"/1250000000/photos/a/b.jpg","size":42,"meta":{"Content-Type":"image/jpeg","ETag":"\"ff\""},"vid":""}},"event":{"eventName":"cos:ObjectCreated:Put","eventTime":1764064800,"eventSource":"qcs::cos"}}]}`,
 			[]storage.ObjectEvent{{Name: "s3:ObjectCreated:Put", Bucket: "photos-1250000000", Key: "a/b.jpg", Size: 42, ETag: "ff", ContentType: "image/jpeg",
 				Time: time.Unix(1764064800, 0).UTC(), Source: "cos"}}},

@@ -106,6 +106,12 @@ const (
 
 // ObjectEvent is the one shape of a bucket notification, whatever its
 // source (folder watcher, MinIO, S3, COS).
+//
+// ETag identifies the object version an event is about. A removal names
+// the removed version's etag where the source knows it; S3 removal
+// records carry none, so the record's sequencer stands in ("seq-…"):
+// either way, two deletions of a key that was written again in between
+// have different ETags, and are two events.
 type ObjectEvent struct {
 	Name        string    `json:"event"`
 	Bucket      string    `json:"bucket"`

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	_ "github.com/sluicehq/sluice/brokers/kafka"
+	"github.com/sluicehq/sluice/brokers/inspecttest"
 	"github.com/sluicehq/sluice/brokers/streamtest"
 )
 
@@ -233,4 +234,8 @@ func TestKafkaSubscriberPosition(t *testing.T) {
 	m = next()
 	assert.Equal(t, pos{"b", first.partition, first.offset + 1}, at(m))
 	m.Ack()
+}
+
+func TestKafkaInspector(t *testing.T) {
+	inspecttest.Run(t, kafkaURL(t, "partitions=3"))
 }

@@ -36,7 +36,21 @@ func streamer(t *testing.T, b brokers.Broker) brokers.Streamer {
 	return s
 }
 
-func topicName(t *testing.T) string { return "stream-" + watermill.NewShortUUID() }
+// groups are the consumer groups the suite uses.
+var groups = []string{"g", "a", "b"}
+
+// topicName returns a new topic. Brokers whose groups only receive what
+// is published after they exist (brokers.GroupInitializer) get the suite's
+// groups set up on it first, as a flow's start does.
+func topicName(t *testing.T, b brokers.Broker) string {
+	topic := "stream-" + watermill.NewShortUUID()
+	if gi, ok := b.(brokers.GroupInitializer); ok {
+		for _, g := range groups {
+			require.NoError(t, gi.InitializeGroup(t.Context(), topic, g))
+		}
+	}
+	return topic
+}
 
 // publish publishes n messages numbered from first; key(i) is the
 // partition key ("" for none).
@@ -101,7 +115,7 @@ const wait = 30 * time.Second
 
 func testOrder(t *testing.T, open Opener) {
 	b := open(t)
-	topic := topicName(t)
+	topic := topicName(t, b)
 	before := time.Now().Add(-time.Second)
 	ids := publish(t, b, topic, 0, 300, func(i int) string { return fmt.Sprintf("k%d", i%5) })
 	after := time.Now().Add(time.Second)
@@ -141,7 +155,7 @@ func testOrder(t *testing.T, open Opener) {
 
 func testResume(t *testing.T, open Opener) {
 	b := open(t)
-	topic := topicName(t)
+	topic := topicName(t, b)
 	ids := publish(t, b, topic, 0, 20, oneKey)
 
 	var got []string
@@ -173,7 +187,7 @@ func testResume(t *testing.T, open Opener) {
 
 func testCommitAfterClose(t *testing.T, open Opener) {
 	b := open(t)
-	topic := topicName(t)
+	topic := topicName(t, b)
 	publish(t, b, topic, 0, 5, oneKey)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -223,7 +237,7 @@ func testCommitAfterClose(t *testing.T, open Opener) {
 
 func testGroups(t *testing.T, open Opener) {
 	b := open(t)
-	topic := topicName(t)
+	topic := topicName(t, b)
 	ids := publish(t, b, topic, 0, 10, oneKey)
 	for _, g := range []string{"a", "b"} {
 		var got []string

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/redact"
+	_ "github.com/sluicehq/sluice/brokers/amqp" // amqp:// (RabbitMQ)
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
 )
@@ -113,7 +114,7 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
-	pf.StringVar(&g.broker, "broker", "", "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT] or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
+	pf.StringVar(&g.broker, "broker", "", "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT], amqp://USER:PASS@HOST:5672/ or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
 	pf.StringVar(&g.storage, "storage", "", "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
@@ -122,6 +123,7 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 		"start even though a database (queue.db, state.db, machines.db, data.db) is empty or not the one recorded beside it (PATH.sluice-id): it was emptied, deleted or replaced, and what it held is lost; without this flag Sluice refuses to start (env SLUICE_ACCEPT_NEW_STATE)")
 	root.PersistentPreRun = func(*cobra.Command, []string) { dbident.SetAcceptNew(g.acceptNew) }
 	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), usageCmd(g), dlqCmd(g), stateCmd(g), versionCmd())
+	root.AddCommand(tailCmd(g), topicsCmd(g))
 	return root
 }
 

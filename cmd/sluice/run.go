@@ -30,6 +30,7 @@ func runCmd(g *globals) *cobra.Command {
 	var drain time.Duration
 	var retentionText string
 	var limits listenerLimits
+	var tlsCert, tlsKey string
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -40,10 +41,16 @@ them: they are redelivered on the next start), and exits.
 
 An HTTP listener serves /healthz, /readyz and Prometheus /metrics, and, with
 s3:// storage, /hooks/s3: the endpoint for MinIO's webhook notification
-target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
+target (bearer token from SLUICE_WEBHOOK_TOKEN when set).
+
+With --tls-cert and --tls-key the listener serves HTTPS (HTTP/2 and
+HTTP/1.1). The files are read again when they change (a renewed
+certificate is served without a restart); a pair that does not load, such
+as a renewal caught halfway, leaves the previous one in use.`,
 		Example: `  sluice run examples/thumbnails
   sluice run --listen :8787 flows/
-  SLUICE_BROKER=mem:// sluice run flows/orders.yaml`,
+  SLUICE_BROKER=mem:// sluice run flows/orders.yaml
+  sluice run --listen :8443 --tls-cert /etc/sluice/tls.crt --tls-key /etc/sluice/tls.key flows/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			retention, err := time.ParseDuration(retentionText)
@@ -55,6 +62,10 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			slog.SetDefault(log)
+			certs, err := newCertReloader(tlsCert, tlsKey, log)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
@@ -113,11 +124,15 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 						return err
 					}
 				}
-				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reg, hooks)
+				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reg, hooks, certs)
 				if err != nil {
 					return err
 				}
-				log.Info("serving /healthz, /readyz and /metrics", "addr", "http://"+addr)
+				scheme := "http://"
+				if certs != nil {
+					scheme = "https://"
+				}
+				log.Info("serving /healthz, /readyz and /metrics", "addr", scheme+addr)
 				defer shutdown(srv, 5*time.Second)
 			}
 			for _, f := range fl {
@@ -149,6 +164,8 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 	}
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "PEM certificate (chain) file: the listener serves HTTPS with HTTP/2; reloaded when it changes (env SLUICE_TLS_CERT)")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM private key file of --tls-cert (env SLUICE_TLS_KEY)")
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	limits.flags(cmd)
@@ -183,8 +200,8 @@ func webhooks(store *storage.Store) http.Handler {
 }
 
 // serveOps serves the operational endpoints, and the bucket notification
-// webhook when the storage has one.
-func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler) (*http.Server, string, error) {
+// webhook when the storage has one; over TLS when certs is not nil.
+func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler, certs *certReloader) (*http.Server, string, error) {
 	ln, err := limits.listen(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
@@ -211,6 +228,11 @@ func serveOps(addr string, limits listenerLimits, write time.Duration, engine *f
 		mux.Handle("/hooks/s3", hooks)
 	}
 	srv := limits.server(mux, write)
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		return srv, ln.Addr().String(), nil
+	}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil
 }

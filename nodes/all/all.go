@@ -8,6 +8,6 @@ import (
 	_ "github.com/sluicehq/sluice/nodes/core"         // publish, switch, transform, log
 	_ "github.com/sluicehq/sluice/nodes/db"           // db.insert, db.query
 	_ "github.com/sluicehq/sluice/nodes/image"        // image.*
-	_ "github.com/sluicehq/sluice/nodes/objects"      // storage.get, storage.put
+	_ "github.com/sluicehq/sluice/nodes/objects"      // storage.get, put, copy, delete, list, presign
 	_ "github.com/sluicehq/sluice/nodes/statemachine" // state.transition
 )

@@ -1,4 +1,5 @@
-// Package objects holds the bucket nodes: storage.get and storage.put.
+// Package objects holds the bucket nodes: storage.get, storage.put,
+// storage.copy, storage.delete, storage.list and storage.presign.
 package objects
 
 import (

@@ -215,6 +215,9 @@ func listenEvent(e notification.Event) (storage.ObjectEvent, bool) {
 		ETag: strings.Trim(e.S3.Object.ETag, `"`), ContentType: e.S3.Object.ContentType,
 		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen",
 	}
+	if ev.Removed() && ev.ETag == "" && e.S3.Object.Sequencer != "" {
+		ev.ETag = "seq-" + e.S3.Object.Sequencer // as ParseEvents does
+	}
 	return ev, ev.Bucket != "" && ev.Key != ""
 }
 

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +39,8 @@ func Run(t *testing.T, open Harness) {
 		{"ReadAllLimit", testReadAllLimit},
 		{"ContentType", testContentType},
 		{"Watch", testWatch},
+		{"Copy", testCopy},
+		{"Presign", testPresign},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,4 +273,91 @@ func testWatch(t *testing.T, s *storage.Store) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch did not stop with its context")
 	}
+}
+
+func testCopy(t *testing.T, s *storage.Store) {
+	ctx := t.Context()
+	require.NoError(t, s.EnsureBucket(ctx, "bucket-b"))
+	src, err := s.PutBytes(ctx, "bucket-a", "in/photo.bin", []byte("pixels"), storage.PutOptions{ContentType: "image/x-test"})
+	require.NoError(t, err)
+
+	dst, err := s.Copy(ctx, "bucket-a", "in/photo.bin", "bucket-b", "out/copy.bin")
+	require.NoError(t, err)
+	assert.Equal(t, "bucket-b", dst.Bucket)
+	assert.Equal(t, "out/copy.bin", dst.Key)
+	assert.EqualValues(t, 6, dst.Size)
+	got, info, err := s.ReadAll(ctx, "bucket-b", "out/copy.bin", 0)
+	require.NoError(t, err)
+	assert.Equal(t, "pixels", string(got))
+	srcInfo, err := s.Stat(ctx, "bucket-a", "in/photo.bin")
+	require.NoError(t, err)
+	assert.Equal(t, srcInfo.ContentType, info.ContentType, "the content type is copied (drivers that keep none derive it from the key)")
+
+	// Within a bucket, over an existing object; the source stays.
+	_, err = s.PutBytes(ctx, "bucket-a", "other", []byte("old"), storage.PutOptions{})
+	require.NoError(t, err)
+	_, err = s.Copy(ctx, "bucket-a", "in/photo.bin", "bucket-a", "other")
+	require.NoError(t, err)
+	got, _, err = s.ReadAll(ctx, "bucket-a", "other", 0)
+	require.NoError(t, err)
+	assert.Equal(t, "pixels", string(got))
+	st, err := s.Stat(ctx, "bucket-a", "in/photo.bin")
+	require.NoError(t, err)
+	assert.Equal(t, src.ETag, st.ETag)
+
+	// Onto itself: nothing changes.
+	same, err := s.Copy(ctx, "bucket-a", "in/photo.bin", "bucket-a", "in/photo.bin")
+	require.NoError(t, err)
+	assert.Equal(t, src.ETag, same.ETag)
+
+	_, err = s.Copy(ctx, "bucket-a", "missing", "bucket-b", "x")
+	assert.ErrorIs(t, err, storage.ErrNotFound)
+	_, err = s.Copy(ctx, "bucket-a", "in/photo.bin", "no-such-bucket", "x")
+	assert.ErrorIs(t, err, storage.ErrBucketNotFound)
+	_, err = s.Copy(ctx, "bucket-a", "in/photo.bin", "bucket-b", "../x")
+	assert.ErrorIs(t, err, storage.ErrInvalidKey)
+}
+
+func testPresign(t *testing.T, s *storage.Store) {
+	ctx := t.Context()
+	_, err := s.PutBytes(ctx, "bucket-a", "shared/report.txt", []byte("for your eyes"), storage.PutOptions{})
+	require.NoError(t, err)
+	if !s.CanPresign() {
+		_, err := s.Presign(ctx, http.MethodGet, "bucket-a", "shared/report.txt", time.Minute)
+		assert.ErrorIs(t, err, storage.ErrNotSupported)
+		assert.ErrorContains(t, err, "need s3://")
+		return
+	}
+	_, err = s.Presign(ctx, http.MethodDelete, "bucket-a", "shared/report.txt", time.Minute)
+	assert.ErrorContains(t, err, "GET or PUT")
+	_, err = s.Presign(ctx, http.MethodGet, "bucket-a", "shared/report.txt", 8*24*time.Hour)
+	assert.ErrorContains(t, err, "outside")
+
+	get, err := s.Presign(ctx, http.MethodGet, "bucket-a", "shared/report.txt", time.Minute)
+	require.NoError(t, err)
+	resp, err := http.Get(get)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, "for your eyes", string(body))
+
+	put, err := s.Presign(ctx, http.MethodPut, "bucket-a", "shared/upload.txt", time.Minute)
+	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, put, strings.NewReader("uploaded"))
+	require.NoError(t, err)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	got, _, err := s.ReadAll(ctx, "bucket-a", "shared/upload.txt", 0)
+	require.NoError(t, err)
+	assert.Equal(t, "uploaded", string(got))
+
+	// A URL for one object grants nothing on another.
+	resp, err = http.Get(strings.Replace(get, "report.txt", "upload.txt", 1))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 }
