@@ -108,7 +108,6 @@ func sluiceCall(b *testing.B, addr, op string, body []byte) map[string]any {
 	return m
 }
 
-
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)

@@ -163,4 +163,3 @@ func Run(t *testing.T, url string) {
 		}
 	}
 }
-

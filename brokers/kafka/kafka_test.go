@@ -25,8 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
-	_ "github.com/sluicehq/sluice/brokers/kafka"
 	"github.com/sluicehq/sluice/brokers/inspecttest"
+	_ "github.com/sluicehq/sluice/brokers/kafka"
 	"github.com/sluicehq/sluice/brokers/streamtest"
 )
 

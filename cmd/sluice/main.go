@@ -17,9 +17,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	_ "github.com/sluicehq/sluice/brokers/amqp" // amqp:// (RabbitMQ)
 	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/redact"
-	_ "github.com/sluicehq/sluice/brokers/amqp" // amqp:// (RabbitMQ)
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
 )

@@ -248,6 +248,7 @@ var (
 	_ nodes.Starter = (*transition)(nil)
 	_ nodes.Closer  = (*transition)(nil)
 )
+
 // kindOf names a value's JSON kind for messages.
 func kindOf(v any) string {
 	switch v.(type) {
