@@ -29,6 +29,10 @@ if [ ! -x .cache/bin/minio ] || [ "$(cat .cache/bin/minio.version 2>/dev/null)" 
 fi
 export SLUICE_MINIO_BIN="$PWD/.cache/bin/minio"
 
+# A throwaway PostgreSQL for the state backend's tests (SLUICE_TEST_POSTGRES).
+eval "$(./scripts/services/postgres.sh start)"
+trap './scripts/services/postgres.sh stop "$SLUICE_PG_DIR"' EXIT
+
 echo "== go vet"
 go vet ./...
 echo "== gofmt"

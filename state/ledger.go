@@ -5,22 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
 // The completion ledger: one row per (flow, input) a flow finished, for
 // good: succeeded, or dead-lettered. It is what makes redelivery harmless:
 // an input whose completion is committed is acked without running again.
-const completionSchema = `
-CREATE TABLE IF NOT EXISTS completions (
-	flow    TEXT NOT NULL,
-	input   TEXT NOT NULL,
-	run_id  TEXT NOT NULL,
-	status  TEXT NOT NULL,
-	done_ms INTEGER NOT NULL,
-	PRIMARY KEY (flow, input)
-) WITHOUT ROWID;
-`
+// The completion ledger: one row per (flow, input) a flow finished, for
+// good: succeeded, or dead-lettered. It is what makes redelivery harmless:
+// an input whose completion is committed is acked without running again.
+// On PostgreSQL every process shares it: a redelivery to another process
+// (a rebalance, a crash) finds the completion there.
 
 // Completion is the ledger's entry for an input a flow finished.
 type Completion struct {
@@ -89,8 +85,7 @@ func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 }
 
 func (d *DB) commitCompletions(batch []completion) error {
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
+	defer d.lockWrites()()
 	if len(batch) == 1 {
 		// One statement commits by itself: no BEGIN and COMMIT round trips.
 		return d.insertCompletion(d.insertDone, batch[0])
@@ -132,11 +127,11 @@ func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	since := latest.Int64 - (10 * time.Minute).Milliseconds()
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	res, err := d.db.ExecContext(ctx, `INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
+	defer d.lockWrites()()
+	res, err := d.db.ExecContext(ctx, d.dia.q(`INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
 		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
-		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)`, since)
+		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
+		ON CONFLICT DO NOTHING`), since)
 	if err != nil {
 		return 0, fmt.Errorf("recover run records: %w", err)
 	}
@@ -158,23 +153,60 @@ func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, boo
 	return c, true, nil
 }
 
-// Prune deletes runs and completions older than before, and returns how
-// many rows went. Inputs whose completion is pruned would run again if
-// redelivered: keep more than the brokers' redelivery horizon.
+// pruneChunk is how many rows one prune statement deletes: small
+// transactions keep the writers' waits short.
+const pruneChunk = 1000
+
+// Prune deletes runs and completions older than before, in chunks of
+// pruneChunk rows, and returns how many rows went. Inputs whose completion
+// is pruned would run again if redelivered: keep more than the brokers'
+// redelivery horizon. On PostgreSQL one process prunes at a time (an
+// advisory lock); the others return 0 at once.
 func (d *DB) Prune(ctx context.Context, before time.Time) (int64, error) {
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	defer conn.Close()
+	if d.dia.postgres {
+		var got bool
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, pruneLockKey).Scan(&got); err != nil {
+			return 0, fmt.Errorf("prune: lock: %w", err)
+		}
+		if !got {
+			return 0, nil // another process is pruning
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, pruneLockKey)
+	}
 	var total int64
 	for _, q := range []string{
-		`DELETE FROM runs WHERE started_ms < ?`,
-		`DELETE FROM completions WHERE done_ms < ?`,
+		`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
+		`DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
 	} {
-		res, err := d.db.ExecContext(ctx, q, before.UnixMilli())
-		if err != nil {
-			return total, fmt.Errorf("prune: %w", err)
+		for {
+			n, err := d.pruneOnce(ctx, conn, d.dia.q(q), before.UnixMilli())
+			total += n
+			if err != nil {
+				return total, fmt.Errorf("prune: %w", err)
+			}
+			if n < pruneChunk {
+				break
+			}
 		}
-		n, _ := res.RowsAffected()
-		total += n
 	}
 	return total, nil
+}
+
+// pruneLockKey is the advisory lock of the pruning process.
+const pruneLockKey int64 = 0x736c756963650001
+
+func (d *DB) pruneOnce(ctx context.Context, conn *sql.Conn, q string, before int64) (int64, error) {
+	defer d.lockWrites()()
+	res, err := conn.ExecContext(ctx, q, before)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // Retain prunes runs and completions older than keep now and then every

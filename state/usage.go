@@ -32,12 +32,15 @@ func (d *DB) Usage(ctx context.Context, f UsageFilter) ([]Usage, error) {
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
-	q := `SELECT flow, strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch') AS day,
-		SUM(status != 'duplicate'), SUM(status IN ('failed', 'dead_lettered')), SUM(status = 'duplicate'),
-		SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) / 1e6, SUM(bytes_in), SUM(bytes_out)
+	q := `SELECT flow, ` + d.dia.day("started_ms") + ` AS day,
+		CAST(SUM(CASE WHEN status != 'duplicate' THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status IN ('failed', 'dead_lettered') THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) AS DOUBLE PRECISION) / 1e6,
+		CAST(SUM(bytes_in) AS BIGINT), CAST(SUM(bytes_out) AS BIGINT)
 		FROM runs` + w.sql()
 	q += " GROUP BY flow, day ORDER BY day, flow"
-	rows, err := d.db.QueryContext(ctx, q, w.args...)
+	rows, err := d.db.QueryContext(ctx, d.dia.q(q), w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}

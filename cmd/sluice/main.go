@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
+	"github.com/sluicehq/sluice/state"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -35,6 +37,7 @@ type globals struct {
 	home      string
 	broker    string
 	storage   string
+	state     string
 	logLevel  string
 	logFormat string
 }
@@ -53,7 +56,18 @@ func (g *globals) storageURL() string {
 	return "fs://" + filepath.Join(g.home, "buckets")
 }
 
-func (g *globals) statePath() string { return filepath.Join(g.home, "state.db") }
+// stateURL is the state database: --state, or state.db in the home.
+func (g *globals) stateURL() string {
+	if g.state != "" {
+		return g.state
+	}
+	return "sqlite://" + filepath.Join(g.home, "state.db")
+}
+
+// openState opens the state database (migrating its schema).
+func (g *globals) openState(ctx context.Context) (*state.DB, error) {
+	return state.OpenURL(ctx, g.stateURL())
+}
 
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level
@@ -86,8 +100,9 @@ func newRoot() *cobra.Command {
 route or a schedule) and a chain of function nodes.
 
 Without configuration everything is embedded under ./.sluice: a SQLite queue,
-a SQLite state database and buckets as folders. Point --broker and --storage
-elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
+a SQLite state database and buckets as folders. Point --broker, --storage and
+--state elsewhere (or set SLUICE_BROKER, SLUICE_STORAGE and SLUICE_STATE) to
+use other backends: Kafka, S3, PostgreSQL.`,
 		Example: `  sluice run examples/thumbnails          # run a flow on the embedded default
   sluice put uploads photo.jpg             # drop a file into a bucket
   sluice publish orders '{"id":"o-1"}'     # publish a message
@@ -101,6 +116,7 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
 	pf.StringVar(&g.broker, "broker", os.Getenv("SLUICE_BROKER"), "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT] or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
 	pf.StringVar(&g.storage, "storage", os.Getenv("SLUICE_STORAGE"), "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
+	pf.StringVar(&g.state, "state", os.Getenv("SLUICE_STATE"), "state URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB; PostgreSQL keeps the ledger, runs, dead letters, usage, seen objects and state machines of every process in one place (env SLUICE_STATE; default sqlite://HOME/state.db)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
 	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), usageCmd(g), dlqCmd(g), stateCmd(g), versionCmd())

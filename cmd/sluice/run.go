@@ -75,7 +75,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			defer broker.Close()
-			st, err := state.Open(g.statePath())
+			st, err := g.openState(ctx)
 			if err != nil {
 				return err
 			}
@@ -123,7 +123,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				}
 				log.Info("flow loaded", attrs...)
 			}
-			log.Info("using", "broker", g.brokerURL(), "storage", g.storageURL(), "state", g.statePath())
+			log.Info("using", "broker", g.brokerURL(), "storage", g.storageURL(), "state", state.Redact(g.stateURL()))
 			if retention > 0 {
 				go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
 					if err != nil {
