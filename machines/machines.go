@@ -29,7 +29,6 @@ func Open(ctx context.Context, url string) (Store, error) {
 	return OpenSQLite(url)
 }
 
-
 // Entity is one entity's current state.
 type Entity struct {
 	Machine string    `json:"machine"`
