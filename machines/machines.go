@@ -54,12 +54,15 @@ type Transition struct {
 // Timer is a durable timeout: when Due comes and the entity is still at
 // Version (in State), Event fires.
 type Timer struct {
-	Machine string    `json:"machine"`
-	Key     string    `json:"key"`
-	Version int64     `json:"version"` // the entity's version the timer belongs to
-	State   string    `json:"state"`
-	Event   string    `json:"event"`
-	Due     time.Time `json:"due"`
+	Machine string `json:"machine"`
+	Key     string `json:"key"`
+	Version int64  `json:"version"` // the entity's version the timer belongs to
+	State   string `json:"state"`
+	Event   string `json:"event"`
+	// Topic is where the event is published: the topic of the message
+	// that set the timer, so it runs through the same flow.
+	Topic string    `json:"topic"`
+	Due   time.Time `json:"due"`
 }
 
 // ID is the timer's identity, the same in every process: the id of the

@@ -45,6 +45,7 @@ CREATE TABLE timers (
 	version BIGINT NOT NULL,
 	event   TEXT NOT NULL,
 	state   TEXT NOT NULL,
+	topic   TEXT NOT NULL DEFAULT '',
 	due_ms  BIGINT NOT NULL,
 	status  TEXT NOT NULL DEFAULT 'pending',
 	done_ms BIGINT,
@@ -153,8 +154,8 @@ func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64,
 				return nil
 			}
 			for _, tm := range t.Timers {
-				if _, err := tx.Exec(ctx, `INSERT INTO timers (machine, key, version, event, state, due_ms) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING`,
-					machine, key, expect+1, tm.Event, t.To, tm.Due.UnixMilli()); err != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO timers (machine, key, version, event, state, topic, due_ms) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING`,
+					machine, key, expect+1, tm.Event, t.To, tm.Topic, tm.Due.UnixMilli()); err != nil {
 					return fmt.Errorf("set timer %s: %w", tm.Event, err)
 				}
 			}
@@ -258,7 +259,7 @@ func (s *Postgres) FireDue(ctx context.Context, machine string, now time.Time, l
 		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT t.key, t.version, t.event, t.state, t.due_ms, e.version IS NOT NULL AND e.version = t.version
+	rows, err := tx.QueryContext(ctx, `SELECT t.key, t.version, t.event, t.state, t.topic, t.due_ms, e.version IS NOT NULL AND e.version = t.version
 		FROM timers t LEFT JOIN entities e ON e.machine = t.machine AND e.key = t.key
 		WHERE t.machine = $1 AND t.status = 'pending' AND t.due_ms <= $2 ORDER BY t.due_ms LIMIT $3
 		FOR UPDATE OF t SKIP LOCKED`, machine, now.UnixMilli(), limit)

@@ -24,6 +24,7 @@ CREATE TABLE timers (
 	version INTEGER NOT NULL,
 	event   TEXT NOT NULL,
 	state   TEXT NOT NULL,
+	topic   TEXT NOT NULL DEFAULT '',
 	due_ms  INTEGER NOT NULL,
 	status  TEXT NOT NULL DEFAULT 'pending',
 	done_ms INTEGER,
@@ -82,7 +83,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		{&s.insertEntity, `INSERT OR IGNORE INTO entities (machine, key, state, version, updated_ms) VALUES (?, ?, ?, 1, ?)`},
 		{&s.updateEntity, `UPDATE entities SET state = ?, version = ?, updated_ms = ? WHERE machine = ? AND key = ? AND version = ?`},
 		{&s.insertTransition, `INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms) VALUES (?,?,?,?,?,?,?,?)`},
-		{&s.insertTimer, `INSERT INTO timers (machine, key, version, event, state, due_ms) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING`},
+		{&s.insertTimer, `INSERT INTO timers (machine, key, version, event, state, topic, due_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING`},
 	} {
 		if *p.st, err = db.Prepare(p.sql); err != nil {
 			db.Close()
@@ -144,7 +145,7 @@ func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t
 		return Entity{}, false, err
 	}
 	for _, tm := range t.Timers {
-		if _, err := tx.StmtContext(ctx, s.insertTimer).ExecContext(ctx, machine, key, next, tm.Event, t.To, tm.Due.UnixMilli()); err != nil {
+		if _, err := tx.StmtContext(ctx, s.insertTimer).ExecContext(ctx, machine, key, next, tm.Event, t.To, tm.Topic, tm.Due.UnixMilli()); err != nil {
 			return Entity{}, false, fmt.Errorf("set timer %s: %w", tm.Event, err)
 		}
 	}
@@ -242,7 +243,7 @@ func (s *SQLite) FireDue(ctx context.Context, machine string, now time.Time, lim
 		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT t.key, t.version, t.event, t.state, t.due_ms, e.version IS NOT NULL AND e.version = t.version
+	rows, err := tx.QueryContext(ctx, `SELECT t.key, t.version, t.event, t.state, t.topic, t.due_ms, e.version IS NOT NULL AND e.version = t.version
 		FROM timers t LEFT JOIN entities e ON e.machine = t.machine AND e.key = t.key
 		WHERE t.machine = ? AND t.status = 'pending' AND t.due_ms <= ? ORDER BY t.due_ms LIMIT ?`, machine, now.UnixMilli(), limit)
 	if err != nil {

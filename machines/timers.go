@@ -14,7 +14,7 @@ func scanDue(rows *sql.Rows, machine string) (due, stale []Timer, err error) {
 		t := Timer{Machine: machine}
 		var ms int64
 		var current bool
-		if err := rows.Scan(&t.Key, &t.Version, &t.Event, &t.State, &ms, &current); err != nil {
+		if err := rows.Scan(&t.Key, &t.Version, &t.Event, &t.State, &t.Topic, &ms, &current); err != nil {
 			return nil, nil, err
 		}
 		t.Due = time.UnixMilli(ms).UTC()
@@ -61,9 +61,9 @@ func finishDue(ctx context.Context, tx *sql.Tx, postgres bool, now time.Time, du
 }
 
 func listTimers(ctx context.Context, db *sql.DB, postgres bool, machine, key string) ([]Timer, []bool, error) {
-	q := `SELECT version, event, state, due_ms, status = 'fired' FROM timers WHERE machine = ? AND key = ? ORDER BY due_ms, version, event`
+	q := `SELECT version, event, state, topic, due_ms, status = 'fired' FROM timers WHERE machine = ? AND key = ? ORDER BY due_ms, version, event`
 	if postgres {
-		q = `SELECT version, event, state, due_ms, status = 'fired' FROM timers WHERE machine = $1 AND key = $2 ORDER BY due_ms, version, event`
+		q = `SELECT version, event, state, topic, due_ms, status = 'fired' FROM timers WHERE machine = $1 AND key = $2 ORDER BY due_ms, version, event`
 	}
 	rows, err := db.QueryContext(ctx, q, machine, key)
 	if err != nil {
@@ -76,7 +76,7 @@ func listTimers(ctx context.Context, db *sql.DB, postgres bool, machine, key str
 		t := Timer{Machine: machine, Key: key}
 		var ms int64
 		var f bool
-		if err := rows.Scan(&t.Version, &t.Event, &t.State, &ms, &f); err != nil {
+		if err := rows.Scan(&t.Version, &t.Event, &t.State, &t.Topic, &ms, &f); err != nil {
 			return nil, nil, err
 		}
 		t.Due = time.UnixMilli(ms).UTC()

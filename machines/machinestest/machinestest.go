@@ -140,7 +140,7 @@ func Run(t *testing.T, open func(t *testing.T) machines.Store) {
 		ctx := t.Context()
 		t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: t0,
-			Timers: []machines.Timer{{Event: "expire", Due: t0.Add(30 * time.Minute)}}})
+			Timers: []machines.Timer{{Event: "expire", Topic: "orders", Due: t0.Add(30 * time.Minute)}}})
 		require.NoError(t, err)
 		var got []machines.Timer
 		fire := func(_ context.Context, ts []machines.Timer) error { got = append(got, ts...); return nil }
@@ -151,7 +151,7 @@ func Run(t *testing.T, open func(t *testing.T) machines.Store) {
 		n, err = s.FireDue(ctx, "order", t0.Add(31*time.Minute), 10, fire)
 		require.NoError(t, err)
 		assert.Equal(t, 1, n)
-		want := machines.Timer{Machine: "order", Key: "o-1", Version: 1, State: "created", Event: "expire", Due: t0.Add(30 * time.Minute)}
+		want := machines.Timer{Machine: "order", Key: "o-1", Version: 1, State: "created", Event: "expire", Topic: "orders", Due: t0.Add(30 * time.Minute)}
 		assert.Equal(t, []machines.Timer{want}, got)
 		assert.Equal(t, "timer:order:o-1:1:expire", want.ID())
 		n, err = s.FireDue(ctx, "order", t0.Add(time.Hour), 10, fire)
