@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,7 +63,17 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 				return err
 			}
 			defer store.Close()
-			fl, err := flows.Loader{Registry: registry(), Deps: nodes.Deps{Store: store, Logger: log, StateDir: g.home}}.Load(args...)
+			// Nodes publishing outside runs (state.transition's timers) start
+			// after the broker below is open.
+			var broker brokers.Broker
+			publish := func(_ context.Context, topic string, msgs ...*message.Message) error {
+				if broker == nil {
+					return errors.New("the broker is not open yet")
+				}
+				return broker.Publisher().Publish(topic, msgs...)
+			}
+			deps := nodes.Deps{Store: store, Logger: log, StateDir: g.home, State: g.stateURL(), Publish: publish}
+			fl, err := flows.Loader{Registry: registry(), Deps: deps}.Load(args...)
 			var probs nodes.Problems
 			if errors.As(err, &probs) {
 				return exitError{2, fmt.Errorf("%s\n%d problem(s); nothing started", probs.Error(), len(probs))}
@@ -70,7 +81,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).`,
 			if err != nil {
 				return err
 			}
-			broker, err := brokers.Open(ctx, g.brokerURL(), flows.WatermillLogger(log.With("component", "broker")))
+			broker, err = brokers.Open(ctx, g.brokerURL(), flows.WatermillLogger(log.With("component", "broker")))
 			if err != nil {
 				return err
 			}

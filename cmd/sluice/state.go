@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +18,14 @@ import (
 
 func stateCmd(g *globals) *cobra.Command {
 	var dbPath string
-	open := func() (*machines.SQLite, error) {
+	open := func() (machines.Store, error) {
 		p := dbPath
+		if p == "" && machines.IsPostgresURL(g.stateURL()) {
+			p = g.stateURL()
+		}
+		if machines.IsPostgresURL(p) {
+			return machines.Open(context.Background(), p)
+		}
 		if p == "" {
 			p = filepath.Join(g.home, "machines.db")
 		}
@@ -33,7 +40,7 @@ func stateCmd(g *globals) *cobra.Command {
 		Short: "Inspect the entities of state.transition machines: state, version, history",
 		Args:  cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "machines database (default: machines.db in the Sluice home)")
+	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "machines database: a SQLite file or a postgres:// URL (default: the --state database when it is PostgreSQL, else machines.db in the Sluice home)")
 
 	var asJSON bool
 	get := &cobra.Command{
