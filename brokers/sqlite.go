@@ -44,6 +44,10 @@ type sqliteBroker struct {
 
 	stopPrune context.CancelFunc
 	pruning   sync.WaitGroup
+
+	// The consumer lock (sqlite_lock.go), taken by the first subscriber.
+	lockMu sync.Mutex
+	unlock func()
 }
 
 type sqliteConfig struct {
@@ -111,6 +115,9 @@ func (b *sqliteBroker) Features() Features {
 }
 
 func (b *sqliteBroker) Subscriber(group string) (message.Subscriber, error) {
+	if err := b.consume(); err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -136,6 +143,7 @@ func (b *sqliteBroker) Close() error {
 		_ = s.Close()
 	}
 	_ = b.pub.Close()
+	defer b.releaseConsumer()
 	return b.db.Close()
 }
 
