@@ -45,9 +45,9 @@ type sqliteBroker struct {
 	stopPrune context.CancelFunc
 	pruning   sync.WaitGroup
 
-	// The consumer lock (sqlite_lock.go), taken by the first subscriber.
-	lockMu sync.Mutex
-	unlock func()
+	// lockRef: this broker uses its process's consumer locks on the file
+	// (sqlite_lock.go); guarded by lockFiles.
+	lockRef bool
 }
 
 type sqliteConfig struct {
@@ -115,7 +115,7 @@ func (b *sqliteBroker) Features() Features {
 }
 
 func (b *sqliteBroker) Subscriber(group string) (message.Subscriber, error) {
-	if err := b.consume(); err != nil {
+	if err := b.consume(group); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()

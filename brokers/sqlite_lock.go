@@ -3,91 +3,94 @@ package brokers
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"sync"
-	"syscall"
 )
 
-// The embedded queue has one consuming process: two processes reading one
-// queue file would each take the same offsets and deliver every message
-// twice. A process that consumes (subscribes or streams) takes an
-// exclusive flock on a sidecar file, queue.db.lock, for as long as a
-// broker on the file is open; a second process fails to subscribe with
-// errQueueLocked. Publishing (sluice publish, put, dlq replay) needs no
-// lock. Brokers of one process on one file share the lock (their turn
-// locks already coordinate them). The kernel releases it when the process
-// dies, so a crash leaves no stale lock.
+// The embedded queue has one consuming process per consumer group: two
+// processes consuming one group of one queue file would each read the
+// same offsets and deliver every message twice. A process that consumes
+// a group (subscribes or streams) takes a lock on it in a sidecar file,
+// queue.db.lock, for as long as a broker on the file is open; a second
+// process fails to subscribe with errQueueLocked. Publishing (sluice
+// publish, put, dlq replay) and other groups (a reader of an output
+// topic) need no lock held by the first. Brokers of one process share
+// the process's locks (their turn locks already coordinate them). The
+// kernel drops the locks when the process dies: a crash leaves none.
+//
+// On Linux a group's lock is an open-file-description lock on one byte
+// of the sidecar (the group name's hash); elsewhere the whole file is
+// locked, so a queue has one consuming process (see sqlite_lock_*.go).
 
-// errQueueLocked: another process consumes the queue file.
+// errQueueLocked: another process consumes the group on this queue file.
 var errQueueLocked = errors.New("another sluice process is consuming this queue")
 
-var queueLocks = struct {
+// lockFiles is the process's open sidecar per queue path; one open file
+// description holds all of the process's locks on the file.
+var lockFiles = struct {
 	sync.Mutex
-	held map[string]*queueLock
-}{held: map[string]*queueLock{}}
+	files map[string]*lockFile
+}{files: map[string]*lockFile{}}
 
-type queueLock struct {
+type lockFile struct {
 	f    *os.File
-	refs int
+	refs int            // brokers using the file
+	held map[int64]bool // offsets locked
 }
 
-// lockQueue takes (or shares) the consumer lock of the queue at path;
-// release gives it back.
-func lockQueue(path string) (release func(), err error) {
-	queueLocks.Lock()
-	defer queueLocks.Unlock()
-	l := queueLocks.held[path]
-	if l == nil {
-		f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+// groupOffset is the byte of the sidecar that stands for group.
+func groupOffset(group string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(group))
+	return int64(h.Sum64() & (1<<46 - 1))
+}
+
+// consume takes this broker's process lock on group, on first use.
+func (b *sqliteBroker) consume(group string) error {
+	lockFiles.Lock()
+	defer lockFiles.Unlock()
+	lf := lockFiles.files[b.path]
+	if lf == nil {
+		f, err := os.OpenFile(b.path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("queue lock: %w", err)
+			return fmt.Errorf("queue lock: %w", err)
 		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, fmt.Errorf("sqlite queue %s: %w (the embedded queue serves one process; "+
-					"stop the other `sluice run`, give this one another --home or --broker, or use Kafka to share work)", path, errQueueLocked)
-			}
-			return nil, fmt.Errorf("queue lock %s.lock: %w", path, err)
-		}
-		l = &queueLock{f: f}
-		queueLocks.held[path] = l
+		lf = &lockFile{f: f, held: map[int64]bool{}}
+		lockFiles.files[b.path] = lf
 	}
-	l.refs++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			queueLocks.Lock()
-			defer queueLocks.Unlock()
-			if l.refs--; l.refs == 0 {
-				delete(queueLocks.held, path)
-				l.f.Close() // releases the flock
-			}
-		})
-	}, nil
-}
-
-// consume takes the broker's consumer lock on first use.
-func (b *sqliteBroker) consume() error {
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	if b.unlock != nil {
+	if !b.lockRef {
+		b.lockRef = true
+		lf.refs++
+	}
+	off := groupOffset(group)
+	if lf.held[off] {
 		return nil
 	}
-	release, err := lockQueue(b.path)
+	busy, err := lockRange(lf.f, off)
 	if err != nil {
-		return err
+		return fmt.Errorf("queue lock %s.lock: %w", b.path, err)
 	}
-	b.unlock = release
+	if busy {
+		return fmt.Errorf("sqlite queue %s, consumer group %q: %w (the embedded queue serves one process; "+
+			"stop the other `sluice run`, give this one another --home or --broker, or use Kafka to share work)", b.path, group, errQueueLocked)
+	}
+	lf.held[off] = true
 	return nil
 }
 
-// releaseConsumer gives the consumer lock back (at Close).
+// releaseConsumer drops this broker's use of the locks (at Close); the
+// last broker of the process on the file releases them.
 func (b *sqliteBroker) releaseConsumer() {
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	if b.unlock != nil {
-		b.unlock()
-		b.unlock = nil
+	lockFiles.Lock()
+	defer lockFiles.Unlock()
+	if !b.lockRef {
+		return
+	}
+	b.lockRef = false
+	lf := lockFiles.files[b.path]
+	if lf.refs--; lf.refs == 0 {
+		delete(lockFiles.files, b.path)
+		lf.f.Close() // releases every lock of the file description
 	}
 }

@@ -1,43 +1,49 @@
-package brokers_test
+//go:build linux
+
+package brokers
 
 import (
 	"context"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/sluicehq/sluice/brokers"
+	"golang.org/x/sys/unix"
 )
 
-// TestSQLiteQueueHasOneConsumingProcess: while another process holds the
-// queue's consumer lock (taken here with flock on its own open file, as a
-// second process would), subscribing fails with a clear error; publishing
-// still works; once the lock is released, subscribing works.
-func TestSQLiteQueueHasOneConsumingProcess(t *testing.T) {
+// TestSQLiteGroupHasOneConsumingProcess: while another process holds the
+// lock of a consumer group (taken here on its own open file description,
+// as a second process would), subscribing that group fails with a clear
+// error; publishing and other groups still work; once the lock is
+// released, subscribing works, and then this process holds it.
+func TestSQLiteGroupHasOneConsumingProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "queue.db")
 	other, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	require.NoError(t, err)
 	defer other.Close()
-	require.NoError(t, syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB))
+	busy, err := lockRange(other, groupOffset("flow"))
+	require.NoError(t, err)
+	require.False(t, busy)
 
-	b, err := brokers.Open(t.Context(), "sqlite://"+path, watermill.NopLogger{})
+	b, err := Open(t.Context(), "sqlite://"+path, watermill.NopLogger{})
 	require.NoError(t, err)
 	defer b.Close()
 	require.NoError(t, b.Publisher().Publish("orders", message.NewMessage("m1", []byte("{}"))), "publishing needs no lock")
 	_, err = b.Subscriber("flow")
 	require.Error(t, err)
-	assert.ErrorContains(t, err, "another sluice process is consuming this queue")
+	assert.ErrorContains(t, err, `consumer group "flow": another sluice process is consuming this queue`)
 	assert.ErrorContains(t, err, path)
-	err = b.(brokers.Streamer).Stream(t.Context(), "orders", "flow", func(brokers.Stream) error { return nil })
-	assert.ErrorContains(t, err, "another sluice process is consuming this queue")
+	err = b.(Streamer).Stream(t.Context(), "orders", "flow", func(Stream) error { return nil })
+	assert.ErrorIs(t, err, errQueueLocked)
+	_, err = b.Subscriber("reader")
+	require.NoError(t, err, "another group is free")
 
-	require.NoError(t, syscall.Flock(int(other.Fd()), syscall.LOCK_UN))
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Start: groupOffset("flow"), Len: 1}
+	require.NoError(t, unix.FcntlFlock(other.Fd(), unix.F_OFD_SETLK, &lk))
 	sub, err := b.Subscriber("flow")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -48,14 +54,21 @@ func TestSQLiteQueueHasOneConsumingProcess(t *testing.T) {
 	assert.Equal(t, "m1", m.UUID)
 	m.Ack()
 
-	// Now this process holds it: a second holder is refused, and a second
-	// broker of this process shares it.
-	assert.ErrorIs(t, syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), syscall.EWOULDBLOCK)
-	b2, err := brokers.Open(t.Context(), "sqlite://"+path, watermill.NopLogger{})
+	// This process holds it now: another holder is refused, a second
+	// broker of this process shares it, and closing both releases it.
+	busy, err = lockRange(other, groupOffset("flow"))
 	require.NoError(t, err)
-	_, err = b2.Subscriber("flow2")
+	assert.True(t, busy)
+	b2, err := Open(t.Context(), "sqlite://"+path, watermill.NopLogger{})
+	require.NoError(t, err)
+	_, err = b2.Subscriber("flow")
 	require.NoError(t, err)
 	require.NoError(t, b2.Close())
+	busy, err = lockRange(other, groupOffset("flow"))
+	require.NoError(t, err)
+	assert.True(t, busy, "still held by the first broker")
 	require.NoError(t, b.Close())
-	require.NoError(t, syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), "closed brokers release the lock")
+	busy, err = lockRange(other, groupOffset("flow"))
+	require.NoError(t, err)
+	assert.False(t, busy, "closed brokers release the lock")
 }

@@ -20,7 +20,7 @@ const streamRead = 1000
 // process take turns as with subscriptions: the stream holds the group's
 // turn for as long as it runs.
 func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(Stream) error) error {
-	if err := b.consume(); err != nil {
+	if err := b.consume(group); err != nil {
 		return err
 	}
 	if err := b.initTopic(ctx, topic); err != nil {

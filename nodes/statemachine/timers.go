@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -23,6 +24,16 @@ const (
 	// metaPartitionKey keys the message on Kafka (see brokers/kafka.go).
 	metaPartitionKey = "partition_key"
 )
+
+var plainField = regexp.MustCompile(`^\s*payload\.([A-Za-z_][A-Za-z0-9_]*)\s*$`)
+
+// payloadField is X when expr is payload.X, else "".
+func payloadField(expr string) string {
+	if m := plainField.FindStringSubmatch(expr); m != nil {
+		return m[1]
+	}
+	return ""
+}
 
 // timerBatch is how many due timers one claim takes.
 const timerBatch = 100
@@ -92,8 +103,17 @@ func (t *transition) fire(ctx context.Context, ts []machines.Timer) error {
 	byTopic := map[string][]*message.Message{}
 	var topics []string
 	for _, tm := range ts {
-		payload, err := json.Marshal(map[string]any{"machine": tm.Machine, "key": tm.Key, "event": tm.Event, "state": tm.State,
-			"version": tm.Version, "timer": true})
+		body := map[string]any{"machine": tm.Machine, "key": tm.Key, "event": tm.Event, "state": tm.State,
+			"version": tm.Version, "timer": true}
+		// Where key and event are plain payload fields, the message
+		// carries them there too, as the machine's other events do.
+		if f := payloadField(t.key.Source()); f != "" {
+			body[f] = tm.Key
+		}
+		if f := payloadField(t.ev.Source()); f != "" {
+			body[f] = tm.Event
+		}
+		payload, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}

@@ -74,7 +74,7 @@ func testTimers(t *testing.T, deps nodes.Deps) {
 	}
 	assert.Equal(t, "orders", p.topic, "to the topic of the message that set it")
 	assert.Equal(t, "timer:order:o-1:1:expire", p.msg.UUID)
-	assert.JSONEq(t, `{"machine":"order","key":"o-1","event":"expire","state":"created","version":1,"timer":true}`, string(p.msg.Payload))
+	assert.JSONEq(t, `{"machine":"order","key":"o-1","event":"expire","state":"created","version":1,"timer":true,"id":"o-1","type":"expire"}`, string(p.msg.Payload))
 
 	// The timer's message runs through the flow like any other.
 	res, err := deliver(t, n, p.topic, p.msg, map[string]any{"key": "o-1"})
