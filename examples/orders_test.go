@@ -163,7 +163,7 @@ func orderStream() (events []orderEvent, want map[string][]string, refused map[s
 		events = append(events, orderEvent{fmt.Sprintf("m-%04d", n), order, typ, amount})
 	}
 	want = map[string][]string{} // order → its states, in order
-	for i := 1; i <= 20; i++ {    // the happy path; every fifth order is large
+	for i := 1; i <= 20; i++ {   // the happy path; every fifth order is large
 		o := fmt.Sprintf("o-%02d", i)
 		amount := float64(10 * i)
 		if i%5 == 0 {

@@ -110,3 +110,8 @@ type Store interface {
 	Timers(ctx context.Context, machine, key string) (timers []Timer, fired []bool, err error)
 	Close() error
 }
+
+// IsPostgresURL reports whether url names a PostgreSQL database.
+func IsPostgresURL(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+}
