@@ -4,6 +4,7 @@
 #
 #   eval "$(scripts/services/postgres.sh start)"   # export SLUICE_TEST_POSTGRES=... and SLUICE_PG_DIR=...
 #   scripts/services/postgres.sh stop "$SLUICE_PG_DIR"
+#   scripts/services/postgres.sh with CMD ARGS...    # start, run CMD with the exports, stop
 #
 # PostgreSQL comes from apt when missing (Debian bookworm ships 15). initdb
 # refuses root, so the cluster lives in a temporary folder owned by the
@@ -50,6 +51,12 @@ start)
   echo "export SLUICE_TEST_POSTGRES='postgres://sluice@127.0.0.1:$port/sluice?sslmode=disable'"
   echo "export SLUICE_PG_DIR='$dir'"
   ;;
+with)
+  shift
+  eval "$("$0" start)"
+  trap '"$0" stop "$SLUICE_PG_DIR"' EXIT
+  "$@"
+  ;;
 stop)
   dir=${2:-${SLUICE_PG_DIR:-}}
   [ -n "$dir" ] && [ -d "$dir/data" ] || { echo "postgres.sh stop: no cluster folder given" >&2; exit 1; }
@@ -58,7 +65,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: $0 start | stop DIR" >&2
+  echo "usage: $0 start | stop DIR | with CMD..." >&2
   exit 2
   ;;
 esac
