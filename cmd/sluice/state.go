@@ -45,7 +45,7 @@ func stateCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	get := &cobra.Command{
 		Use:   "get MACHINE KEY",
-		Short: "Show one entity's state, version and transition history",
+		Short: "Show one entity's state, version, transition history and timers",
 		Example: `  sluice state get order o-1001
   sluice state get order o-1001 --json | jq .history`,
 		Args: cobra.ExactArgs(2),
@@ -66,18 +66,47 @@ func stateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			timers, fired, err := s.Timers(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			type timer struct {
+				machines.Timer
+				Fired bool `json:"fired"`
+			}
+			ts := make([]timer, len(timers))
+			for i := range timers {
+				ts[i] = timer{timers[i], fired[i]}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(out).Encode(struct {
 					machines.Entity
 					History []machines.Transition `json:"history"`
-				}{e, h})
+					Timers  []timer               `json:"timers,omitempty"`
+				}{e, h, ts})
 			}
 			fmt.Fprintf(out, "%s %s: %s (version %d, %s)\n\n", e.Machine, e.Key, e.State, e.Version, e.Updated.Local().Format(time.DateTime))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VERSION\tAT\tEVENT\tFROM\tTO\tINPUT")
 			for _, t := range h {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.Version, t.At.Local().Format(time.DateTime), t.Event, t.From, t.To, t.Input)
+			}
+			if err := tw.Flush(); err != nil || len(ts) == 0 {
+				return err
+			}
+			fmt.Fprintln(out, "\nTimers:")
+			tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tSTATE\tEVENT\tDUE\tSTATUS")
+			for _, t := range ts {
+				status := "pending"
+				switch {
+				case t.Fired:
+					status = "fired"
+				case t.Version != e.Version:
+					status = "dropped (the entity moved on)"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", t.Version, t.State, t.Event, t.Due.Local().Format(time.DateTime), status)
 			}
 			return tw.Flush()
 		},

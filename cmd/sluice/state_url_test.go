@@ -28,7 +28,8 @@ func TestStateOnPostgres(t *testing.T) {
 	require.NoError(t, st.Close())
 	ms, err := machines.Open(ctx, url)
 	require.NoError(t, err)
-	_, _, err = ms.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m-1"})
+	_, _, err = ms.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m-1",
+		Timers: []machines.Timer{{Event: "expire", Topic: "orders", Due: time.Now().Add(time.Hour)}}})
 	require.NoError(t, err)
 	require.NoError(t, ms.Close())
 
@@ -45,6 +46,7 @@ func TestStateOnPostgres(t *testing.T) {
 	out, err = sluice(t, home, "", "--state", url, "state", "get", "order", "o-1")
 	require.NoError(t, err)
 	assert.Contains(t, out, "order o-1: created (version 1")
+	assert.Regexp(t, `(?m)^1\s+created\s+expire\s+\S+ \S+\s+pending$`, out, "its timer")
 }
 
 func TestBadStateURL(t *testing.T) {
