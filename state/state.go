@@ -276,6 +276,9 @@ func (d *DB) lockWrites() func() {
 }
 
 func (d *DB) insert(runs []pending) error {
+	if d.dia.postgres {
+		return d.insertArrays(runs)
+	}
 	defer d.lockWrites()()
 	tx, err := d.db.Begin()
 	if err != nil {
@@ -389,4 +392,83 @@ func (d *DB) RunResponse(ctx context.Context, id string) (status int, ctype stri
 		return 0, "", nil, false, nil
 	}
 	return status, ctype, body, err == nil, err
+}
+
+// pgInsertRuns writes a batch of run records in one statement on
+// PostgreSQL, one array per column: one round trip for the batch.
+const pgInsertRuns = `INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps,
+	bytes_in, bytes_out, http_status, response, response_type)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
+		$9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[], $15::bytea[], $16::text[])`
+
+// runColumns holds a batch of runs column by column.
+type runColumns struct {
+	id, flow, trigger, input, status, step, errs, steps, rtype []string
+	attempts, httpStatus                                       []int32
+	started, dur, bytesIn, bytesOut                            []int64
+	response                                                   [][]byte
+}
+
+func (c *runColumns) add(r Run) {
+	steps, _ := json.Marshal(r.Steps)
+	c.id, c.flow, c.trigger, c.input = append(c.id, r.ID), append(c.flow, r.Flow), append(c.trigger, r.Trigger), append(c.input, r.Input)
+	c.attempts, c.status = append(c.attempts, int32(r.Attempts)), append(c.status, r.Status)
+	c.started, c.dur = append(c.started, r.Started.UnixMilli()), append(c.dur, r.Duration.Microseconds())
+	c.step, c.errs, c.steps = append(c.step, r.Step), append(c.errs, r.Error), append(c.steps, string(steps))
+	c.bytesIn, c.bytesOut, c.httpStatus = append(c.bytesIn, r.BytesIn), append(c.bytesOut, r.BytesOut), append(c.httpStatus, int32(r.HTTPStatus))
+	c.response, c.rtype = append(c.response, r.Response), append(c.rtype, r.ResponseType)
+}
+
+func (c *runColumns) args() []any {
+	return []any{c.id, c.flow, c.trigger, c.input, c.attempts, c.status, c.started, c.dur, c.step, c.errs, c.steps,
+		c.bytesIn, c.bytesOut, c.httpStatus, c.response, c.rtype}
+}
+
+// insertArrays is insert on PostgreSQL. Within a batch the last record of
+// a run wins; an accepted record is written only when none other of its
+// run is (in the batch or already stored).
+func (d *DB) insertArrays(runs []pending) error {
+	last := map[string]Run{}
+	var order []string
+	accepted := map[string]Run{}
+	for _, p := range runs {
+		r := p.run
+		if r.Status == StatusAccepted {
+			accepted[r.ID] = r
+			continue
+		}
+		if _, ok := last[r.ID]; !ok {
+			order = append(order, r.ID)
+		}
+		last[r.ID] = r
+	}
+	var final, acc runColumns
+	for _, id := range order {
+		final.add(last[id])
+	}
+	for id, r := range accepted {
+		if _, ok := last[id]; !ok {
+			acc.add(r)
+		}
+	}
+	tx, err := d.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if len(final.id) > 0 {
+		if _, err := tx.Exec(pgInsertRuns+` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
+			input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
+			duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
+			bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
+			response = excluded.response, response_type = excluded.response_type`, final.args()...); err != nil {
+			return err
+		}
+	}
+	if len(acc.id) > 0 {
+		if _, err := tx.Exec(pgInsertRuns+` ON CONFLICT DO NOTHING`, acc.args()...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }

@@ -44,6 +44,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"PruneInChunks", pruneInChunks},
 		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
 		{"NewerSchemaRefused", newerSchemaRefused},
+		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -358,4 +359,41 @@ func newerSchemaRefused(t *testing.T, h Harness) {
 	_, err := h.OpenErr(t)
 	require.ErrorIs(t, err, schema.ErrNewer)
 	assert.ErrorContains(t, err, "upgrade sluice")
+}
+
+// acceptedRunsAndResponses: an async HTTP run is recorded as accepted,
+// then finished with its answer; an accepted record arriving after the
+// finished one (another process was faster) changes nothing, in one
+// batch or across batches.
+func acceptedRunsAndResponses(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	now := time.Now()
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	_, _, _, ok, err := db.RunResponse(ctx, "a")
+	require.NoError(t, err)
+	assert.False(t, ok, "no answer yet")
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusSucceeded, Started: now, HTTPStatus: 201,
+		Response: []byte(`{"ok":true}`), ResponseType: "application/json"})
+	db.Record(state.Run{ID: "b", Flow: "api", Input: "b", Status: state.StatusSucceeded, Started: now, HTTPStatus: 200, Response: []byte("b")})
+	db.Record(state.Run{ID: "b", Flow: "api", Input: "b", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	for id, want := range map[string]int{"a": 201, "b": 200} {
+		code, _, body, ok, err := db.RunResponse(ctx, id)
+		require.NoError(t, err)
+		require.True(t, ok, id)
+		assert.Equal(t, want, code, id)
+		assert.NotEmpty(t, body, id)
+		runs, err := db.Runs(ctx, state.Filter{ID: id})
+		require.NoError(t, err)
+		require.Len(t, runs, 1)
+		assert.Equal(t, state.StatusSucceeded, runs[0].Status, id)
+	}
+	_, ctype, body, _, _ := db.RunResponse(ctx, "a")
+	assert.Equal(t, "application/json", ctype)
+	assert.Equal(t, `{"ok":true}`, string(body))
 }
