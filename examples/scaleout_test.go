@@ -17,7 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/internal/pgtest"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // scaleOut is a deployment of several `sluice run` processes of the
@@ -303,4 +305,66 @@ func TestSecondRunOnOneQueueRefused(t *testing.T) {
 	require.Error(t, err, "a second process must not consume the same queue:\n%s", out.String())
 	assert.NoError(t, ctx.Err(), "it must stop at once, not run")
 	assert.Contains(t, out.String(), "another sluice process is consuming this queue")
+}
+
+// TestThumbnailsScaleOutOnPostgres: two `sluice run` processes share the
+// thumbnails example on MinIO + Kafka + PostgreSQL. MinIO's webhook posts
+// to the first; both list the bucket every second, so both bridges meet
+// every upload: the seen-index and the completion ledger they share in
+// PostgreSQL make it one succeeded run per object, visible from either.
+func TestThumbnailsScaleOutOnPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts MinIO and two sluice processes")
+	}
+	stateURL := pgtest.URL(t)
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer kafka.Close()
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	srv := miniotest.Start(t,
+		"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
+		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE=http://"+addrA+"/hooks/s3",
+		"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+t.TempDir(),
+	)
+	base := srv.URL() + "&notify_arn=arn:minio:sqs::SLUICE:webhook"
+	t.Setenv("SLUICE_BROKER", "kafka://"+strings.Join(kafka.ListenAddrs(), ",")+"?max_wait=20ms&partitions=4")
+	t.Setenv("SLUICE_STATE", stateURL)
+	t.Setenv("SLUICE_STORAGE", base+"&reconcile=1s")
+	flow, err := filepath.Abs("thumbnails")
+	require.NoError(t, err)
+	a := &instance{t: t, dir: t.TempDir(), addr: addrA}
+	startAt(t, a, flow)
+	b := &instance{t: t, dir: t.TempDir(), addr: addrB}
+	startAt(t, b, flow)
+
+	store, err := storage.Open(context.Background(), base)
+	require.NoError(t, err)
+	var jpg bytes.Buffer
+	photoBytes(t, &jpg, 320, 240)
+	const n = 40
+	for i := range n {
+		_, err := store.PutBytes(context.Background(), "uploads", fmt.Sprintf("p-%03d.jpg", i), jpg.Bytes(), storage.PutOptions{})
+		require.NoError(t, err)
+	}
+	succeeded := func(dir string) map[string]int {
+		out := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(cli(t, dir, "runs", "--flow", "thumbnails", "--json", "--limit", "1000")), "\n") {
+			var r runRecord
+			if json.Unmarshal([]byte(line), &r) == nil && r.Status == "succeeded" {
+				out[r.Input]++
+			}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool { return len(succeeded(b.dir)) == n }, 90*time.Second, 250*time.Millisecond,
+		"not every upload ran:\n%s\n%s", tail(a.log.String(), 3000), tail(b.log.String(), 3000))
+	for i := range n {
+		_, err := store.Stat(context.Background(), "thumbnails", fmt.Sprintf("p-%03d.jpg", i))
+		require.NoError(t, err)
+	}
+	for _, dir := range []string{a.dir, b.dir} {
+		for in, c := range succeeded(dir) {
+			assert.Equal(t, 1, c, "%s ran once", in)
+		}
+	}
 }

@@ -4,9 +4,11 @@ import (
 	"database/sql"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/mattn/go-sqlite3"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/pgtest"
@@ -80,4 +82,32 @@ func TestLegacySQLiteFileIsTakenOver(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, runs, 1)
 	require.Equal(t, "old", runs[0].ID)
+}
+
+// TestPostgresOneProcessPrunes: while another process holds the pruning
+// advisory lock, Prune leaves the rows to it; once released, it prunes.
+func TestPostgresOneProcessPrunes(t *testing.T) {
+	url := pgtest.URL(t)
+	db, err := state.OpenURL(t.Context(), url)
+	require.NoError(t, err)
+	defer db.Close()
+	old := time.Now().Add(-48 * time.Hour)
+	_, err = db.Complete(t.Context(), state.Run{ID: "r", Flow: "f", Input: "m", Status: state.StatusSucceeded, Started: old})
+	require.NoError(t, err)
+	require.NoError(t, db.Flush(t.Context()))
+
+	other, err := pgx.Connect(t.Context(), url)
+	require.NoError(t, err)
+	defer other.Close(t.Context())
+	const pruneLock = 0x736c756963650001 // state's pruneLockKey
+	_, err = other.Exec(t.Context(), `SELECT pg_advisory_lock($1)`, int64(pruneLock))
+	require.NoError(t, err)
+	n, err := db.Prune(t.Context(), time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	assert.Zero(t, n, "another process is pruning")
+	_, err = other.Exec(t.Context(), `SELECT pg_advisory_unlock($1)`, int64(pruneLock))
+	require.NoError(t, err)
+	n, err = db.Prune(t.Context(), time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "the run and its completion")
 }
