@@ -184,6 +184,7 @@ func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 	res, err := d.db.ExecContext(ctx, d.dia.q(`INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
 		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
 		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
+		ORDER BY c.run_id
 		ON CONFLICT DO NOTHING`), since)
 	if err != nil {
 		return 0, fmt.Errorf("recover run records: %w", err)

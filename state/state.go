@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -442,13 +444,16 @@ func (d *DB) insertArrays(runs []pending) error {
 		}
 		last[r.ID] = r
 	}
+	// In id order, as RecoverRuns inserts: writers meeting on the same
+	// rows take their locks in one order and cannot deadlock.
+	slices.Sort(order)
 	var final, acc runColumns
 	for _, id := range order {
 		final.add(last[id])
 	}
-	for id, r := range accepted {
+	for _, id := range slices.Sorted(maps.Keys(accepted)) {
 		if _, ok := last[id]; !ok {
-			acc.add(r)
+			acc.add(accepted[id])
 		}
 	}
 	tx, err := d.db.Begin()
