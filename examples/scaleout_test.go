@@ -368,3 +368,41 @@ func TestThumbnailsScaleOutOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderTimerEmbedded: on the embedded default (SQLite queue and
+// state), an order left unpaid is cancelled by its timer; after a restart
+// nothing fires again.
+func TestOrderTimerEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("SLUICE_BROKER", "")
+	t.Setenv("SLUICE_STATE", "")
+	t.Setenv("UNPAID_AFTER", "1s")
+	flow, err := filepath.Abs("orders")
+	require.NoError(t, err)
+	in := run(t, dir, flow)
+	cli(t, dir, "publish", "orders", `{"order_id": "o-1", "type": "create"}`)
+	cli(t, dir, "publish", "orders", `{"order_id": "o-2", "type": "create"}`)
+	cli(t, dir, "publish", "orders", `{"order_id": "o-2", "type": "pay", "amount": 5}`)
+	get := func(order string) entity {
+		var e entity
+		require.NoError(t, json.Unmarshal([]byte(cli(t, dir, "state", "get", "order", order, "--json")), &e))
+		return e
+	}
+	require.Eventually(t, func() bool {
+		cmd := exec.Command(sluiceBin, "state", "get", "order", "o-1", "--json")
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		var e entity
+		return err == nil && json.Unmarshal(out, &e) == nil && e.State == "cancelled"
+	}, 30*time.Second, 100*time.Millisecond, "o-1 was not cancelled:\n%s", in.log)
+	in.stop()
+	startAt(t, in, flow)
+	e := get("o-1")
+	require.Len(t, e.History, 2)
+	assert.Equal(t, "expire", e.History[1].Event)
+	assert.Equal(t, "paid", get("o-2").State)
+	out := cli(t, dir, "state", "get", "order", "o-1")
+	assert.Regexp(t, `(?m)^1\s+created\s+expire\s+\S+ \S+\s+fired$`, out)
+	runs := cli(t, dir, "runs", "--flow", "orders", "--json")
+	assert.Equal(t, 1, strings.Count(runs, `"input":"timer:order:o-1:1:expire"`), runs)
+}
