@@ -281,3 +281,38 @@ var _ Store = (*Postgres)(nil)
 
 // DB is the store's database (for tests and tools).
 func (s *Postgres) DB() *sql.DB { return s.db }
+
+// Lookup reads the entity and the transition input caused for it (if
+// any) in one round trip: what state.transition asks before deciding.
+// A never-seen entity is ErrNotFound, with the transition still reported.
+func (s *Postgres) Lookup(ctx context.Context, machine, key, input string) (Entity, *Transition, error) {
+	e := Entity{Machine: machine, Key: key}
+	var state *string
+	var ver, ms, tver, tms *int64
+	var tev, tfrom, tto *string
+	err := s.pool.QueryRow(ctx, `SELECT e.state, e.version, e.updated_ms, t.version, t.event, t.from_state, t.to_state, t.at_ms
+		FROM (SELECT 1) one
+		LEFT JOIN entities e ON e.machine = $1 AND e.key = $2
+		LEFT JOIN transitions t ON t.machine = $1 AND t.key = $2 AND t.input = $3 AND $3 <> ''`, machine, key, input).
+		Scan(&state, &ver, &ms, &tver, &tev, &tfrom, &tto, &tms)
+	if err != nil {
+		return e, nil, err
+	}
+	var tr *Transition
+	if tver != nil {
+		tr = &Transition{Version: *tver, Event: *tev, From: *tfrom, To: *tto, Input: input, At: time.UnixMilli(*tms).UTC()}
+	}
+	if state == nil {
+		return e, tr, ErrNotFound
+	}
+	e.State, e.Version, e.Updated = *state, *ver, time.UnixMilli(*ms).UTC()
+	return e, tr, nil
+}
+
+// Looker is implemented by stores that read an entity and the transition
+// an input caused for it in one round trip.
+type Looker interface {
+	Lookup(ctx context.Context, machine, key, input string) (Entity, *Transition, error)
+}
+
+var _ Looker = (*Postgres)(nil)

@@ -233,4 +233,30 @@ func Run(t *testing.T, open func(t *testing.T) machines.Store) {
 			assert.Equal(t, 1, c, id)
 		}
 	})
+	t.Run("Lookup", func(t *testing.T) {
+		s := open(t)
+		lk, ok := s.(machines.Looker)
+		if !ok {
+			t.Skip("the store has no one-trip Lookup")
+		}
+		ctx := t.Context()
+		_, tr, err := lk.Lookup(ctx, "order", "o-1", "m1")
+		assert.ErrorIs(t, err, machines.ErrNotFound)
+		assert.Nil(t, tr)
+		at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		_, _, err = s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: at})
+		require.NoError(t, err)
+		e, tr, err := lk.Lookup(ctx, "order", "o-1", "m1")
+		require.NoError(t, err)
+		assert.Equal(t, machines.Entity{Machine: "order", Key: "o-1", State: "created", Version: 1, Updated: at}, e)
+		require.NotNil(t, tr)
+		assert.Equal(t, machines.Transition{Version: 1, Event: "create", From: "", To: "created", Input: "m1", At: at}, *tr)
+		e, tr, err = lk.Lookup(ctx, "order", "o-1", "m2")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), e.Version)
+		assert.Nil(t, tr)
+		_, tr, err = lk.Lookup(ctx, "order", "o-1", "")
+		require.NoError(t, err)
+		assert.Nil(t, tr, "no input, no transition")
+	})
 }

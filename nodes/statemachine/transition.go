@@ -210,6 +210,26 @@ func (t *transition) Close() error {
 	return nil
 }
 
+// lookup reads the entity and the transition input caused for it, if
+// any (in one round trip where the store can). The error is the entity's
+// read (ErrNotFound for a new one).
+func (t *transition) lookup(ctx context.Context, key, input string) (machines.Entity, *machines.Transition, error) {
+	if lk, ok := t.store.(machines.Looker); ok {
+		return lk.Lookup(ctx, t.machine, key, input)
+	}
+	if input != "" {
+		tr, ok, err := t.store.ByInput(ctx, t.machine, key, input)
+		if err != nil {
+			return machines.Entity{}, nil, err
+		}
+		if ok {
+			return machines.Entity{}, &tr, nil
+		}
+	}
+	e, err := t.store.Get(ctx, t.machine, key)
+	return e, nil, err
+}
+
 // maxConflicts bounds how often one event re-reads its entity after
 // losing a race to a concurrent event.
 const maxConflicts = 20
@@ -231,21 +251,19 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 			return err
 		}
 	}
-	if id := env.Event.ID; id != "" {
+	// First read: the entity, and whether this message applied already.
+	e, tr, err := t.lookup(ctx, key, env.Event.ID)
+	if tr != nil {
 		// Delivered again after it applied (the entity may have moved on
 		// since): report that transition, change nothing.
-		tr, ok, err := t.store.ByInput(ctx, t.machine, key, id)
-		if err != nil {
-			return err
-		}
-		if ok {
-			env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
-				"version": tr.Version, "applied": false})
-			return nil
-		}
+		env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
+			"version": tr.Version, "applied": false})
+		return nil
 	}
-	for range maxConflicts {
-		e, err := t.store.Get(ctx, t.machine, key)
+	for i := range maxConflicts {
+		if i > 0 {
+			e, err = t.store.Get(ctx, t.machine, key)
+		}
 		if errors.Is(err, machines.ErrNotFound) {
 			e.State, e.Version = t.initial, 0
 		} else if err != nil {
