@@ -36,7 +36,8 @@ func init() {
 			"timeouts declare durable timers: when an entity enters a state with a timeout and is still in it " +
 			"(at the same version) after the duration, the timeout's event is published, once across all " +
 			"processes, to the topic of the message that moved it there, as message timer:MACHINE:KEY:VERSION:EVENT " +
-			"with payload {machine, key, event, state, version, timer: true}; it runs through the flow like any " +
+			"with payload {machine, key, event, state, version, timer: true} (plus the key and event under their " +
+			"field names when key and event are payload.FIELD); it runs through the flow like any " +
 			"message (ledger, dead letters, history). A timer whose entity has moved on by the time its message " +
 			"is processed changes nothing (result applied false, stale true).",
 		Fields: []nodes.Field{
