@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -18,41 +19,41 @@ import (
 //
 // A bare path is a SQLite file. The schema is migrated at open; a database
 // migrated by a newer release is refused (schema.ErrNewer).
-func OpenURL(ctx context.Context, url string) (*DB, error) {
+func OpenURL(ctx context.Context, stateURL string) (*DB, error) {
 	switch {
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return OpenPostgres(ctx, url)
-	case strings.HasPrefix(url, "sqlite://"):
-		path := strings.TrimPrefix(url, "sqlite://")
+	case IsPostgres(stateURL):
+		return OpenPostgres(ctx, stateURL)
+	case strings.HasPrefix(stateURL, "sqlite://"):
+		path := strings.TrimPrefix(stateURL, "sqlite://")
 		if path == "" {
-			return nil, fmt.Errorf("state URL %q: no file path after sqlite://", url)
+			return nil, fmt.Errorf("state URL %q: no file path after sqlite://", stateURL)
 		}
 		return Open(path)
-	case strings.Contains(url, "://"):
-		return nil, fmt.Errorf("state URL %q: want sqlite://PATH or postgres://…", Redact(url))
+	case strings.Contains(stateURL, "://"):
+		return nil, fmt.Errorf("state URL %q: want sqlite://PATH or postgres://…", Redact(stateURL))
 	}
-	return Open(url)
+	return Open(stateURL)
 }
 
 // IsPostgres reports whether a state URL names PostgreSQL.
-func IsPostgres(url string) bool {
-	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+func IsPostgres(stateURL string) bool {
+	return strings.HasPrefix(stateURL, "postgres://") || strings.HasPrefix(stateURL, "postgresql://")
 }
 
 // Redact returns url without its password, for messages and logs.
-func Redact(url string) string {
-	if cfg, err := pgx.ParseConfig(url); err == nil && cfg.Password != "" && IsPostgres(url) {
-		return strings.Replace(url, ":"+cfg.Password+"@", ":xxxxx@", 1)
+func Redact(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil && u.User != nil {
+		return u.Redacted()
 	}
-	return url
+	return rawURL
 }
 
 // OpenPostgres opens the state database in PostgreSQL (pgx v5 through
 // database/sql).
-func OpenPostgres(ctx context.Context, url string) (*DB, error) {
-	cfg, err := pgx.ParseConfig(url)
+func OpenPostgres(ctx context.Context, stateURL string) (*DB, error) {
+	cfg, err := pgx.ParseConfig(stateURL)
 	if err != nil {
-		return nil, fmt.Errorf("state URL %s: %w", Redact(url), err)
+		return nil, fmt.Errorf("state URL %s: %w", Redact(stateURL), err)
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(16)
@@ -62,7 +63,7 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("state: connect to %s: %w", Redact(url), err)
+		return nil, fmt.Errorf("state: connect to %s: %w", Redact(stateURL), err)
 	}
 	return open(ctx, db, postgresDialect)
 }

@@ -111,3 +111,13 @@ func TestPostgresOneProcessPrunes(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, n, "the run and its completion")
 }
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://u:s%40cret@db:5432/x?sslmode=disable": "postgres://u:xxxxx@db:5432/x?sslmode=disable",
+		"postgres://u@db/x":         "postgres://u@db/x",
+		"sqlite://.sluice/state.db": "sqlite://.sluice/state.db",
+	} {
+		assert.Equal(t, want, state.Redact(in))
+	}
+}
