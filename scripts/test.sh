@@ -30,7 +30,8 @@ fi
 export SLUICE_MINIO_BIN="$PWD/.cache/bin/minio"
 
 # A throwaway PostgreSQL for the state backend's tests (SLUICE_TEST_POSTGRES).
-eval "$(./scripts/services/postgres.sh start)"
+pgenv="$(./scripts/services/postgres.sh start)"
+eval "$pgenv"
 trap './scripts/services/postgres.sh stop "$SLUICE_PG_DIR"' EXIT
 
 echo "== go vet"

@@ -53,7 +53,8 @@ start)
   ;;
 with)
   shift
-  eval "$("$0" start)"
+  pgenv="$("$0" start)"
+  eval "$pgenv"
   trap '"$0" stop "$SLUICE_PG_DIR"' EXIT
   "$@"
   ;;
