@@ -11,10 +11,11 @@ test:
 # Throughput of the engine next to a bare Watermill router, of the
 # embedded queue, of state transitions next to raw SQLite, and of log
 # archival next to gzip, on this machine (ratios are what to compare).
-# Benchmarks on MinIO need the server scripts/test.sh builds (else skipped).
+# Benchmarks on MinIO need the server scripts/test.sh builds (else skipped);
+# those on PostgreSQL (the ledger and transitions) get a throwaway server.
 bench:
 	command -v gzip >/dev/null || ./scripts/deps.sh gzip   # BenchmarkArchive's reference
-	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
+	./scripts/services/postgres.sh with go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/ ./state/
 	./scripts/bench-ai.sh   # ai.ocr and the classifier next to onnxruntime-node (fetches models and the Node side)
 
 # PaddleOCR through Sluice flows next to the same models on onnxruntime-node

@@ -45,6 +45,10 @@ type sqliteBroker struct {
 
 	stopPrune context.CancelFunc
 	pruning   sync.WaitGroup
+
+	// lockRef: this broker uses its process's consumer locks on the file
+	// (sqlite_lock.go); guarded by lockFiles.
+	lockRef bool
 }
 
 type sqliteConfig struct {
@@ -120,6 +124,9 @@ func (b *sqliteBroker) Features() Features {
 }
 
 func (b *sqliteBroker) Subscriber(group string) (message.Subscriber, error) {
+	if err := b.consume(group); err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -145,6 +152,7 @@ func (b *sqliteBroker) Close() error {
 		_ = s.Close()
 	}
 	_ = b.pub.Close()
+	defer b.releaseConsumer()
 	return b.db.Close()
 }
 

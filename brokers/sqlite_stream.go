@@ -23,6 +23,9 @@ func (b *sqliteBroker) Stream(ctx context.Context, topic, group string, fn func(
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
+	if err := b.consume(group); err != nil {
+		return err
+	}
 	if err := b.initTopic(ctx, topic); err != nil {
 		return err
 	}

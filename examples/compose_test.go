@@ -31,4 +31,15 @@ func TestComposeFileIsValid(t *testing.T) {
 			t.Errorf("profile rabbitmq has no sluice-rabbitmq service:\n%s", out)
 		}
 	}
+	// The replicas share state in PostgreSQL and keep their home on a
+	// named volume.
+	out, err = exec.Command(bin, "-f", "../docker-compose.yml", "config").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	for _, want := range []string{"image: postgres:15", "pg_isready", "SLUICE_STATE: postgres://", "postgres-data:", "sluice-home:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("docker-compose config lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -55,61 +55,7 @@ func ordersScenario(t *testing.T, dir, brokerURL string) {
 	require.NoError(t, err)
 	run(t, dir, flow)
 
-	var events []orderEvent
-	n := 0
-	ev := func(order, typ string, amount float64) {
-		n++
-		events = append(events, orderEvent{fmt.Sprintf("m-%04d", n), order, typ, amount})
-	}
-	want := map[string][]string{} // order → its states, in order
-	for i := 1; i <= 20; i++ {    // the happy path; every fifth order is large
-		o := fmt.Sprintf("o-%02d", i)
-		amount := float64(10 * i)
-		if i%5 == 0 {
-			amount = 5000
-		}
-		ev(o, "create", 0)
-		ev(o, "pay", amount)
-		ev(o, "ship", 0)
-		ev(o, "deliver", 0)
-		want[o] = []string{"created", "paid", "shipped", "delivered"}
-	}
-	for i := 21; i <= 23; i++ { // cancelled before paying
-		o := fmt.Sprintf("o-%02d", i)
-		ev(o, "create", 0)
-		ev(o, "cancel", 0)
-		want[o] = []string{"created", "cancelled"}
-	}
-	ev("o-24", "create", 0) // paid, then refunded
-	ev("o-24", "pay", 30)
-	ev("o-24", "refund", 0)
-	want["o-24"] = []string{"created", "paid", "refunded"}
-	ev("o-25", "create", 0) // shipped before it was paid: that event is refused
-	ev("o-25", "ship", 0)
-	ev("o-25", "pay", 40)
-	ev("o-25", "ship", 0)
-	want["o-25"] = []string{"created", "paid", "shipped"}
-	ev("o-26", "create", 0) // paid twice (two messages): the second is refused
-	ev("o-26", "pay", 50)
-	ev("o-26", "pay", 50)
-	want["o-26"] = []string{"created", "paid"}
-	ev("o-27", "pay", 60) // paid before it exists, then created: not paid
-	ev("o-27", "create", 0)
-	want["o-27"] = []string{"created"}
-	ev("o-28", "create", 0) // a zero payment fails the guard
-	ev("o-28", "pay", 0)
-	want["o-28"] = []string{"created"}
-	ev("o-01", "cancel", 0) // anything after delivery is refused
-	// The broker delivers one message twice (same id): it applies once.
-	events = append(events, events[0])
-	refused := map[string]string{
-		"o-25": `order o-25 is created: event "ship" is not allowed there (allowed: cancel, pay)`,
-		"o-26": `order o-26 is paid: event "pay" is not allowed there (allowed: cancel, refund, ship)`,
-		"o-27": `order o-27 is new: event "pay" is not allowed there (allowed: create)`,
-		"o-28": `order o-28 in state created: event "pay" rejected by its guard`,
-		"o-01": `order o-01 is delivered, a terminal state: event "cancel" not applied`,
-	}
-
+	events, want, refused := orderStream()
 	var lines []string
 	for _, e := range events {
 		b, _ := json.Marshal(e)
@@ -207,4 +153,64 @@ func ordersScenario(t *testing.T, dir, brokerURL string) {
 	assert.Equal(t, 1, notes["o-21 cancelled"])
 	assert.Equal(t, 1, notes["o-24 refunded"])
 	assert.Equal(t, 1, notes["o-25 shipped"])
+}
+
+// orderStream is the realistic stream of TestOrders: the events, each
+// order's states in order, and the reason of each refused event.
+func orderStream() (events []orderEvent, want map[string][]string, refused map[string]string) {
+	n := 0
+	ev := func(order, typ string, amount float64) {
+		n++
+		events = append(events, orderEvent{fmt.Sprintf("m-%04d", n), order, typ, amount})
+	}
+	want = map[string][]string{} // order → its states, in order
+	for i := 1; i <= 20; i++ {   // the happy path; every fifth order is large
+		o := fmt.Sprintf("o-%02d", i)
+		amount := float64(10 * i)
+		if i%5 == 0 {
+			amount = 5000
+		}
+		ev(o, "create", 0)
+		ev(o, "pay", amount)
+		ev(o, "ship", 0)
+		ev(o, "deliver", 0)
+		want[o] = []string{"created", "paid", "shipped", "delivered"}
+	}
+	for i := 21; i <= 23; i++ { // cancelled before paying
+		o := fmt.Sprintf("o-%02d", i)
+		ev(o, "create", 0)
+		ev(o, "cancel", 0)
+		want[o] = []string{"created", "cancelled"}
+	}
+	ev("o-24", "create", 0) // paid, then refunded
+	ev("o-24", "pay", 30)
+	ev("o-24", "refund", 0)
+	want["o-24"] = []string{"created", "paid", "refunded"}
+	ev("o-25", "create", 0) // shipped before it was paid: that event is refused
+	ev("o-25", "ship", 0)
+	ev("o-25", "pay", 40)
+	ev("o-25", "ship", 0)
+	want["o-25"] = []string{"created", "paid", "shipped"}
+	ev("o-26", "create", 0) // paid twice (two messages): the second is refused
+	ev("o-26", "pay", 50)
+	ev("o-26", "pay", 50)
+	want["o-26"] = []string{"created", "paid"}
+	ev("o-27", "pay", 60) // paid before it exists, then created: not paid
+	ev("o-27", "create", 0)
+	want["o-27"] = []string{"created"}
+	ev("o-28", "create", 0) // a zero payment fails the guard
+	ev("o-28", "pay", 0)
+	want["o-28"] = []string{"created"}
+	ev("o-01", "cancel", 0) // anything after delivery is refused
+	// The broker delivers one message twice (same id): it applies once.
+	events = append(events, events[0])
+	refused = map[string]string{
+		"o-25": `order o-25 is created: event "ship" is not allowed there (allowed: cancel, expire, pay)`,
+		"o-26": `order o-26 is paid: event "pay" is not allowed there (allowed: cancel, refund, ship)`,
+		"o-27": `order o-27 is new: event "pay" is not allowed there (allowed: create)`,
+		"o-28": `order o-28 in state created: event "pay" rejected by its guard`,
+		"o-01": `order o-01 is delivered, a terminal state: event "cancel" not applied`,
+	}
+
+	return events, want, refused
 }

@@ -10,10 +10,31 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/sluicehq/sluice/internal/dbident"
+	"github.com/sluicehq/sluice/internal/schema"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 )
 
-const schema = `
+// sqliteMigrations are the SQLite store's schema versions; the first is
+// the schema as it stood before versioning.
+var sqliteMigrations = []schema.Migration{
+	schema.SQL("entities and transitions", sqliteSchemaV1),
+	schema.SQL("timers", `
+CREATE TABLE timers (
+	machine TEXT NOT NULL,
+	key     TEXT NOT NULL,
+	version INTEGER NOT NULL,
+	event   TEXT NOT NULL,
+	state   TEXT NOT NULL,
+	topic   TEXT NOT NULL DEFAULT '',
+	due_ms  INTEGER NOT NULL,
+	status  TEXT NOT NULL DEFAULT 'pending',
+	done_ms INTEGER,
+	PRIMARY KEY (machine, key, version, event)
+) WITHOUT ROWID;
+CREATE INDEX timers_due ON timers(machine, due_ms) WHERE status = 'pending';`),
+}
+
+const sqliteSchemaV1 = `
 CREATE TABLE IF NOT EXISTS entities (
 	machine    TEXT NOT NULL,
 	key        TEXT NOT NULL,
@@ -40,7 +61,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS transitions_input ON transitions(machine, key,
 type SQLite struct {
 	db *sql.DB
 	// Prepared once: preparing costs about as much as running them.
-	get, byInput, insertEntity, updateEntity, insertTransition *sql.Stmt
+	get, byInput, insertEntity, updateEntity, insertTransition, insertTimer *sql.Stmt
 }
 
 // OpenSQLite opens (creating) the store at path.
@@ -53,9 +74,9 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, err
 	}
-	if _, err := db.Exec(schema); err != nil {
+	if err := schema.Apply(context.Background(), db, false, "machines", sqliteMigrations); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("machines schema: %w", err)
+		return nil, err
 	}
 	s := &SQLite{db: db}
 	for _, p := range []struct {
@@ -67,6 +88,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		{&s.insertEntity, `INSERT OR IGNORE INTO entities (machine, key, state, version, updated_ms) VALUES (?, ?, ?, 1, ?)`},
 		{&s.updateEntity, `UPDATE entities SET state = ?, version = ?, updated_ms = ? WHERE machine = ? AND key = ? AND version = ?`},
 		{&s.insertTransition, `INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms) VALUES (?,?,?,?,?,?,?,?)`},
+		{&s.insertTimer, `INSERT INTO timers (machine, key, version, event, state, topic, due_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING`},
 	} {
 		if *p.st, err = db.Prepare(p.sql); err != nil {
 			db.Close()
@@ -126,6 +148,11 @@ func (s *SQLite) Apply(ctx context.Context, machine, key string, expect int64, t
 			return s.repeatOr(ctx, machine, key, t.Input, err)
 		}
 		return Entity{}, false, err
+	}
+	for _, tm := range t.Timers {
+		if _, err := tx.StmtContext(ctx, s.insertTimer).ExecContext(ctx, machine, key, next, tm.Event, t.To, tm.Topic, tm.Due.UnixMilli()); err != nil {
+			return Entity{}, false, fmt.Errorf("set timer %s: %w", tm.Event, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return Entity{}, false, err
@@ -211,6 +238,31 @@ func (s *SQLite) List(ctx context.Context, machine, state string, limit int) ([]
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// FireDue claims due timers inside one BEGIN IMMEDIATE transaction: the
+// file's write lock makes the claim exclusive.
+func (s *SQLite) FireDue(ctx context.Context, machine string, now time.Time, limit int, fire func(context.Context, []Timer) error) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT t.key, t.version, t.event, t.state, t.topic, t.due_ms, e.version IS NOT NULL AND e.version = t.version
+		FROM timers t LEFT JOIN entities e ON e.machine = t.machine AND e.key = t.key
+		WHERE t.machine = ? AND t.status = 'pending' AND t.due_ms <= ? ORDER BY t.due_ms LIMIT ?`, machine, now.UnixMilli(), limit)
+	if err != nil {
+		return 0, err
+	}
+	due, stale, err := scanDue(rows, machine)
+	if err != nil {
+		return 0, err
+	}
+	return finishDue(ctx, tx, false, now, due, stale, fire)
+}
+
+func (s *SQLite) Timers(ctx context.Context, machine, key string) ([]Timer, []bool, error) {
+	return listTimers(ctx, s.db, false, machine, key)
 }
 
 var _ Store = (*SQLite)(nil)

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -53,6 +55,15 @@ type Deps struct {
 	// concurrency setting), for nodes sizing pools such as ai.onnx's
 	// sessions; 0 when the engine does not say.
 	Concurrency int
+	// State is the state database's URL (sluice --state): a postgres://
+	// URL names a database every process shares, where nodes keeping
+	// state (state.transition) keep it too. Empty or sqlite://: local
+	// files in StateDir.
+	State string
+	// Publish publishes messages to a topic of the engine's broker, for
+	// nodes that publish outside a run (state.transition's timers) from
+	// their Start. It may be called only after Start; nil when validating.
+	Publish func(ctx context.Context, topic string, msgs ...*message.Message) error
 }
 
 // ErrPermanent marks errors that retrying cannot fix. Test with

@@ -33,10 +33,13 @@ if [ ! -x .cache/bin/minio ] || [ "$(cat .cache/bin/minio.version 2>/dev/null)" 
 fi
 export SLUICE_MINIO_BIN="$PWD/.cache/bin/minio"
 
-# A throwaway RabbitMQ for the amqp:// broker's tests (own user, loopback,
-# temporary folder), stopped when this script exits.
+# Throwaway RabbitMQ (amqp:// tests) and PostgreSQL (state backend tests,
+# SLUICE_TEST_POSTGRES): own users, loopback, temporary folders, both
+# stopped when this script exits.
 eval "$(./scripts/services/rabbitmq.sh start)"
-trap './scripts/services/rabbitmq.sh stop "$SLUICE_RABBITMQ_DIR"' EXIT
+pgenv="$(./scripts/services/postgres.sh start)"
+eval "$pgenv"
+trap './scripts/services/rabbitmq.sh stop "$SLUICE_RABBITMQ_DIR"; ./scripts/services/postgres.sh stop "$SLUICE_PG_DIR"' EXIT
 
 echo "== go vet"
 go vet ./...

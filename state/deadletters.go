@@ -9,25 +9,6 @@ import (
 	"time"
 )
 
-const deadLetterSchema = `
-CREATE TABLE IF NOT EXISTS dead_letters (
-	id           TEXT PRIMARY KEY,
-	flow         TEXT NOT NULL,
-	step         TEXT NOT NULL DEFAULT '',
-	node         TEXT NOT NULL DEFAULT '',
-	error        TEXT NOT NULL,
-	attempts     INTEGER NOT NULL,
-	failed_ms    INTEGER NOT NULL,
-	source_topic TEXT NOT NULL,
-	source_id    TEXT NOT NULL,
-	topic        TEXT NOT NULL,
-	payload      BLOB,
-	metadata     TEXT NOT NULL DEFAULT '{}',
-	replayed_ms  INTEGER,
-	replay_id    TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters(flow, failed_ms);`
-
 // DeadLetter is an input a flow gave up on, as sent to its dead-letter
 // topic, kept here so it can be listed and replayed.
 type DeadLetter struct {
@@ -53,9 +34,13 @@ func (d *DB) RecordDeadLetter(ctx context.Context, dl DeadLetter) error {
 	if err != nil {
 		return err
 	}
-	_, err = d.db.ExecContext(ctx, `INSERT OR REPLACE INTO dead_letters
+	_, err = d.db.ExecContext(ctx, d.dia.q(`INSERT INTO dead_letters
 		(id, flow, step, node, error, attempts, failed_ms, source_topic, source_id, topic, payload, metadata)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, step = excluded.step, node = excluded.node, error = excluded.error,
+		attempts = excluded.attempts, failed_ms = excluded.failed_ms, source_topic = excluded.source_topic,
+		source_id = excluded.source_id, topic = excluded.topic, payload = excluded.payload, metadata = excluded.metadata,
+		replayed_ms = NULL, replay_id = ''`),
 		dl.ID, dl.Flow, dl.Step, dl.Node, dl.Error, dl.Attempts, dl.Failed.UnixMilli(), dl.SourceTopic, dl.SourceID, dl.Topic, dl.Payload, string(meta))
 	return err
 }
@@ -71,7 +56,7 @@ type DeadLetterFilter struct {
 	Limit    int  // 1000 by default
 }
 
-func (f DeadLetterFilter) where() (string, []any) {
+func (f DeadLetterFilter) where(dia *dialect) (string, []any) {
 	var w where
 	if len(f.IDs) > 0 {
 		ids := make([]any, len(f.IDs))
@@ -83,7 +68,7 @@ func (f DeadLetterFilter) where() (string, []any) {
 	w.eq("flow", f.Flow)
 	w.eq("step", f.Step)
 	if f.Error != "" {
-		w.add("instr(error, ?) > 0", f.Error)
+		w.add(dia.contains("error"), f.Error)
 	}
 	if !f.Since.IsZero() {
 		w.add("failed_ms >= ?", f.Since.UnixMilli())
@@ -96,13 +81,13 @@ func (f DeadLetterFilter) where() (string, []any) {
 
 // DeadLetters returns matching dead letters, oldest first.
 func (d *DB) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
-	w, args := f.where()
+	w, args := f.where(d.dia)
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := d.db.QueryContext(ctx, `SELECT id, flow, step, node, error, attempts, failed_ms, source_topic, source_id, topic,
-		payload, metadata, replayed_ms, replay_id FROM dead_letters`+w+fmt.Sprintf(" ORDER BY failed_ms, id LIMIT %d", limit), args...)
+	rows, err := d.db.QueryContext(ctx, d.dia.q(`SELECT id, flow, step, node, error, attempts, failed_ms, source_topic, source_id, topic,
+		payload, metadata, replayed_ms, replay_id FROM dead_letters`+w+fmt.Sprintf(" ORDER BY failed_ms, id LIMIT %d", limit)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -130,14 +115,14 @@ func (d *DB) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter,
 
 // MarkReplayed records that a dead letter was published again as replayID.
 func (d *DB) MarkReplayed(ctx context.Context, id, replayID string) error {
-	_, err := d.db.ExecContext(ctx, `UPDATE dead_letters SET replayed_ms = ?, replay_id = ? WHERE id = ?`, time.Now().UnixMilli(), replayID, id)
+	_, err := d.db.ExecContext(ctx, d.dia.q(`UPDATE dead_letters SET replayed_ms = ?, replay_id = ? WHERE id = ?`), time.Now().UnixMilli(), replayID, id)
 	return err
 }
 
 // PurgeDeadLetters deletes matching dead letters and returns how many.
 func (d *DB) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter) (int64, error) {
-	w, args := f.where()
-	res, err := d.db.ExecContext(ctx, `DELETE FROM dead_letters`+w, args...)
+	w, args := f.where(d.dia)
+	res, err := d.db.ExecContext(ctx, d.dia.q(`DELETE FROM dead_letters`+w), args...)
 	if err != nil {
 		return 0, err
 	}

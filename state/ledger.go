@@ -1,27 +1,25 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
+	"slices"
+	"strconv"
 	"time"
 )
 
 // The completion ledger: one row per (flow, input) a flow finished, for
 // good: succeeded, or dead-lettered. It is what makes redelivery harmless:
 // an input whose completion is committed is acked without running again.
-const completionSchema = `
-CREATE TABLE IF NOT EXISTS completions (
-	flow    TEXT NOT NULL,
-	input   TEXT NOT NULL,
-	run_id  TEXT NOT NULL,
-	status  TEXT NOT NULL,
-	done_ms INTEGER NOT NULL,
-	PRIMARY KEY (flow, input)
-) WITHOUT ROWID;
-`
+// The completion ledger: one row per (flow, input) a flow finished, for
+// good: succeeded, or dead-lettered. It is what makes redelivery harmless:
+// an input whose completion is committed is acked without running again.
+// On PostgreSQL every process shares it: a redelivery to another process
+// (a rebalance, a crash) finds the completion there.
 
 // Completion is the ledger's entry for an input a flow finished.
 type Completion struct {
@@ -109,8 +107,10 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 }
 
 func (d *DB) commitCompletions(batch []completion) error {
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
+	if d.dia.postgres && len(batch) > 1 {
+		return d.commitCompletionsArrays(batch)
+	}
+	defer d.lockWrites()()
 	if len(batch) == 1 {
 		// One statement commits by itself: no BEGIN and COMMIT round trips.
 		return d.insertCompletion(d.insertDone, batch[0])
@@ -127,6 +127,54 @@ func (d *DB) commitCompletions(batch []completion) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// commitCompletionsArrays commits a batch on PostgreSQL in one statement
+// (column arrays through unnest), the inputs in a fixed order: two
+// processes committing overlapping batches then take the rows' locks in
+// the same order and never deadlock. Inputs it did not insert (RETURNING)
+// were completed already.
+func (d *DB) commitCompletionsArrays(batch []completion) error {
+	sorted := slices.Clone(batch)
+	slices.SortStableFunc(sorted, func(a, b completion) int {
+		return cmp.Or(cmp.Compare(a.run.Flow, b.run.Flow), cmp.Compare(a.run.Input, b.run.Input))
+	})
+	type fi struct{ flow, input string }
+	var flows, inputs, runs, statuses []string
+	var done []int64
+	first := map[fi]bool{}
+	for _, c := range sorted {
+		k := fi{c.run.Flow, c.run.Input}
+		if first[k] {
+			continue // a second completion in the batch: a duplicate (below)
+		}
+		first[k] = true
+		flows, inputs, runs = append(flows, k.flow), append(inputs, k.input), append(runs, c.run.ID)
+		statuses, done = append(statuses, c.run.Status), append(done, c.run.Started.Add(c.run.Duration).UnixMilli())
+	}
+	rows, err := d.db.Query(`INSERT INTO completions (flow, input, run_id, status, done_ms)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+		ON CONFLICT DO NOTHING RETURNING flow, input, run_id`, flows, inputs, runs, statuses, done)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	won := map[fi]string{} // inserted: the run that completed it
+	for rows.Next() {
+		var k fi
+		var run string
+		if err := rows.Scan(&k.flow, &k.input, &run); err != nil {
+			return err
+		}
+		won[k] = run
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range batch {
+		*c.dup = won[fi{c.run.Flow, c.run.Input}] != c.run.ID
+	}
+	return nil
 }
 
 func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
@@ -152,11 +200,12 @@ func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	since := latest.Int64 - (10 * time.Minute).Milliseconds()
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	res, err := d.db.ExecContext(ctx, `INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
+	defer d.lockWrites()()
+	res, err := d.db.ExecContext(ctx, d.dia.q(`INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
 		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
-		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)`, since)
+		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
+		ORDER BY c.run_id
+		ON CONFLICT DO NOTHING`), since)
 	if err != nil {
 		return 0, fmt.Errorf("recover run records: %w", err)
 	}
@@ -190,8 +239,8 @@ func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (ma
 		for _, in := range chunk {
 			args = append(args, in)
 		}
-		rows, err := d.db.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rows, err := d.db.QueryContext(ctx, d.dia.q(`SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("completion ledger: %w", err)
 		}
@@ -212,23 +261,60 @@ func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (ma
 	return out, nil
 }
 
-// Prune deletes runs and completions older than before, and returns how
-// many rows went. Inputs whose completion is pruned would run again if
-// redelivered: keep more than the brokers' redelivery horizon.
+// pruneChunk is how many rows one prune statement deletes: small
+// transactions keep the writers' waits short.
+const pruneChunk = 1000
+
+// Prune deletes runs and completions older than before, in chunks of
+// pruneChunk rows, and returns how many rows went. Inputs whose completion
+// is pruned would run again if redelivered: keep more than the brokers'
+// redelivery horizon. On PostgreSQL one process prunes at a time (an
+// advisory lock); the others return 0 at once.
 func (d *DB) Prune(ctx context.Context, before time.Time) (int64, error) {
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	defer conn.Close()
+	if d.dia.postgres {
+		var got bool
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, pruneLockKey).Scan(&got); err != nil {
+			return 0, fmt.Errorf("prune: lock: %w", err)
+		}
+		if !got {
+			return 0, nil // another process is pruning
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, pruneLockKey)
+	}
 	var total int64
 	for _, q := range []string{
-		`DELETE FROM runs WHERE started_ms < ?`,
-		`DELETE FROM completions WHERE done_ms < ?`,
+		`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
+		`DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
 	} {
-		res, err := d.db.ExecContext(ctx, q, before.UnixMilli())
-		if err != nil {
-			return total, fmt.Errorf("prune: %w", err)
+		for {
+			n, err := d.pruneOnce(ctx, conn, d.dia.q(q), before.UnixMilli())
+			total += n
+			if err != nil {
+				return total, fmt.Errorf("prune: %w", err)
+			}
+			if n < pruneChunk {
+				break
+			}
 		}
-		n, _ := res.RowsAffected()
-		total += n
 	}
 	return total, nil
+}
+
+// pruneLockKey is the advisory lock of the pruning process.
+const pruneLockKey int64 = 0x736c756963650001
+
+func (d *DB) pruneOnce(ctx context.Context, conn *sql.Conn, q string, before int64) (int64, error) {
+	defer d.lockWrites()()
+	res, err := conn.ExecContext(ctx, q, before)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // Retain prunes runs and completions older than keep now and then every

@@ -1,6 +1,8 @@
-// Package state is Sluice's state database (SQLite): the run ledger,
-// which records every invocation of every flow, and the index of bucket
-// objects already turned into events.
+// Package state is Sluice's state database: the completion ledger, the
+// run ledger, which records every invocation of every flow, dead letters,
+// usage, and the index of bucket objects already turned into events. It
+// lives in a SQLite file (one process, the default) or in PostgreSQL,
+// shared by every process of a deployment (OpenURL).
 package state
 
 import (
@@ -9,10 +11,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/dbident"
+	"github.com/sluicehq/sluice/internal/schema"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -72,16 +77,18 @@ type StepRun struct {
 // background writer (one transaction per batch) so recording costs the
 // message path no commit; Close and Flush wait until they are written.
 type DB struct {
-	db *sql.DB
+	db  *sql.DB
+	dia *dialect
 	// Prepared once: statement preparation costs as much as the insert.
 	insertRun, insertDone, lookupDone *sql.Stmt
 	// insertAccepted records an accepted request unless its run finished
 	// already (perhaps in another process).
 	insertAccepted *sql.Stmt
 	runs           chan pending
-	// writeMu serialises this process's write transactions on the file:
-	// waiting on it is cheap, where SQLite's busy handler sleeps in
-	// milliseconds when a second writer finds the file locked.
+	// writeMu serialises this process's write transactions on a SQLite
+	// file: waiting on it is cheap, where SQLite's busy handler sleeps in
+	// milliseconds when a second writer finds the file locked. PostgreSQL
+	// takes concurrent writers itself (see lockWrites).
 	writeMu sync.Mutex
 	// Completions waiting to be committed, and whether a caller is
 	// committing (see Complete).
@@ -98,37 +105,7 @@ type DB struct {
 	doneErr  error // the last completion commit's error
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS runs (
-	id          TEXT PRIMARY KEY,
-	flow        TEXT NOT NULL,
-	trigger     TEXT NOT NULL,
-	input       TEXT NOT NULL,
-	attempts    INTEGER NOT NULL,
-	status      TEXT NOT NULL,
-	started_ms  INTEGER NOT NULL,
-	duration_us INTEGER NOT NULL,
-	step        TEXT NOT NULL DEFAULT '',
-	error       TEXT NOT NULL DEFAULT '',
-	steps       TEXT NOT NULL DEFAULT '[]',
-	bytes_in    INTEGER NOT NULL DEFAULT 0,
-	bytes_out   INTEGER NOT NULL DEFAULT 0,
-	http_status INTEGER NOT NULL DEFAULT 0,
-	response    BLOB,
-	response_type TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS runs_flow_started ON runs(flow, started_ms);
-CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ms);
-CREATE INDEX IF NOT EXISTS runs_input ON runs(input);
-CREATE TABLE IF NOT EXISTS seen_objects (
-	bucket  TEXT NOT NULL,
-	key     TEXT NOT NULL,
-	etag    TEXT NOT NULL,
-	seen_ms INTEGER NOT NULL,
-	PRIMARY KEY (bucket, key, etag)
-);`
-
-// Open opens (creating) the state database at path.
+// Open opens (creating) the SQLite state database at path.
 func Open(path string) (*DB, error) { return OpenTimeout(path, sqlitedb.DefaultBusyTimeout) }
 
 // OpenTimeout is Open with another busy timeout: how long a write waits
@@ -143,27 +120,34 @@ func OpenTimeout(path string, busy time.Duration) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	if _, err := db.Exec(schema + deadLetterSchema + completionSchema); err != nil {
+	return open(context.Background(), db, sqliteDialect)
+}
+
+// open migrates the schema, prepares the statements and starts the run
+// writer; it closes db on failure.
+func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
+	if err := schema.Apply(ctx, db, dia.postgres, "state", dia.migrations); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("state schema: %w", err)
+		return nil, err
 	}
-	if err := migrate(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state schema: %w", err)
-	}
-	d := &DB{db: db, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	d := &DB{db: db, dia: dia, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
+	const runCols = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	var err error
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT OR REPLACE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
-		{&d.insertAccepted, `INSERT OR IGNORE INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
-		{&d.insertDone, `INSERT OR IGNORE INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)`},
+		{&d.insertRun, `INSERT INTO runs ` + runCols + ` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
+		input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
+		duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
+		bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
+		response = excluded.response, response_type = excluded.response_type`},
+		{&d.insertAccepted, `INSERT INTO runs ` + runCols + ` ON CONFLICT DO NOTHING`},
+		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
-		if *p.st, err = db.Prepare(p.sql); err != nil {
+		if *p.st, err = db.PrepareContext(ctx, dia.q(p.sql)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state: %w", err)
 		}
@@ -226,9 +210,8 @@ func (d *DB) probe() {
 	if !failed {
 		return
 	}
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	tx, err := d.db.Begin() // BEGIN IMMEDIATE: the write lock
+	defer d.lockWrites()()
+	tx, err := d.db.Begin() // SQLite: BEGIN IMMEDIATE, the write lock
 	if err == nil {
 		err = tx.Commit()
 	}
@@ -290,9 +273,20 @@ func (d *DB) writer() {
 	}
 }
 
-func (d *DB) insert(runs []pending) error {
+// lockWrites takes writeMu on SQLite and returns its release.
+func (d *DB) lockWrites() func() {
+	if d.dia.postgres {
+		return func() {}
+	}
 	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
+	return d.writeMu.Unlock
+}
+
+func (d *DB) insert(runs []pending) error {
+	if d.dia.postgres {
+		return d.insertArrays(runs)
+	}
+	defer d.lockWrites()()
 	tx, err := d.db.Begin()
 	if err != nil {
 		return err
@@ -341,7 +335,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		limit = 100
 	}
 	q += fmt.Sprintf(" ORDER BY started_ms DESC, id DESC LIMIT %d", limit)
-	rows, err := d.db.QueryContext(ctx, q, args...)
+	rows, err := d.db.QueryContext(ctx, d.dia.q(q), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +359,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 // MarkSeen records that an object version has been turned into an event;
 // it reports false when it already was (the event is a repeat).
 func (d *DB) MarkSeen(ctx context.Context, bucket, key, etag string) (bool, error) {
-	res, err := d.db.ExecContext(ctx, `INSERT OR IGNORE INTO seen_objects (bucket, key, etag, seen_ms) VALUES (?,?,?,?)`,
+	res, err := d.db.ExecContext(ctx, d.dia.q(`INSERT INTO seen_objects (bucket, key, etag, seen_ms) VALUES (?,?,?,?) ON CONFLICT DO NOTHING`),
 		bucket, key, etag, time.Now().UnixMilli())
 	if err != nil {
 		return false, err
@@ -391,46 +385,100 @@ func (d *DB) Close() error {
 // Seen reports whether an object version was already turned into an event.
 func (d *DB) Seen(ctx context.Context, bucket, key, etag string) (bool, error) {
 	var n int
-	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen_objects WHERE bucket = ? AND key = ? AND etag = ?`, bucket, key, etag).Scan(&n)
+	err := d.db.QueryRowContext(ctx, d.dia.q(`SELECT COUNT(*) FROM seen_objects WHERE bucket = ? AND key = ? AND etag = ?`), bucket, key, etag).Scan(&n)
 	return n > 0, err
-}
-
-// migrate brings a state database made by an earlier release up to date:
-// columns added since are added, with their defaults.
-func migrate(db *sql.DB) error {
-	rows, err := db.Query(`SELECT name FROM pragma_table_info('runs')`)
-	if err != nil {
-		return err
-	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		have[n] = true
-	}
-	rows.Close()
-	for col, def := range map[string]string{"bytes_in": "INTEGER NOT NULL DEFAULT 0", "bytes_out": "INTEGER NOT NULL DEFAULT 0",
-		"http_status": "INTEGER NOT NULL DEFAULT 0", "response": "BLOB", "response_type": "TEXT NOT NULL DEFAULT ''"} {
-		if !have[col] {
-			if _, err := db.Exec(`ALTER TABLE runs ADD COLUMN ` + col + ` ` + def); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // RunResponse returns the answer an async HTTP run stored: its status
 // code, content type and body. ok is false for an unknown run or one
 // without a stored answer.
 func (d *DB) RunResponse(ctx context.Context, id string) (status int, ctype string, body []byte, ok bool, err error) {
-	err = d.db.QueryRowContext(ctx, `SELECT http_status, response_type, response FROM runs WHERE id = ? AND response IS NOT NULL`, id).
+	err = d.db.QueryRowContext(ctx, d.dia.q(`SELECT http_status, response_type, response FROM runs WHERE id = ? AND response IS NOT NULL`), id).
 		Scan(&status, &ctype, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, "", nil, false, nil
 	}
 	return status, ctype, body, err == nil, err
+}
+
+// pgInsertRuns writes a batch of run records in one statement on
+// PostgreSQL, one array per column: one round trip for the batch.
+const pgInsertRuns = `INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps,
+	bytes_in, bytes_out, http_status, response, response_type)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
+		$9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[], $15::bytea[], $16::text[])`
+
+// runColumns holds a batch of runs column by column.
+type runColumns struct {
+	id, flow, trigger, input, status, step, errs, steps, rtype []string
+	attempts, httpStatus                                       []int32
+	started, dur, bytesIn, bytesOut                            []int64
+	response                                                   [][]byte
+}
+
+func (c *runColumns) add(r Run) {
+	steps, _ := json.Marshal(r.Steps)
+	c.id, c.flow, c.trigger, c.input = append(c.id, r.ID), append(c.flow, r.Flow), append(c.trigger, r.Trigger), append(c.input, r.Input)
+	c.attempts, c.status = append(c.attempts, int32(r.Attempts)), append(c.status, r.Status)
+	c.started, c.dur = append(c.started, r.Started.UnixMilli()), append(c.dur, r.Duration.Microseconds())
+	c.step, c.errs, c.steps = append(c.step, r.Step), append(c.errs, r.Error), append(c.steps, string(steps))
+	c.bytesIn, c.bytesOut, c.httpStatus = append(c.bytesIn, r.BytesIn), append(c.bytesOut, r.BytesOut), append(c.httpStatus, int32(r.HTTPStatus))
+	c.response, c.rtype = append(c.response, r.Response), append(c.rtype, r.ResponseType)
+}
+
+func (c *runColumns) args() []any {
+	return []any{c.id, c.flow, c.trigger, c.input, c.attempts, c.status, c.started, c.dur, c.step, c.errs, c.steps,
+		c.bytesIn, c.bytesOut, c.httpStatus, c.response, c.rtype}
+}
+
+// insertArrays is insert on PostgreSQL. Within a batch the last record of
+// a run wins; an accepted record is written only when none other of its
+// run is (in the batch or already stored).
+func (d *DB) insertArrays(runs []pending) error {
+	last := map[string]Run{}
+	var order []string
+	accepted := map[string]Run{}
+	for _, p := range runs {
+		r := p.run
+		if r.Status == StatusAccepted {
+			accepted[r.ID] = r
+			continue
+		}
+		if _, ok := last[r.ID]; !ok {
+			order = append(order, r.ID)
+		}
+		last[r.ID] = r
+	}
+	// In id order, as RecoverRuns inserts: writers meeting on the same
+	// rows take their locks in one order and cannot deadlock.
+	slices.Sort(order)
+	var final, acc runColumns
+	for _, id := range order {
+		final.add(last[id])
+	}
+	for _, id := range slices.Sorted(maps.Keys(accepted)) {
+		if _, ok := last[id]; !ok {
+			acc.add(accepted[id])
+		}
+	}
+	tx, err := d.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if len(final.id) > 0 {
+		if _, err := tx.Exec(pgInsertRuns+` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
+			input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
+			duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
+			bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
+			response = excluded.response, response_type = excluded.response_type`, final.args()...); err != nil {
+			return err
+		}
+	}
+	if len(acc.id) > 0 {
+		if _, err := tx.Exec(pgInsertRuns+` ON CONFLICT DO NOTHING`, acc.args()...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }

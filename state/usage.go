@@ -32,12 +32,15 @@ func (d *DB) Usage(ctx context.Context, f UsageFilter) ([]Usage, error) {
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
-	q := `SELECT flow, strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch') AS day,
-		SUM(status != 'duplicate'), SUM(status IN ('failed', 'dead_lettered')), SUM(status = 'duplicate'),
-		SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) / 1e6, SUM(bytes_in), SUM(bytes_out)
+	q := `SELECT flow, ` + d.dia.day("started_ms") + ` AS day,
+		CAST(SUM(CASE WHEN status != 'duplicate' THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status IN ('failed', 'dead_lettered') THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END) AS BIGINT),
+		CAST(SUM(CASE WHEN status != 'duplicate' THEN duration_us ELSE 0 END) AS DOUBLE PRECISION) / 1e6,
+		CAST(SUM(bytes_in) AS BIGINT), CAST(SUM(bytes_out) AS BIGINT)
 		FROM runs` + w.sql()
 	q += " GROUP BY flow, day ORDER BY day, flow"
-	rows, err := d.db.QueryContext(ctx, q, w.args...)
+	rows, err := d.db.QueryContext(ctx, d.dia.q(q), w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
@@ -76,7 +79,7 @@ func (d *DB) CallUsage(ctx context.Context, f UsageFilter) ([]CallUsage, error) 
 		w.add("r.started_ms >= ?", f.Since.UnixMilli())
 	}
 	w.add("r.status != 'duplicate'")
-	q := `SELECT r.flow, strftime('%Y-%m-%d', r.started_ms / 1000, 'unixepoch') AS day,
+	q := `SELECT r.flow, ` + d.dia.day("r.started_ms") + ` AS day,
 		json_extract(c.value, '$.kind') AS kind, json_extract(c.value, '$.name') AS name,
 		COUNT(*), SUM(COALESCE(json_extract(c.value, '$.error'), '') != ''),
 		SUM(COALESCE(json_extract(c.value, '$.cold_start'), 0)),
@@ -84,7 +87,16 @@ func (d *DB) CallUsage(ctx context.Context, f UsageFilter) ([]CallUsage, error) 
 		SUM(COALESCE(json_extract(c.value, '$.bytes_in'), 0))
 		FROM runs r, json_each(r.steps) s, json_each(json_extract(s.value, '$.calls')) c` + w.sql() +
 		` GROUP BY r.flow, day, kind, name ORDER BY day, r.flow, kind, name`
-	rows, err := d.db.QueryContext(ctx, q, w.args...)
+	if d.dia.postgres {
+		q = `SELECT r.flow, ` + d.dia.day("r.started_ms") + ` AS day, c->>'kind' AS kind, c->>'name' AS name,
+		COUNT(*), SUM(CASE WHEN COALESCE(c->>'error', '') <> '' THEN 1 ELSE 0 END),
+		SUM(CASE WHEN (c->>'cold_start')::boolean THEN 1 ELSE 0 END),
+		SUM(COALESCE((c->>'duration_ns')::bigint, 0)) / 1e9,
+		SUM(COALESCE((c->>'bytes_in')::bigint, 0))
+		FROM runs r, jsonb_array_elements(r.steps::jsonb) s, jsonb_array_elements(COALESCE(s->'calls', '[]'::jsonb)) c` + w.sql() +
+			` GROUP BY r.flow, day, kind, name ORDER BY day, r.flow, kind, name`
+	}
+	rows, err := d.db.QueryContext(ctx, d.dia.q(q), w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("call usage: %w", err)
 	}

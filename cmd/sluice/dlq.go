@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ data); each replayed message carries sluice_replay_of=<dead letter id>.`,
 		if since > 0 {
 			f.Since = time.Now().Add(-since)
 		}
-		return state.Open(g.statePath())
+		return g.openState(context.Background())
 	}
 
 	var all bool

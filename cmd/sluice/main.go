@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
+	"github.com/sluicehq/sluice/state"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -39,6 +41,7 @@ type globals struct {
 	home      string
 	broker    string
 	storage   string
+	state     string
 	logLevel  string
 	logFormat string
 	acceptNew bool // --accept-new-state
@@ -68,7 +71,22 @@ func (g *globals) storageURL() string {
 	return "fs://" + filepath.Join(g.home, "buckets")
 }
 
-func (g *globals) statePath() string { return filepath.Join(g.home, "state.db") }
+// stateURL is the state database: --state, else SLUICE_STATE (read here
+// so --help never prints its password), else state.db in the home.
+func (g *globals) stateURL() string {
+	if g.state != "" {
+		return g.state
+	}
+	if v := os.Getenv("SLUICE_STATE"); v != "" {
+		return v
+	}
+	return "sqlite://" + filepath.Join(g.home, "state.db")
+}
+
+// openState opens the state database (migrating its schema).
+func (g *globals) openState(ctx context.Context) (*state.DB, error) {
+	return state.OpenURL(ctx, g.stateURL())
+}
 
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level
@@ -101,8 +119,9 @@ func newRoot() *cobra.Command {
 route or a schedule) and a chain of function nodes.
 
 Without configuration everything is embedded under ./.sluice: a SQLite queue,
-a SQLite state database and buckets as folders. Point --broker and --storage
-elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
+a SQLite state database and buckets as folders. Point --broker, --storage and
+--state elsewhere (or set SLUICE_BROKER, SLUICE_STORAGE and SLUICE_STATE) to
+use other backends: Kafka, S3, PostgreSQL.`,
 		Example: `  sluice run examples/thumbnails          # run a flow on the embedded default
   sluice put uploads photo.jpg             # drop a file into a bucket
   sluice publish orders '{"id":"o-1"}'     # publish a message
@@ -116,6 +135,7 @@ elsewhere (or set SLUICE_BROKER and SLUICE_STORAGE) to use other backends.`,
 	pf.StringVar(&g.home, "home", env("SLUICE_HOME", ".sluice"), "folder of the embedded queue, state and buckets (env SLUICE_HOME)")
 	pf.StringVar(&g.broker, "broker", "", "broker URL: sqlite://PATH, kafka://HOST:PORT[,HOST:PORT], amqp://USER:PASS@HOST:5672/ or mem:// (env SLUICE_BROKER; default sqlite://HOME/queue.db)")
 	pf.StringVar(&g.storage, "storage", "", "storage URL: fs://DIR, s3://HOST:PORT?secure=false or mem:// (env SLUICE_STORAGE; default fs://HOME/buckets)")
+	pf.StringVar(&g.state, "state", "", "state URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB; PostgreSQL keeps the ledger, runs, dead letters, usage, seen objects and state machines of every process in one place (env SLUICE_STATE; default sqlite://HOME/state.db)")
 	pf.StringVar(&g.logLevel, "log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", env("SLUICE_LOG_FORMAT", "text"), "text or json")
 	acceptDefault, _ := strconv.ParseBool(os.Getenv("SLUICE_ACCEPT_NEW_STATE"))

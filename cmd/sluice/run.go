@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -74,7 +76,17 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				return err
 			}
 			defer store.Close()
-			fl, err := flows.Loader{Registry: registry(), Deps: nodes.Deps{Store: store, Logger: log, StateDir: g.home}}.Load(args...)
+			// Nodes publishing outside runs (state.transition's timers) start
+			// after the broker below is open.
+			var broker brokers.Broker
+			publish := func(_ context.Context, topic string, msgs ...*message.Message) error {
+				if broker == nil {
+					return errors.New("the broker is not open yet")
+				}
+				return broker.Publisher().Publish(topic, msgs...)
+			}
+			deps := nodes.Deps{Store: store, Logger: log, StateDir: g.home, State: g.stateURL(), Publish: publish}
+			fl, err := flows.Loader{Registry: registry(), Deps: deps}.Load(args...)
 			var probs nodes.Problems
 			if errors.As(err, &probs) {
 				return exitError{2, fmt.Errorf("%s\n%d problem(s); nothing started", probs.Error(), len(probs))}
@@ -82,12 +94,12 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			if err != nil {
 				return err
 			}
-			broker, err := brokers.Open(ctx, g.brokerURL(), flows.WatermillLogger(log.With("component", "broker")))
+			broker, err = brokers.Open(ctx, g.brokerURL(), flows.WatermillLogger(log.With("component", "broker")))
 			if err != nil {
 				return err
 			}
 			defer broker.Close()
-			st, err := state.Open(g.statePath())
+			st, err := g.openState(ctx)
 			if err != nil {
 				return err
 			}
@@ -149,7 +161,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				}
 				log.Info("flow loaded", attrs...)
 			}
-			log.Info("using", "broker", redact.URL(g.brokerURL()), "storage", redact.URL(g.storageURL()), "state", g.statePath())
+			log.Info("using", "broker", redact.URL(g.brokerURL()), "storage", redact.URL(g.storageURL()), "state", state.Redact(g.stateURL()))
 			if retention > 0 {
 				go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
 					if err != nil {

@@ -32,7 +32,7 @@ func runsCmd(g *globals) *cobra.Command {
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
 			}
-			st, err := state.Open(g.statePath())
+			st, err := g.openState(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -82,7 +82,7 @@ func runShowCmd(g *globals) *cobra.Command {
 		Example: "  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := state.Open(g.statePath())
+			st, err := g.openState(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +18,14 @@ import (
 
 func stateCmd(g *globals) *cobra.Command {
 	var dbPath string
-	open := func() (*machines.SQLite, error) {
+	open := func() (machines.Store, error) {
 		p := dbPath
+		if p == "" && machines.IsPostgresURL(g.stateURL()) {
+			p = g.stateURL()
+		}
+		if machines.IsPostgresURL(p) {
+			return machines.Open(context.Background(), p)
+		}
 		if p == "" {
 			p = filepath.Join(g.home, "machines.db")
 		}
@@ -33,12 +40,12 @@ func stateCmd(g *globals) *cobra.Command {
 		Short: "Inspect the entities of state.transition machines: state, version, history",
 		Args:  cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "machines database (default: machines.db in the Sluice home)")
+	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "machines database: a SQLite file or a postgres:// URL (default: the --state database when it is PostgreSQL, else machines.db in the Sluice home)")
 
 	var asJSON bool
 	get := &cobra.Command{
 		Use:   "get MACHINE KEY",
-		Short: "Show one entity's state, version and transition history",
+		Short: "Show one entity's state, version, transition history and timers",
 		Example: `  sluice state get order o-1001
   sluice state get order o-1001 --json | jq .history`,
 		Args: cobra.ExactArgs(2),
@@ -59,18 +66,47 @@ func stateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			timers, fired, err := s.Timers(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			type timer struct {
+				machines.Timer
+				Fired bool `json:"fired"`
+			}
+			ts := make([]timer, len(timers))
+			for i := range timers {
+				ts[i] = timer{timers[i], fired[i]}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(out).Encode(struct {
 					machines.Entity
 					History []machines.Transition `json:"history"`
-				}{e, h})
+					Timers  []timer               `json:"timers,omitempty"`
+				}{e, h, ts})
 			}
 			fmt.Fprintf(out, "%s %s: %s (version %d, %s)\n\n", safe(e.Machine), safe(e.Key), safe(e.State), e.Version, e.Updated.Local().Format(time.DateTime))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VERSION\tAT\tEVENT\tFROM\tTO\tINPUT")
 			for _, t := range h {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.Version, t.At.Local().Format(time.DateTime), safe(t.Event), safe(t.From), safe(t.To), safe(t.Input))
+			}
+			if err := tw.Flush(); err != nil || len(ts) == 0 {
+				return err
+			}
+			fmt.Fprintln(out, "\nTimers:")
+			tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tSTATE\tEVENT\tDUE\tSTATUS")
+			for _, t := range ts {
+				status := "pending"
+				switch {
+				case t.Fired:
+					status = "fired"
+				case t.Version != e.Version:
+					status = "dropped (the entity moved on)"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", t.Version, t.State, t.Event, t.Due.Local().Format(time.DateTime), status)
 			}
 			return tw.Flush()
 		},

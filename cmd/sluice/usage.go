@@ -34,7 +34,7 @@ are gone from it.`,
 				y, m, d := time.Now().UTC().AddDate(0, 0, -(days - 1)).Date()
 				f.Since = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 			}
-			st, err := state.Open(g.statePath())
+			st, err := g.openState(cmd.Context())
 			if err != nil {
 				return err
 			}

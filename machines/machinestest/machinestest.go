@@ -135,4 +135,128 @@ func Run(t *testing.T, open func(t *testing.T) machines.Store) {
 		require.NoError(t, err)
 		assert.Len(t, all, 3)
 	})
+	t.Run("TimerFiresOnceWhileCurrent", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: t0,
+			Timers: []machines.Timer{{Event: "expire", Topic: "orders", Due: t0.Add(30 * time.Minute)}}})
+		require.NoError(t, err)
+		var got []machines.Timer
+		fire := func(_ context.Context, ts []machines.Timer) error { got = append(got, ts...); return nil }
+		n, err := s.FireDue(ctx, "order", t0.Add(29*time.Minute), 10, fire)
+		require.NoError(t, err)
+		assert.Zero(t, n, "not due yet")
+		assert.Empty(t, got)
+		n, err = s.FireDue(ctx, "order", t0.Add(31*time.Minute), 10, fire)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		want := machines.Timer{Machine: "order", Key: "o-1", Version: 1, State: "created", Event: "expire", Topic: "orders", Due: t0.Add(30 * time.Minute)}
+		assert.Equal(t, []machines.Timer{want}, got)
+		assert.Equal(t, "timer:order:o-1:1:expire", want.ID())
+		n, err = s.FireDue(ctx, "order", t0.Add(time.Hour), 10, fire)
+		require.NoError(t, err)
+		assert.Zero(t, n, "fired once")
+		ts, fired, err := s.Timers(ctx, "order", "o-1")
+		require.NoError(t, err)
+		assert.Equal(t, []machines.Timer{want}, ts)
+		assert.Equal(t, []bool{true}, fired)
+	})
+	t.Run("TimerOfAStateLeftIsDropped", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		t0 := time.Now().Add(-time.Hour)
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: t0,
+			Timers: []machines.Timer{{Event: "expire", Due: t0.Add(time.Minute)}}})
+		require.NoError(t, err)
+		_, _, err = s.Apply(ctx, "order", "o-1", 1, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "m2", At: t0})
+		require.NoError(t, err)
+		n, err := s.FireDue(ctx, "order", time.Now(), 10, func(context.Context, []machines.Timer) error {
+			t.Error("a timer of a state the entity left must not fire")
+			return nil
+		})
+		require.NoError(t, err)
+		assert.Zero(t, n)
+		_, fired, err := s.Timers(ctx, "order", "o-1")
+		require.NoError(t, err)
+		assert.Equal(t, []bool{false}, fired)
+	})
+	t.Run("FailedFireLeavesTimersDue", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		t0 := time.Now().Add(-time.Hour)
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: t0,
+			Timers: []machines.Timer{{Event: "expire", Due: t0}}})
+		require.NoError(t, err)
+		boom := errors.New("broker down")
+		_, err = s.FireDue(ctx, "order", time.Now(), 10, func(context.Context, []machines.Timer) error { return boom })
+		require.ErrorIs(t, err, boom)
+		n, err := s.FireDue(ctx, "order", time.Now(), 10, func(context.Context, []machines.Timer) error { return nil })
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+	})
+	t.Run("ConcurrentClaimsFireEachTimerOnce", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		t0 := time.Now().Add(-time.Hour)
+		const n = 40
+		for i := range n {
+			_, _, err := s.Apply(ctx, "order", fmt.Sprint("o-", i), 0, machines.Transition{Event: "create", To: "created", Input: "m", At: t0,
+				Timers: []machines.Timer{{Event: "expire", Due: t0}}})
+			require.NoError(t, err)
+		}
+		var mu sync.Mutex
+		seen := map[string]int{}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					k, err := s.FireDue(ctx, "order", time.Now(), 3, func(_ context.Context, ts []machines.Timer) error {
+						mu.Lock()
+						defer mu.Unlock()
+						for _, tm := range ts {
+							seen[tm.ID()]++
+						}
+						return nil
+					})
+					if !assert.NoError(t, err) || k == 0 {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		assert.Len(t, seen, n)
+		for id, c := range seen {
+			assert.Equal(t, 1, c, id)
+		}
+	})
+	t.Run("Lookup", func(t *testing.T) {
+		s := open(t)
+		lk, ok := s.(machines.Looker)
+		if !ok {
+			t.Skip("the store has no one-trip Lookup")
+		}
+		ctx := t.Context()
+		_, tr, err := lk.Lookup(ctx, "order", "o-1", "m1")
+		assert.ErrorIs(t, err, machines.ErrNotFound)
+		assert.Nil(t, tr)
+		at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		_, _, err = s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m1", At: at})
+		require.NoError(t, err)
+		e, tr, err := lk.Lookup(ctx, "order", "o-1", "m1")
+		require.NoError(t, err)
+		assert.Equal(t, machines.Entity{Machine: "order", Key: "o-1", State: "created", Version: 1, Updated: at}, e)
+		require.NotNil(t, tr)
+		assert.Equal(t, machines.Transition{Version: 1, Event: "create", From: "", To: "created", Input: "m1", At: at}, *tr)
+		e, tr, err = lk.Lookup(ctx, "order", "o-1", "m2")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), e.Version)
+		assert.Nil(t, tr)
+		_, tr, err = lk.Lookup(ctx, "order", "o-1", "")
+		require.NoError(t, err)
+		assert.Nil(t, tr, "no input, no transition")
+	})
 }

@@ -1,5 +1,5 @@
-// Package db holds the database nodes: rows written to SQLite files,
-// through parameterized statements only.
+// Package db holds the database nodes: rows written to SQLite files or
+// PostgreSQL databases, through parameterized statements only.
 package db
 
 import (
@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,14 +21,16 @@ import (
 func init() {
 	nodes.Register(nodes.Spec{
 		Type:    "db.insert",
-		Summary: "Write a row into a SQLite table (created if missing), one column per expression.",
+		Summary: "Write a row into a SQLite or PostgreSQL table (created if missing), one column per expression.",
 		Description: "Values are bound as statement parameters, never spliced into SQL. The table is created " +
 			"on start if missing, and columns the flow names that the table lacks are added. With key " +
 			"columns, a retried or redelivered run writes the same row again instead of a second one " +
 			"(on_conflict: replace, the default, or ignore). Objects and lists are stored as JSON text. " +
-			"The result holds table, rowid and rows (rows affected).",
+			"The result holds table, rowid (SQLite) and rows (rows affected). On PostgreSQL (database: postgres://…) " +
+			"created tables and added columns are TEXT (create the table yourself for other types) and values " +
+			"are converted to the column's type by the server.",
 		Fields: []nodes.Field{
-			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file; relative paths are inside the Sluice home (--home)."},
+			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file (relative paths are inside the Sluice home, --home) or a postgres:// URL (${ENV} substitution keeps the password out of the flow)."},
 			{Name: "table", Kind: nodes.String, Required: true, Doc: "Table name (letters, digits, underscore)."},
 			{Name: "columns", Kind: nodes.Map, Elem: nodes.Expr, Required: true, Doc: "Column name → expression for its value."},
 			{Name: "key", Kind: nodes.StringList, Doc: "Columns identifying a row (a UNIQUE constraint): what makes re-runs idempotent."},
@@ -54,11 +55,13 @@ func quoteList(names []string) string {
 }
 
 type insert struct {
-	path, table string
-	cols        []string
-	exprs       []*eval.Program
-	key         []string
-	onConflict  string
+	target     target
+	table      string
+	sqlText    string
+	cols       []string
+	exprs      []*eval.Program
+	key        []string
+	onConflict string
 
 	db   *sql.DB
 	stmt *sql.Stmt
@@ -88,27 +91,34 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	if err := c.Err(); err != nil {
 		return nil, err
 	}
-	n.path = c.String("database")
-	if !filepath.IsAbs(n.path) {
-		n.path = filepath.Join(d.StateDir, n.path)
-	}
+	n.target = resolveTarget(c.String("database"), d.StateDir)
 	return n, nil
 }
 
 // Start opens the database, creates the table or adds missing columns, and
 // prepares the insert.
 func (n *insert) Start(ctx context.Context) error {
-	db, err := sqlitedb.OpenTimeout(n.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
+	db, err := n.target.open(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("db.insert: %w", err)
 	}
-	if err := dbident.Check(ctx, db, n.path, "rows"); err != nil {
-		db.Close()
-		return err
+	if !n.target.postgres {
+		if err := dbident.Check(ctx, db, n.target.path, "rows"); err != nil {
+			db.Close()
+			return err
+		}
 	}
 	n.db = db
-	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+quote(n.table)+" ("+quoteList(n.cols)+")"); err != nil {
-		return fmt.Errorf("db.insert: create table %s in %s: %w", n.table, n.path, err)
+	colType := ""
+	if n.target.postgres {
+		colType = " TEXT" // SQLite columns need no type; PostgreSQL's do
+	}
+	defs := make([]string, len(n.cols))
+	for i, c := range n.cols {
+		defs[i] = quote(c) + colType
+	}
+	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+quote(n.table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
+		return fmt.Errorf("db.insert: create table %s in %s: %w", n.table, n.target, err)
 	}
 	have, err := n.columns(ctx)
 	if err != nil {
@@ -116,7 +126,7 @@ func (n *insert) Start(ctx context.Context) error {
 	}
 	for _, c := range n.cols {
 		if !have[strings.ToLower(c)] {
-			if _, err := db.ExecContext(ctx, "ALTER TABLE "+quote(n.table)+" ADD COLUMN "+quote(c)); err != nil {
+			if _, err := db.ExecContext(ctx, "ALTER TABLE "+quote(n.table)+" ADD COLUMN "+quote(c)+colType); err != nil {
 				return fmt.Errorf("db.insert: add column %s to %s: %w", c, n.table, err)
 			}
 		}
@@ -141,7 +151,11 @@ func (n *insert) Start(ctx context.Context) error {
 			sqlText += " ON CONFLICT (" + quoteList(n.key) + ") DO NOTHING"
 		}
 	}
-	n.stmt, err = db.PrepareContext(ctx, sqlText)
+	n.sqlText = n.target.rebind(sqlText)
+	if n.target.postgres {
+		return nil // the simple protocol runs the text each time
+	}
+	n.stmt, err = db.PrepareContext(ctx, n.sqlText)
 	if err != nil {
 		return fmt.Errorf("db.insert: prepare insert into %s: %w", n.table, err)
 	}
@@ -149,7 +163,11 @@ func (n *insert) Start(ctx context.Context) error {
 }
 
 func (n *insert) columns(ctx context.Context) (map[string]bool, error) {
-	rows, err := n.db.QueryContext(ctx, "SELECT name FROM pragma_table_info(?)", n.table)
+	q := "SELECT name FROM pragma_table_info(?)"
+	if n.target.postgres {
+		q = "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1"
+	}
+	rows, err := n.db.QueryContext(ctx, q, n.table)
 	if err != nil {
 		return nil, fmt.Errorf("db.insert: columns of %s: %w", n.table, err)
 	}
@@ -179,11 +197,15 @@ func (n *insert) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	var res sql.Result
 	err := sqlitedb.WhileBusy(ctx, func() (err error) {
-		res, err = n.stmt.ExecContext(ctx, args...)
+		if n.stmt != nil {
+			res, err = n.stmt.ExecContext(ctx, args...)
+		} else {
+			res, err = n.db.ExecContext(ctx, n.sqlText, args...)
+		}
 		return err
 	})
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		if isUnique(err) {
 			return nodes.Permanent(fmt.Errorf("insert into %s: a row with this key exists (on_conflict: error): %w", n.table, err))
 		}
 		return fmt.Errorf("insert into %s: %w", n.table, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/sluicehq/sluice/eval"
@@ -16,12 +15,12 @@ import (
 func init() {
 	nodes.Register(nodes.Spec{
 		Type:    "db.query",
-		Summary: "Read rows from a SQLite database with a parameterized SELECT.",
+		Summary: "Read rows from a SQLite or PostgreSQL database with a parameterized SELECT.",
 		Description: "args are expressions bound to the query's ? placeholders, in order: values never become SQL. " +
 			"The result (steps.<id>) is the list of rows, each an object by column name; with one: true it is the " +
 			"first row, or null when there is none (route on it with switch). into also stores it in a payload field.",
 		Fields: []nodes.Field{
-			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file; relative paths are inside the Sluice home (--home)."},
+			{Name: "database", Kind: nodes.String, Default: "data.db", Doc: "SQLite file (relative paths are inside the Sluice home, --home) or a postgres:// URL."},
 			{Name: "query", Kind: nodes.String, Required: true, Doc: "A SELECT (or WITH … SELECT) with ? placeholders."},
 			{Name: "args", Kind: nodes.StringList, Doc: "Expressions for the placeholders, in order."},
 			{Name: "one", Kind: nodes.Bool, Default: false, Doc: "The first row only (null when none)."},
@@ -34,13 +33,14 @@ func init() {
 }
 
 type query struct {
-	path, sql string
-	args      []*eval.Program
-	one       bool
-	limit     int
-	into      string
-	db        *sql.DB
-	stmt      *sql.Stmt
+	target target
+	sql    string
+	args   []*eval.Program
+	one    bool
+	limit  int
+	into   string
+	db     *sql.DB
+	stmt   *sql.Stmt
 }
 
 func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
@@ -63,27 +63,32 @@ func newQuery(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	if err := c.Err(); err != nil {
 		return nil, err
 	}
-	q.path = c.String("database")
-	if !filepath.IsAbs(q.path) {
-		q.path = filepath.Join(d.StateDir, q.path)
-	}
+	q.target = resolveTarget(c.String("database"), d.StateDir)
+	q.sql = q.target.rebind(q.sql)
 	return q, nil
 }
 
 // Start opens the database and prepares the query (a table that does not
 // exist yet is an error here, at start, not at the first message).
 func (q *query) Start(ctx context.Context) error {
-	db, err := sqlitedb.OpenTimeout(q.path, sqlitedb.SyncNormal, sqlitedb.ShortBusy)
+	db, err := q.target.open(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("db.query: %w", err)
 	}
-	if err := dbident.Check(ctx, db, q.path, "rows"); err != nil {
-		db.Close()
-		return err
+	if !q.target.postgres {
+		if err := dbident.Check(ctx, db, q.target.path, "rows"); err != nil {
+			db.Close()
+			return err
+		}
 	}
 	q.db = db
 	if q.stmt, err = db.PrepareContext(ctx, q.sql); err != nil {
-		return fmt.Errorf("db.query: %s: %w", q.path, err)
+		return fmt.Errorf("db.query: %s: %w", q.target, err)
+	}
+	if q.target.postgres {
+		// Prepared to check it; run as text with the simple protocol.
+		q.stmt.Close()
+		q.stmt = nil
 	}
 	return nil
 }
@@ -112,7 +117,11 @@ func (q *query) Process(ctx context.Context, env *nodes.Envelope) error {
 	}
 	var rows *sql.Rows
 	err := sqlitedb.WhileBusy(ctx, func() (err error) {
-		rows, err = q.stmt.QueryContext(ctx, args...)
+		if q.stmt != nil {
+			rows, err = q.stmt.QueryContext(ctx, args...)
+		} else {
+			rows, err = q.db.QueryContext(ctx, q.sql, args...)
+		}
 		return err
 	})
 	if err != nil {

@@ -6,10 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluicehq/sluice/eval"
 	"github.com/sluicehq/sluice/machines"
@@ -27,7 +31,15 @@ func init() {
 			"An event not allowed in the entity's state, a guard that says no, or any event for an entity in a " +
 			"terminal state is a permanent error naming the entity, its state and the event: the message goes " +
 			"to the dead-letter topic. A redelivered message does not apply twice. The result (steps.<id>) holds " +
-			"machine, key, event, from, to, version and applied, for switch and publish to route on.",
+			"machine, key, event, from, to, version and applied, for switch and publish to route on. " +
+			"With --state postgres://… the machines live in that database, shared by every process. " +
+			"timeouts declare durable timers: when an entity enters a state with a timeout and is still in it " +
+			"(at the same version) after the duration, the timeout's event is published, once across all " +
+			"processes, to the topic of the message that moved it there, as message timer:MACHINE:KEY:VERSION:EVENT " +
+			"with payload {machine, key, event, state, version, timer: true} (plus the key and event under their " +
+			"field names when key and event are payload.FIELD); it runs through the flow like any " +
+			"message (ledger, dead letters, history). A timer whose entity has moved on by the time its message " +
+			"is processed changes nothing (result applied false, stale true).",
 		Fields: []nodes.Field{
 			{Name: "machine", Kind: nodes.String, Required: true, Doc: "Machine name: a namespace for its entities."},
 			{Name: "key", Kind: nodes.Expr, Required: true, Doc: "The entity's key, e.g. payload.order_id."},
@@ -40,7 +52,14 @@ func init() {
 				{Name: "to", Kind: nodes.String, Required: true},
 				{Name: "guard", Kind: nodes.Condition, Doc: "Only when this holds, e.g. payload.amount > 0."},
 			}},
-			{Name: "database", Kind: nodes.String, Default: "machines.db", Doc: "SQLite file; relative paths are inside the Sluice home."},
+			{Name: "timeouts", Kind: nodes.List, Doc: "Durable timers: fire event if the entity is still in state after the duration.", Fields: []nodes.Field{
+				{Name: "state", Kind: nodes.String, Required: true, Doc: "The state the timer is set on entering."},
+				{Name: "after", Kind: nodes.Duration, Required: true, Doc: "How long the entity may stay, e.g. 30m."},
+				{Name: "event", Kind: nodes.String, Required: true, Doc: "The event fired; a transition must take it from state."},
+			}},
+			{Name: "timer_topic", Kind: nodes.String, Doc: "Topic timers publish to when the message that set them came from none (an HTTP sync run)."},
+			{Name: "timer_poll", Kind: nodes.Duration, Default: "1s", Doc: "How often due timers are looked for."},
+			{Name: "database", Kind: nodes.String, Doc: "SQLite file (relative paths are inside the Sluice home) or a postgres:// URL. Default: the --state database when it is PostgreSQL, else machines.db in the Sluice home."},
 		},
 		Examples: []nodes.Example{{Title: "Orders", YAML: `node: state.transition
 with:
@@ -53,7 +72,10 @@ with:
     - {event: pay, from: [created], to: paid, guard: payload.amount > 0}
     - {event: ship, from: [paid], to: shipped}
     - {event: deliver, from: [shipped], to: delivered}
-    - {event: cancel, from: [created, paid], to: cancelled}`}},
+    - {event: cancel, from: [created, paid], to: cancelled}
+    - {event: expire, from: [created], to: cancelled}
+  timeouts:
+    - {state: created, after: 30m, event: expire}`}},
 		New: newTransition,
 	})
 }
@@ -65,14 +87,28 @@ type rule struct {
 	guard *eval.Program
 }
 
+type timeout struct {
+	after time.Duration
+	event string
+}
+
 type transition struct {
 	machine  string
 	key, ev  *eval.Program
 	initial  string
 	terminal map[string]bool
 	rules    []rule
-	path     string
+	database string // a SQLite path or a postgres:// URL
 	store    machines.Store
+	// timeouts by state; timer messages go to the setting message's topic,
+	// or timerTopic.
+	timeouts   map[string][]timeout
+	timerTopic string
+	poll       time.Duration
+	publish    func(ctx context.Context, topic string, msgs ...*message.Message) error
+	log        *slog.Logger
+	stop       context.CancelFunc
+	stopped    chan struct{}
 }
 
 func newTransition(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
@@ -95,31 +131,102 @@ func newTransition(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		}
 		t.rules = append(t.rules, ru)
 	}
+	t.timeouts = map[string][]timeout{}
+	for _, tc := range c.List("timeouts") {
+		st, to := tc.String("state"), timeout{after: tc.Duration("after"), event: tc.String("event")}
+		if t.terminal[st] {
+			tc.Problemf("state", "%q is terminal: no timeout can leave it", st)
+		}
+		if to.after <= 0 {
+			tc.Problemf("after", "want a positive duration such as 30m")
+		}
+		if !t.takes(st, to.event) {
+			tc.Problemf("event", "no transition takes event %q from state %q: the timer could never apply", to.event, st)
+		}
+		t.timeouts[st] = append(t.timeouts[st], to)
+	}
 	if err := c.Err(); err != nil {
 		return nil, err
 	}
-	t.path = c.String("database")
-	if !filepath.IsAbs(t.path) {
-		t.path = filepath.Join(d.StateDir, t.path)
+	t.timerTopic, t.poll, t.publish, t.log = c.String("timer_topic"), c.Duration("timer_poll"), d.Publish, d.Logger
+	if t.poll <= 0 {
+		t.poll = time.Second
+	}
+	if t.log == nil {
+		t.log = slog.Default()
+	}
+	switch db := c.String("database"); {
+	case db == "" && machines.IsPostgresURL(d.State):
+		t.database = d.State
+	case db == "":
+		t.database = filepath.Join(d.StateDir, "machines.db")
+	case strings.Contains(db, "://"), filepath.IsAbs(db):
+		t.database = db
+	default:
+		t.database = filepath.Join(d.StateDir, db)
 	}
 	return t, nil
 }
 
-// Start opens the store.
-func (t *transition) Start(context.Context) error {
-	s, err := machines.OpenSQLite(t.path)
+// takes reports whether some transition takes event from state.
+func (t *transition) takes(state, event string) bool {
+	for _, r := range t.rules {
+		if r.event == event && (slices.Contains(r.from, state) || slices.Contains(r.from, "*")) {
+			return true
+		}
+	}
+	return false
+}
+
+// Start opens the store and, when the machine has timeouts, starts the
+// timer poller (stopped by Close).
+func (t *transition) Start(ctx context.Context) error {
+	s, err := machines.Open(ctx, t.database)
 	if err != nil {
 		return fmt.Errorf("state.transition: %w", err)
 	}
 	t.store = s
+	if len(t.timeouts) == 0 {
+		return nil
+	}
+	if t.publish == nil {
+		return errors.New("state.transition: timeouts need the engine's publisher (nodes.Deps.Publish), and none was given")
+	}
+	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	t.stop, t.stopped = stop, make(chan struct{})
+	go t.pollTimers(pctx)
 	return nil
 }
 
 func (t *transition) Close() error {
+	if t.stop != nil {
+		t.stop()
+		<-t.stopped
+	}
 	if t.store != nil {
 		return t.store.Close()
 	}
 	return nil
+}
+
+// lookup reads the entity and the transition input caused for it, if
+// any (in one round trip where the store can). The error is the entity's
+// read (ErrNotFound for a new one).
+func (t *transition) lookup(ctx context.Context, key, input string) (machines.Entity, *machines.Transition, error) {
+	if lk, ok := t.store.(machines.Looker); ok {
+		return lk.Lookup(ctx, t.machine, key, input)
+	}
+	if input != "" {
+		tr, ok, err := t.store.ByInput(ctx, t.machine, key, input)
+		if err != nil {
+			return machines.Entity{}, nil, err
+		}
+		if ok {
+			return machines.Entity{}, &tr, nil
+		}
+	}
+	e, err := t.store.Get(ctx, t.machine, key)
+	return e, nil, err
 }
 
 // maxConflicts bounds how often one event re-reads its entity after
@@ -128,40 +235,55 @@ const maxConflicts = 20
 
 func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
-	key, err := str(ctx, t.key, vars, "key")
+	tm, isTimer, err := t.timerOf(env)
 	if err != nil {
 		return err
 	}
-	event, err := str(ctx, t.ev, vars, "event")
-	if err != nil {
-		return err
-	}
-	if id := env.Event.ID; id != "" {
-		// Delivered again after it applied (the entity may have moved on
-		// since): report that transition, change nothing.
-		tr, ok, err := t.store.ByInput(ctx, t.machine, key, id)
-		if err != nil {
+	var key, event string
+	if isTimer {
+		key, event = tm.Key, tm.Event
+	} else {
+		if key, err = str(ctx, t.key, vars, "key"); err != nil {
 			return err
 		}
-		if ok {
-			env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
-				"version": tr.Version, "applied": false})
-			return nil
+		if event, err = str(ctx, t.ev, vars, "event"); err != nil {
+			return err
 		}
 	}
-	for range maxConflicts {
-		e, err := t.store.Get(ctx, t.machine, key)
+	// First read: the entity, and whether this message applied already.
+	e, tr, err := t.lookup(ctx, key, env.Event.ID)
+	if tr != nil {
+		// Delivered again after it applied (the entity may have moved on
+		// since): report that transition, change nothing.
+		env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
+			"version": tr.Version, "applied": false})
+		return nil
+	}
+	for i := range maxConflicts {
+		if i > 0 {
+			e, err = t.store.Get(ctx, t.machine, key)
+		}
 		if errors.Is(err, machines.ErrNotFound) {
 			e.State, e.Version = t.initial, 0
 		} else if err != nil {
 			return err
 		}
+		if isTimer && e.Version != tm.Version {
+			// The entity left the state the timer was set in.
+			env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": event, "from": e.State, "to": e.State,
+				"version": e.Version, "applied": false, "stale": true})
+			return nil
+		}
 		r, err := t.decide(ctx, e, event, vars)
 		if err != nil {
 			return err
 		}
+		timers, err := t.timersFor(r.to, env)
+		if err != nil {
+			return err
+		}
 		after, applied, err := t.store.Apply(ctx, t.machine, key, e.Version,
-			machines.Transition{Event: event, From: e.State, To: r.to, Input: env.Event.ID})
+			machines.Transition{Event: event, From: e.State, To: r.to, Input: env.Event.ID, Timers: timers})
 		if errors.Is(err, machines.ErrConflict) {
 			continue
 		}

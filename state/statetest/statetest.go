@@ -1,0 +1,399 @@
+// Package statetest is the conformance suite of the state database: every
+// backend (SQLite, PostgreSQL) passes it through a small harness.
+package statetest
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/schema"
+	"github.com/sluicehq/sluice/state"
+)
+
+// Harness names one empty database of a backend.
+type Harness struct {
+	// Open opens the database; called again after a Close, it reopens
+	// the same one.
+	Open func(t *testing.T) *state.DB
+	// Exec runs raw SQL ($1… placeholders) on the database: how a test
+	// makes what a crash or a newer release leaves.
+	Exec func(t *testing.T, query string, args ...any)
+	// OpenErr opens the database, returning the error.
+	OpenErr func(t *testing.T) (*state.DB, error)
+}
+
+// Run runs the suite; newHarness returns a harness on a new, empty
+// database.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"LedgerRoundTripAndFilters", ledgerRoundTripAndFilters},
+		{"SeenObjects", seenObjects},
+		{"CompletionLedger", completionLedger},
+		{"LostRunRecordsAreRecreated", lostRunRecordsAreRecreated},
+		{"DeadLetters", deadLetters},
+		{"Usage", usage},
+		{"PruneInChunks", pruneInChunks},
+		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
+		{"NewerSchemaRefused", newerSchemaRefused},
+		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
+	}
+}
+
+func ledgerRoundTripAndFilters(t *testing.T, h Harness) {
+	db := h.Open(t)
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i, r := range []state.Run{
+		{ID: "r1", Flow: "a", Trigger: "topic:x", Input: "m1", Attempts: 1, Status: state.StatusSucceeded, Started: t0, Duration: 1500 * time.Microsecond,
+			Steps: []state.StepRun{{ID: "s", Node: "log", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}},
+		{ID: "r2", Flow: "a", Trigger: "topic:x", Input: "m2", Attempts: 3, Status: state.StatusDeadLettered, Started: t0.Add(time.Minute), Step: "s", Error: "boom"},
+		{ID: "r3", Flow: "b", Trigger: "bucket:u", Input: "u/k@e", Attempts: 1, Status: state.StatusSucceeded, Started: t0.Add(2 * time.Minute)},
+	} {
+		_ = i
+		db.Record(r)
+	}
+	require.NoError(t, db.Close(), "close writes what is queued")
+
+	db = h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	all, err := db.Runs(ctx, state.Filter{})
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	assert.Equal(t, []string{"r3", "r2", "r1"}, []string{all[0].ID, all[1].ID, all[2].ID}, "newest first")
+	r1 := all[2]
+	assert.Equal(t, 1500*time.Microsecond, r1.Duration)
+	assert.Equal(t, t0, r1.Started)
+	assert.Equal(t, []state.StepRun{{ID: "s", Node: "log", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}, r1.Steps)
+
+	for _, tc := range []struct {
+		f    state.Filter
+		want []string
+	}{
+		{state.Filter{Flow: "a"}, []string{"r2", "r1"}},
+		{state.Filter{Status: state.StatusDeadLettered}, []string{"r2"}},
+		{state.Filter{Input: "u/k@e"}, []string{"r3"}},
+		{state.Filter{Since: t0.Add(90 * time.Second)}, []string{"r3"}},
+		{state.Filter{Limit: 1}, []string{"r3"}},
+	} {
+		runs, err := db.Runs(ctx, tc.f)
+		require.NoError(t, err)
+		var ids []string
+		for _, r := range runs {
+			ids = append(ids, r.ID)
+		}
+		assert.Equal(t, tc.want, ids, "%+v", tc.f)
+	}
+}
+
+func seenObjects(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	seen, err := db.Seen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.False(t, seen)
+	isNew, err := db.MarkSeen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.True(t, isNew)
+	isNew, err = db.MarkSeen(ctx, "b", "k", "e1")
+	require.NoError(t, err)
+	assert.False(t, isNew)
+	seen, _ = db.Seen(ctx, "b", "k", "e1")
+	assert.True(t, seen)
+	seen, _ = db.Seen(ctx, "b", "k", "e2")
+	assert.False(t, seen, "a new version of the object is new")
+}
+
+func completionLedger(t *testing.T, h Harness) {
+	db := h.Open(t)
+	ctx := t.Context()
+	t0 := time.Now().UTC().Add(-48 * time.Hour)
+	_, done, err := db.Completed(ctx, "f", "m1")
+	require.NoError(t, err)
+	assert.False(t, done)
+
+	// Concurrent completions share commits; each returns once durable.
+	errs := make(chan error, 20)
+	for i := range 20 {
+		go func() {
+			dup, err := db.Complete(ctx, state.Run{ID: fmt.Sprintf("r%d", i), Flow: "f", Input: fmt.Sprintf("m%d", i), Status: state.StatusSucceeded, Started: t0})
+			if dup {
+				err = fmt.Errorf("m%d: a first completion is no duplicate", i)
+			}
+			errs <- err
+		}()
+	}
+	for range 20 {
+		require.NoError(t, <-errs)
+	}
+	// A second completion of an input (a redelivery racing the first run)
+	// is recorded as a duplicate.
+	dup, err := db.Complete(ctx, state.Run{ID: "again", Flow: "f", Input: "m1", Status: state.StatusSucceeded, Started: time.Now()})
+	require.NoError(t, err)
+	assert.True(t, dup)
+	require.NoError(t, db.Flush(ctx))
+	again, err := db.Runs(ctx, state.Filter{ID: "again"}) // its own id: the first run's record stands
+	require.NoError(t, err)
+	require.Len(t, again, 1)
+	assert.Equal(t, state.StatusDuplicate, again[0].Status)
+	c, done, err := db.Completed(ctx, "f", "m1")
+	require.NoError(t, err)
+	assert.True(t, done)
+	assert.Equal(t, "r1", c.Run, "the first completion stands")
+	_, done, _ = db.Completed(ctx, "other-flow", "m1")
+	assert.False(t, done, "completions are per flow")
+	require.NoError(t, db.Close())
+
+	db = h.Open(t)
+	defer db.Close()
+	_, done, _ = db.Completed(ctx, "f", "m7")
+	assert.True(t, done, "durable across a reopen")
+	n, err := db.Prune(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.EqualValues(t, 40, n, "20 old runs and their completions")
+	_, done, _ = db.Completed(ctx, "f", "m1")
+	assert.False(t, done)
+}
+
+// lostRunRecordsAreRecreated: a completion is committed before its run
+// record (which is batched); after a crash in between, RecoverRuns (at the
+// next start) recreates the record from the completion.
+func lostRunRecordsAreRecreated(t *testing.T, h Harness) {
+	db := h.Open(t)
+	ctx := t.Context()
+	db.Record(state.Run{ID: "old", Flow: "f", Input: "m0", Status: state.StatusSucceeded, Started: time.Now().Add(-time.Minute)})
+	require.NoError(t, db.Flush(ctx))
+
+	// What a crash leaves: the completion, and no run record.
+	h.Exec(t, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES ('f', 'm1', 'lost', 'succeeded', $1)`, time.Now().UnixMilli())
+	require.NoError(t, db.Close())
+
+	db = h.Open(t)
+	defer db.Close()
+	n, err := db.RecoverRuns(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n)
+	runs, err := db.Runs(ctx, state.Filter{Input: "m1"})
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	assert.Equal(t, "lost", runs[0].ID)
+	assert.Equal(t, state.StatusSucceeded, runs[0].Status)
+	assert.Contains(t, runs[0].Error, "recreated from the completion ledger")
+}
+
+func deadLetters(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i, dl := range []state.DeadLetter{
+		{ID: "d1", Flow: "orders", Step: "order", Node: "state.transition", Error: "order o-1 is new: event \"ship\" is not allowed", Attempts: 1,
+			Failed: t0, SourceTopic: "orders", SourceID: "m1", Topic: "orders.dlq", Payload: []byte(`{"a":1}`), Metadata: map[string]string{"k": "v"}},
+		{ID: "d2", Flow: "orders", Step: "order", Error: "guard said no", Attempts: 3, Failed: t0.Add(time.Minute), SourceTopic: "orders", SourceID: "m2", Topic: "orders.dlq"},
+		{ID: "d3", Flow: "thumbs", Error: "bad jpeg", Attempts: 1, Failed: t0.Add(2 * time.Minute), SourceTopic: "x", SourceID: "m3", Topic: "thumbs.dlq"},
+	} {
+		require.NoError(t, db.RecordDeadLetter(ctx, dl), i)
+	}
+	all, err := db.DeadLetters(ctx, state.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	assert.Equal(t, "d1", all[0].ID, "oldest first")
+	assert.Equal(t, []byte(`{"a":1}`), all[0].Payload)
+	assert.Equal(t, map[string]string{"k": "v"}, all[0].Metadata)
+	assert.Equal(t, t0, all[0].Failed)
+	got, err := db.DeadLetters(ctx, state.DeadLetterFilter{Error: "not allowed"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "d1", got[0].ID)
+	got, err = db.DeadLetters(ctx, state.DeadLetterFilter{IDs: []string{"d2", "d3"}, Flow: "orders"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "d2", got[0].ID)
+
+	require.NoError(t, db.MarkReplayed(ctx, "d1", "replay-1"))
+	got, err = db.DeadLetters(ctx, state.DeadLetterFilter{Flow: "orders"})
+	require.NoError(t, err)
+	assert.Len(t, got, 1, "replayed ones are left out by default")
+	got, err = db.DeadLetters(ctx, state.DeadLetterFilter{Flow: "orders", Replayed: true})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.NotNil(t, got[0].Replayed)
+	assert.Equal(t, "replay-1", got[0].ReplayID)
+
+	n, err := db.PurgeDeadLetters(ctx, state.DeadLetterFilter{Flow: "orders", Replayed: true})
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n)
+	got, err = db.DeadLetters(ctx, state.DeadLetterFilter{Replayed: true})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "d3", got[0].ID)
+}
+
+func usage(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	d1 := time.Date(2026, 11, 24, 23, 59, 0, 0, time.UTC)
+	d2 := time.Date(2026, 11, 25, 0, 1, 0, 0, time.UTC)
+	for _, r := range []state.Run{
+		{ID: "a", Flow: "f", Input: "1", Status: state.StatusSucceeded, Started: d1, Duration: 2 * time.Second, BytesIn: 10, BytesOut: 5},
+		{ID: "b", Flow: "f", Input: "2", Status: state.StatusDeadLettered, Started: d1, Duration: time.Second, BytesIn: 1},
+		{ID: "c", Flow: "f", Input: "2", Status: state.StatusDuplicate, Started: d1, Duration: time.Hour},
+		{ID: "d", Flow: "f", Input: "3", Status: state.StatusSucceeded, Started: d2, Duration: 500 * time.Millisecond, BytesOut: 7},
+		{ID: "e", Flow: "g", Input: "1", Status: state.StatusFailed, Started: d2, Duration: time.Second},
+	} {
+		db.Record(r)
+	}
+	require.NoError(t, db.Flush(ctx))
+	u, err := db.Usage(ctx, state.UsageFilter{})
+	require.NoError(t, err)
+	assert.Equal(t, []state.Usage{
+		{Flow: "f", Day: "2026-11-24", Calls: 2, Errors: 1, Duplicates: 1, ComputeSeconds: 3, BytesIn: 11, BytesOut: 5},
+		{Flow: "f", Day: "2026-11-25", Calls: 1, ComputeSeconds: 0.5, BytesOut: 7},
+		{Flow: "g", Day: "2026-11-25", Calls: 1, Errors: 1, ComputeSeconds: 1},
+	}, u)
+	u, err = db.Usage(ctx, state.UsageFilter{Flow: "f", Since: d2})
+	require.NoError(t, err)
+	require.Len(t, u, 1)
+	assert.Equal(t, "2026-11-25", u[0].Day)
+}
+
+// pruneInChunks: more old rows than one prune statement deletes all go,
+// and the recent ones stay.
+func pruneInChunks(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	old := time.Now().Add(-72 * time.Hour)
+	const n = 2500
+	h.Exec(t, `INSERT INTO completions (flow, input, run_id, status, done_ms)
+		SELECT 'f', 'in-' || x, 'r-' || x, 'succeeded', $1 FROM (`+series(n)+`) s`, old.UnixMilli())
+	h.Exec(t, `INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us)
+		SELECT 'r-' || x, 'f', 't', 'in-' || x, 1, 'succeeded', $1, 0 FROM (`+series(n)+`) s`, old.UnixMilli())
+	_, err := db.Complete(ctx, state.Run{ID: "new", Flow: "f", Input: "fresh", Status: state.StatusSucceeded, Started: time.Now()})
+	require.NoError(t, err)
+	require.NoError(t, db.Flush(ctx))
+	deleted, err := db.Prune(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.EqualValues(t, 2*n, deleted)
+	_, done, err := db.Completed(ctx, "f", "fresh")
+	require.NoError(t, err)
+	assert.True(t, done)
+	_, done, err = db.Completed(ctx, "f", "in-7")
+	require.NoError(t, err)
+	assert.False(t, done)
+	runs, err := db.Runs(ctx, state.Filter{Flow: "f"})
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	assert.Equal(t, "new", runs[0].ID)
+}
+
+// series is a SELECT of x = 1..n in SQL both backends run (a recursive
+// common table expression).
+func series(n int) string {
+	return fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) SELECT CAST(x AS TEXT) AS x FROM c`, n)
+}
+
+// completionsSharedBetweenHandles: two handles on one database (two
+// processes) completing the same inputs at once: each input has exactly
+// one first completion, the other is a duplicate.
+func completionsSharedBetweenHandles(t *testing.T, h Harness) {
+	a, b := h.Open(t), h.Open(t)
+	defer a.Close()
+	defer b.Close()
+	ctx := t.Context()
+	const n = 50
+	firsts := make([][]string, 2)
+	var wg sync.WaitGroup
+	for i, db := range []*state.DB{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var inner sync.WaitGroup
+			var mu sync.Mutex
+			for k := range n {
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					dup, err := db.Complete(ctx, state.Run{ID: fmt.Sprintf("p%d-%d", i, k), Flow: "f", Input: fmt.Sprint("in-", k), Status: state.StatusSucceeded, Started: time.Now()})
+					if !assert.NoError(t, err) {
+						return
+					}
+					if !dup {
+						mu.Lock()
+						firsts[i] = append(firsts[i], fmt.Sprint("in-", k))
+						mu.Unlock()
+					}
+				}()
+			}
+			inner.Wait()
+		}()
+	}
+	wg.Wait()
+	assert.Len(t, append(firsts[0], firsts[1]...), n, "one first completion per input")
+	for k := range n {
+		c, done, err := b.Completed(ctx, "f", fmt.Sprint("in-", k))
+		require.NoError(t, err)
+		require.True(t, done)
+		assert.True(t, strings.HasPrefix(c.Run, "p"), c.Run)
+	}
+}
+
+// newerSchemaRefused: a database a newer release migrated is refused with
+// a message saying so.
+func newerSchemaRefused(t *testing.T, h Harness) {
+	db := h.Open(t)
+	require.NoError(t, db.Close())
+	h.Exec(t, `UPDATE schema_version SET version = version + 1 WHERE component = 'state'`)
+	_, err := h.OpenErr(t)
+	require.ErrorIs(t, err, schema.ErrNewer)
+	assert.ErrorContains(t, err, "upgrade sluice")
+}
+
+// acceptedRunsAndResponses: an async HTTP run is recorded as accepted,
+// then finished with its answer; an accepted record arriving after the
+// finished one (another process was faster) changes nothing, in one
+// batch or across batches.
+func acceptedRunsAndResponses(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	now := time.Now()
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	_, _, _, ok, err := db.RunResponse(ctx, "a")
+	require.NoError(t, err)
+	assert.False(t, ok, "no answer yet")
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusSucceeded, Started: now, HTTPStatus: 201,
+		Response: []byte(`{"ok":true}`), ResponseType: "application/json"})
+	db.Record(state.Run{ID: "b", Flow: "api", Input: "b", Status: state.StatusSucceeded, Started: now, HTTPStatus: 200, Response: []byte("b")})
+	db.Record(state.Run{ID: "b", Flow: "api", Input: "b", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	db.Record(state.Run{ID: "a", Flow: "api", Input: "a", Status: state.StatusAccepted, Started: now})
+	require.NoError(t, db.Flush(ctx))
+	for id, want := range map[string]int{"a": 201, "b": 200} {
+		code, _, body, ok, err := db.RunResponse(ctx, id)
+		require.NoError(t, err)
+		require.True(t, ok, id)
+		assert.Equal(t, want, code, id)
+		assert.NotEmpty(t, body, id)
+		runs, err := db.Runs(ctx, state.Filter{ID: id})
+		require.NoError(t, err)
+		require.Len(t, runs, 1)
+		assert.Equal(t, state.StatusSucceeded, runs[0].Status, id)
+	}
+	_, ctype, body, _, _ := db.RunResponse(ctx, "a")
+	assert.Equal(t, "application/json", ctype)
+	assert.Equal(t, `{"ok":true}`, string(body))
+}
