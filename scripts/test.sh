@@ -36,10 +36,15 @@ export SLUICE_MINIO_BIN="$PWD/.cache/bin/minio"
 # Throwaway RabbitMQ (amqp:// tests) and PostgreSQL (state backend tests,
 # SLUICE_TEST_POSTGRES): own users, loopback, temporary folders, both
 # stopped when this script exits.
-eval "$(./scripts/services/rabbitmq.sh start)"
+stop_services() {
+  if [ -n "${SLUICE_RABBITMQ_DIR:-}" ]; then ./scripts/services/rabbitmq.sh stop "$SLUICE_RABBITMQ_DIR" || true; fi
+  if [ -n "${SLUICE_PG_DIR:-}" ]; then ./scripts/services/postgres.sh stop "$SLUICE_PG_DIR" || true; fi
+}
+trap stop_services EXIT
+rmqenv="$(./scripts/services/rabbitmq.sh start)"
+eval "$rmqenv"
 pgenv="$(./scripts/services/postgres.sh start)"
 eval "$pgenv"
-trap './scripts/services/rabbitmq.sh stop "$SLUICE_RABBITMQ_DIR"; ./scripts/services/postgres.sh stop "$SLUICE_PG_DIR"' EXIT
 
 echo "== go vet"
 go vet ./...

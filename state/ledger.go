@@ -6,9 +6,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
