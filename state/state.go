@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,8 @@ type DB struct {
 	dia *dialect
 	// Prepared once: statement preparation costs as much as the insert.
 	insertRun, insertDone, lookupDone *sql.Stmt
+	// insertRuns writes runsPerInsert run records at once (SQLite).
+	insertRuns *sql.Stmt
 	// insertAccepted records an accepted request unless its run finished
 	// already (perhaps in another process).
 	insertAccepted *sql.Stmt
@@ -131,23 +134,32 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		return nil, err
 	}
 	d := &DB{db: db, dia: dia, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
-	const runCols = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	const runColNames = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)`
+	const runValues = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	const runCols = runColNames + ` VALUES ` + runValues
+	const upsertRun = ` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
+		input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
+		duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
+		bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
+		response = excluded.response, response_type = excluded.response_type`
 	var err error
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT INTO runs ` + runCols + ` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
-		input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
-		duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
-		bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
-		response = excluded.response, response_type = excluded.response_type`},
+		{&d.insertRun, `INSERT INTO runs ` + runCols + upsertRun},
 		{&d.insertAccepted, `INSERT INTO runs ` + runCols + ` ON CONFLICT DO NOTHING`},
 		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
 		if *p.st, err = db.PrepareContext(ctx, dia.q(p.sql)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state: %w", err)
+		}
+	}
+	if !dia.postgres {
+		many := `INSERT INTO runs ` + runColNames + ` VALUES ` + runValues + strings.Repeat(","+runValues, runsPerInsert-1) + upsertRun
+		if d.insertRuns, err = db.PrepareContext(ctx, many); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state: %w", err)
 		}
@@ -292,21 +304,57 @@ func (d *DB) insert(runs []pending) error {
 		return err
 	}
 	defer tx.Rollback()
-	st, accepted := tx.Stmt(d.insertRun), tx.Stmt(d.insertAccepted)
+	st, accepted, many := tx.Stmt(d.insertRun), tx.Stmt(d.insertAccepted), tx.Stmt(d.insertRuns)
+	// Runs go in statements of runsPerInsert rows (one call into SQLite
+	// for many rows); accepted requests, and the rest, one by one, in order.
+	args := make([]any, 0, runsPerInsert*runFields)
+	queued := 0
+	flush := func() error {
+		defer func() { args, queued = args[:0], 0 }()
+		if queued == runsPerInsert {
+			_, err := many.Exec(args...)
+			return err
+		}
+		for i := 0; i < queued; i++ {
+			if _, err := st.Exec(args[i*runFields : (i+1)*runFields]...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for _, p := range runs {
 		r := p.run
 		steps, _ := json.Marshal(r.Steps)
-		ins := st
+		row := []any{r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType}
 		if r.Status == StatusAccepted {
-			ins = accepted
+			if err := flush(); err != nil {
+				return err
+			}
+			if _, err := accepted.Exec(row...); err != nil {
+				return err
+			}
+			continue
 		}
-		if _, err := ins.Exec(r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType); err != nil {
-			return err
+		args = append(args, row...)
+		if queued++; queued == runsPerInsert {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	return tx.Commit()
 }
+
+// runsPerInsert is how many run records one multi-row insert writes
+// (runFields values each, well under SQLite's limit of parameters).
+const (
+	runsPerInsert = 64
+	runFields     = 16
+)
 
 // Filter selects runs; zero fields match everything.
 type Filter struct {

@@ -58,7 +58,7 @@ func init() {
 				{Name: "event", Kind: nodes.String, Required: true, Doc: "The event fired; a transition must take it from state."},
 			}},
 			{Name: "timer_topic", Kind: nodes.String, Doc: "Topic timers publish to when the message that set them came from none (an HTTP sync run)."},
-			{Name: "timer_poll", Kind: nodes.Duration, Default: "1s", Doc: "How often due timers are looked for."},
+			{Name: "timer_poll", Kind: nodes.Duration, Default: time.Second, Doc: "How often due timers are looked for."},
 			{Name: "database", Kind: nodes.String, Doc: "SQLite file (relative paths are inside the Sluice home) or a postgres:// URL. Default: the --state database when it is PostgreSQL, else machines.db in the Sluice home."},
 		},
 		Examples: []nodes.Example{{Title: "Orders", YAML: `node: state.transition
