@@ -68,7 +68,14 @@ PORTS
   chown -R rabbitmq:rabbitmq "$dir"
   chmod 700 "$dir"
   (cd "$dir" && as_rabbitmq "$dir" setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/log/server.out" 2>&1 &)
-  if ! as_rabbitmq "$dir" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl --timeout 60 await_startup > "$dir/log/await.out" 2>&1; then
+  # await_startup fails at once while the node has not registered with
+  # its epmd yet: first wait (up to 90 s) for the node to answer at all.
+  local up=0
+  for _ in $(seq 180); do
+    if as_rabbitmq "$dir" /usr/lib/rabbitmq/bin/rabbitmqctl -q ping > /dev/null 2>&1; then up=1; break; fi
+    sleep 0.5
+  done
+  if [ "$up" != 1 ] || ! as_rabbitmq "$dir" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl --timeout 60 await_startup > "$dir/log/await.out" 2>&1; then
     echo "rabbitmq did not start; see $dir/log" >&2
     cat "$dir/log/server.out" "$dir/log/await.out" >&2 || true
     stop "$dir"
