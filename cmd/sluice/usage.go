@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -48,13 +49,7 @@ are gone from it.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(out)
-				for _, u := range rows {
-					if err := enc.Encode(u); err != nil {
-						return err
-					}
-				}
-				return nil
+				return jsonLines(out, rows)
 			}
 			if len(rows) == 0 {
 				fmt.Fprintln(out, "no runs")
@@ -94,13 +89,7 @@ func printCallUsage(cmd *cobra.Command, st *state.DB, f state.UsageFilter, asJSO
 	}
 	out := cmd.OutOrStdout()
 	if asJSON {
-		enc := json.NewEncoder(out)
-		for _, u := range rows {
-			if err := enc.Encode(u); err != nil {
-				return err
-			}
-		}
-		return nil
+		return jsonLines(out, rows)
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(out, "no metered calls")
@@ -112,4 +101,15 @@ func printCallUsage(cmd *cobra.Command, st *state.DB, f state.UsageFilter, asJSO
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t\n", u.Day, u.Flow, u.Kind, escape(u.Name, false), u.Calls, u.Errors, u.ColdStarts, u.Seconds, bytesText(u.BytesIn))
 	}
 	return tw.Flush()
+}
+
+// jsonLines writes one JSON object per line.
+func jsonLines[T any](w io.Writer, rows []T) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
