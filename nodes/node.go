@@ -48,6 +48,9 @@ type Deps struct {
 	Logger *slog.Logger   // carries flow, step and node attributes
 	// StateDir is where nodes may keep local databases.
 	StateDir string
+	// Concurrency is how many messages the flow processes at once (its
+	// `concurrency`), for nodes that size pools by it; 0 when unknown.
+	Concurrency int
 }
 
 // ErrPermanent marks errors that retrying cannot fix. Test with
