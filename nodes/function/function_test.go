@@ -92,8 +92,14 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "build " + e.what + ": " + e.err.Error() + "\n" + e.out }
 
+// cacheDir is a Sluice home shared by the tests, so wasm modules are
+// compiled once (wazero's compilation cache lives under it).
+var cacheDir string
+
 func TestMain(m *testing.M) {
+	cacheDir, _ = os.MkdirTemp("", "sluice-fn-home-")
 	code := m.Run()
+	os.RemoveAll(cacheDir)
 	if goWorker.dir != "" {
 		os.RemoveAll(goWorker.dir)
 	}
@@ -122,7 +128,7 @@ func TestContract(t *testing.T) {
 					t.Skip("node is not installed")
 				}
 			}
-			n := started(t, with, nodes.Deps{StateDir: t.TempDir()})
+			n := started(t, with, nodes.Deps{StateDir: cacheDir})
 			// OK: the payload and meta come back; the call is metered.
 			env := envelope(map[string]any{"do": "ok", "text": "abc"})
 			require.NoError(t, n.Process(t.Context(), env))
@@ -281,7 +287,7 @@ func TestBodyIsHandedOverAsAFile(t *testing.T) {
 		"wasm":   `{runtime: wasm, module: ` + filepath.Join(buildGo(t), "reactor.wasm") + `, body: true}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			n := started(t, with, nodes.Deps{Store: store})
+			n := started(t, with, nodes.Deps{Store: store, StateDir: cacheDir})
 			env := nodes.NewEnvelope(store, 1<<20)
 			env.SetObject(info)
 			env.Payload = map[string]any{"do": "body"}
