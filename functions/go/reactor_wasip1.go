@@ -4,18 +4,9 @@ package sluicefn
 
 import "unsafe"
 
-// A reactor module (go build -buildmode=c-shared, GOOS=wasip1) keeps its
-// instance between calls, which is much faster than a command: call
-// Register from main's init and leave main empty. Sluice calls the two
-// exports below.
+// The exports Sluice calls in a reactor module (see Register).
 
-var (
-	registered Handler
-	in, out    []byte // kept alive between the host's calls
-)
-
-// Register sets the handler of a reactor module.
-func Register(h Handler) { registered = h }
+var in, out []byte // kept alive between the host's calls
 
 //go:wasmexport sluice_alloc
 func sluiceAlloc(size uint32) uint32 {

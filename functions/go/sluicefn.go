@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"time"
 )
@@ -40,8 +39,6 @@ type Handler func(req *Request) (any, error)
 
 type permanent struct{ error }
 
-func (p permanent) Unwrap() error { return p.error }
-
 // Permanent marks err as one no retry can fix.
 func Permanent(err error) error { return permanent{err} }
 
@@ -62,10 +59,9 @@ func Answer(line []byte, h Handler) []byte {
 	} else if out.ID = req.ID; !req.Warmup {
 		v, err := h(&req)
 		var p permanent
-		switch r := v.(type) {
-		case Result:
+		if r, ok := v.(Result); ok {
 			out.Payload, out.Meta = r.Payload, r.Meta
-		default:
+		} else {
 			out.Payload = v
 		}
 		if err != nil {
@@ -79,15 +75,19 @@ func Answer(line []byte, h Handler) []byte {
 	return b
 }
 
+var registered Handler
+
+// Register sets the handler of a reactor module (GOOS=wasip1, go build
+// -buildmode=c-shared), which keeps its instance between calls: much
+// faster than a command. Call it from init: a reactor's main never runs.
+func Register(h Handler) { registered = h }
+
 // Serve answers requests from stdin, one JSON object per line, until it
 // closes: a worker for runtime exec, or a WASI command reading one request.
-func Serve(h Handler) { ServeIO(os.Stdin, os.Stdout, h) }
-
-// ServeIO is Serve on other streams.
-func ServeIO(in io.Reader, out io.Writer, h Handler) {
-	sc := bufio.NewScanner(in)
+func Serve(h Handler) {
+	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 1<<30)
-	w := bufio.NewWriter(out)
+	w := bufio.NewWriter(os.Stdout)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
