@@ -15,6 +15,9 @@ test:
 bench:
 	command -v gzip >/dev/null || ./scripts/deps.sh gzip   # BenchmarkArchive's reference
 	go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/
+	# functions: warm calls next to a transform, alternating; throughput; cold starts; deadline overshoot
+	go test -run '^$$' -bench 'WarmCall|Throughput' -benchtime 3000x ./nodes/function/
+	go test -run '^$$' -bench 'ColdStart|DeadlineOvershoot' -benchtime 5x ./nodes/function/
 
 # 256 px thumbnails of real photos: Sluice next to libvips, 1 and 2 cores.
 bench-images:
