@@ -190,6 +190,9 @@ func (p *execPool) call(ctx context.Context, c *call) (*response, error) {
 // replacement in the background.
 func (p *execPool) retire(w *worker) {
 	w.kill()
+	if p.ctx.Err() != nil {
+		return // closing: its own goroutine reaps it
+	}
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
