@@ -95,6 +95,9 @@ func TestHelpers(t *testing.T) {
 				cmd = []string{bin}
 			} else {
 				if _, err := exec.LookPath(cmd[0]); err != nil {
+					if os.Getenv("CI") == "true" {
+						t.Fatalf("%s is not installed (scripts/test.sh installs it)", cmd[0])
+					}
 					t.Skipf("%s is not installed", cmd[0])
 				}
 				require.NoError(t, os.WriteFile(filepath.Join(dir, h.file), []byte(h.code), 0o644))
