@@ -30,6 +30,19 @@ func p50(d []time.Duration) time.Duration {
 	return d[len(d)/2]
 }
 
+func p99(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)*99/100]
+}
+
+func mean(d []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return sum / time.Duration(len(d))
+}
+
 func timeCall(b *testing.B, n nodes.Node, payload map[string]any) time.Duration {
 	env := envelope(payload)
 	start := time.Now()
@@ -59,6 +72,8 @@ func BenchmarkWarmCall(b *testing.B) {
 				ref = append(ref, timeCall(b, transform, payload()))
 			}
 			b.ReportMetric(float64(p50(fn).Microseconds()), "p50-µs")
+			b.ReportMetric(float64(p99(fn).Microseconds()), "p99-µs")
+			b.ReportMetric(float64(mean(fn).Microseconds()), "mean-µs")
 			b.ReportMetric(float64(p50(ref).Nanoseconds())/1000, "transform-p50-µs")
 			b.ReportMetric(float64((p50(fn) - p50(ref)).Microseconds()), "added-p50-µs")
 			b.ReportMetric(0, "ns/op")
