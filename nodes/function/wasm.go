@@ -186,8 +186,10 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 	return m.callCommand(ctx, c)
 }
 
-// callCommand runs a fresh instance of a WASI command on the request.
+// callCommand runs a fresh instance of a WASI command on the request:
+// every call starts one, so every call is a cold start.
 func (m *wasmModule) callCommand(ctx context.Context, c *call) (*response, error) {
+	c.cold = true
 	var done atomic.Pointer[context.Context]
 	done.Store(&ctx)
 	stderr := &tailWriter{}

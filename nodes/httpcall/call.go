@@ -135,46 +135,40 @@ func newCall(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 	if len(probs) > 0 {
 		return nil, probs
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	n.client = &http.Client{Transport: tr}
 	return n, nil
 }
 
-// Start builds the HTTP client, reading the CA file if one is set.
+// Start adds the CA file's certificates to the client's trusted roots.
 func (n *Call) Start(context.Context) error {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
-	if n.caFile != "" {
-		pem, err := os.ReadFile(n.caFile)
-		if err != nil {
-			return fmt.Errorf("http.call: ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("http.call: ca_file %s holds no PEM certificate", n.caFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if n.caFile == "" {
+		return nil
 	}
-	n.client = &http.Client{Transport: tr}
+	pem, err := os.ReadFile(n.caFile)
+	if err != nil {
+		return fmt.Errorf("http.call: ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("http.call: ca_file %s holds no PEM certificate", n.caFile)
+	}
+	n.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return nil
 }
 
 // Close drops idle connections.
 func (n *Call) Close() error {
-	if n.client != nil {
-		n.client.CloseIdleConnections()
-	}
+	n.client.CloseIdleConnections()
 	return nil
 }
 
 // Process sends the request and keeps the answer as the flow asked.
 func (n *Call) Process(ctx context.Context, env *nodes.Envelope) error {
-	if n.client == nil { // used without Start (tests, embedding)
-		if err := n.Start(ctx); err != nil {
-			return err
-		}
-	}
 	req, err := n.request(ctx, env)
 	if err != nil {
 		return err
