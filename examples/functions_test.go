@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +266,58 @@ func TestFunctionFailures(t *testing.T) {
 		}
 		assert.Equal(t, 2, ok, name)
 	}
+}
+
+// TestHTTPCallIdempotencyKeyAcrossRedelivery kills sluice (SIGKILL) while
+// an http.call is in flight; after the restart the input is redelivered
+// and the service sees the same Idempotency-Key again, so it can tell the
+// repeat from a new request.
+func TestHTTPCallIdempotencyKeyAcrossRedelivery(t *testing.T) {
+	keys := make(chan string, 10)
+	release := make(chan struct{})
+	var first atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys <- r.Header.Get("Idempotency-Key")
+		if first.CompareAndSwap(false, true) {
+			select { // hold the first call until sluice is killed
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	flows := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(flows, "notify.yaml"), []byte(`
+name: notify
+on: {topic: orders}
+steps:
+  - node: http.call
+    timeout: 60s
+    with: {url: "`+srv.URL+`/orders", response: ignore}
+`), 0o644))
+	dir := t.TempDir()
+	in := run(t, dir, flows)
+	cli(t, dir, "publish", "orders", `{"id": "o-1"}`)
+	var k1 string
+	select {
+	case k1 = <-keys:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no call:\n%s", in.log)
+	}
+	require.NoError(t, in.cmd.Process.Kill()) // SIGKILL: the call never finished
+	_ = in.cmd.Wait()
+	startAt(t, in, flows)
+	select {
+	case k2 := <-keys:
+		assert.NotEmpty(t, k1)
+		assert.Equal(t, k1, k2, "the redelivered input carries the same key")
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the input was not redelivered:\n%s", in.log)
+	}
+	runs := runsOf(t, in, "notify", 1)
+	assert.Equal(t, "succeeded", runs[0]["status"])
 }
