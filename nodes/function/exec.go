@@ -170,7 +170,14 @@ func (p *execPool) call(ctx context.Context, c *call) (*response, error) {
 	var w *worker
 	select {
 	case w = <-p.idle:
+		if len(w.lines) > 0 { // it wrote more lines than it was asked for: out of step
+			p.log.Warn("function worker wrote output nobody asked for; replacing it (write logs to stderr)", "function", p.name, "pid", w.pid)
+			p.retire(w)
+			w = nil
+		}
 	default:
+	}
+	if w == nil {
 		var err error
 		if w, err = p.spawn(ctx); err != nil {
 			return nil, err

@@ -229,6 +229,24 @@ func TestExecPoolWarmsRecyclesAndIsolates(t *testing.T) {
 	assert.NotEqual(t, pids[1], pids[3])
 }
 
+func TestExecWorkerOutOfStepIsReplaced(t *testing.T) {
+	n := started(t, `{runtime: exec, command: [python3, testdata/handler.py], max_workers: 1}`, nodes.Deps{})
+	env, err := callDo(t, n, "twice", 10*time.Second)
+	require.NoError(t, err)
+	pid := env.Payload.(map[string]any)["pid"]
+	// The stray line arrives after the answer: a worker holding one is
+	// replaced before it serves again. (A call already reading when the
+	// line arrives fails, permanently, naming the wrong id.)
+	require.Eventually(t, func() bool {
+		env, err := callDo(t, n, "ok", 10*time.Second)
+		if err != nil {
+			assert.ErrorContains(t, err, `answers id "stray"`)
+			return false
+		}
+		return env.Payload.(map[string]any)["pid"] != pid
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
 func TestExecConcurrentCallsUseSeveralWorkers(t *testing.T) {
 	n := started(t, `{runtime: exec, command: [python3, testdata/handler.py], max_workers: 3, min_warm: 3}`, nodes.Deps{})
 	var wg sync.WaitGroup

@@ -32,6 +32,10 @@ def handle(req):
     if do == "notjson":
         print("debug: hello", flush=True)
         return {}
+    if do == "twice":  # a stray line after the answer
+        import json, threading
+        threading.Timer(0.01, lambda: (sys.stdout.write(json.dumps({"id": "stray"}) + "\n"), sys.stdout.flush())).start()
+        return {"pid": os.getpid()}
     if do == "big":
         return {"blob": "x" * 100000}
     if do == "hog":
