@@ -21,6 +21,7 @@ func benchRuntimes(b *testing.B) [][2]string {
 		{"exec-python", `{runtime: exec, command: [python3, testdata/handler.py], min_warm: 1, max_workers: 1}`},
 		{"exec-node", `{runtime: exec, command: [node, testdata/handler.js], min_warm: 1, max_workers: 1}`},
 		{"wasm-reactor", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1}`},
+		{"wasm-reactor-no-interrupt", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1, interrupt: false}`},
 		{"wasm-command", `{runtime: wasm, module: ` + filepath.Join(dir, "command.wasm") + `, max_workers: 1}`},
 	}
 }
@@ -88,6 +89,7 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, rt := range [][2]string{
 		{"exec-go", `{runtime: exec, command: [` + filepath.Join(dir, "goworker") + `], min_warm: 2, max_workers: 2}`},
 		{"wasm-reactor", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2}`},
+		{"wasm-reactor-no-interrupt", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2, interrupt: false}`},
 	} {
 		b.Run(rt[0], func(b *testing.B) {
 			n := started(b, rt[1], nodes.Deps{StateDir: cacheDir})

@@ -36,6 +36,7 @@ const (
 	fieldBody        = "body"
 	fieldMaxOutput   = "max_output"
 	fieldMounts      = "mounts"
+	fieldInterrupt   = "interrupt"
 )
 
 func init() {
@@ -67,6 +68,7 @@ func init() {
 			{Name: fieldCPUTime, Kind: nodes.Duration, Doc: "exec: CPU time one call may use (RLIMIT_CPU, whole seconds, rounded up); the worker is killed past it."},
 			{Name: fieldBody, Kind: nodes.Bool, Default: false, Doc: "Hand the message body (an uploaded file) to the function as a file: its path is in the request's body_path."},
 			{Name: fieldMaxOutput, Kind: nodes.Int, Default: 4 << 20, Min: 2, Max: 1 << 30, Doc: "Largest response accepted, in bytes; a larger one is a permanent error."},
+			{Name: fieldInterrupt, Kind: nodes.Bool, Default: true, Doc: "wasm: stop the module at the step's deadline. wazero then checks at every loop, which makes loop-heavy code (a Go guest's JSON) several times slower. false, for trusted modules only: a call past its deadline still fails at once, but the module runs on, holding its slot, until it returns (forever, for an endless loop)."},
 			{Name: fieldMounts, Kind: nodes.StringList, Doc: "wasm: folders the module may read, \"host:guest\" (read-only) or \"host:guest:rw\"; nothing else of the filesystem is visible, and WASI gives no network."},
 		},
 		Examples: []nodes.Example{
@@ -166,7 +168,7 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	f := &Function{name: c.String(fieldName), body: c.Bool(fieldBody), maxOutput: c.Int(fieldMaxOutput)}
 	switch c.String(fieldRuntime) {
 	case "exec":
-		onlyFor("wasm", fieldModule, fieldMounts)
+		onlyFor("wasm", fieldModule, fieldMounts, fieldInterrupt)
 		cmd := c.Strings(fieldCommand)
 		if len(cmd) == 0 || cmd[0] == "" {
 			add(c.Errorf(fieldCommand, "runtime exec needs a command, e.g. [python3, handler.py]"))
@@ -218,7 +220,7 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		f.rt = &wasmModule{
 			name: f.name, path: resolve(mod), env: c.Strings(fieldEnv), mounts: mounts,
 			minWarm: minWarm, maxInstances: workers, memoryPages: uint32(mem) * 16, maxOutput: f.maxOutput,
-			cacheDir: cache, log: d.Logger,
+			cacheDir: cache, log: d.Logger, interrupt: c.Bool(fieldInterrupt),
 		}
 	}
 	if len(probs) > 0 {

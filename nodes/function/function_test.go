@@ -247,6 +247,21 @@ func TestExecWorkerOutOfStepIsReplaced(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 }
 
+func TestWasmWithoutInterrupt(t *testing.T) {
+	n := started(t, `{runtime: wasm, module: `+filepath.Join(buildGo(t), "reactor.wasm")+`, interrupt: false, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
+	env, err := callDo(t, n, "ok", 10*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "go", env.Meta["handled_by"])
+	// Past the deadline the call fails at once, as a timeout…
+	_, err = callDo(t, n, "hang", 200*time.Millisecond)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "interrupt: false")
+	// …but the module sleeps on in its slot: the only slot.
+	_, err = callDo(t, n, "ok", 200*time.Millisecond)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "stayed busy")
+}
+
 func TestExecConcurrentCallsUseSeveralWorkers(t *testing.T) {
 	n := started(t, `{runtime: exec, command: [python3, testdata/handler.py], max_workers: 3, min_warm: 3}`, nodes.Deps{})
 	var wg sync.WaitGroup
@@ -324,6 +339,7 @@ func TestConfigProblems(t *testing.T) {
 		{`{runtime: wasm}`, `field "module": runtime wasm needs a module`},
 		{`{runtime: exec, command: [x], module: m.wasm}`, `field "module": only for runtime: wasm`},
 		{`{runtime: wasm, module: m.wasm, cpu_time: 1s}`, `field "cpu_time": only for runtime: exec`},
+		{`{runtime: exec, command: [x], interrupt: false}`, `field "interrupt": only for runtime: wasm`},
 		{`{runtime: wasm, module: m.wasm, mounts: [data]}`, `want "host:/guest"`},
 		{`{runtime: exec, command: [x], min_warm: 5, max_workers: 2}`, `field "min_warm": 5 is more than max_workers (2)`},
 		{`{runtime: lua}`, `"lua" is not one of exec, wasm`},

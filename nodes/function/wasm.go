@@ -59,6 +59,7 @@ type wasmModule struct {
 	memoryPages  uint32
 	maxOutput    int
 	cacheDir     string
+	interrupt    bool // close the module at the deadline (wazero's checks at every loop)
 	log          *slog.Logger
 
 	rt       wazero.Runtime
@@ -79,7 +80,7 @@ func (m *wasmModule) start(ctx context.Context) error {
 	if err != nil {
 		return nodes.Permanent(fmt.Errorf("module: %w", err))
 	}
-	cfg := wazero.NewRuntimeConfig().WithMemoryLimitPages(m.memoryPages).WithCloseOnContextDone(true)
+	cfg := wazero.NewRuntimeConfig().WithMemoryLimitPages(m.memoryPages).WithCloseOnContextDone(m.interrupt)
 	if m.cacheDir != "" {
 		if m.cache, err = wazero.NewCompilationCacheWithDir(m.cacheDir); err != nil {
 			return fmt.Errorf("compilation cache %s: %w", m.cacheDir, err)
@@ -146,7 +147,9 @@ func (m *wasmModule) moduleConfig(done *atomic.Pointer[context.Context], stderr 
 			t := time.NewTimer(time.Duration(ns))
 			defer t.Stop()
 			var dc <-chan struct{}
-			if p := done.Load(); p != nil {
+			if p := done.Load(); p != nil && m.interrupt {
+				// Without interruption a woken guest would only sleep
+				// again, in a busy loop: let it sleep.
 				dc = (*p).Done()
 			}
 			select {
@@ -179,11 +182,36 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 	case <-ctx.Done():
 		return nil, errTimeout(m.name, ctx, fmt.Sprintf("all %d instances stayed busy", m.maxInstances))
 	}
-	defer func() { <-m.tokens }()
+	run := m.callCommand
 	if m.reactor {
-		return m.callReactor(ctx, c)
+		run = m.callReactor
 	}
-	return m.callCommand(ctx, c)
+	if m.interrupt {
+		defer func() { <-m.tokens }()
+		return run(ctx, c)
+	}
+	// Not interruptible: the call runs on its own goroutine, which keeps
+	// the slot until the module returns, even past the deadline.
+	type result struct {
+		resp *response
+		err  error
+		c    call
+	}
+	done := make(chan result, 1)
+	cc := *c
+	go func() {
+		defer func() { <-m.tokens }()
+		resp, err := run(ctx, &cc)
+		done <- result{resp, err, cc}
+	}()
+	select {
+	case r := <-done:
+		c.cold, c.stderr = r.c.cold, r.c.stderr
+		return r.resp, r.err
+	case <-ctx.Done():
+		m.log.Warn("function call past its deadline keeps running (interrupt: false)", "function", m.name, "run", c.run)
+		return nil, errTimeout(m.name, ctx, "the module runs on (interrupt: false)")
+	}
 }
 
 // callCommand runs a fresh instance of a WASI command on the request:
