@@ -248,7 +248,9 @@ func TestExecWorkerOutOfStepIsReplaced(t *testing.T) {
 }
 
 func TestWasmWithoutInterrupt(t *testing.T) {
-	n := started(t, `{runtime: wasm, module: `+filepath.Join(buildGo(t), "reactor.wasm")+`, interrupt: false, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
+	n, err := nodestest.Build("function", `{runtime: wasm, module: `+filepath.Join(buildGo(t), "reactor.wasm")+`, interrupt: false, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
+	require.NoError(t, err)
+	require.NoError(t, n.(nodes.Starter).Start(t.Context()))
 	env, err := callDo(t, n, "ok", 10*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, "go", env.Meta["handled_by"])
@@ -260,6 +262,8 @@ func TestWasmWithoutInterrupt(t *testing.T) {
 	_, err = callDo(t, n, "ok", 200*time.Millisecond)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.ErrorContains(t, err, "stayed busy")
+	// Closing does not pull the module from under the running call.
+	assert.ErrorContains(t, n.(nodes.Closer).Close(), "a call is still running")
 }
 
 func TestExecConcurrentCallsUseSeveralWorkers(t *testing.T) {

@@ -116,9 +116,26 @@ func (m *wasmModule) start(ctx context.Context) error {
 	return nil
 }
 
+// closeWait bounds how long close waits for calls still running.
+const closeWait = 5 * time.Second
+
+// close waits for the calls still running (each holds a slot) and then
+// closes the instances and the runtime. A call that does not return in
+// time (interrupt: false, past its deadline) keeps the runtime open: it
+// is left to the process's end rather than closed under the call.
 func (m *wasmModule) close() error {
 	if m.rt == nil {
 		return nil
+	}
+	timer := time.NewTimer(closeWait)
+	defer timer.Stop()
+	for range cap(m.tokens) {
+		select {
+		case m.tokens <- struct{}{}:
+		case <-timer.C:
+			m.log.Warn("function: a call is still running; the module stays loaded until Sluice exits", "function", m.name)
+			return fmt.Errorf("function %s: a call is still running after %s; module left open", m.name, closeWait)
+		}
 	}
 	ctx := context.Background()
 	for done := false; !done; {
