@@ -2,7 +2,6 @@ package examples_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -14,7 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,20 +40,14 @@ func peakRSS(t testing.TB, pid int) int64 {
 	return 0
 }
 
-// runsOf returns the runs of flow, once there are want of them.
-func runsOf(t *testing.T, in *instance, flow string, want int) map[string]map[string]any {
+// runsByInput returns the runs of flow by input, once there are want of
+// them.
+func runsByInput(t *testing.T, in *instance, flow string, want int) map[string]map[string]any {
 	t.Helper()
 	byInput := map[string]map[string]any{}
-	require.Eventually(t, func() bool {
-		byInput = map[string]map[string]any{}
-		for _, line := range strings.Split(strings.TrimSpace(cli(t, in.dir, "runs", "--flow", flow, "--json", "--limit", "1000")), "\n") {
-			var r map[string]any
-			if json.Unmarshal([]byte(line), &r) == nil {
-				byInput[r["input"].(string)] = r
-			}
-		}
-		return len(byInput) >= want
-	}, 60*time.Second, 100*time.Millisecond, "want %d runs of %s:\n%s", want, flow, in.log)
+	for _, r := range runsOf(t, in, flow, want) {
+		byInput[r["input"].(string)] = r
+	}
 	return byInput
 }
 
@@ -107,7 +99,7 @@ func TestHostileImagesMemoryBounded(t *testing.T) {
 	photo(t, filepath.Join(dir, "ok.jpg"), 640, 480)
 	cli(t, dir, "put", "uploads", "ok.jpg")
 
-	runs := runsOf(t, in, "thumbnails", len(reasons)+1)
+	runs := runsByInput(t, in, "thumbnails", len(reasons)+1)
 	for input, r := range runs {
 		key := strings.TrimPrefix(strings.SplitN(input, "@", 2)[0], "uploads/")
 		if key == "ok.jpg" {
@@ -161,7 +153,7 @@ func TestExpressionBombs(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "bomb.json"), []byte(`{"s": "`+s+`"}`), 0o644))
 	cli(t, dir, "publish", "bombs", "@bomb.json")
 	cli(t, dir, "publish", "bombs", `{"s": "ab"}`) // 2 MB: within the budget
-	runs := runsOf(t, in, "bombs", 2)
+	runs := runsByInput(t, in, "bombs", 2)
 	var statuses []string
 	for _, r := range runs {
 		statuses = append(statuses, r["status"].(string))
@@ -178,7 +170,7 @@ func TestExpressionBombs(t *testing.T) {
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "slow.json"), []byte(`{"items": [`+strings.Join(items, ",")+`]}`), 0o644))
 	cli(t, dir, "publish", "slow", "@slow.json")
-	for _, r := range runsOf(t, in, "slow", 1) {
+	for _, r := range runsByInput(t, in, "slow", 1) {
 		assert.NotEqual(t, "succeeded", r["status"], "stopped at the timeout")
 		assert.Contains(t, r["error"], "expression stopped")
 		t.Logf("slow: %s: %s", r["status"], r["error"])

@@ -95,6 +95,7 @@ func (r *runner) retryStep(next handler) handler {
 		if c.forever {
 			p.MaxAttempts, p.MaxElapsed = 0, 0
 		}
+		attempt := 1 // of this call
 		attempts, err := retry(ctx, p, func() error {
 			if c.abandoned != nil {
 				select {
@@ -104,6 +105,10 @@ func (r *runner) retryStep(next handler) handler {
 					return nodes.Permanent(fmt.Errorf("step %s: an abandoned attempt had not returned when the run ended: %w", c.step.ID, context.Cause(ctx)))
 				}
 			}
+			if c.dl != nil {
+				c.dl.SetAttempt(attempt)
+			}
+			attempt++
 			err := next(ctx, c)
 			if c.dl != nil && c.abandoned == nil {
 				calls := c.dl.TakeCalls()

@@ -69,3 +69,7 @@ func (d *Delivery) TakeLog() string {
 	d.env.log = ""
 	return s
 }
+
+// SetAttempt says which attempt of the current step runs now, counting
+// from 1 (the engine calls it before each attempt; nodes read Attempt).
+func (d *Delivery) SetAttempt(n int) { d.env.attempt = n }

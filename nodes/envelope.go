@@ -50,6 +50,7 @@ type Envelope struct {
 	bytesIn  int64 // object bytes read
 	bytesOut int64 // bytes nodes wrote out (objects)
 	step     string
+	attempt  int    // 1-based attempt of the current step, 0 when the engine does not say
 	calls    []Call // metered calls of the current step attempt
 	log      string // diagnostic text of the current step attempt
 

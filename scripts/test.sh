@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 # engine needed) which validates docker-compose.yml in the tests.
 extra=()
 command -v docker-compose >/dev/null 2>&1 || extra+=(docker-compose)
+# python3 and node run the function tests' workers (nodes/function, functions/, examples/).
+command -v python3 >/dev/null 2>&1 || extra+=(python3)
+command -v node >/dev/null 2>&1 || extra+=(nodejs)
 ./scripts/deps.sh "${extra[@]}"
 
 # Real photographs for the image tests (Debian wallpaper packages, cached).
