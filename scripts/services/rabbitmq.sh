@@ -67,7 +67,14 @@ PORTS
   : > "$dir/rabbitmq-env.conf"
   chown -R rabbitmq:rabbitmq "$dir"
   chmod 700 "$dir"
-  (cd "$dir" && as_rabbitmq "$dir" setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/log/server.out" 2>&1 &)
+  # Started straight from this shell (no subshell or function left
+  # running), with every descriptor redirected: a caller reading this
+  # script's output through a pipe ($(...)) must see it close.
+  local envs
+  envs=$(node_env "$dir")
+  # shellcheck disable=SC2086
+  (cd "$dir" && exec setsid runuser -u rabbitmq -- env $envs /usr/lib/rabbitmq/bin/rabbitmq-server \
+    > "$dir/log/server.out" 2>&1 < /dev/null) &
   # await_startup fails at once while the node has not registered with
   # its epmd yet: first wait (up to 90 s) for the node to answer at all.
   local up=0
