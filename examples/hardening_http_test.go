@@ -324,3 +324,17 @@ func TestPublishRefusesOversizedPayloads(t *testing.T) {
 	assert.Contains(t, string(out), "over the broker's message limit of 10485760 bytes")
 	assert.Less(t, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss, int64(200<<10), "peak RSS under 200 MB (KiB)")
 }
+
+// A listener reachable from other machines refuses to serve /hooks/s3
+// without a token (anyone could post events).
+func TestWebhookNeedsATokenOffLoopback(t *testing.T) {
+	dir := t.TempDir()
+	flow := writeFlow(t, dir, "f.yaml", "name: f\non: {topic: in}\nsteps:\n  - node: log\n    with: {message: hi}\n")
+	cmd := exec.Command(sluiceBin, "run", "--listen", "0.0.0.0:0", "--storage", "s3://key:secret-x@127.0.0.1:1?secure=false", flow)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "SLUICE_WEBHOOK_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "set SLUICE_WEBHOOK_TOKEN")
+	assert.NotContains(t, string(out), "secret-x")
+}

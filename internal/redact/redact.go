@@ -5,6 +5,7 @@ package redact
 
 import (
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -98,9 +99,20 @@ func Error(err error, raw string) string {
 	msg = strings.ReplaceAll(msg, raw, URL(raw))
 	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
 		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, Mask)
-			msg = strings.ReplaceAll(msg, url.PathEscape(p), Mask)
+			msg = alone(msg, p)
+			msg = alone(msg, url.PathEscape(p))
 		}
+	}
+	return msg
+}
+
+// alone masks the occurrences of secret in msg that are not part of a
+// longer word, so a short password does not mask every word it is in.
+func alone(msg, secret string) string {
+	re := regexp.MustCompile(`(^|[^\pL\pN])` + regexp.QuoteMeta(secret) + `($|[^\pL\pN])`)
+	// Twice: adjacent occurrences share the character between them.
+	for range 2 {
+		msg = re.ReplaceAllString(msg, "${1}"+Mask+"${2}")
 	}
 	return msg
 }
