@@ -14,7 +14,7 @@ import (
 
 // The command links every driver: their schemes are registered.
 func TestDriversAreLinked(t *testing.T) {
-	assert.Equal(t, []string{"kafka", "mem", "sqlite"}, brokers.Schemes())
+	assert.Equal(t, []string{"amqp", "amqps", "kafka", "mem", "sqlite"}, brokers.Schemes())
 	assert.Equal(t, []string{"fs", "mem", "s3"}, storage.Schemes())
 }
 

@@ -18,7 +18,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	_ "github.com/sluicehq/sluice/brokers/amqp" // amqp:// (RabbitMQ)
 	"github.com/sluicehq/sluice/internal/dbident"
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
