@@ -189,7 +189,7 @@ func TestInputHygiene(t *testing.T) {
 	assert.Contains(t, cliFails(t, dir, "publish", "a/b", `{}`), "may hold only letters, digits and - $ : . _")
 	big := filepath.Join(dir, "big.json")
 	require.NoError(t, os.WriteFile(big, []byte(`"`+strings.Repeat("x", 10<<20)+`"`), 0o644))
-	assert.Contains(t, cliFails(t, dir, "publish", "orders", "@"+big), "over the broker's limit of 10485760 (max_message_bytes)")
+	assert.Contains(t, cliFails(t, dir, "publish", "orders", "@"+big), "over the broker's message limit of 10485760 bytes (max_message_bytes)")
 	assert.Contains(t, cliFails(t, dir, "publish", "--broker", "sqlite://.sluice/queue.db?max_message_bytes=10", "orders", `{"id":"o-1234567"}`),
 		"over the broker's limit of 10 (max_message_bytes)")
 

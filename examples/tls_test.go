@@ -1,7 +1,6 @@
 package examples_test
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -110,7 +109,7 @@ func TestTLSListener(t *testing.T) {
 	require.NoError(t, err)
 	defer logFile.Close()
 	logText := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
-	in.log = &bytes.Buffer{}
+	in.log = &syncBuffer{}
 	in.cmd = exec.Command(sluiceBin, "run", "--listen", in.addr, "flow.yaml")
 	in.cmd.Dir = dir
 	in.cmd.Stdout, in.cmd.Stderr = logFile, logFile

@@ -22,7 +22,7 @@ import (
 func ocrRun(t *testing.T, n nodes.Node, body []byte) (map[string]any, []nodes.Call, error) {
 	t.Helper()
 	env := newEnv("")
-	deliveries[env].SetStep("ocr")
+	deliveryOf(env).SetStep("ocr")
 	env.SetBody(body, "")
 	err := n.Process(t.Context(), env)
 	if err != nil {

@@ -29,17 +29,28 @@ func start(t *testing.T, n nodes.Node) {
 }
 
 // deliveries keeps each test envelope's delivery, for its metered calls.
-var deliveries = map[*nodes.Envelope]*nodes.Delivery{}
+var (
+	deliveriesMu sync.Mutex
+	deliveries   = map[*nodes.Envelope]*nodes.Delivery{}
+)
 
 // newEnv is an envelope of the step id, its delivery kept.
 func newEnv(step string) *nodes.Envelope {
 	d := nodes.NewDelivery(nil, 0)
 	d.SetStep(step)
+	deliveriesMu.Lock()
 	deliveries[d.Envelope()] = d
+	deliveriesMu.Unlock()
 	return d.Envelope()
 }
 
-func takeCalls(env *nodes.Envelope) []nodes.Call { return deliveries[env].TakeCalls() }
+func deliveryOf(env *nodes.Envelope) *nodes.Delivery {
+	deliveriesMu.Lock()
+	defer deliveriesMu.Unlock()
+	return deliveries[env]
+}
+
+func takeCalls(env *nodes.Envelope) []nodes.Call { return deliveryOf(env).TakeCalls() }
 
 func payloadEnv(t *testing.T, js string) *nodes.Envelope {
 	env := newEnv("model")
