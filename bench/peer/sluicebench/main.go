@@ -47,10 +47,12 @@ import (
 	"github.com/sluicehq/sluice/state"
 )
 
-// peerFlow has the shape of the Benthos peer's pipeline.
+// peerFlow has the shape of the Benthos peer's pipeline, with as many
+// lanes (concurrency) as the peer has threads.
 const peerFlow = `
 name: peer
 on: {topic: in}
+concurrency: 2
 steps:
   - node: transform
     with:
