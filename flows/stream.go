@@ -127,8 +127,24 @@ func (r *runner) runWindow(s brokers.Stream, msgs []*message.Message) error {
 		return err
 	}
 	ds := make([]*delivery, len(msgs))
-	for i, m := range msgs {
-		ds[i] = r.begin(m)
+	// Decoding has no order to keep: spread it over the flow's lanes.
+	lanes := min(r.f.Concurrency, len(msgs)/64+1)
+	if lanes <= 1 {
+		for i, m := range msgs {
+			ds[i] = r.begin(m)
+		}
+	} else {
+		var wg sync.WaitGroup
+		per := (len(msgs) + lanes - 1) / lanes
+		for from := 0; from < len(msgs); from += per {
+			to := min(from+per, len(msgs))
+			wg.Go(func() {
+				for i := from; i < to; i++ {
+					ds[i] = r.begin(msgs[i])
+				}
+			})
+		}
+		wg.Wait()
 	}
 	if err := r.checkLedger(ds); err != nil {
 		return err
