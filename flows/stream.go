@@ -79,56 +79,135 @@ func (r *runner) stream(ctx context.Context, started chan<- struct{}) {
 // errStreamEnded restarts a stream that ended while the engine runs.
 var errStreamEnded = errors.New("the stream ended")
 
-// windowPartition runs one partition's messages window by window until
-// the stream ends; the window under way is settled and committed first.
+// windowPartition runs one partition's messages until the stream ends,
+// through a pipeline: the loop takes the messages that are ready (up to
+// windowMax), decodes them over the lanes and looks them up in the
+// ledger at once, and hands each to its lane (by partition key, so a key
+// keeps its order; `concurrency` lanes); lanes run their messages one
+// after another while the loop reads on, up to maxInFlight messages
+// ahead. Finished messages are settled in order, as a window: the longest
+// finished prefix, once it is windowMax/2 long or nothing else is in
+// flight. A slow message holds up the commit of what follows it, never
+// the other lanes. When the stream ends, what is in flight finishes and
+// is settled first.
 func (r *runner) windowPartition(s brokers.Stream) error {
-	msgs := s.Messages()
-	window := make([]*message.Message, 0, windowMax)
-	for {
-		if s.Context().Err() != nil {
-			return nil // stopping, or revoked: the rest is consumed again
-		}
-		var first *message.Message
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				return nil
+	p := &pipeline{r: r, s: s, done: make(chan *flight, maxInFlight)}
+	p.start()
+	defer p.stop()
+	return p.run()
+}
+
+// maxInFlight bounds the messages a partition has taken but not settled.
+const maxInFlight = 2 * windowMax
+
+// pipeline is one partition's lanes and its messages in flight.
+type pipeline struct {
+	r     *runner
+	s     brokers.Stream
+	lanes []chan *flight
+	done  chan *flight  // flights the lanes finished
+	quit  chan struct{} // closed when the pipeline stops: queued flights are not run
+	wg    sync.WaitGroup
+	queue []*flight // taken, in order, not settled
+	run1  int       // lanes that get keyless messages in turn
+	// taken maps the inputs in the queue to their runs: an input delivered
+	// again before its run is settled (published twice) is a duplicate.
+	taken map[string]string
+}
+
+// flight is one message in a pipeline.
+type flight struct {
+	d        *delivery
+	finished bool
+}
+
+func (p *pipeline) start() {
+	p.quit = make(chan struct{})
+	p.lanes = make([]chan *flight, max(p.r.f.Concurrency, 1))
+	for i := range p.lanes {
+		ch := make(chan *flight, maxInFlight)
+		p.lanes[i] = ch
+		p.wg.Go(func() {
+			for f := range ch {
+				select {
+				case <-p.quit: // the partition stopped: left for redelivery
+				default:
+					p.r.exec(p.r.e.hardCtx, f.d, p.r.f.Steps)
+				}
+				p.done <- f
 			}
-			first = m
-		case <-s.Context().Done():
+		})
+	}
+}
+
+// stop ends the lanes: runs under way finish, queued ones are not run
+// (nothing after the last commit is acked: they are consumed again).
+func (p *pipeline) stop() {
+	close(p.quit)
+	for _, ch := range p.lanes {
+		close(ch)
+	}
+	p.wg.Wait()
+}
+
+func (p *pipeline) run() error {
+	msgs := p.s.Messages()
+	ended := p.s.Context().Done()
+	reading := true
+	for {
+		if err := p.settle(); err != nil {
+			return err
+		}
+		if !reading && len(p.queue) == 0 {
 			return nil
 		}
-		window = append(window[:0], first)
-	more:
-		for len(window) < windowMax {
-			select {
-			case m, ok := <-msgs:
-				if !ok {
+		in := msgs
+		if !reading || len(p.queue) >= maxInFlight {
+			in = nil // wait for lanes to finish instead
+		}
+		select {
+		case m, ok := <-in:
+			if !ok {
+				reading = false
+				continue
+			}
+			batch := []*message.Message{m}
+		more:
+			for len(batch) < windowMax && len(p.queue)+len(batch) < maxInFlight {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						reading = false
+						break more
+					}
+					batch = append(batch, m)
+				default:
 					break more
 				}
-				window = append(window, m)
-			default:
-				break more
 			}
-		}
-		if err := r.runWindow(s, window); err != nil {
-			return err
+			if err := p.admit(batch); err != nil {
+				return err
+			}
+		case f := <-p.done:
+			f.finished = true
+		case <-ended:
+			reading, ended = false, nil // stopping, or revoked: the rest is consumed again
 		}
 	}
 }
 
-// runWindow runs and settles a window of one partition's messages, then
-// commits the position after its last one. An error leaves the window
-// uncommitted: the stream stops and its messages are consumed again.
-func (r *runner) runWindow(s brokers.Stream, msgs []*message.Message) error {
+// admit decodes a batch, looks it up in the ledger and hands what must
+// run to the lanes.
+func (p *pipeline) admit(msgs []*message.Message) error {
+	r := p.r
 	// While runs cannot be recorded (the state database is locked or
 	// full), wait: nothing is taken that could not be completed.
-	if _, err := retry(s.Context(), whileUnwritable, r.e.Err, nil); err != nil {
+	if _, err := retry(p.s.Context(), whileUnwritable, r.e.Err, nil); err != nil {
 		return err
 	}
 	ds := make([]*delivery, len(msgs))
-	// Decoding has no order to keep: spread it over the flow's lanes.
-	lanes := min(r.f.Concurrency, len(msgs)/64+1)
+	// Decoding has no order to keep: spread it over the lanes.
+	lanes := min(len(p.lanes), len(msgs)/64+1)
 	if lanes <= 1 {
 		for i, m := range msgs {
 			ds[i] = r.begin(m)
@@ -149,49 +228,71 @@ func (r *runner) runWindow(s brokers.Stream, msgs []*message.Message) error {
 	if err := r.checkLedger(ds); err != nil {
 		return err
 	}
-	r.execWindow(ds)
-	if err := r.settleWindow(s.Context(), ds); err != nil {
-		return err
+	if p.taken == nil {
+		p.taken = map[string]string{}
 	}
-	if err := s.Commit(r.e.hardCtx, msgs[len(msgs)-1]); err != nil {
-		return fmt.Errorf("commit after %s: %w", msgs[len(msgs)-1].UUID, err)
+	for _, d := range ds {
+		f := &flight{d: d}
+		p.queue = append(p.queue, f)
+		if run, ok := p.taken[d.run.Input]; ok && !d.skip && !d.done && d.fail == nil {
+			d.done = true
+			d.run.Status, d.run.Error = state.StatusDuplicate, "delivered again while run "+run+" ran it"
+			r.record(d)
+		}
+		if d.skip || d.done || d.fail != nil {
+			f.finished = true // nothing to run
+			continue
+		}
+		p.taken[d.run.Input] = d.run.ID
+		p.lanes[p.lane(d)] <- f
 	}
 	return nil
 }
 
-var laneSeed = maphash.MakeSeed()
-
-// execWindow runs the window's deliveries: in order, or over the flow's
-// concurrency in lanes, a message's lane chosen by its partition key (so
-// messages of one key keep their order) or, without one, in turn.
-func (r *runner) execWindow(ds []*delivery) {
-	lanes := min(r.f.Concurrency, len(ds))
-	if lanes <= 1 {
-		for _, d := range ds {
-			r.exec(r.e.hardCtx, d, r.f.Steps)
-		}
-		return
+// lane picks a delivery's lane: by partition key, or in turn.
+func (p *pipeline) lane(d *delivery) int {
+	if len(p.lanes) == 1 {
+		return 0
 	}
-	byLane := make([][]*delivery, lanes)
-	for i, d := range ds {
-		lane := i % lanes
-		if k := d.msg.Metadata.Get(brokers.MetaPartitionKey); k != "" {
-			lane = int(maphash.String(laneSeed, k) % uint64(lanes))
-		}
-		byLane[lane] = append(byLane[lane], d)
+	if k := d.msg.Metadata.Get(brokers.MetaPartitionKey); k != "" {
+		return int(maphash.String(laneSeed, k) % uint64(len(p.lanes)))
 	}
-	var wg sync.WaitGroup
-	for _, l := range byLane {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, d := range l {
-				r.exec(r.e.hardCtx, d, r.f.Steps)
-			}
-		}()
-	}
-	wg.Wait()
+	p.run1 = (p.run1 + 1) % len(p.lanes)
+	return p.run1
 }
+
+// settle settles the finished prefix of the queue as a window, and
+// commits the position after its last message, once it is long enough or
+// nothing else is in flight.
+func (p *pipeline) settle() error {
+	n := 0
+	for n < len(p.queue) && p.queue[n].finished {
+		n++
+	}
+	if n == 0 || n < len(p.queue) && n < windowMax/2 {
+		return nil
+	}
+	ds := make([]*delivery, n)
+	for i, f := range p.queue[:n] {
+		ds[i] = f.d
+	}
+	if err := p.r.settleWindow(p.s.Context(), ds); err != nil {
+		return err
+	}
+	last := ds[n-1].msg
+	if err := p.s.Commit(p.r.e.hardCtx, last); err != nil {
+		return fmt.Errorf("commit after %s: %w", last.UUID, err)
+	}
+	for _, d := range ds {
+		if p.taken[d.run.Input] == d.run.ID {
+			delete(p.taken, d.run.Input)
+		}
+	}
+	p.queue = append(p.queue[:0], p.queue[n:]...)
+	return nil
+}
+
+var laneSeed = maphash.MakeSeed()
 
 // settleWindow is settle for a window: outputs of the successful runs
 // published together (one Publish per topic), dead letters published,
