@@ -338,3 +338,104 @@ func (c *countingZeros) Read(p []byte) (int, error) {
 	c.read.Add(int64(len(p)))
 	return len(p), nil
 }
+
+// Flows that would hurt themselves, through the binary: a step written as
+// a YAML alias runs; an alias bomb is refused saying so; a key template
+// naming a missing field fails the run instead of writing to an empty
+// name; a state machine key that is an object is refused; a JSON string
+// message is archived as a record.
+func TestFlowsThatWouldHurtThemselves(t *testing.T) {
+	dir := t.TempDir()
+	bomb := writeFlow(t, dir, "bomb.yaml", `name: bomb
+on: {topic: in}
+x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+y: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+z: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+w: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+v: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+u: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+s: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+steps:
+  - node: log
+    with: {message: *g}
+`)
+	cmd := exec.Command(sluiceBin, "validate", bomb)
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "YAML aliases expand too far")
+
+	flows := filepath.Join(dir, "flows")
+	require.NoError(t, os.MkdirAll(flows, 0o755))
+	writeFlow(t, flows, "alias.yaml", `
+name: alias
+on: {topic: counts}
+steps:
+  - &bump {node: transform, with: {set: {n: '(payload.n ?? 0) + 1'}}}
+  - *bump
+  - node: publish
+    with: {topic: counted}
+`)
+	writeFlow(t, flows, "keys.yaml", `
+name: keys
+on: {topic: reports}
+steps:
+  - node: transform
+    with: {set: {body: 'toJSON(payload)'}}
+  - node: storage.put
+    with: {bucket: reports, key: 'r/{{ payload.user }}.json'}
+`)
+	writeFlow(t, flows, "machine.yaml", `
+name: machine
+on: {topic: orders}
+steps:
+  - node: state.transition
+    with:
+      machine: order
+      key: payload.id
+      event: payload.type
+      transitions:
+        - {event: placed, from: [new], to: placed}
+`)
+	writeFlow(t, flows, "logs.yaml", `
+name: logs
+on: {topic: logs}
+steps:
+  - node: archive
+    with: {bucket: archive, max_count: 2, compression: none}
+`)
+	in := run(t, dir, flows)
+	cli(t, dir, "publish", "counts", `{"n": 0}`)
+	cli(t, dir, "publish", "reports", `{"title": "no user"}`)
+	cli(t, dir, "publish", "orders", `{"id": {"x": 1}, "type": "placed"}`)
+	cli(t, dir, "publish", "logs", `"a JSON string"`)
+	cli(t, dir, "publish", "logs", `{"level": "info"}`)
+
+	require.Eventually(t, func() bool {
+		out := cli(t, dir, "dlq", "list")
+		return strings.Contains(out, "keys") && strings.Contains(out, "machine")
+	}, 30*time.Second, 100*time.Millisecond, "both refused runs are dead-lettered:\n%s", in.log)
+	dl := cli(t, dir, "dlq", "list", "--flow", "keys")
+	assert.Contains(t, dl, "payload.user", "the missing field is named")
+	_, err = os.Stat(filepath.Join(dir, ".sluice", "buckets", "reports", "r", ".json"))
+	assert.True(t, os.IsNotExist(err), "nothing written under an empty name")
+	assert.Contains(t, cli(t, dir, "dlq", "list", "--flow", "machine"), "key")
+
+	runs := runsOf(t, in, "alias", 1)
+	require.Len(t, runs, 1)
+	steps := runs[0]["steps"].([]any)
+	assert.Len(t, steps, 3, "the anchored step and its alias both ran")
+
+	require.Eventually(t, func() bool {
+		found := false
+		_ = filepath.Walk(filepath.Join(dir, ".sluice", "buckets", "archive"), func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), `"a JSON string"`) {
+					found = true
+				}
+			}
+			return nil
+		})
+		return found
+	}, 30*time.Second, 100*time.Millisecond, "the JSON string is archived as a record:\n%s", in.log)
+	assert.NotContains(t, cli(t, dir, "dlq", "list"), "logs")
+}
