@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/brokers"
+	_ "github.com/sluicehq/sluice/brokers/kafka" // kafka://
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/internal/pgtest"
 	"github.com/sluicehq/sluice/nodes"
