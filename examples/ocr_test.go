@@ -193,5 +193,13 @@ func TestOCR(t *testing.T) {
 	require.NoError(t, err)
 	for _, m := range []string{"ppocr-det", "ppocr-cls", "ppocr-rec"} {
 		assert.Contains(t, string(metrics), `sluice_model_inference_seconds_count{model="`+m+`",outcome="ok"}`)
+		assert.Contains(t, string(metrics), `sluice_call_duration_seconds_count{flow="ocr-scans",kind="model",name="`+m+`"}`)
 	}
+
+	// Billed per call: sluice usage --calls sums the inferences per flow,
+	// model and day.
+	require.Eventually(t, func() bool {
+		calls := cli(t, dir, "usage", "--calls", "--flow", "ocr-scans", "--json")
+		return strings.Contains(calls, `"kind":"model","name":"ppocr-det"`) && strings.Contains(calls, `"name":"ppocr-rec"`)
+	}, 20*time.Second, 100*time.Millisecond, "usage --calls lists the models:\n%s", in.log)
 }
