@@ -242,6 +242,13 @@ func TestFunctionFailures(t *testing.T) {
 				assert.EqualValues(t, 2, r["attempts"], "%s: transient: retried", name)
 				continue
 			}
+			if do == "crash" && name == "py" {
+				// The run record keeps the worker's stderr tail and the
+				// metered calls; runs show prints them.
+				show := cli(t, dir, "runs", "show", fmt.Sprint(r["id"]))
+				assert.Contains(t, show, "call  ", "metered calls shown")
+				assert.Contains(t, show, "log of step", "the stderr tail shown:\n%s", show)
+			}
 			if cases[do].permanent {
 				assert.EqualValues(t, 1, r["attempts"], "%s %s: permanent: not retried", name, do)
 			} else {

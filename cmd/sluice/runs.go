@@ -107,7 +107,29 @@ func runShowCmd(g *globals) *cobra.Command {
 			for _, s := range r.Steps {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", safe(s.ID), s.Node, s.Status, s.Attempts, s.Duration.Round(time.Microsecond), safe(s.Error), safe(s.Output))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Metered calls (functions, models) and what a node kept about
+			// its last attempt (a function's stderr tail).
+			for _, s := range r.Steps {
+				for _, c := range s.Calls {
+					cold := ""
+					if c.ColdStart {
+						cold = ", cold start"
+					}
+					fail := ""
+					if c.Error != "" {
+						fail = ": " + safe(c.Error)
+					}
+					fmt.Fprintf(out, "\ncall  %s: %s %s, %s%s%s", safe(s.ID), c.Kind, safe(c.Name), c.Duration.Round(time.Microsecond), cold, fail)
+				}
+				if s.Log != "" {
+					fmt.Fprintf(out, "\n\nlog of step %s:\n%s", safe(s.ID), safeLines(s.Log))
+				}
+			}
+			fmt.Fprintln(out)
+			return nil
 		},
 	}
 }
