@@ -116,11 +116,23 @@ func (s *scaleOut) entity(i int, order string) entity {
 	return e
 }
 
-func (s *scaleOut) logs() string {
+// String is what a failed wait prints: each process's log tail and the
+// runs recorded so far, read when the message is formatted (at the
+// failure), not when the wait began.
+func (s *scaleOut) String() string {
 	var b strings.Builder
 	for i, p := range s.procs {
-		fmt.Fprintf(&b, "--- process %d:\n%s\n", i, tail(p.log.String(), 3000))
+		fmt.Fprintf(&b, "--- process %d:\n%s\n", i, tail(p.log.String(), 6000))
 	}
+	counts := map[string]int{}
+	for _, r := range s.runs(len(s.procs) - 1) {
+		kind := "event"
+		if strings.HasPrefix(r.Input, "timer:") {
+			kind = "timer"
+		}
+		counts[kind+" "+r.Status]++
+	}
+	fmt.Fprintf(&b, "--- runs by input kind and status: %v\n", counts)
 	return b.String()
 }
 
@@ -151,7 +163,7 @@ func TestOrdersScaleOut(t *testing.T) {
 	third := len(events) / 3
 	s.publish(events[:third])
 	require.Eventually(t, func() bool { return len(finished(s.runs(2))) >= third/2 }, 60*time.Second, 100*time.Millisecond,
-		"no progress:\n%s", s.logs())
+		"no progress:\n%s", s)
 	s.kill(0)
 	s.publish(events[third : 2*third])
 	s.restart(0)
@@ -159,7 +171,7 @@ func TestOrdersScaleOut(t *testing.T) {
 	s.publish(events[2*third:])
 
 	require.Eventually(t, func() bool { return len(finished(s.runs(2))) == len(inputs) }, 120*time.Second, 200*time.Millisecond,
-		"not every input finished:\n%s", s.logs())
+		"not every input finished:\n%s", s)
 	for i := range s.procs {
 		runs := s.runs(i)
 		fin := finished(runs)
@@ -226,12 +238,15 @@ func TestOrdersScaleOut(t *testing.T) {
 // TestOrderTimersScaleOut: with three processes, unpaid orders are
 // cancelled by their timers once each, though one process is SIGKILLed
 // and restarted, and another stopped, while the timers are pending;
-// paid orders are left alone.
+// paid orders are left alone. The processes change only once every order
+// event has run: a pay redelivered after a failover may rightly come later
+// than its order's timer (which then cancels the order), so the failover
+// waits for the events, never the other way round.
 func TestOrderTimersScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three sluice processes on Kafka and PostgreSQL")
 	}
-	s := newScaleOut(t, 3, "UNPAID_AFTER=5s")
+	s := newScaleOut(t, 3, "UNPAID_AFTER=10s")
 	var events []orderEvent
 	const n = 30
 	for i := 1; i <= n; i++ {
@@ -242,6 +257,15 @@ func TestOrderTimersScaleOut(t *testing.T) {
 		}
 	}
 	s.publish(events)
+	require.Eventually(t, func() bool {
+		n := 0
+		for in := range finished(s.runs(2)) {
+			if !strings.HasPrefix(in, "timer:") {
+				n++
+			}
+		}
+		return n == len(events)
+	}, 60*time.Second, 100*time.Millisecond, "the order events did not all run:\n%s", s)
 	s.kill(0)
 	s.procs[1].stop()
 	s.restart(0)
@@ -264,7 +288,7 @@ func TestOrderTimersScaleOut(t *testing.T) {
 	require.Eventually(t, func() bool {
 		final, _ := timerRuns(s.runs(2))
 		return len(final) == n/2
-	}, 90*time.Second, 250*time.Millisecond, "timers did not fire:\n%s", s.logs())
+	}, 90*time.Second, 250*time.Millisecond, "timers did not fire:\n%s", s)
 
 	final, dups := timerRuns(s.runs(0))
 	for in, c := range final {

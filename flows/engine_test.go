@@ -904,3 +904,44 @@ steps:
 	}
 	assert.Equal(t, latest, at, "the latest 03:00 before now, once")
 }
+
+// endNode ends the run when the payload says so (as state.transition does
+// for a stale timer).
+type endNode struct{}
+
+func (endNode) Process(_ context.Context, env *nodes.Envelope) error {
+	if p, _ := env.Payload.(map[string]any); p["end"] == true {
+		env.SetRoute(nodes.Route{End: true})
+	}
+	return nil
+}
+
+// TestStepEndsRun: a step that ends the run makes it succeed without its
+// later steps (which would fail here); other inputs go on as usual.
+func TestStepEndsRun(t *testing.T) {
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.end", Summary: "ends runs that ask to",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return endNode{}, nil },
+	}))
+	h := start(t, `
+name: ends
+on: {topic: in}
+steps:
+  - node: test.end
+  - node: transform
+    with:
+      set: {double: payload.n * 2}
+  - node: publish
+    with: {topic: out}
+`, reg)
+	ended := h.publish("in", `{"end": true, "n": "not a number"}`)
+	h.publish("in", `{"n": 21}`)
+	out := h.consume("out", 1)
+	assert.EqualValues(t, 42, payloadOf(t, out[0])["double"])
+	runs := h.waitRuns(state.Filter{Flow: "ends", Input: ended}, 1)
+	require.Len(t, runs, 1)
+	assert.Equal(t, state.StatusSucceeded, runs[0].Status)
+	require.Len(t, runs[0].Steps, 1, "the steps after the end did not run")
+	assert.Equal(t, "test.end", runs[0].Steps[0].Node)
+}

@@ -204,6 +204,9 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 			return &failure{step: s, attempts: c.rec.Attempts, err: err, first: c.firstFail, last: time.Now()}, false
 		}
 		if rt, ok := d.dl.TakeRoute(); ok {
+			if rt.End {
+				return nil, true
+			}
 			if rt.Topic != "" {
 				data, err := env.PayloadJSON()
 				if err != nil {

@@ -75,11 +75,13 @@ type Output struct {
 	Meta    map[string]string
 }
 
-// Route is a switch decision: run a branch, or publish to a topic and
-// stop. Zero means "go on with the next step".
+// Route is a step's decision on the rest of the run: run a branch, or
+// publish to a topic and stop, or (End) stop here, the run succeeding
+// without its later steps. Zero means "go on with the next step".
 type Route struct {
 	Branch string
 	Topic  string
+	End    bool
 }
 
 // NewEnvelope returns an envelope whose body, when asked for, is read

@@ -45,13 +45,24 @@ func startTimers(t *testing.T, deps nodes.Deps) (nodes.Node, chan published) {
 // deliver runs a message as the engine would: its id, topic and metadata
 // on the envelope.
 func deliver(t *testing.T, n nodes.Node, topic string, m *message.Message, payload map[string]any) (map[string]any, error) {
-	env := nodestest.Envelope(nil, 0, "order")
+	res, _, err := deliverRoute(t, n, topic, m, payload)
+	return res, err
+}
+
+// deliverRoute is deliver, also reporting the route the step set (if any).
+func deliverRoute(t *testing.T, n nodes.Node, topic string, m *message.Message, payload map[string]any) (map[string]any, *nodes.Route, error) {
+	d := nodes.NewDelivery(nil, 0)
+	d.SetStep("order")
+	env := d.Envelope()
 	env.Event = nodes.Event{ID: m.UUID, Topic: topic}
 	env.Meta = maps.Clone(map[string]string(m.Metadata))
 	env.Payload = payload
 	err := n.Process(t.Context(), env)
 	res, _ := env.Steps["order"].(map[string]any)
-	return res, err
+	if r, ok := d.TakeRoute(); ok {
+		return res, &r, err
+	}
+	return res, nil, err
 }
 
 func testTimers(t *testing.T, deps nodes.Deps) {
@@ -100,7 +111,8 @@ func TestTimersPostgres(t *testing.T) {
 }
 
 // TestStaleTimerMessage: a timer's message processed after its entity
-// moved on (it was claimed just before a pay) changes nothing.
+// moved on (it was claimed just before a pay) changes nothing, and ends
+// the run: later steps never route on a state the timer did not cause.
 func TestStaleTimerMessage(t *testing.T) {
 	home := t.TempDir()
 	n, _ := startTimers(t, nodes.Deps{StateDir: home})
@@ -110,11 +122,17 @@ func TestStaleTimerMessage(t *testing.T) {
 	require.NoError(t, err)
 	m := message.NewMessage(machines.Timer{Machine: "order", Key: "o-1", Version: 1, Event: "expire"}.ID(), nil)
 	m.Metadata = message.Metadata{"sluice_timer_machine": "order", "sluice_timer_key": "o-1", "sluice_timer_version": "1", "sluice_timer_event": "expire"}
-	res, err := deliver(t, n, "orders", m, map[string]any{})
+	res, route, err := deliverRoute(t, n, "orders", m, map[string]any{})
 	require.NoError(t, err)
 	assert.Equal(t, false, res["applied"])
 	assert.Equal(t, true, res["stale"])
 	assert.Equal(t, "paid", res["to"])
+	assert.Equal(t, &nodes.Route{End: true}, route)
+
+	// A message that applies goes on with the flow.
+	_, route, err = deliverRoute(t, n, "orders", message.NewMessage("m3", nil), map[string]any{"id": "o-1", "type": "ship"})
+	require.NoError(t, err)
+	assert.Nil(t, route)
 }
 
 func TestTimeoutConfigErrors(t *testing.T) {

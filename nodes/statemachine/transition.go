@@ -39,7 +39,8 @@ func init() {
 			"with payload {machine, key, event, state, version, timer: true} (plus the key and event under their " +
 			"field names when key and event are payload.FIELD); it runs through the flow like any " +
 			"message (ledger, dead letters, history). A timer whose entity has moved on by the time its message " +
-			"is processed changes nothing (result applied false, stale true).",
+			"is processed changes nothing: the result says applied false, stale true, and the run ends there " +
+			"(succeeded; later steps do not run, so a flow never routes on a state the timer did not cause).",
 		Fields: []nodes.Field{
 			{Name: "machine", Kind: nodes.String, Required: true, Doc: "Machine name: a namespace for its entities."},
 			{Name: "key", Kind: nodes.Expr, Required: true, Doc: "The entity's key, e.g. payload.order_id."},
@@ -270,8 +271,10 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 		}
 		if isTimer && e.Version != tm.Version {
 			// The entity left the state the timer was set in.
+			// Nothing happened, so nothing follows: the run ends here.
 			env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": event, "from": e.State, "to": e.State,
 				"version": e.Version, "applied": false, "stale": true})
+			env.SetRoute(nodes.Route{End: true})
 			return nil
 		}
 		r, err := t.decide(ctx, e, event, vars)
