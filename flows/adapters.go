@@ -65,8 +65,8 @@ func setMessage(env *nodes.Envelope, msg *message.Message) {
 
 // bucketAdapter reads object events: the object becomes the envelope's
 // object (its body read when a step asks), the event its payload, and
-// bucket/key@etag the input's identity, so a repeated event of one object
-// version runs once.
+// bucket/key@etag (see objectIdentity) the input's identity, so a repeated
+// event of one object version runs once.
 type bucketAdapter struct{ t *BucketTrigger }
 
 func (a bucketAdapter) decode(msg *message.Message, env *nodes.Envelope) (string, bool, error) {
@@ -84,7 +84,7 @@ func (a bucketAdapter) decode(msg *message.Message, env *nodes.Envelope) (string
 	var p any
 	_ = json.Unmarshal(msg.Payload, &p)
 	env.Payload = p
-	return ev.Bucket + "/" + ev.Key + "@" + ev.ETag, false, nil
+	return objectIdentity(ev), false, nil
 }
 
 func decodeObjectEvent(b []byte) (storage.ObjectEvent, error) {

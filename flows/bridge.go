@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -62,15 +63,25 @@ func (e *Engine) publishEvent(ctx context.Context, bucket string, ev storage.Obj
 			e.m.events.WithLabelValues(bucket, "repeat").Inc()
 			return nil
 		}
+		if ev.Generation, err = e.opts.State.Generation(ctx, ev.Bucket, ev.Key); err != nil {
+			return err
+		}
+	}
+	if ev.Removed() && e.opts.State != nil {
+		// What was seen of the key is gone: the same version uploaded again
+		// is a new input (of the next generation), not a repeat.
+		if err := e.opts.State.Forget(ctx, ev.Bucket, ev.Key); err != nil {
+			return err
+		}
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	id := derivedID(ev.Bucket+"/"+ev.Key+"@"+ev.ETag, ev.Name)
+	id := derivedID(objectIdentity(ev), ev.Name)
 	if ev.Created() {
 		// Existing and Put events of one version are one event.
-		id = derivedID(ev.Bucket+"/"+ev.Key+"@"+ev.ETag, "created")
+		id = derivedID(objectIdentity(ev), "created")
 	}
 	msg := message.NewMessage(id, data)
 	msg.Metadata.Set("content_type", "application/json")
@@ -131,4 +142,14 @@ func (e *Engine) eventTopics() map[string]map[string]bool {
 		}
 	}
 	return out
+}
+
+// objectIdentity is an object version's input identity: bucket/key@etag,
+// with #generation once the key was removed and created again.
+func objectIdentity(ev storage.ObjectEvent) string {
+	id := ev.Bucket + "/" + ev.Key + "@" + ev.ETag
+	if ev.Generation > 0 {
+		id += "#" + strconv.Itoa(ev.Generation)
+	}
+	return id
 }

@@ -583,6 +583,38 @@ steps:
 	assert.Len(t, runs, 3, "a.txt ran once, before the restart")
 }
 
+// TestEngineBucketReuploadAfterDelete: the same object version uploaded
+// again after a delete is a new input (a repeat event of a version is
+// not).
+func TestEngineBucketReuploadAfterDelete(t *testing.T) {
+	dir := t.TempDir()
+	h := startIn(t, dir, `
+name: copy
+on: {bucket: inbox}
+steps:
+  - node: publish
+    with: {topic: seen, payload: 'object.key'}
+`, nil)
+	path := filepath.Join(dir, "buckets", "inbox", "a.txt")
+	put := func() {
+		require.NoError(t, os.WriteFile(path, []byte("a"), 0o644))
+		// The same bytes and time: the same etag, as S3 gives identical bytes.
+		at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		require.NoError(t, os.Chtimes(path, at, at))
+	}
+	put()
+	assert.Equal(t, `"a.txt"`, string(h.consume("seen", 1)[0].Payload))
+	require.NoError(t, os.Remove(path))
+	require.Eventually(t, func() bool {
+		return h.counter("sluice_bucket_events_total", map[string]string{"bucket": "inbox", "outcome": "published"}) == 2
+	}, 10*time.Second, 10*time.Millisecond, "the removal was not seen")
+	put()
+	assert.Equal(t, `"a.txt"`, string(h.consume("seen", 1)[0].Payload))
+	runs := h.waitRuns(state.Filter{Flow: "copy", Status: state.StatusSucceeded}, 2)
+	require.Len(t, runs, 2)
+	assert.NotEqual(t, runs[0].Input, runs[1].Input)
+}
+
 // startOnB is startOn for benchmarks.
 func startOnB(b *testing.B, dir, brokerURL, storageURL, flowYAML string) *harness {
 	return startOn(b, dir, brokerURL, storageURL, flowYAML, nil)

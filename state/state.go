@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -428,6 +429,39 @@ func (d *DB) Close() error {
 	close(d.runs)
 	<-d.done
 	return errors.Join(d.writeErr(), d.db.Close())
+}
+
+// removedMark prefixes the etag column of the rows Forget leaves behind:
+// one per removal of a key (no real etag starts with it).
+const removedMark = "~removed:"
+
+// Forget records that key was removed from bucket: the versions seen
+// before are forgotten, so the same version created again is a new event,
+// and the key's generation (see Generation) goes up by one.
+func (d *DB) Forget(ctx context.Context, bucket, key string) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, d.dia.q(`DELETE FROM seen_objects WHERE bucket = ? AND key = ? AND etag NOT LIKE ?`),
+		bucket, key, removedMark+"%"); err != nil {
+		return err
+	}
+	now := time.Now()
+	if _, err := tx.ExecContext(ctx, d.dia.q(`INSERT INTO seen_objects (bucket, key, etag, seen_ms) VALUES (?,?,?,?) ON CONFLICT DO NOTHING`),
+		bucket, key, removedMark+strconv.FormatInt(now.UnixNano(), 10), now.UnixMilli()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Generation is how many removals of key Forget recorded.
+func (d *DB) Generation(ctx context.Context, bucket, key string) (int, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, d.dia.q(`SELECT COUNT(*) FROM seen_objects WHERE bucket = ? AND key = ? AND etag LIKE ?`),
+		bucket, key, removedMark+"%").Scan(&n)
+	return n, err
 }
 
 // Seen reports whether an object version was already turned into an event.

@@ -122,6 +122,10 @@ type ObjectEvent struct {
 	VersionID   string    `json:"version_id,omitempty"`
 	Time        time.Time `json:"time"`
 	Source      string    `json:"source"`
+	// Generation counts the removals of the key the engine saw before this
+	// version was created (0 for a key never removed): an identical object
+	// uploaded again after a delete is a new input, not a repeat.
+	Generation int `json:"generation,omitempty"`
 }
 
 // Created reports whether the event is an object creation of any kind.

@@ -113,6 +113,26 @@ func seenObjects(t *testing.T, h Harness) {
 	assert.True(t, seen)
 	seen, _ = db.Seen(ctx, "b", "k", "e2")
 	assert.False(t, seen, "a new version of the object is new")
+
+	// A removal forgets the key's versions (not other keys') and counts.
+	_, err = db.MarkSeen(ctx, "b", "other", "e1")
+	require.NoError(t, err)
+	gen, err := db.Generation(ctx, "b", "k")
+	require.NoError(t, err)
+	assert.Zero(t, gen)
+	for want := 1; want <= 2; want++ {
+		require.NoError(t, db.Forget(ctx, "b", "k"))
+		seen, _ = db.Seen(ctx, "b", "k", "e1")
+		assert.False(t, seen, "the version uploaded again after a delete is new")
+		gen, err = db.Generation(ctx, "b", "k")
+		require.NoError(t, err)
+		assert.Equal(t, want, gen)
+		isNew, err = db.MarkSeen(ctx, "b", "k", "e1")
+		require.NoError(t, err)
+		assert.True(t, isNew)
+	}
+	seen, _ = db.Seen(ctx, "b", "other", "e1")
+	assert.True(t, seen)
 }
 
 func completionLedger(t *testing.T, h Harness) {
