@@ -40,6 +40,8 @@ type execPool struct {
 	cpu         time.Duration
 	maxOutput   int
 	log         *slog.Logger
+	extraEnv    []string // set as they are (the wasm host's configuration)
+	noHelpers   bool     // no Python and Node helpers on the module paths
 
 	argv   []string // command with file arguments made absolute, at start
 	sdkDir string   // the Python and Node helpers, on the workers' module paths
@@ -69,13 +71,16 @@ func (p *execPool) start(ctx context.Context) error {
 	if _, err := exec.LookPath(p.argv[0]); err != nil {
 		return nodes.Permanent(fmt.Errorf("command %q: %w", p.argv[0], err))
 	}
-	sdk, err := writeSDK()
-	if err != nil {
-		return err
+	paths := map[string]string{}
+	if !p.noHelpers {
+		sdk, err := writeSDK()
+		if err != nil {
+			return err
+		}
+		p.sdkDir = sdk
+		paths = map[string]string{"PYTHONPATH": filepath.Join(sdk, "python"), "NODE_PATH": filepath.Join(sdk, "node")}
 	}
-	p.sdkDir = sdk
-	paths := map[string]string{"PYTHONPATH": filepath.Join(sdk, "python"), "NODE_PATH": filepath.Join(sdk, "node")}
-	p.envv = []string{"PATH=" + os.Getenv("PATH")}
+	p.envv = append([]string{"PATH=" + os.Getenv("PATH")}, p.extraEnv...)
 	for _, k := range p.env {
 		if v, ok := os.LookupEnv(k); ok {
 			if extra, ok := paths[k]; ok {

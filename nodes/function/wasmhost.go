@@ -1,0 +1,203 @@
+package function
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sluicehq/sluice/nodes"
+)
+
+// hostEnv names the environment variable that turns a Sluice process into
+// a wasm host: a worker of runtime wasm's isolation: process, started from
+// Sluice's own executable. Its value is the host's configuration as JSON.
+const hostEnv = "SLUICE_WASM_HOST"
+
+// A process started with hostEnv set serves as a wasm host and exits, in
+// whatever binary imports this package (sluice, a test binary): nothing
+// in main needs to know.
+func init() {
+	if spec, ok := os.LookupEnv(hostEnv); ok {
+		os.Exit(serveHost(spec, os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
+// hostConfig is what a wasm host is told; environment values are not in
+// it: the host gets the allowed variables in its own environment.
+type hostConfig struct {
+	Name        string   `json:"name"`
+	Module      string   `json:"module"`
+	Env         []string `json:"env,omitempty"`
+	Mounts      []mount  `json:"mounts,omitempty"`
+	BodyDir     string   `json:"body_dir,omitempty"`
+	MemoryPages uint32   `json:"memory_pages"`
+	MaxOutput   int      `json:"max_output"`
+	CacheDir    string   `json:"cache_dir,omitempty"`
+}
+
+// hostAnswer is a host's line: the module's response, or the error of a
+// call that failed inside the host, with what only the host knows.
+type hostAnswer struct {
+	ID        string          `json:"id"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Meta      map[string]any  `json:"meta,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Permanent bool            `json:"permanent,omitempty"`
+	Log       string          `json:"host_log,omitempty"`  // the module's last stderr lines, when the call failed
+	Cold      bool            `json:"host_cold,omitempty"` // the call started an instance
+}
+
+// serveHost runs a wasm host: it loads the module (compiled code comes
+// from the cache the parent filled) without wazero's per-loop close checks
+// and answers requests, one JSON line each, until stdin closes. Nothing
+// here stops a runaway call: the parent kills the process at the deadline.
+// The module's stderr is passed through to the host's stderr.
+func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
+	var hc hostConfig
+	if err := json.Unmarshal([]byte(spec), &hc); err != nil {
+		fmt.Fprintf(errOut, "sluice wasm host: bad %s: %v\n", hostEnv, err)
+		return 2
+	}
+	m := &wasmModule{
+		name: hc.Name, path: hc.Module, env: hc.Env, mounts: hc.Mounts, bodyDir: hc.BodyDir,
+		minWarm: 1, maxInstances: 1, memoryPages: hc.MemoryPages, maxOutput: hc.MaxOutput,
+		cacheDir: hc.CacheDir, stderr: errOut,
+	}
+	ctx := context.Background()
+	if err := m.start(ctx); err != nil {
+		fmt.Fprintf(errOut, "sluice wasm host: %v\n", err)
+		return 1
+	}
+	defer m.close()
+	r := bufio.NewReaderSize(in, 64<<10)
+	w := bufio.NewWriterSize(out, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			b, _ := json.Marshal(m.hostCall(ctx, line))
+			_, _ = w.Write(append(b, '\n'))
+			if w.Flush() != nil {
+				return 0
+			}
+		}
+		if err != nil {
+			return 0
+		}
+	}
+}
+
+// hostCall answers one request line.
+func (m *wasmModule) hostCall(ctx context.Context, line []byte) hostAnswer {
+	var head struct {
+		ID     string `json:"id"`
+		Warmup bool   `json:"warmup"`
+	}
+	if id, ok := leadingID(line); ok {
+		head.ID, head.Warmup = id, id == "warmup" && bytes.Contains(line, []byte(`"warmup":true`))
+	} else if err := json.Unmarshal(line, &head); err != nil {
+		return hostAnswer{Error: "bad request: " + err.Error(), Permanent: true}
+	}
+	if head.Warmup { // the instance is ready: the pool's warm-up needs no call
+		return hostAnswer{ID: head.ID}
+	}
+	c := &call{id: head.ID, req: line}
+	resp, err := m.invoke(ctx, c)
+	a := hostAnswer{ID: head.ID, Cold: c.cold}
+	if err != nil {
+		a.Error = strings.TrimPrefix(err.Error(), "function "+m.name+": ")
+		a.Permanent = errors.Is(err, nodes.ErrPermanent)
+		a.Log = c.stderr
+		return a
+	}
+	a.Payload, a.Meta, a.Error, a.Permanent = resp.Payload, resp.Meta, resp.Error, resp.Permanent
+	return a
+}
+
+// leadingID reads the id of a request Sluice encoded: its first field, a
+// plain string. Other lines go through encoding/json.
+func leadingID(line []byte) (string, bool) {
+	const prefix = `{"id":"`
+	if !bytes.HasPrefix(line, []byte(prefix)) {
+		return "", false
+	}
+	rest := line[len(prefix):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
+}
+
+// wasmHosts is runtime wasm with isolation: process: each instance lives
+// in a wasm host process (Sluice's own executable, see serveHost) of an
+// exec pool, which kills it at the deadline, recycles it after
+// max_requests and bounds its CPU time. The module is compiled here first,
+// which checks it and fills the compilation cache the hosts load from.
+type wasmHosts struct {
+	mod      *wasmModule // the configuration
+	pool     *execPool
+	tmpCache string // a compilation cache for the hosts when there is no Sluice home
+}
+
+func (h *wasmHosts) setBodyDir(dir string)          { h.mod.bodyDir = dir }
+func (h *wasmHosts) guestBodyPath(id string) string { return h.mod.guestBodyPath(id) }
+
+func (h *wasmHosts) start(ctx context.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("wasm host: %w", err)
+	}
+	cache := h.mod.cacheDir
+	if cache == "" {
+		if cache, err = os.MkdirTemp("", "sluice-wasm-cache-"); err != nil {
+			return fmt.Errorf("wasm host: %w", err)
+		}
+		h.tmpCache = cache
+	}
+	check := &wasmModule{
+		name: h.mod.name, path: h.mod.path, memoryPages: h.mod.memoryPages, maxOutput: h.mod.maxOutput,
+		maxInstances: 1, cacheDir: cache, log: h.mod.log,
+	}
+	if err := check.start(ctx); err != nil {
+		return err
+	}
+	if err := check.close(); err != nil {
+		return err
+	}
+	spec, err := json.Marshal(hostConfig{
+		Name: h.mod.name, Module: h.mod.path, Env: h.mod.env, Mounts: h.mod.mounts, BodyDir: h.mod.bodyDir,
+		MemoryPages: h.mod.memoryPages, MaxOutput: h.mod.maxOutput, CacheDir: cache,
+	})
+	if err != nil {
+		return err
+	}
+	h.pool.command = []string{exe}
+	h.pool.extraEnv = []string{hostEnv + "=" + string(spec)}
+	h.pool.noHelpers = true
+	return h.pool.start(ctx)
+}
+
+func (h *wasmHosts) call(ctx context.Context, c *call) (*response, error) {
+	resp, err := h.pool.call(ctx, c)
+	if resp != nil {
+		c.cold = c.cold || resp.HostCold
+		if resp.HostLog != "" {
+			c.stderr = resp.HostLog
+		}
+	}
+	return resp, err
+}
+
+func (h *wasmHosts) close() error {
+	err := h.pool.close()
+	if h.tmpCache != "" {
+		err = errors.Join(err, os.RemoveAll(h.tmpCache))
+	}
+	return err
+}
