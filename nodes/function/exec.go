@@ -96,10 +96,14 @@ func (p *execPool) start(ctx context.Context) error {
 	p.tokens = make(chan struct{}, p.maxWorkers)
 	p.idle = make(chan *worker, p.maxWorkers)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p.warm(ctx, p.minWarm)
+}
 
-	// min_warm workers, started side by side; the first failure fails Start.
-	errs := make(chan error, p.minWarm)
-	for range p.minWarm {
+// warm starts n workers side by side and adds them to the idle ones; the
+// first failure fails it.
+func (p *execPool) warm(ctx context.Context, n int) error {
+	errs := make(chan error, n)
+	for range n {
 		p.tokens <- struct{}{}
 		go func() {
 			w, err := p.spawn(ctx)
@@ -111,7 +115,7 @@ func (p *execPool) start(ctx context.Context) error {
 		}()
 	}
 	var werr error
-	for range p.minWarm {
+	for range n {
 		werr = errors.Join(werr, <-errs)
 	}
 	return werr

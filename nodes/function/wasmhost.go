@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/sluicehq/sluice/nodes"
@@ -69,6 +70,13 @@ func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 		minWarm: 1, maxInstances: 1, memoryPages: hc.MemoryPages, maxOutput: hc.MaxOutput,
 		cacheDir: hc.CacheDir, stderr: errOut,
 	}
+	// A module that spins holds its thread; a second one lets the
+	// signal-handling goroutine run, so cpu_time (SIGXCPU) ends the host.
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 2))
+	onCPULimit(func() {
+		fmt.Fprintln(errOut, "sluice wasm host: cpu_time spent (SIGXCPU)")
+		os.Exit(3)
+	})
 	ctx := context.Background()
 	if err := m.start(ctx); err != nil {
 		fmt.Fprintf(errOut, "sluice wasm host: %v\n", err)
@@ -137,8 +145,9 @@ func leadingID(line []byte) (string, bool) {
 // wasmHosts is runtime wasm with isolation: process: each instance lives
 // in a wasm host process (Sluice's own executable, see serveHost) of an
 // exec pool, which kills it at the deadline, recycles it after
-// max_requests and bounds its CPU time. The module is compiled here first,
-// which checks it and fills the compilation cache the hosts load from.
+// max_requests and bounds its CPU time. At least one host is kept: the
+// first, started by Start, compiles the module (or loads it from the
+// compilation cache) and fills the cache the next ones load from.
 type wasmHosts struct {
 	mod      *wasmModule // the configuration
 	pool     *execPool
@@ -160,16 +169,6 @@ func (h *wasmHosts) start(ctx context.Context) error {
 		}
 		h.tmpCache = cache
 	}
-	check := &wasmModule{
-		name: h.mod.name, path: h.mod.path, memoryPages: h.mod.memoryPages, maxOutput: h.mod.maxOutput,
-		maxInstances: 1, cacheDir: cache, log: h.mod.log,
-	}
-	if err := check.start(ctx); err != nil {
-		return err
-	}
-	if err := check.close(); err != nil {
-		return err
-	}
 	spec, err := json.Marshal(hostConfig{
 		Name: h.mod.name, Module: h.mod.path, Env: h.mod.env, Mounts: h.mod.mounts, BodyDir: h.mod.bodyDir,
 		MemoryPages: h.mod.memoryPages, MaxOutput: h.mod.maxOutput, CacheDir: cache,
@@ -180,7 +179,13 @@ func (h *wasmHosts) start(ctx context.Context) error {
 	h.pool.command = []string{exe}
 	h.pool.extraEnv = []string{hostEnv + "=" + string(spec)}
 	h.pool.noHelpers = true
-	return h.pool.start(ctx)
+	want := max(h.pool.minWarm, 1)
+	h.pool.minWarm = 1
+	if err := h.pool.start(ctx); err != nil {
+		return fmt.Errorf("module %s: %w", h.mod.path, err)
+	}
+	h.pool.minWarm = want
+	return h.pool.warm(ctx, want-1)
 }
 
 func (h *wasmHosts) call(ctx context.Context, c *call) (*response, error) {
