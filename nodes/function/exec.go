@@ -38,6 +38,7 @@ type execPool struct {
 	maxRequests int
 	memory      int64
 	cpu         time.Duration
+	cpus        float64 // cgroup cpu.max, in CPUs
 	maxOutput   int
 	log         *slog.Logger
 	extraEnv    []string // set as they are (the wasm host's configuration)
@@ -49,6 +50,7 @@ type execPool struct {
 	tokens chan struct{}
 	idle   chan *worker
 	live   atomic.Int64
+	noCg   sync.Once       // logs once why workers have no cgroup
 	ctx    context.Context // cancelled by close
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -253,7 +255,11 @@ func (p *execPool) spawn(ctx context.Context) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	cg := p.cgroup(cmd)
 	if err := cmd.Start(); err != nil {
+		if cg != nil {
+			cg.remove()
+		}
 		return nil, nodes.Permanent(fmt.Errorf("cannot start worker %q: %w", strings.Join(p.command, " "), err))
 	}
 	w.stdin, w.pid = stdin, cmd.Process.Pid
@@ -267,6 +273,10 @@ func (p *execPool) spawn(ctx context.Context) (*worker, error) {
 	go func() {
 		<-w.stderrDone // Wait closes the pipes: read them to the end first
 		w.waitErr = cmd.Wait()
+		if cg != nil {
+			w.oom = cg.oomKilled()
+			cg.remove()
+		}
 		p.live.Add(-1)
 		close(w.exited)
 	}()
@@ -308,6 +318,7 @@ type worker struct {
 	stderrDone chan struct{}
 	exited     chan struct{}
 	waitErr    error
+	oom        bool // its cgroup's memory.max killed it
 }
 
 // line is one line of a worker's stdout.
@@ -430,12 +441,40 @@ func (w *worker) roundTrip(ctx context.Context, c *call, maxOutput int) (*respon
 		w.kill()
 		w.wait()
 		c.stderr = w.tail()
-		return nil, fmt.Errorf("function %s: worker crashed during the call (%s)", w.name, exitReason(w.waitErr))
+		reason := exitReason(w.waitErr)
+		if w.oom {
+			reason += ", memory_mb reached: cgroup memory.max"
+		}
+		return nil, fmt.Errorf("function %s: worker crashed during the call (%s)", w.name, reason)
 	}
 	if l.tooLarge {
 		return nil, errTooLarge(w.name, maxOutput)
 	}
 	return decodeResponse(w.name, l.data, c.id)
+}
+
+// cgroup gives the worker cmd will start a cgroup of its own when it has
+// limits a cgroup enforces and cgroups are available; otherwise it logs
+// why, once, and the rlimits alone apply.
+func (p *execPool) cgroup(cmd *exec.Cmd) *workerCgroup {
+	if p.memory <= 0 && p.cpus <= 0 {
+		return nil
+	}
+	dir, err := workerCgroups()
+	var cg *workerCgroup
+	if err == nil {
+		cg, err = newWorkerCgroup(dir, cmd, p.memory, p.cpus)
+	}
+	if err != nil {
+		p.noCg.Do(func() {
+			msg := "function workers: no cgroup of their own; memory_mb is RLIMIT_DATA per process"
+			if p.cpus > 0 {
+				msg += "; cpus is not applied"
+			}
+			p.log.Warn(msg, "function", p.name, "reason", err)
+		})
+	}
+	return cg
 }
 
 // exitReason describes how a process ended.

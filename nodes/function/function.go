@@ -38,6 +38,7 @@ const (
 	fieldMounts      = "mounts"
 	fieldInterrupt   = "interrupt"
 	fieldIsolation   = "isolation"
+	fieldCPUs        = "cpus"
 )
 
 func init() {
@@ -67,6 +68,7 @@ func init() {
 			{Name: fieldMaxRequests, Kind: nodes.Int, Default: 0, Min: 0, Max: 1 << 30, Doc: "Replace a worker (a wasm instance) after this many requests (0: never)."},
 			{Name: fieldMemoryMB, Kind: nodes.Int, Default: 0, Min: 0, Max: 1 << 20, Doc: "Memory cap in MiB: exec, each worker's data segment (RLIMIT_DATA; a worker over it fails to allocate); wasm, the module's linear memory (256 by default)."},
 			{Name: fieldCPUTime, Kind: nodes.Duration, Doc: "exec, and wasm with isolation: process: CPU time one call may use (RLIMIT_CPU, whole seconds, rounded up); the worker (wasm host) is killed past it."},
+			{Name: fieldCPUs, Kind: nodes.Float, Default: 0.0, Min: 0, Max: 1024, Doc: "exec, and wasm with isolation: process: CPUs each worker may use, e.g. 0.5 (cgroup v2 cpu.max). Needs cgroups: where Sluice cannot make one, a warning is logged and it does not apply."},
 			{Name: fieldBody, Kind: nodes.Bool, Default: false, Doc: "Hand the message body (an uploaded file) to the function as a file: its path is in the request's body_path."},
 			{Name: fieldMaxOutput, Kind: nodes.Int, Default: 4 << 20, Min: 2, Max: 1 << 30, Doc: "Largest response accepted, in bytes; a larger one is a permanent error."},
 			{Name: fieldIsolation, Kind: nodes.Enum, Options: []string{"process", "in_process"}, Default: "process", Doc: "wasm: process runs each instance in a wasm host process (Sluice's own executable) with code compiled for speed, killed at the step's deadline like an exec worker; in_process runs instances inside Sluice (less memory, no process start; see interrupt)."},
@@ -196,14 +198,16 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		f.rt = &execPool{
 			name: f.name, command: cmd, flowDir: flowDir, dir: dir, env: c.Strings(fieldEnv),
 			minWarm: minWarm, maxWorkers: workers, maxRequests: c.Int(fieldMaxRequests),
-			memory: int64(c.Int(fieldMemoryMB)) << 20, cpu: c.Duration(fieldCPUTime), maxOutput: f.maxOutput,
+			memory: int64(c.Int(fieldMemoryMB)) << 20, cpu: c.Duration(fieldCPUTime), cpus: c.Float(fieldCPUs), maxOutput: f.maxOutput,
 			log: d.Logger,
 		}
 	case "wasm":
 		onlyFor("exec", fieldCommand, fieldDir)
 		inProcess := c.String(fieldIsolation) == "in_process"
-		if inProcess && c.Has(fieldCPUTime) {
-			add(c.Errorf(fieldCPUTime, "needs isolation: process (a call inside Sluice has no CPU clock of its own)"))
+		for _, f := range []string{fieldCPUTime, fieldCPUs} {
+			if inProcess && c.Has(f) {
+				add(c.Errorf(f, "needs isolation: process (a call inside Sluice has no CPU clock of its own)"))
+			}
 		}
 		if !inProcess && c.Has(fieldInterrupt) {
 			add(c.Errorf(fieldInterrupt, "only for isolation: in_process (a wasm host process is killed at the deadline)"))
@@ -245,7 +249,7 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		if !inProcess {
 			f.rt = &wasmHosts{mod: wm, pool: &execPool{
 				name: f.name, dir: flowDir, env: wm.env, minWarm: minWarm, maxWorkers: workers,
-				maxRequests: c.Int(fieldMaxRequests), cpu: c.Duration(fieldCPUTime), maxOutput: f.maxOutput, log: d.Logger,
+				maxRequests: c.Int(fieldMaxRequests), cpu: c.Duration(fieldCPUTime), cpus: c.Float(fieldCPUs), maxOutput: f.maxOutput, log: d.Logger,
 			}}
 		}
 	}

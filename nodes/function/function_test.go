@@ -364,6 +364,7 @@ func TestConfigProblems(t *testing.T) {
 		{`{runtime: exec, command: [x], module: m.wasm}`, `field "module": only for runtime: wasm`},
 		{`{runtime: wasm, module: m.wasm, isolation: in_process, cpu_time: 1s}`, `field "cpu_time": needs isolation: process`},
 		{`{runtime: wasm, module: m.wasm, interrupt: false}`, `field "interrupt": only for isolation: in_process`},
+		{`{runtime: wasm, module: m.wasm, isolation: in_process, cpus: 0.5}`, `field "cpus": needs isolation: process`},
 		{`{runtime: exec, command: [x], isolation: process}`, `field "isolation": only for runtime: wasm`},
 		{`{runtime: wasm, module: m.wasm, dir: x}`, `field "dir": only for runtime: exec`},
 		{`{runtime: exec, command: [x], interrupt: false}`, `field "interrupt": only for runtime: wasm`},
