@@ -41,8 +41,9 @@ type execPool struct {
 	cpus        float64 // cgroup cpu.max, in CPUs
 	maxOutput   int
 	log         *slog.Logger
-	extraEnv    []string // set as they are (the wasm host's configuration)
-	noHelpers   bool     // no Python and Node helpers on the module paths
+	extraEnv    []string      // set as they are (the wasm host's configuration)
+	startWait   time.Duration // bound on a new worker's start; startTimeout by default
+	noHelpers   bool          // no Python and Node helpers on the module paths
 
 	argv   []string // command with file arguments made absolute, at start
 	sdkDir string   // the Python and Node helpers, on the workers' module paths
@@ -224,7 +225,7 @@ func (p *execPool) retire(w *worker) {
 			return // every slot is busy: a call will start one when needed
 		}
 		defer func() { <-p.tokens }()
-		ctx, cancel := context.WithTimeout(p.ctx, startTimeout)
+		ctx, cancel := context.WithTimeout(p.ctx, p.startBound())
 		defer cancel()
 		nw, err := p.spawn(ctx)
 		if err != nil {
@@ -233,6 +234,13 @@ func (p *execPool) retire(w *worker) {
 		}
 		p.idle <- nw
 	}()
+}
+
+func (p *execPool) startBound() time.Duration {
+	if p.startWait > 0 {
+		return p.startWait
+	}
+	return startTimeout
 }
 
 // spawn starts a worker and waits for its answer to a warm-up request,
@@ -281,7 +289,7 @@ func (p *execPool) spawn(ctx context.Context) (*worker, error) {
 		close(w.exited)
 	}()
 
-	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	wctx, cancel := context.WithTimeout(ctx, p.startBound())
 	defer cancel()
 	warm := &call{id: "warmup", run: "", req: []byte(`{"id":"warmup","warmup":true}` + "\n")}
 	if _, err := w.roundTrip(wctx, warm, 0); err != nil {

@@ -307,6 +307,9 @@ func (m *wasmModule) instantiate(ctx context.Context) (*instance, error) {
 	in.done.Store(&ctx)
 	cfg := m.moduleConfig(&in.done, in.stderr).WithStartFunctions("_initialize")
 	mod, err := m.rt.InstantiateModule(ctx, m.compiled, cfg)
+	if err != nil && ctx.Err() != nil { // the call's deadline, not the module
+		return nil, errTimeout(m.name, ctx, "a new instance was starting")
+	}
 	if err != nil {
 		return nil, nodes.Permanent(fmt.Errorf("module %s did not start: %w; stderr: %s", m.path, err, in.stderr.tail()))
 	}

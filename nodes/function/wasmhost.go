@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/nodes"
 )
@@ -28,6 +29,11 @@ func init() {
 		os.Exit(serveHost(spec, os.Stdin, os.Stdout, os.Stderr))
 	}
 }
+
+// hostStartTimeout bounds a wasm host's start: the first one compiles the
+// module when the cache does not have it (seconds; minutes for a large
+// module in a race-detector build).
+const hostStartTimeout = 5 * time.Minute
 
 // hostConfig is what a wasm host is told; environment values are not in
 // it: the host gets the allowed variables in its own environment.
@@ -179,6 +185,7 @@ func (h *wasmHosts) start(ctx context.Context) error {
 	h.pool.command = []string{exe}
 	h.pool.extraEnv = []string{hostEnv + "=" + string(spec)}
 	h.pool.noHelpers = true
+	h.pool.startWait = hostStartTimeout
 	want := max(h.pool.minWarm, 1)
 	h.pool.minWarm = 1
 	if err := h.pool.start(ctx); err != nil {
