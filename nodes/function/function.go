@@ -134,16 +134,16 @@ type Request struct {
 	Warmup   bool              `json:"warmup,omitempty"` // sent to each new worker before real work; any answer will do
 }
 
-// response is what a function answers.
+// response is what a function answers (and what a wasm host writes).
 type response struct {
 	ID        string          `json:"id"`
-	Payload   json.RawMessage `json:"payload"`
-	Meta      map[string]any  `json:"meta"`
-	Error     string          `json:"error"`
-	Permanent bool            `json:"permanent"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Meta      map[string]any  `json:"meta,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Permanent bool            `json:"permanent,omitempty"`
 	// Set by a wasm host only (isolation: process), ignored otherwise.
-	HostLog  string `json:"host_log"`  // the module's last stderr lines, when the call failed
-	HostCold bool   `json:"host_cold"` // the host started an instance for the call
+	HostLog  string `json:"host_log,omitempty"`  // the module's last stderr lines, when the call failed
+	HostCold bool   `json:"host_cold,omitempty"` // the host started an instance for the call
 }
 
 func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {

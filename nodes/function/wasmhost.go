@@ -48,18 +48,6 @@ type hostConfig struct {
 	CacheDir    string   `json:"cache_dir,omitempty"`
 }
 
-// hostAnswer is a host's line: the module's response, or the error of a
-// call that failed inside the host, with what only the host knows.
-type hostAnswer struct {
-	ID        string          `json:"id"`
-	Payload   json.RawMessage `json:"payload,omitempty"`
-	Meta      map[string]any  `json:"meta,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	Permanent bool            `json:"permanent,omitempty"`
-	Log       string          `json:"host_log,omitempty"`  // the module's last stderr lines, when the call failed
-	Cold      bool            `json:"host_cold,omitempty"` // the call started an instance
-}
-
 // serveHost runs a wasm host: it loads the module (compiled code comes
 // from the cache the parent filled) without wazero's per-loop close checks
 // and answers requests, one JSON line each, until stdin closes. Nothing
@@ -107,7 +95,7 @@ func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 }
 
 // hostCall answers one request line.
-func (m *wasmModule) hostCall(ctx context.Context, line []byte) hostAnswer {
+func (m *wasmModule) hostCall(ctx context.Context, line []byte) *response {
 	var head struct {
 		ID     string `json:"id"`
 		Warmup bool   `json:"warmup"`
@@ -115,22 +103,21 @@ func (m *wasmModule) hostCall(ctx context.Context, line []byte) hostAnswer {
 	if id, ok := leadingID(line); ok {
 		head.ID, head.Warmup = id, id == "warmup" && bytes.Contains(line, []byte(`"warmup":true`))
 	} else if err := json.Unmarshal(line, &head); err != nil {
-		return hostAnswer{Error: "bad request: " + err.Error(), Permanent: true}
+		return &response{Error: "bad request: " + err.Error(), Permanent: true}
 	}
 	if head.Warmup { // the instance is ready: the pool's warm-up needs no call
-		return hostAnswer{ID: head.ID}
+		return &response{ID: head.ID}
 	}
 	c := &call{id: head.ID, req: line}
 	resp, err := m.invoke(ctx, c)
-	a := hostAnswer{ID: head.ID, Cold: c.cold}
 	if err != nil {
-		a.Error = strings.TrimPrefix(err.Error(), "function "+m.name+": ")
-		a.Permanent = errors.Is(err, nodes.ErrPermanent)
-		a.Log = c.stderr
-		return a
+		resp = &response{
+			Error:     strings.TrimPrefix(err.Error(), "function "+m.name+": "),
+			Permanent: errors.Is(err, nodes.ErrPermanent), HostLog: c.stderr,
+		}
 	}
-	a.Payload, a.Meta, a.Error, a.Permanent = resp.Payload, resp.Meta, resp.Error, resp.Permanent
-	return a
+	resp.ID, resp.HostCold = head.ID, c.cold
+	return resp
 }
 
 // leadingID reads the id of a request Sluice encoded: its first field, a
