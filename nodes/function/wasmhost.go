@@ -48,11 +48,12 @@ type hostConfig struct {
 	CacheDir    string   `json:"cache_dir,omitempty"`
 }
 
-// serveHost runs a wasm host: it loads the module (compiled code comes
-// from the cache the parent filled) without wazero's per-loop close checks
-// and answers requests, one JSON line each, until stdin closes. Nothing
-// here stops a runaway call: the parent kills the process at the deadline.
-// The module's stderr is passed through to the host's stderr.
+// serveHost runs a wasm host: it compiles the module without wazero's
+// per-loop close checks (or loads that code from the compilation cache,
+// which the pool's first host fills) and answers requests, one JSON line
+// each, until stdin closes. Nothing here stops a runaway call but
+// cpu_time: the parent kills the process at the deadline. The module's
+// stderr is passed through to the host's stderr, which the pool logs.
 func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 	var hc hostConfig
 	if err := json.Unmarshal([]byte(spec), &hc); err != nil {
