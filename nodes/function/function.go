@@ -54,7 +54,9 @@ func init() {
 			"object per line on stdin/stdout; a worker that crashes is replaced; stderr goes to the log and its last " +
 			"lines to the run record. runtime wasm runs a WASI module with wazero, compiled once (cached under the " +
 			"Sluice home): a command reading one request on stdin and writing one response on stdout gets a fresh " +
-			"instance per call; a reactor exporting sluice_alloc and sluice_call keeps a pool of instances. " +
+			"instance per call; a reactor exporting sluice_alloc and sluice_call keeps a pool of instances. By default " +
+			"(isolation: process) each instance lives in a wasm host process, Sluice's own executable, killed at the " +
+			"deadline like an exec worker; isolation: in_process keeps them inside Sluice. " +
 			"Relative paths resolve against the flow file's folder. See docs/functions.md.",
 		Fields: []nodes.Field{
 			{Name: fieldRuntime, Kind: nodes.Enum, Options: []string{"exec", "wasm"}, Required: true, Doc: "exec: worker processes; wasm: a WebAssembly (WASI) module in process."},
