@@ -65,6 +65,7 @@ type wasmModule struct {
 	interrupt    bool      // close the module at the deadline (wazero's checks at every loop)
 	maxRequests  int       // drop a reactor instance after this many calls (0: never)
 	stderr       io.Writer // also gets the module's stderr (the wasm host's own stderr)
+	host         bool      // this is a wasm host's module: the parent kills the process at the deadline
 	log          *slog.Logger
 
 	rt       wazero.Runtime
@@ -81,6 +82,9 @@ func (m *wasmModule) setBodyDir(dir string)          { m.bodyDir = dir }
 func (m *wasmModule) start(ctx context.Context) error {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
+	}
+	if !m.interrupt && !m.host {
+		m.log.Warn("function: interrupt: false: a call that never returns cannot be stopped and stalls Sluice's garbage collector; use it for trusted modules only, or isolation: process", "function", m.name)
 	}
 	code, err := os.ReadFile(m.path)
 	if err != nil {

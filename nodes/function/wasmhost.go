@@ -63,7 +63,7 @@ func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 	m := &wasmModule{
 		name: hc.Name, path: hc.Module, env: hc.Env, mounts: hc.Mounts, bodyDir: hc.BodyDir,
 		minWarm: 1, maxInstances: 1, memoryPages: hc.MemoryPages, maxOutput: hc.MaxOutput,
-		cacheDir: hc.CacheDir, stderr: errOut,
+		cacheDir: hc.CacheDir, stderr: errOut, host: true,
 	}
 	// A module that spins holds its thread; a second one lets the
 	// signal-handling goroutine run, so cpu_time (SIGXCPU) ends the host.
