@@ -18,7 +18,7 @@ bench:
 	./scripts/services/postgres.sh with go test -run '^$$' -bench . -benchtime 10000x ./flows/ ./brokers/ ./nodes/statemachine/ ./state/
 	./scripts/bench-ai.sh   # ai.ocr and the classifier next to onnxruntime-node (fetches models and the Node side)
 	# functions: warm calls next to a transform, alternating; throughput; cold starts; deadline overshoot
-	go test -run '^$$' -bench 'WarmCall|Throughput' -benchtime 3000x ./nodes/function/
+	go test -run '^$$' -bench 'WarmCall|Throughput|WasmVsWazero' -benchtime 3000x ./nodes/function/
 	go test -run '^$$' -bench 'ColdStart|DeadlineOvershoot' -benchtime 5x ./nodes/function/
 
 # PaddleOCR through Sluice flows next to the same models on onnxruntime-node

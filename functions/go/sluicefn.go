@@ -54,7 +54,7 @@ type response struct {
 func Answer(line []byte, h Handler) []byte {
 	var req Request
 	out := response{}
-	if err := json.Unmarshal(line, &req); err != nil {
+	if err := decodeRequest(line, &req); err != nil {
 		out.Error, out.Permanent = "bad request: "+err.Error(), true
 	} else if out.ID = req.ID; !req.Warmup {
 		v, err := h(&req)

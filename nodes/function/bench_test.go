@@ -21,7 +21,8 @@ func benchRuntimes(b *testing.B) [][2]string {
 		{"exec-python", `{runtime: exec, command: [python3, testdata/handler.py], min_warm: 1, max_workers: 1}`},
 		{"exec-node", `{runtime: exec, command: [node, testdata/handler.js], min_warm: 1, max_workers: 1}`},
 		{"wasm-reactor", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1}`},
-		{"wasm-reactor-no-interrupt", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1, interrupt: false}`},
+		{"wasm-reactor-in-process", `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1}`},
+		{"wasm-reactor-in-process-no-interrupt", `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 1, max_workers: 1, interrupt: false}`},
 		{"wasm-command", `{runtime: wasm, module: ` + filepath.Join(dir, "command.wasm") + `, max_workers: 1}`},
 	}
 }
@@ -89,7 +90,8 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, rt := range [][2]string{
 		{"exec-go", `{runtime: exec, command: [` + filepath.Join(dir, "goworker") + `], min_warm: 2, max_workers: 2}`},
 		{"wasm-reactor", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2}`},
-		{"wasm-reactor-no-interrupt", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2, interrupt: false}`},
+		{"wasm-reactor-in-process", `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2}`},
+		{"wasm-reactor-in-process-no-interrupt", `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `, min_warm: 2, max_workers: 2, interrupt: false}`},
 	} {
 		b.Run(rt[0], func(b *testing.B) {
 			n := started(b, rt[1], nodes.Deps{StateDir: cacheDir})
@@ -114,13 +116,15 @@ func BenchmarkThroughput(b *testing.B) {
 // come from the compilation cache (warmed before timing).
 func BenchmarkColdStart(b *testing.B) {
 	dir := buildGo(b)
-	started(b, `{runtime: wasm, module: `+filepath.Join(dir, "reactor.wasm")+`}`, nodes.Deps{StateDir: cacheDir}) // fills the cache
+	started(b, `{runtime: wasm, module: `+filepath.Join(dir, "reactor.wasm")+`}`, nodes.Deps{StateDir: cacheDir})                        // fills the cache
+	started(b, `{runtime: wasm, isolation: in_process, module: `+filepath.Join(dir, "reactor.wasm")+`}`, nodes.Deps{StateDir: cacheDir}) // and the interruptible one
 	for _, rt := range [][2]string{
 		{"exec-python", `{runtime: exec, command: [python3, testdata/handler.py]}`},
 		{"exec-python-min_warm", `{runtime: exec, command: [python3, testdata/handler.py], min_warm: 1}`},
 		{"exec-node", `{runtime: exec, command: [node, testdata/handler.js]}`},
 		{"exec-go", `{runtime: exec, command: [` + filepath.Join(dir, "goworker") + `]}`},
 		{"wasm-reactor", `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `}`},
+		{"wasm-reactor-in-process", `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `}`},
 	} {
 		b.Run(rt[0], func(b *testing.B) {
 			var first, startup []time.Duration

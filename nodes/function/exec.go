@@ -38,8 +38,12 @@ type execPool struct {
 	maxRequests int
 	memory      int64
 	cpu         time.Duration
+	cpus        float64 // cgroup cpu.max, in CPUs
 	maxOutput   int
 	log         *slog.Logger
+	extraEnv    []string      // set as they are (the wasm host's configuration)
+	startWait   time.Duration // bound on a new worker's start; startTimeout by default
+	noHelpers   bool          // no Python and Node helpers on the module paths
 
 	argv   []string // command with file arguments made absolute, at start
 	sdkDir string   // the Python and Node helpers, on the workers' module paths
@@ -47,6 +51,7 @@ type execPool struct {
 	tokens chan struct{}
 	idle   chan *worker
 	live   atomic.Int64
+	noCg   sync.Once       // logs once why workers have no cgroup
 	ctx    context.Context // cancelled by close
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -69,13 +74,16 @@ func (p *execPool) start(ctx context.Context) error {
 	if _, err := exec.LookPath(p.argv[0]); err != nil {
 		return nodes.Permanent(fmt.Errorf("command %q: %w", p.argv[0], err))
 	}
-	sdk, err := writeSDK()
-	if err != nil {
-		return err
+	paths := map[string]string{}
+	if !p.noHelpers {
+		sdk, err := writeSDK()
+		if err != nil {
+			return err
+		}
+		p.sdkDir = sdk
+		paths = map[string]string{"PYTHONPATH": filepath.Join(sdk, "python"), "NODE_PATH": filepath.Join(sdk, "node")}
 	}
-	p.sdkDir = sdk
-	paths := map[string]string{"PYTHONPATH": filepath.Join(sdk, "python"), "NODE_PATH": filepath.Join(sdk, "node")}
-	p.envv = []string{"PATH=" + os.Getenv("PATH")}
+	p.envv = append([]string{"PATH=" + os.Getenv("PATH")}, p.extraEnv...)
 	for _, k := range p.env {
 		if v, ok := os.LookupEnv(k); ok {
 			if extra, ok := paths[k]; ok {
@@ -91,10 +99,14 @@ func (p *execPool) start(ctx context.Context) error {
 	p.tokens = make(chan struct{}, p.maxWorkers)
 	p.idle = make(chan *worker, p.maxWorkers)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p.warm(ctx, p.minWarm)
+}
 
-	// min_warm workers, started side by side; the first failure fails Start.
-	errs := make(chan error, p.minWarm)
-	for range p.minWarm {
+// warm starts n workers side by side and adds them to the idle ones; the
+// first failure fails it.
+func (p *execPool) warm(ctx context.Context, n int) error {
+	errs := make(chan error, n)
+	for range n {
 		p.tokens <- struct{}{}
 		go func() {
 			w, err := p.spawn(ctx)
@@ -106,7 +118,7 @@ func (p *execPool) start(ctx context.Context) error {
 		}()
 	}
 	var werr error
-	for range p.minWarm {
+	for range n {
 		werr = errors.Join(werr, <-errs)
 	}
 	return werr
@@ -213,7 +225,7 @@ func (p *execPool) retire(w *worker) {
 			return // every slot is busy: a call will start one when needed
 		}
 		defer func() { <-p.tokens }()
-		ctx, cancel := context.WithTimeout(p.ctx, startTimeout)
+		ctx, cancel := context.WithTimeout(p.ctx, p.startBound())
 		defer cancel()
 		nw, err := p.spawn(ctx)
 		if err != nil {
@@ -222,6 +234,13 @@ func (p *execPool) retire(w *worker) {
 		}
 		p.idle <- nw
 	}()
+}
+
+func (p *execPool) startBound() time.Duration {
+	if p.startWait > 0 {
+		return p.startWait
+	}
+	return startTimeout
 }
 
 // spawn starts a worker and waits for its answer to a warm-up request,
@@ -244,7 +263,11 @@ func (p *execPool) spawn(ctx context.Context) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	cg := p.cgroup(cmd)
 	if err := cmd.Start(); err != nil {
+		if cg != nil {
+			cg.remove()
+		}
 		return nil, nodes.Permanent(fmt.Errorf("cannot start worker %q: %w", strings.Join(p.command, " "), err))
 	}
 	w.stdin, w.pid = stdin, cmd.Process.Pid
@@ -258,11 +281,15 @@ func (p *execPool) spawn(ctx context.Context) (*worker, error) {
 	go func() {
 		<-w.stderrDone // Wait closes the pipes: read them to the end first
 		w.waitErr = cmd.Wait()
+		if cg != nil {
+			w.oom = cg.oomKilled()
+			cg.remove()
+		}
 		p.live.Add(-1)
 		close(w.exited)
 	}()
 
-	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	wctx, cancel := context.WithTimeout(ctx, p.startBound())
 	defer cancel()
 	warm := &call{id: "warmup", run: "", req: []byte(`{"id":"warmup","warmup":true}` + "\n")}
 	if _, err := w.roundTrip(wctx, warm, 0); err != nil {
@@ -299,6 +326,7 @@ type worker struct {
 	stderrDone chan struct{}
 	exited     chan struct{}
 	waitErr    error
+	oom        bool // its cgroup's memory.max killed it
 }
 
 // line is one line of a worker's stdout.
@@ -421,12 +449,40 @@ func (w *worker) roundTrip(ctx context.Context, c *call, maxOutput int) (*respon
 		w.kill()
 		w.wait()
 		c.stderr = w.tail()
-		return nil, fmt.Errorf("function %s: worker crashed during the call (%s)", w.name, exitReason(w.waitErr))
+		reason := exitReason(w.waitErr)
+		if w.oom {
+			reason += ", memory_mb reached: cgroup memory.max"
+		}
+		return nil, fmt.Errorf("function %s: worker crashed during the call (%s)", w.name, reason)
 	}
 	if l.tooLarge {
 		return nil, errTooLarge(w.name, maxOutput)
 	}
 	return decodeResponse(w.name, l.data, c.id)
+}
+
+// cgroup gives the worker cmd will start a cgroup of its own when it has
+// limits a cgroup enforces and cgroups are available; otherwise it logs
+// why, once, and the rlimits alone apply.
+func (p *execPool) cgroup(cmd *exec.Cmd) *workerCgroup {
+	if p.memory <= 0 && p.cpus <= 0 {
+		return nil
+	}
+	dir, err := workerCgroups()
+	var cg *workerCgroup
+	if err == nil {
+		cg, err = newWorkerCgroup(dir, cmd, p.memory, p.cpus)
+	}
+	if err != nil {
+		p.noCg.Do(func() {
+			msg := "function workers: no cgroup of their own; memory_mb is RLIMIT_DATA per process"
+			if p.cpus > 0 {
+				msg += "; cpus is not applied"
+			}
+			p.log.Warn(msg, "function", p.name, "reason", err)
+		})
+	}
+	return cg
 }
 
 // exitReason describes how a process ended.

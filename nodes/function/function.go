@@ -37,6 +37,8 @@ const (
 	fieldMaxOutput   = "max_output"
 	fieldMounts      = "mounts"
 	fieldInterrupt   = "interrupt"
+	fieldIsolation   = "isolation"
+	fieldCPUs        = "cpus"
 )
 
 func init() {
@@ -52,7 +54,9 @@ func init() {
 			"object per line on stdin/stdout; a worker that crashes is replaced; stderr goes to the log and its last " +
 			"lines to the run record. runtime wasm runs a WASI module with wazero, compiled once (cached under the " +
 			"Sluice home): a command reading one request on stdin and writing one response on stdout gets a fresh " +
-			"instance per call; a reactor exporting sluice_alloc and sluice_call keeps a pool of instances. " +
+			"instance per call; a reactor exporting sluice_alloc and sluice_call keeps a pool of instances. By default " +
+			"(isolation: process) each instance lives in a wasm host process, Sluice's own executable, killed at the " +
+			"deadline like an exec worker; isolation: in_process keeps them inside Sluice. " +
 			"Relative paths resolve against the flow file's folder. See docs/functions.md.",
 		Fields: []nodes.Field{
 			{Name: fieldRuntime, Kind: nodes.Enum, Options: []string{"exec", "wasm"}, Required: true, Doc: "exec: worker processes; wasm: a WebAssembly (WASI) module in process."},
@@ -63,12 +67,14 @@ func init() {
 			{Name: fieldEnv, Kind: nodes.StringList, Doc: "Environment variables passed to the function (an allow-list; nothing else is, except PATH for exec)."},
 			{Name: fieldMinWarm, Kind: nodes.Int, Default: 0, Min: 0, Max: 1024, Doc: "Workers (instances) started ahead, before the first message, and kept: the first requests pay no cold start."},
 			{Name: fieldMaxWorkers, Kind: nodes.Int, Default: 0, Min: 0, Max: 1024, Doc: "Most workers (instances) at once, one request in flight each; the flow's concurrency, or the number of CPUs, by default."},
-			{Name: fieldMaxRequests, Kind: nodes.Int, Default: 0, Min: 0, Max: 1 << 30, Doc: "exec: replace a worker after this many requests (0: never)."},
+			{Name: fieldMaxRequests, Kind: nodes.Int, Default: 0, Min: 0, Max: 1 << 30, Doc: "Replace a worker (a wasm instance) after this many requests (0: never)."},
 			{Name: fieldMemoryMB, Kind: nodes.Int, Default: 0, Min: 0, Max: 1 << 20, Doc: "Memory cap in MiB: exec, each worker's data segment (RLIMIT_DATA; a worker over it fails to allocate); wasm, the module's linear memory (256 by default)."},
-			{Name: fieldCPUTime, Kind: nodes.Duration, Doc: "exec: CPU time one call may use (RLIMIT_CPU, whole seconds, rounded up); the worker is killed past it."},
+			{Name: fieldCPUTime, Kind: nodes.Duration, Doc: "exec, and wasm with isolation: process: CPU time one call may use (RLIMIT_CPU, whole seconds, rounded up); the worker (wasm host) is killed past it."},
+			{Name: fieldCPUs, Kind: nodes.Float, Default: 0.0, Min: 0, Max: 1024, Doc: "exec, and wasm with isolation: process: CPUs each worker may use, e.g. 0.5 (cgroup v2 cpu.max). Needs cgroups: where Sluice cannot make one, a warning is logged and it does not apply."},
 			{Name: fieldBody, Kind: nodes.Bool, Default: false, Doc: "Hand the message body (an uploaded file) to the function as a file: its path is in the request's body_path."},
 			{Name: fieldMaxOutput, Kind: nodes.Int, Default: 4 << 20, Min: 2, Max: 1 << 30, Doc: "Largest response accepted, in bytes; a larger one is a permanent error."},
-			{Name: fieldInterrupt, Kind: nodes.Bool, Default: true, Doc: "wasm: stop the module at the step's deadline. wazero then checks at every loop, which makes loop-heavy code (a Go guest's JSON) several times slower. false, for trusted modules only: a call past its deadline still fails at once, but the module runs on, holding its slot, until it returns (forever, for an endless loop)."},
+			{Name: fieldIsolation, Kind: nodes.Enum, Options: []string{"process", "in_process"}, Default: "process", Doc: "wasm: process runs each instance in a wasm host process (Sluice's own executable) with code compiled for speed, killed at the step's deadline like an exec worker; in_process runs instances inside Sluice (less memory, no process start; see interrupt)."},
+			{Name: fieldInterrupt, Kind: nodes.Bool, Default: true, Doc: "wasm, isolation: in_process: stop the module at the step's deadline. wazero then leaves the compiled code at every loop header to check, which makes loop-heavy code (a Go guest's JSON) several times slower. false, for trusted modules only: a call past its deadline still fails at once, but the module runs on, holding its slot, until it returns; one that never returns stalls Sluice's garbage collector and with it the whole process."},
 			{Name: fieldMounts, Kind: nodes.StringList, Doc: "wasm: folders the module may read, \"host:guest\" (read-only) or \"host:guest:rw\"; nothing else of the filesystem is visible, and WASI gives no network."},
 		},
 		Examples: []nodes.Example{
@@ -98,6 +104,13 @@ type runtimeImpl interface {
 	close() error
 }
 
+// guestFiles is a runtime whose functions see body files under their own
+// path (a wasm module's mounted folder).
+type guestFiles interface {
+	setBodyDir(dir string)
+	guestBodyPath(id string) string
+}
+
 // call is one request on its way through a runtime.
 type call struct {
 	id       string
@@ -123,13 +136,16 @@ type Request struct {
 	Warmup   bool              `json:"warmup,omitempty"` // sent to each new worker before real work; any answer will do
 }
 
-// response is what a function answers.
+// response is what a function answers (and what a wasm host writes).
 type response struct {
 	ID        string          `json:"id"`
-	Payload   json.RawMessage `json:"payload"`
-	Meta      map[string]any  `json:"meta"`
-	Error     string          `json:"error"`
-	Permanent bool            `json:"permanent"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Meta      map[string]any  `json:"meta,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Permanent bool            `json:"permanent,omitempty"`
+	// Set by a wasm host only (isolation: process), ignored otherwise.
+	HostLog  string `json:"host_log,omitempty"`  // the module's last stderr lines, when the call failed
+	HostCold bool   `json:"host_cold,omitempty"` // the host started an instance for the call
 }
 
 func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
@@ -168,7 +184,7 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 	f := &Function{name: c.String(fieldName), body: c.Bool(fieldBody), maxOutput: c.Int(fieldMaxOutput)}
 	switch c.String(fieldRuntime) {
 	case "exec":
-		onlyFor("wasm", fieldModule, fieldMounts, fieldInterrupt)
+		onlyFor("wasm", fieldModule, fieldMounts, fieldInterrupt, fieldIsolation)
 		cmd := c.Strings(fieldCommand)
 		if len(cmd) == 0 || cmd[0] == "" {
 			add(c.Errorf(fieldCommand, "runtime exec needs a command, e.g. [python3, handler.py]"))
@@ -184,11 +200,20 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		f.rt = &execPool{
 			name: f.name, command: cmd, flowDir: flowDir, dir: dir, env: c.Strings(fieldEnv),
 			minWarm: minWarm, maxWorkers: workers, maxRequests: c.Int(fieldMaxRequests),
-			memory: int64(c.Int(fieldMemoryMB)) << 20, cpu: c.Duration(fieldCPUTime), maxOutput: f.maxOutput,
+			memory: int64(c.Int(fieldMemoryMB)) << 20, cpu: c.Duration(fieldCPUTime), cpus: c.Float(fieldCPUs), maxOutput: f.maxOutput,
 			log: d.Logger,
 		}
 	case "wasm":
-		onlyFor("exec", fieldCommand, fieldDir, fieldMaxRequests, fieldCPUTime)
+		onlyFor("exec", fieldCommand, fieldDir)
+		inProcess := c.String(fieldIsolation) == "in_process"
+		for _, f := range []string{fieldCPUTime, fieldCPUs} {
+			if inProcess && c.Has(f) {
+				add(c.Errorf(f, "needs isolation: process (a call inside Sluice has no CPU clock of its own)"))
+			}
+		}
+		if !inProcess && c.Has(fieldInterrupt) {
+			add(c.Errorf(fieldInterrupt, "only for isolation: in_process (a wasm host process is killed at the deadline)"))
+		}
 		mod := c.String(fieldModule)
 		if mod == "" {
 			add(c.Errorf(fieldModule, "runtime wasm needs a module, e.g. upper.wasm"))
@@ -217,10 +242,17 @@ func newFunction(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		if d.StateDir != "" {
 			cache = filepath.Join(d.StateDir, "wasm-cache")
 		}
-		f.rt = &wasmModule{
+		wm := &wasmModule{
 			name: f.name, path: resolve(mod), env: c.Strings(fieldEnv), mounts: mounts,
 			minWarm: minWarm, maxInstances: workers, memoryPages: uint32(mem) * 16, maxOutput: f.maxOutput,
-			cacheDir: cache, log: d.Logger, interrupt: c.Bool(fieldInterrupt),
+			cacheDir: cache, log: d.Logger, interrupt: c.Bool(fieldInterrupt), maxRequests: c.Int(fieldMaxRequests),
+		}
+		f.rt = wm
+		if !inProcess {
+			f.rt = &wasmHosts{mod: wm, pool: &execPool{
+				name: f.name, dir: flowDir, env: wm.env, minWarm: minWarm, maxWorkers: workers,
+				maxRequests: c.Int(fieldMaxRequests), cpu: c.Duration(fieldCPUTime), cpus: c.Float(fieldCPUs), maxOutput: f.maxOutput, log: d.Logger,
+			}}
 		}
 	}
 	if len(probs) > 0 {
@@ -249,8 +281,8 @@ func (f *Function) Start(ctx context.Context) error {
 			return fmt.Errorf("function %s: body folder: %w", f.name, err)
 		}
 		f.tmp = dir
-		if w, ok := f.rt.(*wasmModule); ok {
-			w.bodyDir = dir
+		if w, ok := f.rt.(guestFiles); ok {
+			w.setBodyDir(dir)
 		}
 	}
 	if err := f.rt.start(ctx); err != nil {
@@ -295,7 +327,7 @@ func (f *Function) Process(ctx context.Context, env *nodes.Envelope) error {
 			}
 			defer os.Remove(c.bodyFile)
 			req.BodyPath = c.bodyFile
-			if w, ok := f.rt.(*wasmModule); ok {
+			if w, ok := f.rt.(guestFiles); ok {
 				req.BodyPath = w.guestBodyPath(c.id)
 			}
 			bytesIn += int64(len(body))

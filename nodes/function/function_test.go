@@ -132,6 +132,9 @@ func runtimes(t *testing.T) map[string]string {
 		"go":           `{runtime: exec, command: [` + filepath.Join(dir, "goworker") + `], max_output: 50000, memory_mb: 200}`,
 		"wasm-command": `{runtime: wasm, module: ` + filepath.Join(dir, "command.wasm") + `, max_output: 50000, memory_mb: 64}`,
 		"wasm-reactor": `{runtime: wasm, module: ` + filepath.Join(dir, "reactor.wasm") + `, max_output: 50000, memory_mb: 64}`,
+		// Inside Sluice, interruptible (the other wasm runtimes run in wasm hosts).
+		"wasm-command-in-process": `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "command.wasm") + `, max_output: 50000, memory_mb: 64}`,
+		"wasm-reactor-in-process": `{runtime: wasm, isolation: in_process, module: ` + filepath.Join(dir, "reactor.wasm") + `, max_output: 50000, memory_mb: 64}`,
 	}
 }
 
@@ -169,7 +172,7 @@ func TestContract(t *testing.T) {
 			assert.Contains(t, err.Error(), "bad order")
 			assert.NotEmpty(t, deliveryOf(env).TakeCalls()[0].Error)
 
-			if name != "wasm-command" && name != "wasm-reactor" {
+			if !strings.HasPrefix(name, "wasm") {
 				// Not JSON on stdout: permanent, and says where logs go.
 				_, err = callDo(t, n, "notjson", 10*time.Second)
 				assert.True(t, nodes.IsPermanent(err), "%v", err)
@@ -265,7 +268,7 @@ func TestExecWorkerOutOfStepIsReplaced(t *testing.T) {
 }
 
 func TestWasmWithoutInterrupt(t *testing.T) {
-	n, err := nodestest.Build("function", `{runtime: wasm, module: `+filepath.Join(buildGo(t), "reactor.wasm")+`, interrupt: false, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
+	n, err := nodestest.Build("function", `{runtime: wasm, isolation: in_process, module: `+filepath.Join(buildGo(t), "reactor.wasm")+`, interrupt: false, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
 	require.NoError(t, err)
 	require.NoError(t, n.(nodes.Starter).Start(t.Context()))
 	env, err := callDo(t, n, "ok", 10*time.Second)
@@ -359,7 +362,11 @@ func TestConfigProblems(t *testing.T) {
 		{`{runtime: exec}`, `field "command": runtime exec needs a command`},
 		{`{runtime: wasm}`, `field "module": runtime wasm needs a module`},
 		{`{runtime: exec, command: [x], module: m.wasm}`, `field "module": only for runtime: wasm`},
-		{`{runtime: wasm, module: m.wasm, cpu_time: 1s}`, `field "cpu_time": only for runtime: exec`},
+		{`{runtime: wasm, module: m.wasm, isolation: in_process, cpu_time: 1s}`, `field "cpu_time": needs isolation: process`},
+		{`{runtime: wasm, module: m.wasm, interrupt: false}`, `field "interrupt": only for isolation: in_process`},
+		{`{runtime: wasm, module: m.wasm, isolation: in_process, cpus: 0.5}`, `field "cpus": needs isolation: process`},
+		{`{runtime: exec, command: [x], isolation: process}`, `field "isolation": only for runtime: wasm`},
+		{`{runtime: wasm, module: m.wasm, dir: x}`, `field "dir": only for runtime: exec`},
 		{`{runtime: exec, command: [x], interrupt: false}`, `field "interrupt": only for runtime: wasm`},
 		{`{runtime: wasm, module: m.wasm, mounts: [data]}`, `want "host:/guest"`},
 		{`{runtime: exec, command: [x], min_warm: 5, max_workers: 2}`, `field "min_warm": 5 is more than max_workers (2)`},

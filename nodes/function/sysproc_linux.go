@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,4 +63,15 @@ func limitCPU(pid int, d time.Duration) error {
 	used := (utime + stime) / clockTicks
 	soft := uint64(math.Ceil(used + d.Seconds()))
 	return unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: soft, Max: unix.RLIM_INFINITY}, nil)
+}
+
+// onCPULimit calls f when the process passes its soft RLIMIT_CPU: Go
+// processes ignore SIGXCPU unless they ask for it.
+func onCPULimit(f func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGXCPU)
+	go func() {
+		<-ch
+		f()
+	}()
 }

@@ -24,3 +24,5 @@ func setLimits(_ int, memory int64) error {
 }
 
 func limitCPU(int, time.Duration) error { return errors.New("cpu_time is supported on Linux only") }
+
+func onCPULimit(func()) {}

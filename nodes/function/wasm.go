@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,8 +36,9 @@ const (
 
 // mount is a host folder the module may see.
 type mount struct {
-	host, guest string
-	rw          bool
+	Host  string `json:"host"`
+	Guest string `json:"guest"`
+	RW    bool   `json:"rw,omitempty"`
 }
 
 func parseMount(s string, resolve func(string) string) (mount, error) {
@@ -43,7 +46,7 @@ func parseMount(s string, resolve func(string) string) (mount, error) {
 	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || !strings.HasPrefix(parts[1], "/") || len(parts) == 3 && parts[2] != "rw" && parts[2] != "ro" {
 		return mount{}, fmt.Errorf("mount %q: want \"host:/guest\", \"host:/guest:ro\" or \"host:/guest:rw\"", s)
 	}
-	return mount{host: resolve(parts[0]), guest: parts[1], rw: len(parts) == 3 && parts[2] == "rw"}, nil
+	return mount{Host: resolve(parts[0]), Guest: parts[1], RW: len(parts) == 3 && parts[2] == "rw"}, nil
 }
 
 // wasmModule is runtime wasm: one compiled module, run as a fresh instance
@@ -59,7 +62,10 @@ type wasmModule struct {
 	memoryPages  uint32
 	maxOutput    int
 	cacheDir     string
-	interrupt    bool // close the module at the deadline (wazero's checks at every loop)
+	interrupt    bool      // close the module at the deadline (wazero's checks at every loop)
+	maxRequests  int       // drop a reactor instance after this many calls (0: never)
+	stderr       io.Writer // also gets the module's stderr (the wasm host's own stderr)
+	host         bool      // this is a wasm host's module: the parent kills the process at the deadline
 	log          *slog.Logger
 
 	rt       wazero.Runtime
@@ -71,10 +77,14 @@ type wasmModule struct {
 }
 
 func (m *wasmModule) guestBodyPath(id string) string { return path.Join(guestBodies, id) }
+func (m *wasmModule) setBodyDir(dir string)          { m.bodyDir = dir }
 
 func (m *wasmModule) start(ctx context.Context) error {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
+	}
+	if !m.interrupt && !m.host {
+		m.log.Warn("function: interrupt: false: a call that never returns cannot be stopped and stalls Sluice's garbage collector; use it for trusted modules only, or isolation: process", "function", m.name)
 	}
 	code, err := os.ReadFile(m.path)
 	if err != nil {
@@ -82,8 +92,15 @@ func (m *wasmModule) start(ctx context.Context) error {
 	}
 	cfg := wazero.NewRuntimeConfig().WithMemoryLimitPages(m.memoryPages).WithCloseOnContextDone(m.interrupt)
 	if m.cacheDir != "" {
-		if m.cache, err = wazero.NewCompilationCacheWithDir(m.cacheDir); err != nil {
-			return fmt.Errorf("compilation cache %s: %w", m.cacheDir, err)
+		// wazero's cache key leaves out whether the code checks for the
+		// close at every loop: each kind gets its own folder, or a module
+		// compiled without the checks would be loaded as interruptible.
+		dir := filepath.Join(m.cacheDir, "plain")
+		if m.interrupt {
+			dir = filepath.Join(m.cacheDir, "interruptible")
+		}
+		if m.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
+			return fmt.Errorf("compilation cache %s: %w", dir, err)
 		}
 		cfg = cfg.WithCompilationCache(m.cache)
 	}
@@ -157,9 +174,13 @@ func (m *wasmModule) close() error {
 // allowed environment and folders, and a sleep that ends with the call's
 // context (so a sleeping guest is stopped at its deadline too).
 func (m *wasmModule) moduleConfig(done *atomic.Pointer[context.Context], stderr *tailWriter) wazero.ModuleConfig {
+	var errw io.Writer = stderr
+	if m.stderr != nil {
+		errw = io.MultiWriter(stderr, m.stderr)
+	}
 	cfg := wazero.NewModuleConfig().WithName("").WithArgs(m.name).
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
-		WithStderr(stderr).
+		WithStderr(errw).
 		WithNanosleep(func(ns int64) {
 			t := time.NewTimer(time.Duration(ns))
 			defer t.Stop()
@@ -181,10 +202,10 @@ func (m *wasmModule) moduleConfig(done *atomic.Pointer[context.Context], stderr 
 	}
 	fsc := wazero.NewFSConfig()
 	for _, mt := range m.mounts {
-		if mt.rw {
-			fsc = fsc.WithDirMount(mt.host, mt.guest)
+		if mt.RW {
+			fsc = fsc.WithDirMount(mt.Host, mt.Guest)
 		} else {
-			fsc = fsc.WithReadOnlyDirMount(mt.host, mt.guest)
+			fsc = fsc.WithReadOnlyDirMount(mt.Host, mt.Guest)
 		}
 	}
 	if m.bodyDir != "" {
@@ -199,13 +220,9 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 	case <-ctx.Done():
 		return nil, errTimeout(m.name, ctx, fmt.Sprintf("all %d instances stayed busy", m.maxInstances))
 	}
-	run := m.callCommand
-	if m.reactor {
-		run = m.callReactor
-	}
 	if m.interrupt {
 		defer func() { <-m.tokens }()
-		return run(ctx, c)
+		return m.invoke(ctx, c)
 	}
 	// Not interruptible: the call runs on its own goroutine, which keeps
 	// the slot until the module returns, even past the deadline.
@@ -218,7 +235,7 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 	cc := *c
 	go func() {
 		defer func() { <-m.tokens }()
-		resp, err := run(ctx, &cc)
+		resp, err := m.invoke(ctx, &cc)
 		done <- result{resp, err, cc}
 	}()
 	select {
@@ -229,6 +246,15 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 		m.log.Warn("function call past its deadline keeps running (interrupt: false)", "function", m.name, "run", c.run)
 		return nil, errTimeout(m.name, ctx, "the module runs on (interrupt: false)")
 	}
+}
+
+// invoke runs one call on a new instance (a command) or a kept one (a
+// reactor). The caller holds a slot.
+func (m *wasmModule) invoke(ctx context.Context, c *call) (*response, error) {
+	if m.reactor {
+		return m.callReactor(ctx, c)
+	}
+	return m.callCommand(ctx, c)
 }
 
 // callCommand runs a fresh instance of a WASI command on the request:
@@ -277,6 +303,7 @@ type instance struct {
 	mem         api.Memory
 	done        atomic.Pointer[context.Context]
 	stderr      *tailWriter
+	requests    int
 }
 
 func (m *wasmModule) instantiate(ctx context.Context) (*instance, error) {
@@ -284,6 +311,9 @@ func (m *wasmModule) instantiate(ctx context.Context) (*instance, error) {
 	in.done.Store(&ctx)
 	cfg := m.moduleConfig(&in.done, in.stderr).WithStartFunctions("_initialize")
 	mod, err := m.rt.InstantiateModule(ctx, m.compiled, cfg)
+	if err != nil && ctx.Err() != nil { // the call's deadline, not the module
+		return nil, errTimeout(m.name, ctx, "a new instance was starting")
+	}
 	if err != nil {
 		return nil, nodes.Permanent(fmt.Errorf("module %s did not start: %w; stderr: %s", m.path, err, in.stderr.tail()))
 	}
@@ -313,6 +343,9 @@ func (m *wasmModule) callReactor(ctx context.Context, c *call) (*response, error
 	resp, keep, err := m.roundTrip(ctx, in, c)
 	if err != nil {
 		c.stderr = in.stderr.tail()
+	}
+	if in.requests++; m.maxRequests > 0 && in.requests >= m.maxRequests {
+		keep = false
 	}
 	if keep {
 		m.idle <- in

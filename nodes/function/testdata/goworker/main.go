@@ -14,7 +14,10 @@ import (
 	sluicefn "github.com/sluicehq/sluice/functions/go"
 )
 
-var sink [][]byte
+var (
+	sink  [][]byte
+	calls int // calls served by this process or instance
+)
 
 func handle(req *sluicefn.Request) (any, error) {
 	var p struct {
@@ -22,9 +25,10 @@ func handle(req *sluicefn.Request) (any, error) {
 		Text string `json:"text"`
 	}
 	_ = json.Unmarshal(req.Payload, &p)
+	calls++
 	switch p.Do {
 	case "", "ok":
-		return sluicefn.Result{Payload: map[string]any{"upper": strings.ToUpper(p.Text), "pid": os.Getpid()}, Meta: map[string]string{"handled_by": "go"}}, nil
+		return sluicefn.Result{Payload: map[string]any{"upper": strings.ToUpper(p.Text), "pid": os.Getpid(), "calls": calls}, Meta: map[string]string{"handled_by": "go"}}, nil
 	case "body":
 		b, err := os.ReadFile(req.BodyPath)
 		if err != nil {

@@ -1,0 +1,203 @@
+package function
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/nodes"
+)
+
+// hostEnv names the environment variable that turns a Sluice process into
+// a wasm host: a worker of runtime wasm's isolation: process, started from
+// Sluice's own executable. Its value is the host's configuration as JSON.
+const hostEnv = "SLUICE_WASM_HOST"
+
+// A process started with hostEnv set serves as a wasm host and exits, in
+// whatever binary imports this package (sluice, a test binary): nothing
+// in main needs to know.
+func init() {
+	if spec, ok := os.LookupEnv(hostEnv); ok {
+		os.Exit(serveHost(spec, os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
+// hostStartTimeout bounds a wasm host's start: the first one compiles the
+// module when the cache does not have it (seconds; minutes for a large
+// module in a race-detector build).
+const hostStartTimeout = 5 * time.Minute
+
+// hostConfig is what a wasm host is told; environment values are not in
+// it: the host gets the allowed variables in its own environment.
+type hostConfig struct {
+	Name        string   `json:"name"`
+	Module      string   `json:"module"`
+	Env         []string `json:"env,omitempty"`
+	Mounts      []mount  `json:"mounts,omitempty"`
+	BodyDir     string   `json:"body_dir,omitempty"`
+	MemoryPages uint32   `json:"memory_pages"`
+	MaxOutput   int      `json:"max_output"`
+	CacheDir    string   `json:"cache_dir,omitempty"`
+}
+
+// serveHost runs a wasm host: it compiles the module without wazero's
+// per-loop close checks (or loads that code from the compilation cache,
+// which the pool's first host fills) and answers requests, one JSON line
+// each, until stdin closes. Nothing here stops a runaway call but
+// cpu_time: the parent kills the process at the deadline. The module's
+// stderr is passed through to the host's stderr, which the pool logs.
+func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
+	var hc hostConfig
+	if err := json.Unmarshal([]byte(spec), &hc); err != nil {
+		fmt.Fprintf(errOut, "sluice wasm host: bad %s: %v\n", hostEnv, err)
+		return 2
+	}
+	m := &wasmModule{
+		name: hc.Name, path: hc.Module, env: hc.Env, mounts: hc.Mounts, bodyDir: hc.BodyDir,
+		minWarm: 1, maxInstances: 1, memoryPages: hc.MemoryPages, maxOutput: hc.MaxOutput,
+		cacheDir: hc.CacheDir, stderr: errOut, host: true,
+	}
+	// A module that spins holds its thread; a second one lets the
+	// signal-handling goroutine run, so cpu_time (SIGXCPU) ends the host.
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 2))
+	onCPULimit(func() {
+		fmt.Fprintln(errOut, "sluice wasm host: cpu_time spent (SIGXCPU)")
+		os.Exit(3)
+	})
+	ctx := context.Background()
+	if err := m.start(ctx); err != nil {
+		fmt.Fprintf(errOut, "sluice wasm host: %v\n", err)
+		return 1
+	}
+	defer m.close()
+	r := bufio.NewReaderSize(in, 64<<10)
+	w := bufio.NewWriterSize(out, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			b, _ := json.Marshal(m.hostCall(ctx, line))
+			_, _ = w.Write(append(b, '\n'))
+			if w.Flush() != nil {
+				return 0
+			}
+		}
+		if err != nil {
+			return 0
+		}
+	}
+}
+
+// hostCall answers one request line.
+func (m *wasmModule) hostCall(ctx context.Context, line []byte) *response {
+	var head struct {
+		ID     string `json:"id"`
+		Warmup bool   `json:"warmup"`
+	}
+	if id, ok := leadingID(line); ok {
+		head.ID, head.Warmup = id, id == "warmup" && bytes.Contains(line, []byte(`"warmup":true`))
+	} else if err := json.Unmarshal(line, &head); err != nil {
+		return &response{Error: "bad request: " + err.Error(), Permanent: true}
+	}
+	if head.Warmup { // the instance is ready: the pool's warm-up needs no call
+		return &response{ID: head.ID}
+	}
+	c := &call{id: head.ID, req: line}
+	resp, err := m.invoke(ctx, c)
+	if err != nil {
+		resp = &response{
+			Error:     strings.TrimPrefix(err.Error(), "function "+m.name+": "),
+			Permanent: errors.Is(err, nodes.ErrPermanent), HostLog: c.stderr,
+		}
+	}
+	resp.ID, resp.HostCold = head.ID, c.cold
+	return resp
+}
+
+// leadingID reads the id of a request Sluice encoded: its first field, a
+// plain string. Other lines go through encoding/json.
+func leadingID(line []byte) (string, bool) {
+	const prefix = `{"id":"`
+	if !bytes.HasPrefix(line, []byte(prefix)) {
+		return "", false
+	}
+	rest := line[len(prefix):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
+}
+
+// wasmHosts is runtime wasm with isolation: process: each instance lives
+// in a wasm host process (Sluice's own executable, see serveHost) of an
+// exec pool, which kills it at the deadline, recycles it after
+// max_requests and bounds its CPU time. At least one host is kept: the
+// first, started by Start, compiles the module (or loads it from the
+// compilation cache) and fills the cache the next ones load from.
+type wasmHosts struct {
+	mod      *wasmModule // the configuration
+	pool     *execPool
+	tmpCache string // a compilation cache for the hosts when there is no Sluice home
+}
+
+func (h *wasmHosts) setBodyDir(dir string)          { h.mod.bodyDir = dir }
+func (h *wasmHosts) guestBodyPath(id string) string { return h.mod.guestBodyPath(id) }
+
+func (h *wasmHosts) start(ctx context.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("wasm host: %w", err)
+	}
+	cache := h.mod.cacheDir
+	if cache == "" {
+		if cache, err = os.MkdirTemp("", "sluice-wasm-cache-"); err != nil {
+			return fmt.Errorf("wasm host: %w", err)
+		}
+		h.tmpCache = cache
+	}
+	spec, err := json.Marshal(hostConfig{
+		Name: h.mod.name, Module: h.mod.path, Env: h.mod.env, Mounts: h.mod.mounts, BodyDir: h.mod.bodyDir,
+		MemoryPages: h.mod.memoryPages, MaxOutput: h.mod.maxOutput, CacheDir: cache,
+	})
+	if err != nil {
+		return err
+	}
+	h.pool.command = []string{exe}
+	h.pool.extraEnv = []string{hostEnv + "=" + string(spec)}
+	h.pool.noHelpers = true
+	h.pool.startWait = hostStartTimeout
+	want := max(h.pool.minWarm, 1)
+	h.pool.minWarm = 1
+	if err := h.pool.start(ctx); err != nil {
+		return fmt.Errorf("module %s: %w", h.mod.path, err)
+	}
+	h.pool.minWarm = want
+	return h.pool.warm(ctx, want-1)
+}
+
+func (h *wasmHosts) call(ctx context.Context, c *call) (*response, error) {
+	resp, err := h.pool.call(ctx, c)
+	if resp != nil {
+		c.cold = c.cold || resp.HostCold
+		if resp.HostLog != "" {
+			c.stderr = resp.HostLog
+		}
+	}
+	return resp, err
+}
+
+func (h *wasmHosts) close() error {
+	err := h.pool.close()
+	if h.tmpCache != "" {
+		err = errors.Join(err, os.RemoveAll(h.tmpCache))
+	}
+	return err
+}
