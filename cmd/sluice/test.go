@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/flowtest"
+)
+
+func testCmd(g *globals) *cobra.Command {
+	var verbose, asJSON bool
+	var run string
+	cmd := &cobra.Command{
+		Use:   "test [PATH...]",
+		Short: "Run the flow tests (*_test.yaml) beside the flows",
+		Long: `Test runs flow test files: YAML files named NAME_test.yaml beside the flows
+they test. Each names a flow, and cases: an input (a message, an object
+from a fixture file, an HTTP request) and what must follow (the final
+payload, messages published, objects written, rows, state machine states,
+a dead letter, the HTTP response). See README.md's "Testing flows".
+
+Every case runs in this process on the real engine, over a mem:// broker
+and storage and a throwaway state folder, with the completion ledger on;
+nothing outside is touched (only the flow's own calls, such as http.call,
+reach out). PATH is a test file, or a folder searched recursively (also
+written dir/...); the current folder when none is given.
+
+Output is go test's: failures with the test file's line:col of each unmet
+expectation, an ok or FAIL line per file; -v adds passes and skips. The
+exit code is 1 when a case fails, 2 when a test file is invalid. Cases
+whose flow needs ONNX Runtime are skipped when it is missing, unless CI is
+set to true.`,
+		Example: `  sluice test examples
+  sluice test ./flows/...
+  sluice test -v --run 'pay|ship' examples/orders
+  sluice test --json examples > results.jsonl`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"."}
+			}
+			opts := flowtest.Options{}
+			if run != "" {
+				re, err := regexp.Compile(run)
+				if err != nil {
+					return fmt.Errorf("--run: %w", err)
+				}
+				opts.Run = re
+			}
+			opts.CI, _ = strconv.ParseBool(os.Getenv("CI"))
+			if verbose && !asJSON {
+				log, err := g.logger()
+				if err != nil {
+					return err
+				}
+				opts.Logger = log
+			} else {
+				opts.Logger = slog.New(slog.DiscardHandler)
+			}
+			files, err := flowtest.Find(args)
+			if err != nil {
+				return err
+			}
+			rep := &flowtest.Reporter{W: cmd.OutOrStdout(), Verbose: verbose, JSON: asJSON}
+			code := 0
+			for _, f := range files {
+				res := flowtest.RunFile(cmd.Context(), f, opts, rep.Case)
+				rep.File(res)
+				switch {
+				case res.Err != nil:
+					code = max(code, 2)
+				case res.Failed():
+					code = max(code, 1)
+				}
+			}
+			if code != 0 {
+				if !asJSON {
+					fmt.Fprintln(cmd.OutOrStdout(), "FAIL")
+				}
+				return exitError{code, fmt.Errorf("flow tests failed")}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every case (passes and skips too) and the engine's logs (--log-level)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line, as go test -json does")
+	cmd.Flags().StringVar(&run, "run", "", "run only the cases whose name matches this regexp")
+	return cmd
+}
