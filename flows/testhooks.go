@@ -1,9 +1,6 @@
 package flows
 
-import (
-	"github.com/sluicehq/sluice/nodes"
-	"github.com/sluicehq/sluice/state"
-)
+import "github.com/sluicehq/sluice/state"
 
 // RunEnd is what Options.OnRunEnd sees of a run once it has ended: its
 // record, and what its steps left on the envelope. sluice test (package
@@ -18,9 +15,6 @@ type RunEnd struct {
 	Payload any
 	Meta    map[string]string
 	Steps   map[string]any
-	// Outputs are the messages the run published (none when it failed:
-	// its dead letter is Run.Error's).
-	Outputs []nodes.Output
 }
 
 // StatusFiltered is RunEnd's status of an input the trigger filtered out.
@@ -28,7 +22,8 @@ const StatusFiltered = "filtered"
 
 // observe hands a settled run to Options.OnRunEnd, when set. It is called
 // once per run, after its outputs are published and its completion is
-// committed, from the goroutine that settled it.
+// committed (so its outputs and dead letter are published), from the
+// goroutine that settled it.
 func (r *runner) observe(d *delivery) {
 	fn := r.e.opts.OnRunEnd
 	if fn == nil {
@@ -40,9 +35,6 @@ func (r *runner) observe(d *delivery) {
 	}
 	if !d.unsafe && d.env != nil {
 		end.Payload, end.Meta, end.Steps = d.env.Payload, d.env.Meta, d.env.Steps
-		if d.fail == nil && d.dl != nil {
-			end.Outputs = d.dl.Outputs()
-		}
 	}
 	fn(end)
 }

@@ -2,10 +2,12 @@ package flowtest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	_ "image/png"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/tiff"
 	_ "golang.org/x/image/webp"
@@ -36,6 +40,9 @@ type outcome struct {
 	resp     *response     // the answer to a request input
 	store    *storage.Store
 	stateDir string
+	// published returns the messages published to a topic since the
+	// case's input was handed over (its before inputs' excluded).
+	published func(topic string) []*message.Message
 }
 
 type response struct {
@@ -53,6 +60,8 @@ var objectExpectFields = []nodes.Field{
 	{Name: "height", Kind: nodes.Int, Min: 0, Max: 1 << 20, Doc: "Image height in pixels."},
 	{Name: "content_type", Kind: nodes.String},
 	{Name: "json", Kind: nodes.Any, Doc: "JSON subset of the object's content."},
+	{Name: "lines", Kind: nodes.Int, Min: 0, Max: 1 << 40, Doc: "Lines of text in the object (gzip content is read uncompressed)."},
+	{Name: "contains", Kind: nodes.StringList, Doc: "Texts the object's content contains (gzip content is read uncompressed)."},
 }
 
 // parseExpectations reads a case's expectations; each keeps the position
@@ -200,14 +209,9 @@ func (f *File) publishedExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes
 		probs.Add(pos, "published: %s: want a count or a list of payload subsets", topic)
 	}
 	return expectation{pos: pos, what: "published", check: func(o *outcome) []Failure {
-		if o.end == nil {
-			return []Failure{{Pos: pos, Msg: "published " + topic + ": no run"}}
-		}
 		var got []any
-		for _, out := range o.end.Outputs {
-			if out.Topic == topic {
-				got = append(got, decodeJSON(out.Payload))
-			}
+		for _, m := range o.published(topic) {
+			got = append(got, decodeJSON(m.Payload))
 		}
 		if len(got) != count {
 			return []Failure{{Pos: pos, Msg: fmt.Sprintf("published %s: got %d messages %s, want %d", topic, len(got), show(got), count)}}
@@ -266,8 +270,23 @@ func (f *File) objectExpectations(e nodes.MapEntry, n *yaml.Node, probs *nodes.P
 				out = append(out, fail("height", "height %d, want %d (%s %dx%d)", cfg.Height, c.Int("height"), format, cfg.Width, cfg.Height)...)
 			}
 		}
+		if c.Has("lines") || c.Has("contains") || c.Has("json") {
+			if data, err = gunzip(data); err != nil {
+				return append(out, fail("", "%v", err)...)
+			}
+		}
 		if c.Has("json") {
 			out = append(out, mismatches(f.Path, child(n, "json"), "object "+e.Key, compare(c.Any("json"), decodeJSON(data), true))...)
+		}
+		if c.Has("lines") {
+			if got := bytes.Count(data, []byte("\n")) + btoi(len(data) > 0 && data[len(data)-1] != '\n'); got != c.Int("lines") {
+				out = append(out, fail("lines", "%d lines, want %d", got, c.Int("lines"))...)
+			}
+		}
+		for i, s := range c.Strings("contains") {
+			if !bytes.Contains(data, []byte(s)) {
+				out = append(out, Failure{Pos: at(f.Path, child(n, "contains"), i), Msg: fmt.Sprintf("object %s: does not contain %q: %s", e.Key, s, shortBody(data))})
+			}
 		}
 		return out
 	}}}
@@ -431,4 +450,27 @@ func shortBody(b []byte) string {
 		s = s[:300] + "…"
 	}
 	return s
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// gunzip returns gzip data uncompressed, other data as is.
+func gunzip(data []byte) ([]byte, error) {
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		return data, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, 1<<30))
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return out, nil
 }

@@ -280,7 +280,7 @@ func (o *observer) last(from int) *flows.RunEnd {
 type harness struct {
 	dir    string
 	store  *storage.Store
-	broker brokers.Broker
+	broker *recorder
 	state  *state.DB
 	engine *flows.Engine
 	flows  []*flows.Flow
@@ -310,15 +310,17 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 		return failAt("%v", err)
 	}
 	for i, in := range tc.Before {
-		if _, _, err := h.feed(ctx, target, in); err != nil {
+		if _, _, err := h.feed(ctx, target, in, false); err != nil {
 			return []Failure{{Pos: in.Pos, Msg: fmt.Sprintf("before[%d]: %v", i, err)}}
 		}
 	}
-	end, resp, err := h.feed(ctx, target, tc.Input)
+	mark := h.broker.mark()
+	end, resp, err := h.feed(ctx, target, tc.Input, true)
 	if err != nil {
 		return []Failure{{Pos: tc.Input.Pos, Msg: err.Error()}}
 	}
-	o := &outcome{ctx: ctx, end: end, resp: resp, store: h.store, stateDir: h.dir}
+	o := &outcome{ctx: ctx, end: end, resp: resp, store: h.store, stateDir: h.dir,
+		published: func(topic string) []*message.Message { return h.broker.since(mark, topic) }}
 	var out []Failure
 	for _, ex := range tc.expect {
 		out = append(out, ex.check(o)...)
@@ -339,9 +341,11 @@ func start(ctx context.Context, fs *flowSet, opts Options) (h *harness, err erro
 	if h.store, err = storage.Open(ctx, "mem://"); err != nil {
 		return h, err
 	}
-	if h.broker, err = brokers.Open(ctx, "mem://", flows.WatermillLogger(log)); err != nil {
+	mem, err := brokers.Open(ctx, "mem://", flows.WatermillLogger(log))
+	if err != nil {
 		return h, err
 	}
+	h.broker = newRecorder(mem)
 	if h.state, err = openState(h.dir); err != nil {
 		return h, err
 	}
@@ -481,9 +485,13 @@ func (h *harness) target(tc *Case) (*flows.Flow, error) {
 }
 
 // feed hands an input to the engine and waits for the run it starts to
-// end; a request that was refused before it ran has no run.
-func (h *harness) feed(ctx context.Context, target *flows.Flow, in *Input) (*flows.RunEnd, *response, error) {
+// end; a request that was refused before it ran has no run. Messages to
+// a batch flow (one ending in archive) have no run of their own: those
+// of before are only published, and the case's input waits for the
+// flow's next run, the batch's (or one message's dead letter).
+func (h *harness) feed(ctx context.Context, target *flows.Flow, in *Input, last bool) (*flows.RunEnd, *response, error) {
 	from := h.obs.mark()
+	batch := target != nil && isBatch(target)
 	wait := func(what string, match func(flows.RunEnd) bool) (*flows.RunEnd, error) {
 		e, err := h.obs.wait(ctx, from, match)
 		if err != nil {
@@ -510,6 +518,13 @@ func (h *harness) feed(ctx context.Context, target *flows.Flow, in *Input) (*flo
 		}
 		if err := h.broker.Publisher().Publish(topic, msg); err != nil {
 			return nil, nil, fmt.Errorf("message: publish to %s: %w", topic, err)
+		}
+		if batch && topic == target.InputTopic() {
+			if !last {
+				return nil, nil, nil
+			}
+			e, err := wait("message to "+topic, func(e flows.RunEnd) bool { return e.Run.Flow == target.Name })
+			return e, nil, err
 		}
 		e, err := wait("message to "+topic, func(e flows.RunEnd) bool { return e.Run.Input == msg.UUID })
 		return e, nil, err
@@ -552,6 +567,15 @@ func (h *harness) feed(ctx context.Context, target *flows.Flow, in *Input) (*flo
 		return e, resp, err
 	}
 	return nil, nil, errors.New("no input")
+}
+
+// isBatch reports whether f ends in a batching step (archive).
+func isBatch(f *flows.Flow) bool {
+	if len(f.Steps) == 0 {
+		return false
+	}
+	_, ok := f.Steps[len(f.Steps)-1].Node.(nodes.Batcher)
+	return ok
 }
 
 // build makes the request's http.Request.
