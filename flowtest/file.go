@@ -27,6 +27,7 @@ import (
 const (
 	fFlow          = "flow"
 	fEnv           = "env"
+	fRequires      = "requires"
 	fCases         = "cases"
 	fName          = "name"
 	fSkip          = "skip"
@@ -113,7 +114,8 @@ var caseFields = append([]nodes.Field{
 
 var fileFields = []nodes.Field{
 	{Name: fFlow, Kind: nodes.String, Required: true, Doc: "A flow file (relative to the test file) or a flow name in the test file's folder."},
-	{Name: fEnv, Kind: nodes.Map, Elem: nodes.String, Doc: "Environment for the flow's ${NAME} references and *_env fields."},
+	{Name: fEnv, Kind: nodes.Map, Elem: nodes.String, Doc: "Environment for the flow's ${NAME} references and *_env fields; ${SLUICE_TEST_URL} in a value is the address the case's HTTP routes are served at."},
+	{Name: fRequires, Kind: nodes.Map, Elem: nodes.String, Doc: "Files the flow needs (relative to the test file), each with how to make it: cases are skipped while one is missing (under CI=true they fail)."},
 	{Name: fCases, Kind: nodes.List, Required: true, Fields: caseFields},
 }
 
@@ -124,7 +126,15 @@ type File struct {
 	Flow  string // the flow reference, as written
 	Pos   nodes.Pos
 	Env   map[string]string
-	Cases []*Case
+	// Requires maps files the flow needs to how to make them.
+	Requires []Requirement
+	Cases    []*Case
+}
+
+// Requirement is a file a test file's flow needs.
+type Requirement struct {
+	Path, How string
+	Pos       nodes.Pos
 }
 
 // Case is one test case.
@@ -213,6 +223,10 @@ func Parse(path string, data []byte) (*File, error) {
 	f := &File{Path: path, Dir: filepath.Dir(path), Flow: c.String(fFlow), Pos: c.Pos(fFlow), Env: map[string]string{}}
 	for _, e := range c.Map(fEnv) {
 		f.Env[e.Key], _ = e.Value.(string)
+	}
+	for _, e := range c.Map(fRequires) {
+		how, _ := e.Value.(string)
+		f.Requires = append(f.Requires, Requirement{Path: e.Key, How: how, Pos: e.Pos})
 	}
 	caseNodes := child(root, fCases)
 	seen := map[string]bool{}

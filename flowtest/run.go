@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -104,7 +106,17 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 		return res
 	}
 	skip := ""
-	if fs.needsONNX {
+	for _, r := range f.Requires {
+		if _, err := os.Stat(filepath.Join(f.Dir, r.Path)); err != nil {
+			if opts.CI {
+				res.Err = fmt.Errorf("%s: requires %s, missing (CI=true): %s", r.Pos, r.Path, r.How)
+				return res
+			}
+			skip = fmt.Sprintf("%s is missing: %s (under CI=true this fails)", r.Path, r.How)
+			break
+		}
+	}
+	if skip == "" && fs.needsONNX {
 		if err := ai.Load(fs.file); err != nil {
 			if !opts.CI {
 				skip = fmt.Sprintf("%v (run ./scripts/models.sh; under CI=true this fails)", err)
@@ -158,7 +170,8 @@ func setEnv(env map[string]string) func() {
 	for k, v := range env {
 		ov, ok := os.LookupEnv(k)
 		saved[k] = old{ov, ok}
-		os.Setenv(k, v)
+		// Until a case serves its routes: an address nothing listens on.
+		os.Setenv(k, strings.ReplaceAll(v, testURL, "http://127.0.0.1:9"))
 	}
 	return func() {
 		for k, o := range saved {
@@ -286,6 +299,46 @@ type harness struct {
 	flows  []*flows.Flow
 	obs    *observer
 	stop   func() error
+	// srv serves the engine's routes on loopback when the test file's env
+	// refers to ${SLUICE_TEST_URL} (an http.call of one flow reaching
+	// another flow's route).
+	srv     *http.Server
+	handler atomic.Pointer[http.Handler]
+}
+
+// testURL is replaced in a test file's env values by the address the
+// case's routes are served at.
+const testURL = "${SLUICE_TEST_URL}"
+
+// serve starts the loopback listener when env refers to testURL, and
+// sets the env values that do with its address.
+func (h *harness) serve(env map[string]string) error {
+	var uses []string
+	for k, v := range env {
+		if strings.Contains(v, testURL) {
+			uses = append(uses, k)
+		}
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	h.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := h.handler.Load(); p != nil {
+			(*p).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	})}
+	go func() { _ = h.srv.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	for _, k := range uses {
+		os.Setenv(k, strings.ReplaceAll(env[k], testURL, base)) // restored by RunFile
+	}
+	return nil
 }
 
 func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) []Failure {
@@ -294,7 +347,7 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 	failAt := func(format string, args ...any) []Failure {
 		return []Failure{{Pos: tc.Pos, Msg: fmt.Sprintf(format, args...)}}
 	}
-	h, err := start(ctx, fs, opts)
+	h, err := start(ctx, f, fs, opts)
 	if h != nil {
 		defer func() {
 			if err := h.close(); err != nil && opts.Logger != nil {
@@ -329,7 +382,7 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 }
 
 // start opens a case's services and runs its engine until it is ready.
-func start(ctx context.Context, fs *flowSet, opts Options) (h *harness, err error) {
+func start(ctx context.Context, f *File, fs *flowSet, opts Options) (h *harness, err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -347,6 +400,9 @@ func start(ctx context.Context, fs *flowSet, opts Options) (h *harness, err erro
 	}
 	h.broker = newRecorder(mem)
 	if h.state, err = openState(h.dir); err != nil {
+		return h, err
+	}
+	if err := h.serve(f.Env); err != nil {
 		return h, err
 	}
 	publish := func(_ context.Context, topic string, msgs ...*message.Message) error {
@@ -371,6 +427,10 @@ func start(ctx context.Context, fs *flowSet, opts Options) (h *harness, err erro
 	done := make(chan error, 1)
 	go func() { done <- h.engine.Run(runCtx) }()
 	h.stop = func() error { stop(); return <-done }
+	if h.srv != nil {
+		handler := h.engine.HTTPHandler()
+		h.handler.Store(&handler)
+	}
 	select {
 	case <-h.engine.Ready():
 		return h, nil
@@ -450,6 +510,9 @@ var (
 
 func (h *harness) close() error {
 	var errs []error
+	if h.srv != nil {
+		errs = append(errs, h.srv.Close())
+	}
 	if h.stop != nil {
 		errs = append(errs, h.stop())
 	}
