@@ -121,11 +121,11 @@ var fileFields = []nodes.Field{
 
 // File is a parsed test file.
 type File struct {
-	Path  string // as given
-	Dir   string
-	Flow  string // the flow reference, as written
-	Pos   nodes.Pos
-	Env   map[string]string
+	Path string // as given
+	Dir  string
+	Flow string // the flow reference, as written
+	Pos  nodes.Pos
+	Env  map[string]string
 	// Requires maps files the flow needs to how to make them.
 	Requires []Requirement
 	Cases    []*Case
