@@ -293,7 +293,7 @@ func (f *File) objectExpectations(e nodes.MapEntry, n *yaml.Node, probs *nodes.P
 }
 
 // rowsExpectation: table: [row subsets]; each must match a row of the
-// table in the case's data.db.
+// table in the case's data.db; an empty list means no rows.
 func (f *File) rowsExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
 	table, pos := e.Key, e.Pos
 	if !identRE.MatchString(table) {
@@ -305,6 +305,13 @@ func (f *File) rowsExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes.Prob
 	}
 	return expectation{pos: pos, what: "rows", check: func(o *outcome) []Failure {
 		got, err := readTable(o.ctx, filepath.Join(o.stateDir, "data.db"), table)
+		if len(want) == 0 {
+			// An empty list: no row at all (no table, or an empty one).
+			if err == nil && len(got) > 0 {
+				return []Failure{{Pos: pos, Msg: fmt.Sprintf("rows %s: %d rows, want none; first: %s", table, len(got), show(got[0]))}}
+			}
+			return nil
+		}
 		if err != nil {
 			return []Failure{{Pos: pos, Msg: fmt.Sprintf("rows %s: %v", table, err)}}
 		}
