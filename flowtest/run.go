@@ -117,13 +117,16 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 		}
 	}
 	if skip == "" && fs.needsONNX {
-		if err := ai.Load(fs.file); err != nil {
-			if !opts.CI {
-				skip = fmt.Sprintf("%v (run ./scripts/models.sh; under CI=true this fails)", err)
-			} else {
-				res.Err = fmt.Errorf("%s: %w (CI=true: run ./scripts/models.sh)", fs.file, err)
+		err := ai.Load(fs.file)
+		if _, ok := ai.Dir(fs.file); err == nil && !ok {
+			err = errors.New("the OCR models are not found: run ./scripts/models.sh from the Sluice repository, or set SLUICE_ONNX_DIR")
+		}
+		if err != nil {
+			if opts.CI {
+				res.Err = fmt.Errorf("%s: %w (CI=true)", fs.file, err)
 				return res
 			}
+			skip = fmt.Sprintf("%v (under CI=true this fails)", err)
 		}
 	}
 	if skip == "" {
