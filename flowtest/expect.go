@@ -66,7 +66,7 @@ var objectExpectFields = []nodes.Field{
 
 // parseExpectations reads a case's expectations; each keeps the position
 // it was written at, so a failure points there.
-func (f *File) parseExpectations(tc *Case, probs *nodes.Problems) []expectation {
+func (f *File) parseExpectations(where string, tc *Case, probs *nodes.Problems) []expectation {
 	c, n, file := tc.cfg, tc.node, f.Path
 	var ex []expectation
 	add := func(pos nodes.Pos, what string, check func(*outcome) []Failure) {
@@ -96,11 +96,11 @@ func (f *File) parseExpectations(tc *Case, probs *nodes.Problems) []expectation 
 			got := o.end.Run.Status
 			if got != status {
 				msg := fmt.Sprintf("run %s: got %s, want %s", o.end.Run.ID, got, status)
+				if o.end.Run.Step != "" {
+					msg = fmt.Sprintf("run %s: got %s at step %s, want %s", o.end.Run.ID, got, o.end.Run.Step, status)
+				}
 				if o.end.Run.Error != "" {
 					msg += "\n" + indent("error: "+o.end.Run.Error)
-				}
-				if o.end.Run.Step != "" {
-					msg += " (step " + o.end.Run.Step + ")"
 				}
 				return fail(statusPos, "%s", msg)
 			}
@@ -111,7 +111,7 @@ func (f *File) parseExpectations(tc *Case, probs *nodes.Problems) []expectation 
 		pos := c.Pos(fDeadLetter)
 		re, err := regexp.Compile(c.String(fDeadLetter))
 		if err != nil {
-			probs.Add(pos, "dead_letter: %v", err)
+			probs.Add(pos, "%s: dead_letter: %v", where, err)
 		} else {
 			add(pos, "dead_letter", func(o *outcome) []Failure {
 				if o.end == nil || o.end.Run.Status != StatusDeadLettered {
@@ -142,7 +142,7 @@ func (f *File) parseExpectations(tc *Case, probs *nodes.Problems) []expectation 
 			pos := at(file, items, i)
 			p, err := compileExpect(src)
 			if err != nil {
-				probs.Add(pos, "expect[%d]: %v", i, err)
+				probs.Add(pos, "%s: expect[%d]: %v", where, i, err)
 				continue
 			}
 			add(pos, "expect", func(o *outcome) []Failure {
@@ -163,19 +163,19 @@ func (f *File) parseExpectations(tc *Case, probs *nodes.Problems) []expectation 
 		}
 	}
 	for _, e := range c.Map(fPublished) {
-		ex = append(ex, f.publishedExpectation(e, child(child(n, fPublished), e.Key), probs))
+		ex = append(ex, f.publishedExpectation(where, e, child(child(n, fPublished), e.Key), probs))
 	}
 	objs := child(n, fObjects)
 	for _, e := range c.Map(fObjects) {
-		ex = append(ex, f.objectExpectations(e, child(objs, e.Key), probs)...)
+		ex = append(ex, f.objectExpectations(where, e, child(objs, e.Key), probs)...)
 	}
 	rows := child(n, fRows)
 	for _, e := range c.Map(fRows) {
-		ex = append(ex, f.rowsExpectation(e, child(rows, e.Key), probs))
+		ex = append(ex, f.rowsExpectation(where, e, child(rows, e.Key), probs))
 	}
 	ms := child(n, fMachines)
 	for _, e := range c.Map(fMachines) {
-		ex = append(ex, f.machineExpectations(e, child(ms, e.Key), probs)...)
+		ex = append(ex, f.machineExpectations(where, e, child(ms, e.Key), probs)...)
 	}
 	if r := c.Object(fResponse); r != nil {
 		ex = append(ex, f.responseExpectations(r, child(n, fResponse))...)
@@ -196,7 +196,7 @@ func mismatches(file string, n *yaml.Node, root string, ms []mismatch) []Failure
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
 
 // publishedExpectation: topic: N (a count) or topic: [payload subsets].
-func (f *File) publishedExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
+func (f *File) publishedExpectation(where string, e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
 	topic, pos := e.Key, e.Pos
 	count := -1
 	var items []any
@@ -206,7 +206,7 @@ func (f *File) publishedExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes
 	case []any:
 		items, count = v, len(v)
 	default:
-		probs.Add(pos, "published: %s: want a count or a list of payload subsets", topic)
+		probs.Add(pos, "%s: published: %s: want a count or a list of payload subsets", where, topic)
 	}
 	return expectation{pos: pos, what: "published", check: func(o *outcome) []Failure {
 		var got []any
@@ -214,7 +214,11 @@ func (f *File) publishedExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes
 			got = append(got, decodeJSON(m.Payload))
 		}
 		if len(got) != count {
-			return []Failure{{Pos: pos, Msg: fmt.Sprintf("published %s: got %d messages %s, want %d", topic, len(got), show(got), count)}}
+			msg := fmt.Sprintf("published %s: got %d messages, want %d", topic, len(got), count)
+			if len(got) > 0 {
+				msg = fmt.Sprintf("published %s: got %d messages %s, want %d", topic, len(got), show(got), count)
+			}
+			return []Failure{{Pos: pos, Msg: msg}}
 		}
 		var out []Failure
 		for i, want := range items {
@@ -224,13 +228,13 @@ func (f *File) publishedExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes
 	}}
 }
 
-func (f *File) objectExpectations(e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) []expectation {
+func (f *File) objectExpectations(where string, e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) []expectation {
 	bucket, key, ok := strings.Cut(e.Key, "/")
 	if !ok || bucket == "" || key == "" {
-		probs.Add(e.Pos, "objects: %q: want bucket/key", e.Key)
+		probs.Add(e.Pos, "%s: objects: %q: want bucket/key", where, e.Key)
 		return nil
 	}
-	c, ps := nodes.Decode(f.Path, "objects: "+e.Key, objectExpectFields, n, e.Pos)
+	c, ps := nodes.Decode(f.Path, where+": objects: "+e.Key, objectExpectFields, n, e.Pos)
 	*probs = append(*probs, ps...)
 	pos := e.Pos
 	return []expectation{{pos: pos, what: "objects", check: func(o *outcome) []Failure {
@@ -294,14 +298,14 @@ func (f *File) objectExpectations(e nodes.MapEntry, n *yaml.Node, probs *nodes.P
 
 // rowsExpectation: table: [row subsets]; each must match a row of the
 // table in the case's data.db; an empty list means no rows.
-func (f *File) rowsExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
+func (f *File) rowsExpectation(where string, e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
 	table, pos := e.Key, e.Pos
 	if !identRE.MatchString(table) {
-		probs.Add(pos, "rows: table %q: use letters, digits and '_'", table)
+		probs.Add(pos, "%s: rows: table %q: use letters, digits and '_'", where, table)
 	}
 	want, ok := e.Value.([]any)
 	if !ok {
-		probs.Add(pos, "rows: %s: want a list of rows (each a mapping of column to value)", table)
+		probs.Add(pos, "%s: rows: %s: want a list of rows (each a mapping of column to value)", where, table)
 	}
 	return expectation{pos: pos, what: "rows", check: func(o *outcome) []Failure {
 		got, err := readTable(o.ctx, filepath.Join(o.stateDir, "data.db"), table)
@@ -332,7 +336,7 @@ func (f *File) rowsExpectation(e nodes.MapEntry, n *yaml.Node, probs *nodes.Prob
 			if !found {
 				msg := fmt.Sprintf("rows %s[%d]: no row matches among %d", table, i, len(got))
 				for _, m := range closest {
-					msg += "\n" + indent("closest: "+pathString("", m.path)+": "+m.msg)
+					msg += "\n" + indent("closest row: "+strings.TrimPrefix(pathString("", m.path), ".")+": "+m.msg)
 				}
 				out = append(out, Failure{Pos: at(f.Path, n, i), Msg: msg})
 			}
@@ -387,11 +391,11 @@ func readTable(ctx context.Context, path, table string) ([]map[string]any, error
 }
 
 // machineExpectations: machine: {entity: state}.
-func (f *File) machineExpectations(e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) []expectation {
+func (f *File) machineExpectations(where string, e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) []expectation {
 	machine := e.Key
 	m, ok := e.Value.(map[string]any)
 	if !ok {
-		probs.Add(e.Pos, "machines: %s: want a mapping of entity key to state", machine)
+		probs.Add(e.Pos, "%s: machines: %s: want a mapping of entity key to state", where, machine)
 		return nil
 	}
 	var out []expectation

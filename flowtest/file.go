@@ -116,7 +116,9 @@ var fileFields = []nodes.Field{
 	{Name: fFlow, Kind: nodes.String, Required: true, Doc: "A flow file (relative to the test file) or a flow name in the test file's folder."},
 	{Name: fEnv, Kind: nodes.Map, Elem: nodes.String, Doc: "Environment for the flow's ${NAME} references and *_env fields; ${SLUICE_TEST_URL} in a value is the address the case's HTTP routes are served at."},
 	{Name: fRequires, Kind: nodes.Map, Elem: nodes.String, Doc: "Files the flow needs (relative to the test file), each with how to make it: cases are skipped while one is missing (under CI=true they fail)."},
-	{Name: fCases, Kind: nodes.List, Required: true, Fields: caseFields},
+	// Each case is decoded on its own against caseFields, so the
+	// problems of every case are reported at once.
+	{Name: fCases, Kind: nodes.Any, Required: true, Doc: "The cases: name, an input, expectations."},
 }
 
 // File is a parsed test file.
@@ -229,15 +231,21 @@ func Parse(path string, data []byte) (*File, error) {
 		f.Requires = append(f.Requires, Requirement{Path: e.Key, How: how, Pos: e.Pos})
 	}
 	caseNodes := child(root, fCases)
+	if caseNodes != nil && caseNodes.Kind != yaml.SequenceNode {
+		probs.Add(nodes.PosOf(path, caseNodes), "cases: want a list of cases")
+		caseNodes = nil
+	}
 	seen := map[string]bool{}
-	for i, cc := range c.List(fCases) {
-		var n *yaml.Node
-		if caseNodes != nil && i < len(caseNodes.Content) {
-			n = caseNodes.Content[i]
+	for i, n := range caseNodes.Content {
+		where := fmt.Sprintf("cases[%d]", i)
+		cc, ps := nodes.Decode(path, where, caseFields, n, nodes.PosOf(path, n))
+		probs = append(probs, ps...)
+		if n.Kind != yaml.MappingNode {
+			continue
 		}
-		tc := f.parseCase(cc, n, &probs)
+		tc := f.parseCase(where, cc, n, &probs)
 		if seen[tc.Name] {
-			probs.Add(cc.Pos(fName), "cases[%d]: duplicate case name %q", i, tc.Name)
+			probs.Add(cc.Pos(fName), "%s: duplicate case name %q", where, tc.Name)
 		}
 		seen[tc.Name] = true
 		f.Cases = append(f.Cases, tc)
@@ -250,22 +258,22 @@ func Parse(path string, data []byte) (*File, error) {
 
 var caseNameRE = regexp.MustCompile(`^[^\s/]+$`)
 
-func (f *File) parseCase(c *nodes.Config, n *yaml.Node, probs *nodes.Problems) *Case {
+func (f *File) parseCase(where string, c *nodes.Config, n *yaml.Node, probs *nodes.Problems) *Case {
 	tc := &Case{Name: c.String(fName), Pos: nodes.PosOf(f.Path, n), Flow: c.String(fFlow), Skip: c.String(fSkip),
 		Timeout: c.Duration(fTimeout), node: n, cfg: c}
 	if c.Has(fName) && !caseNameRE.MatchString(tc.Name) {
-		probs.Add(c.Pos(fName), "case name %q: no spaces or '/' (it is matched by --run like a Go test name)", tc.Name)
+		probs.Add(c.Pos(fName), "%s: case name %q: no spaces or '/' (it is matched by --run like a Go test name)", where, tc.Name)
 	}
-	for _, b := range c.List(fBefore) {
-		if in := f.parseInput(b, probs, "before"); in != nil {
+	for i, b := range c.List(fBefore) {
+		if in := f.parseInput(b, probs, fmt.Sprintf("%s: before[%d]", where, i)); in != nil {
 			tc.Before = append(tc.Before, in)
 		}
 	}
-	tc.Input = f.parseInput(c, probs, "case")
-	if tc.Input == nil && tc.Skip == "" {
-		probs.Add(tc.Pos, "case %q: no input (give one of message, object or request)", tc.Name)
+	tc.Input = f.parseInput(c, probs, where)
+	if child(n, fMessage) == nil && child(n, fObject) == nil && child(n, fRequest) == nil && tc.Skip == "" {
+		probs.Add(tc.Pos, "%s: no input: give one of message, object or request", where)
 	}
-	tc.expect = f.parseExpectations(tc, probs)
+	tc.expect = f.parseExpectations(where, tc, probs)
 	return tc
 }
 
@@ -279,8 +287,8 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 	}
 	switch len(given) {
 	case 0:
-		if what == "before" {
-			probs.Add(c.Pos(""), "before: an item needs one of message, object or request")
+		if strings.Contains(what, "before") {
+			probs.Add(c.Pos(""), "%s: give one of message, object or request", what)
 		}
 		return nil
 	case 1:
@@ -292,6 +300,9 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 	switch given[0] {
 	case fMessage:
 		m := c.Object(fMessage)
+		if m == nil {
+			return nil // its problems are reported
+		}
 		mi := &MessageInput{Topic: m.String("topic"), Key: m.String("key"), Meta: map[string]string{}}
 		for _, e := range m.Map("meta") {
 			mi.Meta[e.Key], _ = e.Value.(string)
@@ -307,14 +318,17 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 		in.Message = mi
 	case fObject:
 		o := c.Object(fObject)
+		if o == nil {
+			return nil
+		}
 		oi := &ObjectInput{Bucket: o.String("bucket"), Key: o.String("key"), ContentType: o.String("content_type")}
 		switch {
 		case o.Has("file") && o.Has("content"):
-			probs.Add(o.Pos("content"), "object: give file or content, not both")
+			probs.Add(o.Pos("content"), "%s: object: give file or content, not both", what)
 		case o.Has("file"):
 			data, err := os.ReadFile(filepath.Join(f.Dir, o.String("file")))
 			if err != nil {
-				probs.Add(o.Pos("file"), "object: fixture: %v", err)
+				probs.Add(o.Pos("file"), "%s: object: fixture: %v", what, err)
 			}
 			oi.Data = data
 		default:
@@ -323,12 +337,15 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 		in.Object = oi
 	case fRequest:
 		r := c.Object(fRequest)
+		if r == nil {
+			return nil
+		}
 		ri := &RequestInput{Method: strings.ToUpper(r.String("method")), Path: r.String("path"), Headers: map[string]string{}, FormFile: r.String("form_file")}
 		for _, e := range r.Map("headers") {
 			ri.Headers[e.Key], _ = e.Value.(string)
 		}
 		if !strings.HasPrefix(ri.Path, "/") {
-			probs.Add(r.Pos("path"), "request: path %q must start with /", ri.Path)
+			probs.Add(r.Pos("path"), "%s: request: path %q must start with /", what, ri.Path)
 		}
 		n := 0
 		for _, k := range []string{"body", "json", "file"} {
@@ -337,7 +354,7 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 			}
 		}
 		if n > 1 {
-			probs.Add(r.Pos("body"), "request: give one of body, json and file")
+			probs.Add(r.Pos("body"), "%s: request: give one of body, json and file", what)
 		}
 		switch {
 		case r.Has("json"):
@@ -348,14 +365,14 @@ func (f *File) parseInput(c *nodes.Config, probs *nodes.Problems, what string) *
 		case r.Has("file"):
 			data, err := os.ReadFile(filepath.Join(f.Dir, r.String("file")))
 			if err != nil {
-				probs.Add(r.Pos("file"), "request: fixture: %v", err)
+				probs.Add(r.Pos("file"), "%s: request: fixture: %v", what, err)
 			}
 			ri.Body, ri.FileName = data, filepath.Base(r.String("file"))
 		default:
 			ri.Body = []byte(r.String("body"))
 		}
 		if ri.FormFile != "" && ri.FileName == "" {
-			probs.Add(r.Pos("form_file"), "request: form_file needs a file")
+			probs.Add(r.Pos("form_file"), "%s: request: form_file needs a file", what)
 		}
 		in.Request = ri
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,6 +382,11 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 	for _, ex := range tc.expect {
 		out = append(out, ex.check(o)...)
 	}
+	// In the file's order, as a reader goes through the case.
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Pos, out[j].Pos
+		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+	})
 	return out
 }
 
