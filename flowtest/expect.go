@@ -280,7 +280,7 @@ func (f *File) objectExpectations(where string, e nodes.MapEntry, n *yaml.Node, 
 			}
 		}
 		if c.Has("json") {
-			out = append(out, mismatches(f.Path, child(n, "json"), "object "+e.Key, compare(c.Any("json"), decodeJSON(data), true))...)
+			out = append(out, mismatches(f.Path, child(n, "json"), fmt.Sprintf("objects[%q].json", e.Key), compare(c.Any("json"), decodeJSON(data), true))...)
 		}
 		if c.Has("lines") {
 			if got := bytes.Count(data, []byte("\n")) + btoi(len(data) > 0 && data[len(data)-1] != '\n'); got != c.Int("lines") {
