@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +41,16 @@ type Options struct {
 	// CI makes a missing ONNX Runtime fail the cases that need it rather
 	// than skip them (CI provides it: scripts/models.sh).
 	CI bool
+	// Parallel is how many cases of a file run at once; twice the CPUs
+	// when 0 (a case mostly waits on its runs). Files run one at a time.
+	Parallel int
+}
+
+func (o Options) parallel() int {
+	if o.Parallel > 0 {
+		return o.Parallel
+	}
+	return 2 * runtime.GOMAXPROCS(0)
 }
 
 // Result values of a case.
@@ -137,28 +148,46 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 			return res
 		}
 	}
+	// Cases run at once (each on its own engine, so they cannot see each
+	// other), up to Parallel; they are reported in the file's order.
+	var selected []*Case
 	for _, tc := range f.Cases {
-		if opts.Run != nil && !opts.Run.MatchString(tc.Name) {
-			continue
+		if opts.Run == nil || opts.Run.MatchString(tc.Name) {
+			selected = append(selected, tc)
 		}
-		cr := CaseResult{File: path, Name: tc.Name, Pos: tc.Pos}
-		t0 := time.Now()
-		switch {
-		case tc.Skip != "":
-			cr.Result, cr.Reason = Skip, tc.Skip
-		case skip != "":
-			cr.Result, cr.Reason = Skip, skip
-		default:
-			cr.Failures = runCase(ctx, f, fs, tc, opts)
-			cr.Result = Pass
-			if len(cr.Failures) > 0 {
-				cr.Result = Fail
+	}
+	out := make([]CaseResult, len(selected))
+	done := make([]chan struct{}, len(selected))
+	slots := make(chan struct{}, opts.parallel())
+	for i, tc := range selected {
+		done[i] = make(chan struct{})
+		go func() {
+			defer close(done[i])
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			cr := CaseResult{File: path, Name: tc.Name, Pos: tc.Pos}
+			t0 := time.Now()
+			switch {
+			case tc.Skip != "":
+				cr.Result, cr.Reason = Skip, tc.Skip
+			case skip != "":
+				cr.Result, cr.Reason = Skip, skip
+			default:
+				cr.Failures = runCase(ctx, f, fs, tc, opts)
+				cr.Result = Pass
+				if len(cr.Failures) > 0 {
+					cr.Result = Fail
+				}
 			}
-		}
-		cr.Elapsed = time.Since(t0)
-		res.Cases = append(res.Cases, cr)
+			cr.Elapsed = time.Since(t0)
+			out[i] = cr
+		}()
+	}
+	for i := range selected {
+		<-done[i]
+		res.Cases = append(res.Cases, out[i])
 		if report != nil {
-			report(cr)
+			report(out[i])
 		}
 	}
 	return res
@@ -310,20 +339,27 @@ type harness struct {
 	handler atomic.Pointer[http.Handler]
 }
 
+// urlMu serializes the cases that serve their routes, from setting
+// their address in the environment until their flows are parsed.
+var urlMu sync.Mutex
+
 // testURL is replaced in a test file's env values by the address the
 // case's routes are served at.
 const testURL = "${SLUICE_TEST_URL}"
 
+func usesTestURL(env map[string]string) bool {
+	for _, v := range env {
+		if strings.Contains(v, testURL) {
+			return true
+		}
+	}
+	return false
+}
+
 // serve starts the loopback listener when env refers to testURL, and
 // sets the env values that do with its address.
 func (h *harness) serve(env map[string]string) error {
-	var uses []string
-	for k, v := range env {
-		if strings.Contains(v, testURL) {
-			uses = append(uses, k)
-		}
-	}
-	if len(uses) == 0 {
+	if !usesTestURL(env) {
 		return nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -339,8 +375,10 @@ func (h *harness) serve(env map[string]string) error {
 	})}
 	go func() { _ = h.srv.Serve(ln) }()
 	base := "http://" + ln.Addr().String()
-	for _, k := range uses {
-		os.Setenv(k, strings.ReplaceAll(env[k], testURL, base)) // restored by RunFile
+	for k, v := range env {
+		if strings.Contains(v, testURL) {
+			os.Setenv(k, strings.ReplaceAll(v, testURL, base)) // restored by RunFile
+		}
 	}
 	return nil
 }
@@ -411,6 +449,17 @@ func start(ctx context.Context, f *File, fs *flowSet, opts Options) (h *harness,
 	if h.state, err = openState(h.dir); err != nil {
 		return h, err
 	}
+	// The address is set in the environment until the flows are parsed
+	// (their ${NAME} references read it): one case at a time.
+	locked := usesTestURL(f.Env)
+	if locked {
+		urlMu.Lock()
+	}
+	defer func() {
+		if locked {
+			urlMu.Unlock()
+		}
+	}()
 	if err := h.serve(f.Env); err != nil {
 		return h, err
 	}
@@ -419,6 +468,10 @@ func start(ctx context.Context, f *File, fs *flowSet, opts Options) (h *harness,
 	}
 	deps := nodes.Deps{Store: h.store, Logger: log, StateDir: h.dir, Publish: publish}
 	all, probs := flows.Loader{Deps: deps}.Parse(fs.file, fs.data)
+	if locked {
+		urlMu.Unlock()
+		locked = false
+	}
 	if err := probs.Err(); err != nil {
 		return h, err
 	}
