@@ -66,8 +66,9 @@ func Find(paths []string) ([]string, error) {
 	return out, nil
 }
 
-// Reporter prints results as go test does: failures always, passes and
-// skips with Verbose, an ok/FAIL line per file; or, with JSON, one event
+// Reporter prints results as go test does: failures always (with the
+// case's engine log), passes and skips with Verbose, an ok/FAIL line per
+// file; or, with JSON, one event
 // per line as go test -json does (Action run, output, pass, fail, skip;
 // Package is the test file, Test the case).
 type Reporter struct {
@@ -107,6 +108,9 @@ func (r *Reporter) Case(c CaseResult) {
 	}
 	if c.Result == Skip {
 		body.WriteString(indent(c.Reason) + "\n")
+	}
+	if c.Log != "" && (c.Result == Fail || r.Verbose) {
+		body.WriteString(indent("log:\n"+strings.TrimRight(c.Log, "\n")) + "\n")
 	}
 	if r.JSON {
 		r.emit(event{Action: "run", Package: c.File, Test: c.Name})

@@ -34,8 +34,10 @@ import (
 
 // Options configure how test files run.
 type Options struct {
-	// Logger receives the engine's logs; discarded when nil.
-	Logger *slog.Logger
+	// LogLevel is the level from which a case's engine logs are kept,
+	// with its result (CaseResult.Log); slog.LevelWarn when nil (dead
+	// letters, failed attempts, errors).
+	LogLevel slog.Leveler
 	// Run selects cases by name (like go test -run); all when nil.
 	Run *regexp.Regexp
 	// CI makes a missing ONNX Runtime fail the cases that need it rather
@@ -69,6 +71,7 @@ type CaseResult struct {
 	Elapsed  time.Duration
 	Failures []Failure
 	Reason   string // why it was skipped
+	Log      string // the engine's log lines during the case (Options.LogLevel)
 }
 
 // FileResult is a test file's outcome. Err is set when the file could not
@@ -173,7 +176,7 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 			case skip != "":
 				cr.Result, cr.Reason = Skip, skip
 			default:
-				cr.Failures = runCase(ctx, f, fs, tc, opts)
+				cr.Failures, cr.Log = runCase(ctx, f, fs, tc, opts)
 				cr.Result = Pass
 				if len(cr.Failures) > 0 {
 					cr.Result = Fail
@@ -383,36 +386,45 @@ func (h *harness) serve(env map[string]string) error {
 	return nil
 }
 
-func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) []Failure {
+// runCase runs one case on its own engine and returns its failures and
+// the engine's log.
+func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) (_ []Failure, logText string) {
 	ctx, cancel := context.WithTimeout(ctx, tc.Timeout)
 	defer cancel()
+	var logs logBuffer
+	level := opts.LogLevel
+	if level == nil {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+	defer func() { logText = logs.String() }()
 	failAt := func(format string, args ...any) []Failure {
 		return []Failure{{Pos: tc.Pos, Msg: fmt.Sprintf(format, args...)}}
 	}
-	h, err := start(ctx, f, fs, opts)
+	h, err := start(ctx, f, fs, log)
 	if h != nil {
 		defer func() {
-			if err := h.close(); err != nil && opts.Logger != nil {
-				opts.Logger.Warn("closing a test engine", "error", err)
+			if err := h.close(); err != nil {
+				log.Warn("closing the case's engine", "error", err)
 			}
 		}()
 	}
 	if err != nil {
-		return failAt("%v", err)
+		return failAt("%v", err), ""
 	}
 	target, err := h.target(tc)
 	if err != nil {
-		return failAt("%v", err)
+		return failAt("%v", err), ""
 	}
 	for i, in := range tc.Before {
 		if _, _, err := h.feed(ctx, target, in, false); err != nil {
-			return []Failure{{Pos: in.Pos, Msg: fmt.Sprintf("before[%d]: %v", i, err)}}
+			return []Failure{{Pos: in.Pos, Msg: fmt.Sprintf("before[%d]: %v", i, err)}}, ""
 		}
 	}
 	mark := h.broker.mark()
 	end, resp, err := h.feed(ctx, target, tc.Input, true)
 	if err != nil {
-		return []Failure{{Pos: tc.Input.Pos, Msg: err.Error()}}
+		return []Failure{{Pos: tc.Input.Pos, Msg: err.Error()}}, ""
 	}
 	o := &outcome{ctx: ctx, end: end, resp: resp, store: h.store, stateDir: h.dir,
 		published: func(topic string) []*message.Message { return h.broker.since(mark, topic) }}
@@ -425,15 +437,38 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 		a, b := out[i].Pos, out[j].Pos
 		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
 	})
-	return out
+	return out, ""
+}
+
+// logBuffer collects a case's log lines; engine goroutines write at once.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// dropTime leaves the time out of captured log lines: they are read
+// next to the case they belong to.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
 
 // start opens a case's services and runs its engine until it is ready.
-func start(ctx context.Context, f *File, fs *flowSet, opts Options) (h *harness, err error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+func start(ctx context.Context, f *File, fs *flowSet, log *slog.Logger) (h *harness, err error) {
 	h = &harness{obs: newObserver()}
 	if h.dir, err = os.MkdirTemp(tempBase(), "sluice-test-"); err != nil {
 		return nil, err

@@ -52,41 +52,44 @@ set to true.`,
 				opts.Run = re
 			}
 			opts.CI, _ = strconv.ParseBool(os.Getenv("CI"))
-			if verbose && !asJSON {
-				log, err := g.logger()
-				if err != nil {
-					return err
+			if cmd.Flags().Changed("log-level") {
+				var level slog.Level
+				if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+					return fmt.Errorf("--log-level: %w", err)
 				}
-				opts.Logger = log
-			} else {
-				opts.Logger = slog.New(slog.DiscardHandler)
+				opts.LogLevel = level
 			}
 			files, err := flowtest.Find(args)
 			if err != nil {
 				return err
 			}
 			rep := &flowtest.Reporter{W: cmd.OutOrStdout(), Verbose: verbose, JSON: asJSON}
-			code := 0
+			code, count := 0, map[string]int{}
 			for _, f := range files {
 				res := flowtest.RunFile(cmd.Context(), f, opts, rep.Case)
 				rep.File(res)
 				switch {
 				case res.Err != nil:
 					code = max(code, 2)
+					count["invalid"]++
 				case res.Failed():
 					code = max(code, 1)
+				}
+				for _, c := range res.Cases {
+					count[c.Result]++
 				}
 			}
 			if code != 0 {
 				if !asJSON {
 					fmt.Fprintln(cmd.OutOrStdout(), "FAIL")
 				}
-				return exitError{code, fmt.Errorf("flow tests failed")}
+				return exitError{code, fmt.Errorf("%d case(s) failed, %d passed, %d skipped; %d test file(s) could not run",
+					count[flowtest.Fail], count[flowtest.Pass], count[flowtest.Skip], count["invalid"])}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every case (passes and skips too) and the engine's logs (--log-level)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every case, passes and skips too, with its engine log (failures always print theirs; warnings and errors unless --log-level says otherwise)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line, as go test -json does")
 	cmd.Flags().StringVar(&run, "run", "", "run only the cases whose name matches this regexp")
 	return cmd
