@@ -1,20 +1,23 @@
 package flows
 
-import "github.com/sluicehq/sluice/state"
+import (
+	"github.com/sluicehq/sluice/eval"
+	"github.com/sluicehq/sluice/state"
+)
 
 // RunEnd is what Options.OnRunEnd sees of a run once it has ended: its
-// record, and what its steps left on the envelope. sluice test (package
-// flowtest) waits on it to know that a run has settled.
+// record, and the variables its expressions saw at the end. sluice test
+// (package flowtest) waits on it to know that a run has settled.
 type RunEnd struct {
-	// Run is the run's record, as written to the state database. A run
-	// the trigger filtered out has the status "filtered" and no input.
+	// Run is the run's record, as written to the state database. An
+	// input the trigger filtered out has the status StatusFiltered and
+	// no input identity.
 	Run state.Run
-	// Payload, Meta and Steps are the envelope's at the end of the run
-	// (Steps: each step's result by step id). They are nil when a step's
-	// abandoned call may still be using the envelope.
-	Payload any
-	Meta    map[string]string
-	Steps   map[string]any
+	// Vars are the envelope's variables at the end of the run: payload,
+	// meta, steps (each step's result), object, request, event, flow and
+	// run. They are empty when a step's abandoned call may still be using
+	// the envelope.
+	Vars eval.Vars
 }
 
 // StatusFiltered is RunEnd's status of an input the trigger filtered out.
@@ -34,7 +37,7 @@ func (r *runner) observe(d *delivery) {
 		end.Run.Status = StatusFiltered
 	}
 	if !d.unsafe && d.env != nil {
-		end.Payload, end.Meta, end.Steps = d.env.Payload, d.env.Meta, d.env.Steps
+		end.Vars = d.env.Vars()
 	}
 	fn(end)
 }

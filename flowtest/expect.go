@@ -25,7 +25,6 @@ import (
 	_ "golang.org/x/image/tiff"
 	_ "golang.org/x/image/webp"
 
-	"github.com/sluicehq/sluice/eval"
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/internal/sqlitedb"
 	"github.com/sluicehq/sluice/machines"
@@ -133,7 +132,7 @@ func (f *File) parseExpectations(where string, tc *Case, probs *nodes.Problems) 
 			if o.end == nil {
 				return fail(c.Pos(k), "%s: no run", k)
 			}
-			return mismatches(file, vn, "payload", compare(want, o.end.Payload, subset))
+			return mismatches(file, vn, "payload", compare(want, o.end.Vars.Payload, subset))
 		})
 	}
 	if c.Has(fExpect) {
@@ -150,13 +149,14 @@ func (f *File) parseExpectations(where string, tc *Case, probs *nodes.Problems) 
 					return fail(pos, "expect %s: no run", src)
 				}
 				e := o.end
-				vars := eval.Vars{Payload: normalizeJSON(e.Payload), Meta: e.Meta, Steps: normalizeJSON(e.Steps), Flow: e.Run.Flow, Run: e.Run.ID}
+				vars := e.Vars
+				vars.Payload, vars.Steps = normalizeJSON(vars.Payload), normalizeJSON(vars.Steps)
 				ok, err := p.BoolContext(o.ctx, vars)
 				if err != nil {
 					return fail(pos, "expect %s: %v", src, err)
 				}
 				if !ok {
-					return fail(pos, "expect %s: false (payload %s)", src, show(e.Payload))
+					return fail(pos, "expect %s: false (payload %s)", src, show(e.Vars.Payload))
 				}
 				return nil
 			})
