@@ -473,6 +473,10 @@ func start(ctx context.Context, f *File, fs *flowSet, log *slog.Logger) (h *harn
 	if h.dir, err = os.MkdirTemp(tempBase(), "sluice-test-"); err != nil {
 		return nil, err
 	}
+	if cache := wasmCache(); cache != "" {
+		// WebAssembly functions compile once per machine, not per case.
+		_ = os.Symlink(cache, filepath.Join(h.dir, "wasm-cache"))
+	}
 	if h.store, err = storage.Open(ctx, "mem://"); err != nil {
 		return h, err
 	}
@@ -583,6 +587,30 @@ var (
 	stateOnce  sync.Once
 	stateFiles map[string][]byte // name → content of a fresh state database
 	stateErr   error
+)
+
+// wasmCache is the compilation cache of WebAssembly functions the cases
+// share (the function node keeps it in its home's wasm-cache, which is
+// each case's folder): in the user's cache folder, as Go's build cache
+// is, so a module compiles once, not once per case and run; "" when
+// there is no such folder.
+func wasmCache() string {
+	wasmOnce.Do(func() {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return
+		}
+		dir = filepath.Join(dir, "sluice", "wasm-cache")
+		if os.MkdirAll(dir, 0o700) == nil {
+			wasmDir = dir
+		}
+	})
+	return wasmDir
+}
+
+var (
+	wasmOnce sync.Once
+	wasmDir  string
 )
 
 // tempBase is where cases keep their state: /dev/shm when it is there
