@@ -101,8 +101,10 @@ func (r FileResult) Failed() bool {
 // environment (nodes read *_env fields from it) while its cases run.
 var envMu sync.Mutex
 
-// RunFile runs the cases of one test file, one after another, each on an
-// engine of its own; report, when not nil, is called as each case ends.
+// RunFile runs the cases of one test file, each on an engine of its own,
+// several at once (Options.Parallel); report, when not nil, is called
+// with each case's result in the file's order. Test files run one at a
+// time: a file's env is set in the process environment meanwhile.
 func RunFile(ctx context.Context, path string, opts Options, report func(CaseResult)) (res FileResult) {
 	start := time.Now()
 	res.Path = path
@@ -692,7 +694,7 @@ func (h *harness) feed(ctx context.Context, target *flows.Flow, in *Input, last 
 		m := in.Message
 		topic := m.Topic
 		if topic == "" {
-			if target == nil || target.Trigger.Kind != flows.TriggerTopic {
+			if target == nil || target.Trigger.Kind != flows.TriggerTopic && target.Trigger.Kind != flows.TriggerSchedule {
 				return nil, nil, errors.New("message: give its topic (the flow has no topic trigger)")
 			}
 			topic = target.InputTopic()
