@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -218,9 +219,23 @@ func Parse(path string, data []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, nodes.Problems{{Pos: nodes.Pos{File: path, Line: 1, Col: 1}, Msg: "empty test file"}}
 		}
-		return nil, nodes.Problems{{Pos: nodes.Pos{File: path, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		p := nodes.Problem{Pos: nodes.Pos{File: path, Line: 1, Col: 1}, Msg: "invalid YAML: " + err.Error()}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			if m[1] != "" {
+				p.Line, _ = strconv.Atoi(m[1])
+			}
+			p.Msg = "invalid YAML: " + m[2]
+		}
+		return nil, nodes.Problems{p}
+	}
+	if len(doc.Content) == 0 {
+		return nil, nodes.Problems{{Pos: nodes.Pos{File: path, Line: 1, Col: 1}, Msg: "empty test file"}}
 	}
 	root := doc.Content[0]
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, nodes.Problems{{Pos: nodes.PosOf(path, &more), Msg: "one YAML document per test file (put more cases under cases:)"}}
+	}
 	c, probs := nodes.Decode(path, "", fileFields, root, nodes.PosOf(path, root))
 	f := &File{Path: path, Dir: filepath.Dir(path), Flow: c.String(fFlow), Pos: c.Pos(fFlow), Env: map[string]string{}}
 	for _, e := range c.Map(fEnv) {
@@ -256,7 +271,10 @@ func Parse(path string, data []byte) (*File, error) {
 	return f, nil
 }
 
-var caseNameRE = regexp.MustCompile(`^[^\s/]+$`)
+var (
+	caseNameRE = regexp.MustCompile(`^[^\s/]+$`)
+	yamlLine   = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+)
 
 func (f *File) parseCase(where string, c *nodes.Config, n *yaml.Node, probs *nodes.Problems) *Case {
 	tc := &Case{Name: c.String(fName), Pos: nodes.PosOf(f.Path, n), Flow: c.String(fFlow), Skip: c.String(fSkip),

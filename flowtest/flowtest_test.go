@@ -168,6 +168,9 @@ t_test.yaml:14:20: cases[2]: published: x: want a count or a list of payload sub
 t_test.yaml:15:23: cases[2]: machines: order: want a mapping of entity key to state
 t_test.yaml:17:28: cases[3]: object: fixture: open missing.jpg: no such file or directory
 t_test.yaml:19:21: cases[4]: request: path "x" must start with /`},
+		{"empty", "# nothing yet\n", `t_test.yaml:1:1: empty test file`},
+		{"two documents", "flow: a.yaml\ncases: []\n---\nflow: b.yaml\n", `t_test.yaml:3:1: one YAML document per test file (put more cases under cases:)`},
+		{"not YAML", "flow: [\n", `t_test.yaml:1:1: invalid YAML: did not find expected node content`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := flowtest.Parse("t_test.yaml", []byte(strings.TrimLeft(c.yaml, "\n")))
