@@ -15,6 +15,7 @@ import (
 func testCmd(g *globals) *cobra.Command {
 	var verbose, asJSON bool
 	var run string
+	var parallel int
 	cmd := &cobra.Command{
 		Use:   "test [PATH...]",
 		Short: "Run the flow tests (*_test.yaml) beside the flows",
@@ -33,8 +34,10 @@ written dir/...); the current folder when none is given.
 Output is go test's: failures with the test file's line:col of each unmet
 expectation, an ok or FAIL line per file; -v adds passes and skips. The
 exit code is 1 when a case fails, 2 when a test file is invalid. Cases
-whose flow needs ONNX Runtime are skipped when it is missing, unless CI is
-set to true.`,
+whose flow needs ONNX Runtime, or a file the test file requires (such as
+a WebAssembly module to build), are skipped while it is missing, unless
+CI is set to true. --broker, --storage, --state and --home are not used:
+nothing of a case outlives it.`,
 		Example: `  sluice test examples
   sluice test ./flows/...
   sluice test -v --run 'pay|ship' examples/orders
@@ -43,7 +46,7 @@ set to true.`,
 			if len(args) == 0 {
 				args = []string{"."}
 			}
-			opts := flowtest.Options{}
+			opts := flowtest.Options{Parallel: parallel}
 			if run != "" {
 				re, err := regexp.Compile(run)
 				if err != nil {
@@ -92,5 +95,6 @@ set to true.`,
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every case, passes and skips too, with its engine log (failures always print theirs; warnings and errors unless --log-level says otherwise)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line, as go test -json does")
 	cmd.Flags().StringVar(&run, "run", "", "run only the cases whose name matches this regexp")
+	cmd.Flags().IntVarP(&parallel, "parallel", "p", 0, "cases of a file run at once, each on its own engine (0: twice the CPUs)")
 	return cmd
 }
