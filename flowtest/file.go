@@ -241,9 +241,14 @@ func Parse(path string, data []byte) (*File, error) {
 	for _, e := range c.Map(fEnv) {
 		f.Env[e.Key], _ = e.Value.(string)
 	}
-	for _, e := range c.Map(fRequires) {
+	reqs := child(root, fRequires)
+	for i, e := range c.Map(fRequires) {
 		how, _ := e.Value.(string)
-		f.Requires = append(f.Requires, Requirement{Path: e.Key, How: how, Pos: e.Pos})
+		pos := e.Pos
+		if reqs != nil && 2*i < len(reqs.Content) {
+			pos = nodes.PosOf(path, reqs.Content[2*i]) // the file's name
+		}
+		f.Requires = append(f.Requires, Requirement{Path: e.Key, How: how, Pos: pos})
 	}
 	caseNodes := child(root, fCases)
 	if caseNodes != nil && caseNodes.Kind != yaml.SequenceNode {

@@ -228,3 +228,33 @@ func TestSetupProblems(t *testing.T) {
 	assert.Equal(t, path+`:1:7: flow: no flow file or flow named "ordres" in `+dir+` (did you mean "orders"?)`, res.Err.Error())
 	assert.True(t, res.Failed())
 }
+
+// TestRequires: a test file's cases are skipped, with the hint, while a
+// file it requires is missing; under CI the file fails instead.
+func TestRequires(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("testdata/bench/flow.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "flow.yaml"), data, 0o644))
+	path := filepath.Join(dir, "flow_test.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`flow: flow.yaml
+requires: {model.bin: "fetch it with make model"}
+cases:
+  - name: a
+    message: {payload: {n: 1}}
+`), 0o644))
+	res := flowtest.RunFile(t.Context(), path, flowtest.Options{}, nil)
+	require.NoError(t, res.Err)
+	require.Len(t, res.Cases, 1)
+	assert.Equal(t, flowtest.Skip, res.Cases[0].Result)
+	assert.Equal(t, "model.bin is missing: fetch it with make model (under CI=true this fails)", res.Cases[0].Reason)
+
+	res = flowtest.RunFile(t.Context(), path, flowtest.Options{CI: true}, nil)
+	require.Error(t, res.Err)
+	assert.Equal(t, path+":2:12: requires model.bin, missing (CI=true): fetch it with make model", res.Err.Error())
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.bin"), nil, 0o644))
+	res = flowtest.RunFile(t.Context(), path, flowtest.Options{CI: true}, nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, flowtest.Pass, res.Cases[0].Result, "%v", res.Cases[0].Failures)
+}
