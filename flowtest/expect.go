@@ -297,9 +297,19 @@ func (f *File) objectExpectations(where string, e nodes.MapEntry, n *yaml.Node, 
 }
 
 // rowsExpectation: table: [row subsets]; each must match a row of the
-// table in the case's data.db; an empty list means no rows.
+// table in the case's data.db (DATABASE/TABLE: another database file of
+// the case's home); an empty list means no rows.
 func (f *File) rowsExpectation(where string, e nodes.MapEntry, n *yaml.Node, probs *nodes.Problems) expectation {
 	table, pos := e.Key, e.Pos
+	database := "data.db"
+	if i := strings.LastIndex(table, "/"); i >= 0 {
+		// DATABASE/TABLE: a db.insert with its own database: (a file in
+		// the home).
+		database, table = table[:i], table[i+1:]
+		if filepath.IsAbs(database) || strings.Contains(database, "..") {
+			probs.Add(pos, "%s: rows: %q: the database is a file of the case's home, such as shop.db/orders", where, e.Key)
+		}
+	}
 	if !identRE.MatchString(table) {
 		probs.Add(pos, "%s: rows: table %q: use letters, digits and '_'", where, table)
 	}
@@ -308,7 +318,7 @@ func (f *File) rowsExpectation(where string, e nodes.MapEntry, n *yaml.Node, pro
 		probs.Add(pos, "%s: rows: %s: want a list of rows (each a mapping of column to value)", where, table)
 	}
 	return expectation{pos: pos, what: "rows", check: func(o *outcome) []Failure {
-		got, err := readTable(o.ctx, filepath.Join(o.stateDir, "data.db"), table)
+		got, err := readTable(o.ctx, filepath.Join(o.stateDir, database), table)
 		if len(want) == 0 {
 			// An empty list: no row at all (no table, or an empty one).
 			if err == nil && len(got) > 0 {

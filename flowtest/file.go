@@ -107,7 +107,7 @@ var caseFields = append([]nodes.Field{
 	{Name: fExpect, Kind: nodes.StringList, Doc: "Expressions over payload, meta, steps, object, run that must be true."},
 	{Name: fPublished, Kind: nodes.Map, Elem: nodes.Any, Doc: "Per topic: a count, or a list of payload subsets in order."},
 	{Name: fObjects, Kind: nodes.Map, Elem: nodes.Any, Doc: "Per bucket/key: exists, size, width, height, content_type, json."},
-	{Name: fRows, Kind: nodes.Map, Elem: nodes.Any, Doc: "Per table of data.db (db.insert's default database): rows, each a subset."},
+	{Name: fRows, Kind: nodes.Map, Elem: nodes.Any, Doc: "Per table of data.db (db.insert's default database; DATABASE/TABLE for another): rows, each a subset; [] for none."},
 	{Name: fMachines, Kind: nodes.Map, Elem: nodes.Any, Doc: "Per machine: entity key to state."},
 	{Name: fDeadLetter, Kind: nodes.String, Doc: "The run is dead-lettered with an error matching this regexp."},
 	{Name: fResponse, Kind: nodes.Object, Fields: responseFields},
