@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"regexp"
 	"strconv"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -66,10 +69,17 @@ nothing of a case outlives it.`,
 			if err != nil {
 				return err
 			}
+			// Interrupted, the cases in flight end and clean up their
+			// folders (in /dev/shm: memory) before the process exits.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
 			rep := &flowtest.Reporter{W: cmd.OutOrStdout(), Verbose: verbose, JSON: asJSON}
 			code, count := 0, map[string]int{}
 			for _, f := range files {
-				res := flowtest.RunFile(cmd.Context(), f, opts, rep.Case)
+				if ctx.Err() != nil {
+					return exitError{1, errors.New("interrupted")}
+				}
+				res := flowtest.RunFile(ctx, f, opts, rep.Case)
 				rep.File(res)
 				switch {
 				case res.Err != nil:
