@@ -29,6 +29,7 @@ const (
 	fFlow          = "flow"
 	fEnv           = "env"
 	fRequires      = "requires"
+	fShared        = "shared"
 	fCases         = "cases"
 	fName          = "name"
 	fSkip          = "skip"
@@ -116,6 +117,7 @@ var caseFields = append([]nodes.Field{
 var fileFields = []nodes.Field{
 	{Name: fFlow, Kind: nodes.String, Required: true, Doc: "A flow file (relative to the test file) or a flow name in the test file's folder."},
 	{Name: fEnv, Kind: nodes.Map, Elem: nodes.String, Doc: "Environment for the flow's ${NAME} references and *_env fields; ${SLUICE_TEST_URL} in a value is the address the case's HTTP routes are served at."},
+	{Name: fShared, Kind: nodes.Bool, Doc: "Run the cases one after another on one engine (faster where nodes start something heavy: ONNX sessions, function workers); cases then see each other's effects, so give each its own keys and ids."},
 	{Name: fRequires, Kind: nodes.Map, Elem: nodes.String, Doc: "Files the flow needs (relative to the test file), each with how to make it: cases are skipped while one is missing (under CI=true they fail)."},
 	// Each case is decoded on its own against caseFields, so the
 	// problems of every case are reported at once.
@@ -129,6 +131,8 @@ type File struct {
 	Flow string // the flow reference, as written
 	Pos  nodes.Pos
 	Env  map[string]string
+	// Shared: the cases run one after another on one engine.
+	Shared bool
 	// Requires maps files the flow needs to how to make them.
 	Requires []Requirement
 	Cases    []*Case
@@ -237,7 +241,7 @@ func Parse(path string, data []byte) (*File, error) {
 		return nil, nodes.Problems{{Pos: nodes.PosOf(path, &more), Msg: "one YAML document per test file (put more cases under cases:)"}}
 	}
 	c, probs := nodes.Decode(path, "", fileFields, root, nodes.PosOf(path, root))
-	f := &File{Path: path, Dir: filepath.Dir(path), Flow: c.String(fFlow), Pos: c.Pos(fFlow), Env: map[string]string{}}
+	f := &File{Path: path, Dir: filepath.Dir(path), Flow: c.String(fFlow), Pos: c.Pos(fFlow), Env: map[string]string{}, Shared: c.Bool(fShared)}
 	for _, e := range c.Map(fEnv) {
 		f.Env[e.Key], _ = e.Value.(string)
 	}

@@ -258,3 +258,20 @@ cases:
 	require.NoError(t, res.Err)
 	assert.Equal(t, flowtest.Pass, res.Cases[0].Result, "%v", res.Cases[0].Failures)
 }
+
+// TestShared: with shared: true the cases run in order on one engine and
+// see each other's effects; a flow named by name is found in the folder.
+func TestShared(t *testing.T) {
+	var buf bytes.Buffer
+	rep := &flowtest.Reporter{W: &buf, Verbose: true}
+	res := flowtest.RunFile(t.Context(), "testdata/shop/shared_test.yaml", flowtest.Options{}, rep.Case)
+	require.NoError(t, res.Err)
+	var names []string
+	for _, c := range res.Cases {
+		names = append(names, c.Name)
+		assert.Equal(t, flowtest.Pass, c.Result, "%s: %v", c.Name, c.Failures)
+	}
+	assert.Equal(t, []string{"first", "second-sees-the-first", "a-failure-keeps-the-engine", "third"}, names)
+	assert.Contains(t, buf.String(), "run failed; input sent to the dead-letter topic", "the failing case's log is its own")
+	assert.NotContains(t, strings.SplitN(buf.String(), "--- PASS: testdata/shop/shared_test.yaml/a-failure", 2)[0], "dead-letter topic")
+}

@@ -153,14 +153,24 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 			return res
 		}
 	}
-	// Cases run at once (each on its own engine, so they cannot see each
-	// other), up to Parallel; they are reported in the file's order.
 	var selected []*Case
 	for _, tc := range f.Cases {
 		if opts.Run == nil || opts.Run.MatchString(tc.Name) {
 			selected = append(selected, tc)
 		}
 	}
+	collect := func(cr CaseResult) {
+		res.Cases = append(res.Cases, cr)
+		if report != nil {
+			report(cr)
+		}
+	}
+	if f.Shared && skip == "" {
+		runShared(ctx, f, fs, selected, opts, collect)
+		return res
+	}
+	// Cases run at once (each on its own engine, so they cannot see each
+	// other), up to Parallel; they are reported in the file's order.
 	out := make([]CaseResult, len(selected))
 	done := make([]chan struct{}, len(selected))
 	slots := make(chan struct{}, opts.parallel())
@@ -190,10 +200,7 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 	}
 	for i := range selected {
 		<-done[i]
-		res.Cases = append(res.Cases, out[i])
-		if report != nil {
-			report(out[i])
-		}
+		collect(out[i])
 	}
 	return res
 }
@@ -394,15 +401,8 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 	ctx, cancel := context.WithTimeout(ctx, tc.Timeout)
 	defer cancel()
 	var logs logBuffer
-	level := opts.LogLevel
-	if level == nil {
-		level = slog.LevelWarn
-	}
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+	log := newLog(&logs, opts)
 	defer func() { logText = logs.String() }()
-	failAt := func(format string, args ...any) []Failure {
-		return []Failure{{Pos: tc.Pos, Msg: fmt.Sprintf(format, args...)}}
-	}
 	h, err := start(ctx, f, fs, log)
 	if h != nil {
 		defer func() {
@@ -412,21 +412,68 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 		}()
 	}
 	if err != nil {
-		return failAt("%v", err), ""
+		return []Failure{{Pos: tc.Pos, Msg: err.Error()}}, ""
 	}
+	return h.run(ctx, tc), ""
+}
+
+// runShared runs the cases one after another on one engine (a test
+// file's shared: true) and reports each as it ends.
+func runShared(ctx context.Context, f *File, fs *flowSet, cases []*Case, opts Options, report func(CaseResult)) {
+	var logs logBuffer
+	log := newLog(&logs, opts)
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	h, err := start(startCtx, f, fs, log)
+	cancel()
+	if h != nil {
+		defer h.close()
+	}
+	for _, tc := range cases {
+		cr := CaseResult{File: f.Path, Name: tc.Name, Pos: tc.Pos}
+		t0, from := time.Now(), logs.Len()
+		switch {
+		case tc.Skip != "":
+			cr.Result, cr.Reason = Skip, tc.Skip
+		case err != nil:
+			cr.Result, cr.Failures = Fail, []Failure{{Pos: f.Pos, Msg: "the shared engine: " + err.Error()}}
+		default:
+			cctx, cancel := context.WithTimeout(ctx, tc.Timeout)
+			cr.Failures = h.run(cctx, tc)
+			cancel()
+			cr.Result = Pass
+			if len(cr.Failures) > 0 {
+				cr.Result = Fail
+			}
+		}
+		cr.Elapsed, cr.Log = time.Since(t0), logs.From(from)
+		report(cr)
+	}
+}
+
+// newLog is a case's logger, writing to logs from opts.LogLevel.
+func newLog(logs *logBuffer, opts Options) *slog.Logger {
+	level := opts.LogLevel
+	if level == nil {
+		level = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+}
+
+// run feeds a case's inputs to the engine and checks its expectations.
+func (h *harness) run(ctx context.Context, tc *Case) []Failure {
 	target, err := h.target(tc)
 	if err != nil {
-		return failAt("%v", err), ""
+		return []Failure{{Pos: tc.Pos, Msg: err.Error()}}
 	}
 	for i, in := range tc.Before {
 		if _, _, err := h.feed(ctx, target, in, false); err != nil {
-			return []Failure{{Pos: in.Pos, Msg: fmt.Sprintf("before[%d]: %v", i, err)}}, ""
+			return []Failure{{Pos: in.Pos, Msg: fmt.Sprintf("before[%d]: %v", i, err)}}
 		}
 	}
 	mark := h.broker.mark()
 	end, resp, err := h.feed(ctx, target, tc.Input, true)
 	if err != nil {
-		return []Failure{{Pos: tc.Input.Pos, Msg: err.Error()}}, ""
+		return []Failure{{Pos: tc.Input.Pos, Msg: err.Error()}}
 	}
 	o := &outcome{ctx: ctx, end: end, resp: resp, store: h.store, stateDir: h.dir,
 		published: func(topic string) []*message.Message { return h.broker.since(mark, topic) }}
@@ -439,7 +486,7 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 		a, b := out[i].Pos, out[j].Pos
 		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
 	})
-	return out, ""
+	return out
 }
 
 // logBuffer collects a case's log lines; engine goroutines write at once.
@@ -454,10 +501,20 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-func (l *logBuffer) String() string {
+func (l *logBuffer) String() string { return l.From(0) }
+
+// Len is how much was written so far, for From.
+func (l *logBuffer) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.b.String()
+	return l.b.Len()
+}
+
+// From returns what was written after Len returned from.
+func (l *logBuffer) From(from int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b.Bytes()[from:])
 }
 
 // dropTime leaves the time out of captured log lines: they are read
