@@ -165,7 +165,7 @@ func RunFile(ctx context.Context, path string, opts Options, report func(CaseRes
 			report(cr)
 		}
 	}
-	if f.Shared && skip == "" {
+	if f.Shared && skip == "" && len(selected) > 0 {
 		runShared(ctx, f, fs, selected, opts, collect)
 		return res
 	}
