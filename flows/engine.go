@@ -43,6 +43,11 @@ type Options struct {
 	// DrainTimeout bounds how long shutdown waits for runs in flight
 	// before cancelling them; 30s by default.
 	DrainTimeout time.Duration
+	// OnRunEnd, when set, is called once for every run that ends (and
+	// every input the trigger filters out), concurrently from the
+	// goroutines that settle runs; it must not block. For tests (sluice
+	// test), see testhooks.go.
+	OnRunEnd func(RunEnd)
 }
 
 // Engine runs flows: each flow is a Watermill consumer handler on one

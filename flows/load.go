@@ -61,6 +61,12 @@ func (l Loader) Load(paths ...string) ([]*Flow, error) {
 	return all, nil
 }
 
+// IsTestFile reports whether path is a flow test file (name_test.yaml or
+// name_test.yml, run by sluice test): folders loaded as flows skip them.
+func IsTestFile(path string) bool {
+	return strings.HasSuffix(path, "_test.yaml") || strings.HasSuffix(path, "_test.yml")
+}
+
 func flowFiles(paths []string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
@@ -79,7 +85,7 @@ func flowFiles(paths []string) ([]string, error) {
 			if d.IsDir() && path != p && strings.HasPrefix(d.Name(), ".") {
 				return filepath.SkipDir
 			}
-			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) && !IsTestFile(path) {
 				files = append(files, path)
 			}
 			return nil

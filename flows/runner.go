@@ -88,6 +88,7 @@ func (r *runner) begin(msg *message.Message) *delivery {
 	case skip:
 		d.skip = true
 		r.m.runs["filtered"].Inc()
+		r.observe(d)
 	case hops(msg) >= r.e.opts.MaxHops:
 		d.run.Input = input
 		d.fail = &failure{attempts: 1, err: nodes.Permanent(fmt.Errorf(
@@ -331,6 +332,7 @@ func (r *runner) record(d *delivery) {
 
 // count counts a finished run in the flow's metrics.
 func (r *runner) count(d *delivery) {
+	r.observe(d)
 	r.m.runs[d.run.Status].Inc()
 	if d.run.Status != state.StatusDuplicate {
 		r.m.runLatency.Observe(d.run.Duration.Seconds())

@@ -63,3 +63,6 @@ race=-race
 go test $race -count=1 -timeout 20m "$@" ./...
 echo "== go test -tags purego (image nodes without libjpeg-turbo)"
 go test -tags purego -count=1 ./nodes/image/...
+echo "== sluice test examples (the examples' *_test.yaml; CI=true fails on a missing ONNX Runtime)"
+GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o examples/functions/upper.wasm ./examples/functions/upper
+go run ./cmd/sluice test examples

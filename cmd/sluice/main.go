@@ -143,6 +143,7 @@ use other backends: Kafka, S3, PostgreSQL.`,
 	root.PersistentPreRun = func(*cobra.Command, []string) { dbident.SetAcceptNew(g.acceptNew) }
 	root.AddCommand(runCmd(g), validateCmd(), nodesCmd(), schemaCmd(), putCmd(g), publishCmd(g), runsCmd(g), usageCmd(g), dlqCmd(g), stateCmd(g), versionCmd())
 	root.AddCommand(tailCmd(g), topicsCmd(g))
+	root.AddCommand(testCmd(g))
 	return root
 }
 
