@@ -1,0 +1,247 @@
+package flows_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/nodes"
+	"github.com/sluicehq/sluice/state"
+)
+
+// lifecycle records the Start and Close calls of test.life nodes, by tag.
+type lifecycle struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *lifecycle) add(ev string) {
+	l.mu.Lock()
+	l.events = append(l.events, ev)
+	l.mu.Unlock()
+}
+
+func (l *lifecycle) count(ev string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.events {
+		if e == ev {
+			n++
+		}
+	}
+	return n
+}
+
+// lifeNode is a Starter and Closer that takes a little time per message,
+// so runs are in flight when a reload comes; it refuses messages before
+// Start and after Close.
+type lifeNode struct {
+	tag     string
+	l       *lifecycle
+	running atomic.Bool
+}
+
+func (n *lifeNode) Start(context.Context) error { n.running.Store(true); n.l.add("start " + n.tag); return nil }
+func (n *lifeNode) Close() error {
+	if n.running.Swap(false) {
+		n.l.add("close " + n.tag)
+	}
+	return nil
+}
+
+func (n *lifeNode) Process(ctx context.Context, env *nodes.Envelope) error {
+	if !n.running.Load() {
+		return nodes.Permanent(fmt.Errorf("node %s called while not running", n.tag))
+	}
+	select { // a little work
+	case <-time.After(time.Millisecond):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+var (
+	_ nodes.Starter = (*lifeNode)(nil)
+	_ nodes.Closer  = (*lifeNode)(nil)
+)
+
+func lifeRegistry(t *testing.T, l *lifecycle) *nodes.Registry {
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.life", Summary: "records its lifecycle",
+		Fields: []nodes.Field{{Name: "tag", Kind: nodes.String, Required: true}},
+		New: func(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
+			return &lifeNode{tag: c.String("tag"), l: l}, nil
+		},
+	}))
+	return reg
+}
+
+// reload writes flowYAML over the harness's flow file, loads it as
+// `sluice run` does, and reloads the engine with it.
+func (h *harness) reload(reg *nodes.Registry, flowYAML string) (flows.Report, error) {
+	h.t.Helper()
+	file := filepath.Join(h.dir, "flow.yaml")
+	require.NoError(h.t, os.WriteFile(file, []byte(flowYAML), 0o644))
+	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
+	require.NoError(h.t, err)
+	return h.engine.Reload(h.t.Context(), fl)
+}
+
+const twoFlows = `
+name: shaper
+on: {topic: in}
+steps:
+  - node: test.life
+    with: {tag: shaper-%[1]s}
+  - node: transform
+    with:
+      set:
+        version: '"%[1]s"'
+  - node: publish
+    with: {topic: shaped}
+---
+name: other
+on: {topic: in-other}
+steps:
+  - node: test.life
+    with: {tag: other}
+  - node: publish
+    with: {topic: other-out}
+`
+
+// TestReloadReplacesAChangedFlowWhileMessagesFlow: messages published
+// without pause across a reload that changes one flow's transform are
+// each run once and published once; later ones see the new definition;
+// the unchanged flow is not restarted; the old nodes are closed after the
+// drain, the new ones started before the first run.
+func TestReloadReplacesAChangedFlowWhileMessagesFlow(t *testing.T) {
+	l := &lifecycle{}
+	reg := lifeRegistry(t, l)
+	h := start(t, fmt.Sprintf(twoFlows, "v1"), reg)
+
+	stop := make(chan struct{})
+	var published atomic.Int64
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		pace := time.NewTicker(500 * time.Microsecond) // a steady stream, not a flood
+		defer pace.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-pace.C:
+			}
+			m := message.NewMessage(fmt.Sprintf("msg-%05d", i), []byte(fmt.Sprintf(`{"n":%d}`, i)))
+			if err := h.broker.Publisher().Publish("in", m); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+			published.Add(1)
+		}
+	}()
+	require.NoError(t, h.broker.Publisher().Publish("in-other", message.NewMessage("other-1", []byte(`{}`))))
+	h.consume("other-out", 1)
+	// Reload once runs of the first definition are flowing.
+	require.Eventually(t, func() bool {
+		return h.counter("sluice_runs_total", map[string]string{"flow": "shaper", "status": "succeeded"}) >= 50
+	}, 20*time.Second, 5*time.Millisecond)
+
+	before := h.counter("sluice_runs_total", map[string]string{"flow": "shaper", "status": "succeeded"})
+	rep, err := h.reload(reg, fmt.Sprintf(twoFlows, "v2"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"shaper"}, rep.Changed)
+	assert.Equal(t, []string{"other"}, rep.Unchanged)
+	assert.Empty(t, rep.Added)
+	assert.Empty(t, rep.Removed)
+
+	// Keep publishing until the new definition has run a while.
+	require.Eventually(t, func() bool {
+		return h.counter("sluice_runs_total", map[string]string{"flow": "shaper", "status": "succeeded"}) >= before+50
+	}, 20*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 1, l.count("start shaper-v2"))
+	close(stop)
+	<-pubDone
+	n := int(published.Load())
+
+	// Every message is run once, succeeded, and published once.
+	runs := h.waitRunsOf("shaper", n)
+	succeeded := map[string]int{}
+	for _, r := range runs {
+		if r.Status == state.StatusSucceeded {
+			succeeded[r.Input]++
+		} else {
+			assert.Equal(t, state.StatusDuplicate, r.Status, "run %s of %s: %s", r.ID, r.Input, r.Error)
+		}
+	}
+	assert.Len(t, succeeded, n, "every input succeeded")
+	for in, c := range succeeded {
+		assert.Equal(t, 1, c, "input %s succeeded %d times", in, c)
+	}
+	out := h.consume("shaped", n)
+	ids := map[string]bool{}
+	versions := map[string]int{}
+	last := ""
+	for _, m := range out {
+		assert.False(t, ids[m.UUID], "output %s published twice", m.UUID)
+		ids[m.UUID] = true
+		v := payloadOf(t, m)["version"].(string)
+		versions[v]++
+		if last == "v2" {
+			assert.Equal(t, "v2", v, "after the first v2 output, every output is v2 (order kept)")
+		}
+		last = v
+	}
+	assert.Positive(t, versions["v1"])
+	assert.Positive(t, versions["v2"], "later messages ran on the new definition")
+	assert.Equal(t, "v2", last)
+
+	assert.Equal(t, 1, l.count("start other"), "the unchanged flow was not restarted")
+	assert.Equal(t, 0, l.count("close other"), "the unchanged flow's nodes stay open")
+	assert.Equal(t, 1, l.count("start shaper-v1"))
+	assert.Equal(t, 1, l.count("close shaper-v1"), "the old definition's nodes are closed")
+	l.mu.Lock()
+	order := append([]string(nil), l.events...)
+	l.mu.Unlock()
+	assert.Less(t, indexOf(order, "close shaper-v1"), indexOf(order, "start shaper-v2"), "drained and closed before the new one started: %v", order)
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitRunsOf returns the flow's runs once n inputs have finished runs.
+func (h *harness) waitRunsOf(flow string, n int) []state.Run {
+	h.t.Helper()
+	var runs []state.Run
+	require.Eventually(h.t, func() bool {
+		require.NoError(h.t, h.state.Flush(h.t.Context()))
+		var err error
+		runs, err = h.state.Runs(h.t.Context(), state.Filter{Flow: flow, Limit: 1_000_000})
+		require.NoError(h.t, err)
+		inputs := map[string]bool{}
+		for _, r := range runs {
+			inputs[r.Input] = true
+		}
+		return len(inputs) >= n
+	}, 30*time.Second, 10*time.Millisecond, "want runs of %d inputs of %s", n, flow)
+	return runs
+}
