@@ -2,7 +2,11 @@ package flows_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -52,7 +56,11 @@ type lifeNode struct {
 	running atomic.Bool
 }
 
-func (n *lifeNode) Start(context.Context) error { n.running.Store(true); n.l.add("start " + n.tag); return nil }
+func (n *lifeNode) Start(context.Context) error {
+	n.running.Store(true)
+	n.l.add("start " + n.tag)
+	return nil
+}
 func (n *lifeNode) Close() error {
 	if n.running.Swap(false) {
 		n.l.add("close " + n.tag)
@@ -244,4 +252,142 @@ func (h *harness) waitRunsOf(flow string, n int) []state.Run {
 		return len(inputs) >= n
 	}, 30*time.Second, 10*time.Millisecond, "want runs of %d inputs of %s", n, flow)
 	return runs
+}
+
+const greetFlow = `
+name: greet
+on:
+  http: {path: /greet, methods: [GET]}
+steps:
+  - node: test.life
+    with: {tag: greet-%[1]s}
+  - node: transform
+    with: {payload: '{"version": "%[1]s"}'}
+`
+
+const goneFlow = `
+---
+name: gone
+on: {topic: gone-in}
+steps:
+  - node: publish
+    with: {topic: gone-out}
+`
+
+const tickerFlow = `
+---
+name: ticker
+on: {schedule: "* * * * * *"}
+steps:
+  - node: publish
+    with: {topic: ticks}
+`
+
+// TestReloadSwapsRoutesAddsAndRemovesFlows: requests sent without pause
+// across a reload are all answered, by the old definition and then by
+// the new one; a removed flow stops consuming and its metrics go; an
+// added schedule runs.
+func TestReloadSwapsRoutesAddsAndRemovesFlows(t *testing.T) {
+	l := &lifecycle{}
+	reg := lifeRegistry(t, l)
+	h := start(t, fmt.Sprintf(greetFlow, "v1")+goneFlow, reg)
+	srv := httptest.NewServer(h.engine.HTTPHandler())
+	defer srv.Close()
+	h.publish("gone-in", `{}`)
+	h.consume("gone-out", 1)
+	require.Eventually(t, func() bool { return hasFlowMetrics(t, h, "gone") }, 5*time.Second, 5*time.Millisecond)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var answers sync.Map // version -> count
+	var sawV2 atomic.Bool
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				after := sawV2.Load()
+				resp, err := http.Get(srv.URL + "/greet")
+				if !assert.NoError(t, err) {
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !assert.Equal(t, http.StatusOK, resp.StatusCode, "answer %s", body) {
+					return
+				}
+				var v struct{ Version string }
+				require.NoError(t, json.Unmarshal(body, &v))
+				n, _ := answers.LoadOrStore(v.Version, new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+				if v.Version == "v2" {
+					sawV2.Store(true)
+				} else if after {
+					assert.Equal(t, "v2", v.Version, "a request sent after a new answer got an old one")
+				}
+			}
+		})
+	}
+	require.Eventually(t, func() bool { _, ok := answers.Load("v1"); return ok }, 5*time.Second, time.Millisecond)
+	rep, err := h.reload(reg, fmt.Sprintf(greetFlow, "v2")+tickerFlow)
+	require.NoError(t, err)
+	assert.Equal(t, flows.Report{Added: []string{"ticker"}, Changed: []string{"greet"}, Removed: []string{"gone"}}, rep)
+	require.Eventually(t, func() bool {
+		n, ok := answers.Load("v2")
+		return ok && n.(*atomic.Int64).Load() >= 20
+	}, 10*time.Second, time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	assert.Equal(t, 1, l.count("close greet-v1"), "the old definition's nodes are closed")
+	assert.Equal(t, 1, l.count("start greet-v2"))
+	h.consume("ticks", 1)
+	assert.False(t, hasFlowMetrics(t, h, "gone"), "a removed flow's metrics are deleted")
+
+	// A message for the removed flow waits in its consumer group: the
+	// flow added back runs it, and only it.
+	h.publish("gone-in", `{"late": true}`)
+	rep, err = h.reload(reg, fmt.Sprintf(greetFlow, "v2")+tickerFlow+goneFlow)
+	require.NoError(t, err)
+	assert.Equal(t, flows.Report{Added: []string{"gone"}, Unchanged: []string{"greet", "ticker"}}, rep)
+	runs := h.waitRuns(state.Filter{Flow: "gone"}, 2)
+	assert.Len(t, runs, 2)
+	for _, r := range runs {
+		assert.Equal(t, state.StatusSucceeded, r.Status)
+	}
+	assert.Equal(t, true, payloadOf(t, h.consumeAs("late-reader", "gone-out", 2)[1])["late"])
+
+	// A set of flows that cannot run together changes nothing.
+	other := filepath.Join(h.dir, "other.yaml")
+	require.NoError(t, os.WriteFile(other, []byte(fmt.Sprintf(greetFlow, "v3")), 0o644))
+	loader := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}
+	a, err := loader.Load(filepath.Join(h.dir, "flow.yaml"))
+	require.NoError(t, err)
+	b, err := loader.Load(other)
+	require.NoError(t, err)
+	rep, err = h.engine.Reload(t.Context(), append(a, b...))
+	require.ErrorContains(t, err, `flow name "greet" is already used`)
+	assert.Zero(t, rep.Changes())
+	_, _, out := call(t, "GET", srv.URL+"/greet", "")
+	assert.Equal(t, "v2", out["version"], "the running definition stays")
+	assert.Equal(t, 0, l.count("start greet-v3"))
+}
+
+// hasFlowMetrics reports whether any metric has the flow's label.
+func hasFlowMetrics(t *testing.T, h *harness, flow string) bool {
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "flow" && l.GetValue() == flow {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
