@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // lifecycle records the Start and Close calls of test.life nodes, by tag.
@@ -136,9 +139,51 @@ steps:
 // the unchanged flow is not restarted; the old nodes are closed after the
 // drain, the new ones started before the first run.
 func TestReloadReplacesAChangedFlowWhileMessagesFlow(t *testing.T) {
-	l := &lifecycle{}
-	reg := lifeRegistry(t, l)
-	h := start(t, fmt.Sprintf(twoFlows, "v1"), reg)
+	t.Run("streams", func(t *testing.T) {
+		l := &lifecycle{}
+		reg := lifeRegistry(t, l)
+		replaceWhileFlowing(t, start(t, fmt.Sprintf(twoFlows, "v1"), reg), reg, l)
+	})
+	t.Run("router", func(t *testing.T) {
+		// One message at a time through a Watermill router per flow.
+		l := &lifecycle{}
+		reg := lifeRegistry(t, l)
+		replaceWhileFlowing(t, startRouted(t, fmt.Sprintf(twoFlows, "v1"), reg), reg, l)
+	})
+}
+
+// startRouted is start with Options.NoStreams.
+func startRouted(t *testing.T, flowYAML string, reg *nodes.Registry) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
+	require.NoError(t, err)
+	h := &harness{t: t, dir: dir, broker: b}
+	h.store, err = storage.Open(t.Context(), "fs://"+filepath.Join(dir, "buckets"))
+	require.NoError(t, err)
+	h.state, err = state.Open(filepath.Join(dir, "state.db"))
+	require.NoError(t, err)
+	file := filepath.Join(dir, "flow.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(flowYAML), 0o644))
+	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
+	require.NoError(t, err)
+	h.reg = prometheus.NewRegistry()
+	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(),
+		Metrics: flows.NewMetrics(h.reg), DrainTimeout: 5 * time.Second, NoStreams: true}, fl)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.engine.Run(ctx) }()
+	select {
+	case <-h.engine.Ready():
+	case err := <-h.done:
+		t.Fatalf("engine stopped: %v", err)
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func replaceWhileFlowing(t *testing.T, h *harness, reg *nodes.Registry, l *lifecycle) {
 
 	stop := make(chan struct{})
 	var published atomic.Int64
