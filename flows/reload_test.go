@@ -436,3 +436,47 @@ func hasFlowMetrics(t *testing.T, h *harness, flow string) bool {
 	}
 	return false
 }
+
+const bucketFlow = `
+name: copy
+on: {bucket: %s}
+steps:
+  - node: publish
+    with: {topic: seen, payload: '"%s:" + object.key'}
+`
+
+// TestReloadBucketFlows: a bucket flow moved to another bucket stops
+// watching the first; moved back, the objects it ran before are not
+// replayed (the seen index), and one dropped meanwhile runs once.
+func TestReloadBucketFlows(t *testing.T) {
+	dir := t.TempDir()
+	h := startIn(t, dir, fmt.Sprintf(bucketFlow, "inbox", "v1"), nil)
+	drop := func(bucket, key string) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "buckets", bucket, key), []byte(key), 0o644))
+	}
+	drop("inbox", "a.txt")
+	assert.Equal(t, `"v1:a.txt"`, string(h.consume("seen", 1)[0].Payload))
+
+	rep, err := h.reload(nil, fmt.Sprintf(bucketFlow, "other", "v2"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"copy"}, rep.Changed)
+	drop("other", "b.txt")
+	assert.Equal(t, `"v2:b.txt"`, string(h.consumeAs("r2", "seen", 2)[1].Payload))
+
+	drop("inbox", "c.txt") // not watched now: seen when inbox is watched again
+	rep, err = h.reload(nil, fmt.Sprintf(bucketFlow, "inbox", "v3"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"copy"}, rep.Changed)
+	drop("inbox", "d.txt")
+	got := h.consumeAs("r3", "seen", 4)
+	var payloads []string
+	for _, m := range got[2:] {
+		payloads = append(payloads, string(m.Payload))
+	}
+	assert.ElementsMatch(t, []string{`"v3:c.txt"`, `"v3:d.txt"`}, payloads)
+	runs := h.waitRuns(state.Filter{Flow: "copy"}, 4)
+	assert.Len(t, runs, 4, "a.txt ran once, before the reloads")
+	for _, r := range runs {
+		assert.Equal(t, state.StatusSucceeded, r.Status, "run of %s", r.Input)
+	}
+}
