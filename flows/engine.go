@@ -106,6 +106,9 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if err := crossCheck(flows).Err(); err != nil {
+		return nil, err // flows of separate loads
+	}
 	for _, f := range flows {
 		if err := checkFlow(opts, f); err != nil {
 			return nil, err

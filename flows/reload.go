@@ -505,6 +505,7 @@ func (e *Engine) Reload(ctx context.Context, next []*Flow) (Report, error) {
 	if !e.opts.Broker.Features().Persistent {
 		e.log.Warn("this broker keeps no messages: those published to a reloaded flow's topic while it restarts are lost")
 	}
+	warnRenamed(e, rep, old, units)
 	e.setFlows(flows, units) // new routes first: requests go to the new definitions
 
 	var wg sync.WaitGroup
@@ -553,6 +554,23 @@ func (e *Engine) Reload(ctx context.Context, next []*Flow) (Report, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// warnRenamed warns of added flows that read the input topic of a removed
+// one as another consumer group (a renamed flow): the new group starts at
+// the oldest message the broker keeps, not where the old one stopped.
+func warnRenamed(e *Engine, rep Report, old, cur map[string]*unit) {
+	for _, a := range rep.Added {
+		af := cur[a].r.f
+		for _, r := range rep.Removed {
+			rf := old[r].r.f
+			if af.InputTopic() == rf.InputTopic() && af.Group() != rf.Group() {
+				e.log.Warn("a flow added as another was removed reads the same topic as a new consumer group, from the oldest message kept; "+
+					"to continue where the removed flow stopped, set its on.group", "flow", a, "removed_flow", r,
+					"topic", af.InputTopic(), "group", af.Group(), "removed_group", rf.Group())
+			}
+		}
+	}
 }
 
 // discard closes the nodes of flows that will not run.
