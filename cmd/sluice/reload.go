@@ -42,6 +42,9 @@ type reloader struct {
 	engine *flows.Engine
 	log    *slog.Logger
 	total  *prometheus.CounterVec
+	// write is the listener's derived write timeout (0: none, or set by
+	// flag): a reloaded flow that needs longer is warned about.
+	write time.Duration
 
 	mu   sync.Mutex
 	last *reloadStatus // nil before the first reload
@@ -143,6 +146,10 @@ func (rl *reloader) reload(ctx context.Context, trigger string) {
 	default:
 		st.result = reloadApplied
 		rl.log.Info("flow files reloaded", attrs...)
+	}
+	if rl.write > 0 && writeTimeout(fl) > rl.write {
+		rl.log.Warn("a reloaded HTTP flow may take longer than the listener's write timeout, set at start; restart, or set --write-timeout",
+			"write_timeout", rl.write, "needed", writeTimeout(fl))
 	}
 }
 

@@ -148,6 +148,9 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				return err
 			}
 			reloads := newReloader(args, loader, engine, log, reg)
+			if listen != "" && limits.write == 0 {
+				reloads.write = writeTimeout(fl)
+			}
 			if listen != "" {
 				hooks := webhooks(store)
 				if hooks != nil {
