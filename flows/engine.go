@@ -74,9 +74,7 @@ type Engine struct {
 	live     *liveSet // what Run started; nil before Run
 	stopping atomic.Bool
 
-	mu       sync.Mutex // guards draining and inflight.Add
-	draining bool
-	inflight sync.WaitGroup
+	runs inFlight // every run: shutdown waits for them
 
 	hardCtx    context.Context // cancelled when draining times out
 	hardCancel context.CancelFunc
@@ -167,17 +165,39 @@ func (e *Engine) runnerOf(flow string) *runner {
 
 // enter counts a run as in flight, unless the engine is draining; leave
 // ends it. Shutdown waits for the runs in flight.
-func (e *Engine) enter() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.draining {
+func (e *Engine) enter() bool { return e.runs.enter() }
+
+func (e *Engine) leave() { e.runs.leave() }
+
+// inFlight counts runs in flight until it drains: once drain is called,
+// enter refuses new runs, and the channel drain returns is closed when
+// the last run left.
+type inFlight struct {
+	mu       sync.Mutex // guards draining and wg.Add
+	draining bool
+	wg       sync.WaitGroup
+}
+
+func (c *inFlight) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
 		return false
 	}
-	e.inflight.Add(1)
+	c.wg.Add(1)
 	return true
 }
 
-func (e *Engine) leave() { e.inflight.Done() }
+func (c *inFlight) leave() { c.wg.Done() }
+
+func (c *inFlight) drain() <-chan struct{} {
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	return done
+}
 
 func allSteps(f *Flow) []*Step {
 	out := append([]*Step(nil), f.Steps...)
@@ -257,11 +277,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 func (e *Engine) stop(stopUnits context.CancelFunc) error {
 	e.stopping.Store(true)
 	stopUnits() // streams, schedules and bucket watches end
-	e.mu.Lock()
-	e.draining = true
-	e.mu.Unlock()
-	drained := make(chan struct{})
-	go func() { e.inflight.Wait(); close(drained) }()
+	drained := e.runs.drain()
 	select {
 	case <-drained:
 	case <-time.After(e.opts.DrainTimeout):

@@ -94,26 +94,16 @@ type unit struct {
 	stopOnce   sync.Once
 	stopErr    error
 
-	mu       sync.Mutex // guards draining and inflight.Add
-	draining bool
-	inflight sync.WaitGroup
+	runs inFlight // its router handlers' and HTTP requests' runs
 }
 
 func (e *Engine) newUnit(f *Flow) *unit {
 	return &unit{e: e, r: newRunner(e, f), up: make(chan struct{})}
 }
 
-func (u *unit) enter() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.draining {
-		return false
-	}
-	u.inflight.Add(1)
-	return true
-}
+func (u *unit) enter() bool { return u.runs.enter() }
 
-func (u *unit) leave() { u.inflight.Done() }
+func (u *unit) leave() { u.runs.leave() }
 
 // handle is the flow's router handler, counted in the unit.
 func (u *unit) handle(msg *message.Message) error {
@@ -192,9 +182,7 @@ func (u *unit) stop() error {
 }
 
 func (u *unit) drain() error {
-	u.mu.Lock()
-	u.draining = true
-	u.mu.Unlock()
+	runs := u.runs.drain()
 	u.stopping.Store(true)
 	if u.cancel != nil {
 		u.cancel()
@@ -205,7 +193,7 @@ func (u *unit) drain() error {
 		<-u.routerDone
 	}
 	drained := make(chan struct{})
-	go func() { u.tasks.Wait(); u.inflight.Wait(); close(drained) }()
+	go func() { u.tasks.Wait(); <-runs; close(drained) }()
 	select {
 	case <-drained:
 	case <-time.After(u.e.opts.DrainTimeout):

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -23,7 +22,6 @@ import (
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
-	"github.com/sluicehq/sluice/storage"
 )
 
 // lifecycle records the Start and Close calls of test.life nodes, by tag.
@@ -169,29 +167,7 @@ func startRouted(t *testing.T, flowYAML string, reg *nodes.Registry) *harness {
 	dir := t.TempDir()
 	b, err := brokers.Open(t.Context(), "sqlite://"+filepath.Join(dir, "queue.db")+"?poll=10ms", nil)
 	require.NoError(t, err)
-	h := &harness{t: t, dir: dir, broker: b}
-	h.store, err = storage.Open(t.Context(), "fs://"+filepath.Join(dir, "buckets"))
-	require.NoError(t, err)
-	h.state, err = state.Open(filepath.Join(dir, "state.db"))
-	require.NoError(t, err)
-	file := filepath.Join(dir, "flow.yaml")
-	require.NoError(t, os.WriteFile(file, []byte(flowYAML), 0o644))
-	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
-	require.NoError(t, err)
-	h.reg = prometheus.NewRegistry()
-	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(),
-		Metrics: flows.NewMetrics(h.reg), DrainTimeout: 5 * time.Second, NoStreams: true}, fl)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel, h.done = cancel, make(chan error, 1)
-	go func() { h.done <- h.engine.Run(ctx) }()
-	select {
-	case <-h.engine.Ready():
-	case err := <-h.done:
-		t.Fatalf("engine stopped: %v", err)
-	}
-	t.Cleanup(h.stop)
-	return h
+	return startWithOptions(t, dir, b, "fs://"+filepath.Join(dir, "buckets"), flowYAML, reg, func(o *flows.Options) { o.NoStreams = true })
 }
 
 func replaceWhileFlowing(t *testing.T, h *harness, reg *nodes.Registry, l *lifecycle) {
