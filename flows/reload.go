@@ -115,8 +115,8 @@ func (u *unit) handle(msg *message.Message) error {
 }
 
 // launch starts what consumes the flow's input: router-path subscribers,
-// streams and the schedule; its nodes are started. started receives the
-// stream's started channel, if the flow streams.
+// streams and the schedule (its nodes are started already). started is
+// closed once the flow's stream runs; nil when the flow does not stream.
 func (u *unit) launch(ctx context.Context) (started chan struct{}, err error) {
 	e, r, f := u.e, u.r, u.r.f
 	uctx, cancel := context.WithCancel(e.live.ctx)
@@ -143,15 +143,19 @@ func (u *unit) launch(ctx context.Context) (started chan struct{}, err error) {
 		go func() {
 			defer close(u.routerDone)
 			err := router.Run(context.Background())
-			if !u.stopping.Load() {
-				if err == nil {
-					err = errors.New("every subscriber of the flow stopped")
+			if err == nil {
+				err = errors.New("every subscriber of the flow stopped")
+			}
+			routerErr <- err
+			select {
+			case <-router.Running(): // it ran: stopping on its own ends the engine
+				if !u.stopping.Load() {
+					select {
+					case e.fatal <- fmt.Errorf("flow %s: %w", f.Name, err):
+					default:
+					}
 				}
-				routerErr <- err
-				select {
-				case e.fatal <- fmt.Errorf("flow %s: %w", f.Name, err):
-				default:
-				}
+			default: // it never ran: launch reports why
 			}
 		}()
 		select {
@@ -230,6 +234,9 @@ func (e *Engine) startUnits(ctx context.Context, us []*unit, isolate bool) (stre
 		return out
 	}
 	for _, u := range us {
+		if !isolate && len(failed) > 0 {
+			break
+		}
 		started, err := startNodes(ctx, u.r.f)
 		u.started = started
 		if err != nil {

@@ -3,12 +3,14 @@ package flows_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,6 +60,9 @@ type lifeNode struct {
 }
 
 func (n *lifeNode) Start(context.Context) error {
+	if strings.HasPrefix(n.tag, "broken") {
+		return errors.New("cannot start " + n.tag)
+	}
 	n.running.Store(true)
 	n.l.add("start " + n.tag)
 	return nil
@@ -470,4 +475,30 @@ func TestReloadBucketFlows(t *testing.T) {
 	for _, r := range runs {
 		assert.Equal(t, state.StatusSucceeded, r.Status, "run of %s", r.Input)
 	}
+}
+
+// TestReloadFlowThatFailsToStart: a changed flow whose node fails to
+// start is reported and not running, the other flows keep running, and
+// a later reload that fixes it starts it.
+func TestReloadFlowThatFailsToStart(t *testing.T) {
+	l := &lifecycle{}
+	reg := lifeRegistry(t, l)
+	h := start(t, fmt.Sprintf(twoFlows, "v1"), reg)
+	rep, err := h.reload(reg, strings.Replace(fmt.Sprintf(twoFlows, "v2"), "tag: shaper-v2", "tag: broken-v2", 1))
+	require.ErrorContains(t, err, "cannot start broken-v2")
+	assert.Equal(t, []string{"shaper"}, rep.Changed)
+	require.Contains(t, rep.Failed, "shaper")
+	assert.Equal(t, 1, l.count("close shaper-v1"), "the old definition was stopped")
+
+	// The flow is down; the one it feeds still runs.
+	h.publish("shaped", `{"n": 1}`)
+	h.consume("other-out", 1)
+	h.publish("in", `{"n": 2}`) // waits for the fixed flow
+
+	rep, err = h.reload(reg, fmt.Sprintf(twoFlows, "v3"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"shaper"}, rep.Added, "a flow that failed to start is not running: it is added again")
+	assert.Equal(t, []string{"other"}, rep.Unchanged)
+	out := h.consume("shaped", 2)
+	assert.Equal(t, "v3", payloadOf(t, out[1])["version"])
 }
