@@ -162,6 +162,20 @@ func TestHotReload(t *testing.T) {
 		return strings.Contains(body, "(watch): unchanged")
 	}, 20*time.Second, 20*time.Millisecond, "%s", in.log)
 
+	// A second file defining the same flow is refused; removing it
+	// leaves the running flow as it was.
+	dup := filepath.Join(dir, "flows", "copy.yaml")
+	saveFlow(t, dup, "transform", "v9")
+	require.Eventually(t, func() bool {
+		_, body := readyz(t, in)
+		return strings.Contains(body, `flows/relay.yaml:1:7: flow name "relay" is already used by flows/copy.yaml:1:7`)
+	}, 20*time.Second, 20*time.Millisecond, "%s", in.log)
+	require.NoError(t, os.Remove(dup))
+	require.Eventually(t, func() bool {
+		_, body := readyz(t, in)
+		return strings.Contains(body, "(watch): unchanged")
+	}, 20*time.Second, 20*time.Millisecond, "%s", in.log)
+
 	// Without --watch: SIGHUP reloads (messages published meanwhile wait
 	// in the queue).
 	in.stop()
@@ -231,5 +245,5 @@ func TestHotReload(t *testing.T) {
 	for _, v := range []string{"v1", "v2", "v4"} {
 		assert.Positive(t, count[v], "outputs of %s: %v", v, count)
 	}
-	assert.Zero(t, count["v3"]+count["v5"], "invalid edits never ran")
+	assert.Zero(t, count["v3"]+count["v5"]+count["v9"], "invalid edits never ran")
 }
