@@ -176,6 +176,15 @@ func TestHotReload(t *testing.T) {
 		return strings.Contains(body, "(watch): unchanged")
 	}, 20*time.Second, 20*time.Millisecond, "%s", in.log)
 
+	resp, err := http.Get("http://" + in.addr + "/metrics")
+	require.NoError(t, err)
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(metrics), `sluice_reloads_total{result="applied"} 1`+"\n")
+	assert.Regexp(t, `sluice_reloads_total\{result="invalid"\} [1-9]`, string(metrics))
+	assert.Regexp(t, `sluice_reloads_total\{result="unchanged"\} [1-9]`, string(metrics))
+
 	// Without --watch: SIGHUP reloads (messages published meanwhile wait
 	// in the queue).
 	in.stop()
