@@ -69,28 +69,24 @@ func newReloader(paths []string, loader flows.Loader, engine *flows.Engine, log 
 	return &reloader{paths: paths, loader: loader, engine: engine, log: log, total: total}
 }
 
-// run reloads on each signal from hup and, when watch, on changes of the
-// flow files, until ctx ends. It starts reloading once the engine runs.
-func (rl *reloader) run(ctx context.Context, hup <-chan os.Signal, watch bool) error {
+// run reloads on each signal from hup and, when w is not nil, on changes
+// it reports, until ctx ends. It starts reloading once the engine runs
+// (changes made before are loaded then).
+func (rl *reloader) run(ctx context.Context, hup <-chan os.Signal, w *flowWatcher) {
 	var changes <-chan struct{}
-	if watch {
-		w, err := newFlowWatcher(rl.paths, rl.log)
-		if err != nil {
-			return fmt.Errorf("--watch: %w", err)
-		}
-		defer w.close()
+	if w != nil {
 		changes = w.changes
 		go w.run(ctx)
 	}
 	select {
 	case <-rl.engine.Ready():
 	case <-ctx.Done():
-		return nil
+		return
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-hup:
 			rl.reload(ctx, "SIGHUP")
 		case <-changes:

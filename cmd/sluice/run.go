@@ -103,6 +103,14 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				return broker.Publisher().Publish(topic, msgs...)
 			}
 			deps := nodes.Deps{Store: store, Logger: log, StateDir: g.home, State: g.stateURL(), Publish: publish}
+			var watcher *flowWatcher
+			if watch {
+				// Watching before the first load: no save is missed.
+				if watcher, err = newFlowWatcher(args, log); err != nil {
+					return fmt.Errorf("--watch: %w", err)
+				}
+				defer watcher.close()
+			}
 			loader := flows.Loader{Registry: registry(), Deps: deps}
 			fl, err := loader.Load(args...)
 			var probs nodes.Problems
@@ -193,11 +201,12 @@ as a renewal caught halfway, leaves the previous one in use.`,
 					}
 				})
 			}
-			reloadErr := make(chan error, 1)
-			go func() { reloadErr <- reloads.run(ctx, hup, watch) }()
+			reloading := make(chan struct{})
+			go func() { defer close(reloading); reloads.run(ctx, hup, watcher) }()
 			err = engine.Run(ctx)
 			stop() // the engine may have stopped on its own
-			return errors.Join(err, <-reloadErr)
+			<-reloading
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
