@@ -502,3 +502,30 @@ func TestReloadFlowThatFailsToStart(t *testing.T) {
 	out := h.consume("shaped", 2)
 	assert.Equal(t, "v3", payloadOf(t, out[1])["version"])
 }
+
+// TestReloadBatchFlow: an archive flow reloaded between publishes writes
+// every line once: the drained stream settles its open batch, the new
+// definition goes on after the last commit.
+func TestReloadBatchFlow(t *testing.T) {
+	h := start(t, archiveFlow, nil)
+	publishLogs(t, h.broker, "logs", 0, 150, nil)
+	require.Eventually(t, func() bool { return lineCount(archived(t, h.store, "archive")) >= 100 }, 20*time.Second, 10*time.Millisecond)
+	rep, err := h.reload(nil, strings.Replace(archiveFlow, "max_count: 100,", "max_count: 40,", 1))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"logs"}, rep.Changed)
+	publishLogs(t, h.broker, "logs", 150, 100, nil)
+
+	var objs map[string][]string
+	require.Eventually(t, func() bool { objs = archived(t, h.store, "archive"); return lineCount(objs) >= 250 }, 20*time.Second, 10*time.Millisecond)
+	seen := map[string]int{}
+	for _, lines := range objs {
+		for _, l := range lines {
+			seen[l]++
+		}
+	}
+	assert.Len(t, seen, 250, "every line archived")
+	for l, n := range seen {
+		assert.Equal(t, 1, n, "line %s archived %d times", l, n)
+	}
+	assert.Len(t, h.consume("alerts", 25), 25, "one alert per error line")
+}
