@@ -529,3 +529,39 @@ func TestReloadBatchFlow(t *testing.T) {
 	}
 	assert.Len(t, h.consume("alerts", 25), 25, "one alert per error line")
 }
+
+// TestReloadOnMem: on mem:// (nothing kept) the reloaded flow is
+// subscribed again before Reload returns, so what is published after it
+// runs on the new definition.
+func TestReloadOnMem(t *testing.T) {
+	l := &lifecycle{}
+	reg := lifeRegistry(t, l)
+	h := startWith(t, t.TempDir(), "mem://", fmt.Sprintf(twoFlows, "v1"), reg)
+	out := make(chan *message.Message, 10)
+	sub, err := h.broker.Subscriber("reader")
+	require.NoError(t, err)
+	msgs, err := sub.Subscribe(t.Context(), "other-out")
+	require.NoError(t, err)
+	go func() {
+		for m := range msgs {
+			m.Ack()
+			out <- m
+		}
+	}()
+	next := func() map[string]any {
+		t.Helper()
+		select {
+		case m := <-out:
+			return payloadOf(t, m)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no output")
+			return nil
+		}
+	}
+	h.publish("in", `{"n": 1}`)
+	assert.Equal(t, "v1", next()["version"])
+	_, err = h.reload(reg, fmt.Sprintf(twoFlows, "v2"))
+	require.NoError(t, err)
+	h.publish("in", `{"n": 2}`)
+	assert.Equal(t, "v2", next()["version"])
+}
