@@ -82,8 +82,9 @@ type unit struct {
 	e *Engine
 	r *runner
 
-	up  chan struct{} // closed once started (or failed to: err)
-	err error
+	up      chan struct{} // closed once started (or failed to: err)
+	err     error
+	retired atomic.Bool // replaced or removed: its routes are not current
 
 	cancel     context.CancelFunc // ends its streams and schedule
 	router     *message.Router    // its router-path consumers, if any
@@ -287,6 +288,11 @@ func (e *Engine) startUnits(ctx context.Context, us []*unit, isolate bool) (stre
 func (e *Engine) setFlows(flows []*Flow, units map[string]*unit) {
 	e.flowsMu.Lock()
 	defer e.flowsMu.Unlock()
+	for name, u := range e.units {
+		if units[name] != u {
+			u.retired.Store(true)
+		}
+	}
 	e.flows, e.units, e.runners = flows, units, nil
 	for _, f := range flows {
 		e.runners = append(e.runners, units[f.Name].r)
@@ -301,21 +307,12 @@ func (e *Engine) flowList() []*Flow {
 	return e.flows
 }
 
-// unitOf returns r's unit, or nil when r was replaced.
-func (e *Engine) unitOf(r *runner) *unit {
-	e.flowsMu.RLock()
-	defer e.flowsMu.RUnlock()
-	if u := e.units[r.f.Name]; u != nil && u.r == r {
-		return u
-	}
-	return nil
-}
-
 // gate counts an HTTP route's requests in its flow's unit, so a reload
 // drains them; a request that reaches a flow being replaced is served by
 // the current routes, and one that reaches a flow still starting waits
-// for it.
+// for it. It is called by buildHTTP, with flowsMu held.
 func (e *Engine) gate(r *runner, h http.Handler) http.Handler {
+	u := e.units[r.f.Name]
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		select {
 		case <-e.ready:
@@ -323,8 +320,7 @@ func (e *Engine) gate(r *runner, h http.Handler) http.Handler {
 			h.ServeHTTP(w, req) // answers 503: starting
 			return
 		}
-		u := e.unitOf(r)
-		if u == nil {
+		if u.retired.Load() {
 			e.httpMux.Load().ServeHTTP(w, req)
 			return
 		}
@@ -339,10 +335,10 @@ func (e *Engine) gate(r *runner, h http.Handler) http.Handler {
 			return
 		}
 		if !u.enter() {
-			if e.unitOf(r) == u {
-				h.ServeHTTP(w, req) // shutting down: answers 503
-			} else {
+			if u.retired.Load() {
 				e.httpMux.Load().ServeHTTP(w, req)
+			} else {
+				h.ServeHTTP(w, req) // shutting down: answers 503
 			}
 			return
 		}
