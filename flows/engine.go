@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -67,15 +70,23 @@ type Engine struct {
 
 	runners []*runner // one per flow, in flows' order
 
-	mu       sync.Mutex // guards draining and inflight.Add
-	draining bool
-	inflight sync.WaitGroup
+	// flowsMu guards flows, runners and units, which Reload replaces;
+	// reloadMu serialises Reload with itself and with Run's start and
+	// shutdown (see reload.go).
+	flowsMu  sync.RWMutex
+	units    map[string]*unit // by flow name
+	reloadMu sync.Mutex
+	live     *liveSet // what Run started; nil before Run
+	stopping atomic.Bool
+
+	runs inFlight // every run: shutdown waits for them
 
 	hardCtx    context.Context // cancelled when draining times out
 	hardCancel context.CancelFunc
 	ready      chan struct{}
-	httpMux    *http.ServeMux // routes of HTTP-triggered flows
-	waiters    waiters        // auto-mode requests waiting for their run
+	fatal      chan error                    // a flow's consumer stopped on its own
+	httpMux    atomic.Pointer[http.ServeMux] // routes of HTTP-triggered flows
+	waiters    waiters                       // auto-mode requests waiting for their run
 }
 
 // NewEngine prepares an engine for flows loaded with services (see Loader.Deps).
@@ -98,66 +109,100 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if err := crossCheck(flows).Err(); err != nil {
+		return nil, err // flows of separate loads
+	}
 	for _, f := range flows {
-		switch f.Trigger.Kind {
-		case TriggerTopic, TriggerSchedule:
-		case TriggerHTTP:
-			if f.Trigger.HTTP.Uploads != "" && opts.Store == nil {
-				return nil, fmt.Errorf("flow %s (%s): http uploads need storage", f.Name, f.Pos)
-			}
-		case TriggerBucket:
-			if opts.Store == nil {
-				return nil, fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
-			}
-		default:
-			return nil, fmt.Errorf("flow %s (%s): %s triggers are validated but not run by this version of sluice", f.Name, f.Pos, f.Trigger.Kind)
-		}
-		for _, s := range allSteps(f) {
-			if s.Node == nil {
-				return nil, fmt.Errorf("flow %s: step %s was not constructed (load flows without problems first)", f.Name, s.ID)
-			}
-		}
-		if s, _ := batcher(f); s != nil {
-			if _, ok := opts.Broker.(brokers.Streamer); !ok || opts.NoStreams {
-				return nil, fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite://, kafka:// or amqp://", f.Name, s.ID, s.Type)
-			}
+		if err := checkFlow(opts, f); err != nil {
+			return nil, err
 		}
 	}
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	e := &Engine{
-		opts: opts, flows: flows, log: opts.Logger, m: opts.Metrics,
-		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}),
+		opts: opts, log: opts.Logger, m: opts.Metrics,
+		hardCtx: hardCtx, hardCancel: hardCancel, ready: make(chan struct{}), fatal: make(chan error, 1),
 	}
+	units := map[string]*unit{}
 	for _, f := range flows {
-		e.runners = append(e.runners, newRunner(e, f))
+		units[f.Name] = e.newUnit(f)
 	}
-	e.buildHTTP()
+	e.setFlows(slices.Clone(flows), units)
 	return e, nil
+}
+
+// checkFlow reports why the engine cannot run a flow, if it cannot.
+func checkFlow(opts Options, f *Flow) error {
+	switch f.Trigger.Kind {
+	case TriggerTopic, TriggerSchedule:
+	case TriggerHTTP:
+		if f.Trigger.HTTP.Uploads != "" && opts.Store == nil {
+			return fmt.Errorf("flow %s (%s): http uploads need storage", f.Name, f.Pos)
+		}
+	case TriggerBucket:
+		if opts.Store == nil {
+			return fmt.Errorf("flow %s (%s): bucket triggers need storage", f.Name, f.Pos)
+		}
+	default:
+		return fmt.Errorf("flow %s (%s): %s triggers are validated but not run by this version of sluice", f.Name, f.Pos, f.Trigger.Kind)
+	}
+	for _, s := range allSteps(f) {
+		if s.Node == nil {
+			return fmt.Errorf("flow %s: step %s was not constructed (load flows without problems first)", f.Name, s.ID)
+		}
+	}
+	if s, _ := batcher(f); s != nil {
+		if _, ok := opts.Broker.(brokers.Streamer); !ok || opts.NoStreams {
+			return fmt.Errorf("flow %s: step %s (%s) consumes batches, which this broker cannot stream; use sqlite://, kafka:// or amqp://", f.Name, s.ID, s.Type)
+		}
+	}
+	return nil
 }
 
 // runnerOf returns the runner of the named flow, or nil.
 func (e *Engine) runnerOf(flow string) *runner {
-	for _, r := range e.runners {
-		if r.f.Name == flow {
-			return r
-		}
+	e.flowsMu.RLock()
+	defer e.flowsMu.RUnlock()
+	if u := e.units[flow]; u != nil {
+		return u.r
 	}
 	return nil
 }
 
 // enter counts a run as in flight, unless the engine is draining; leave
 // ends it. Shutdown waits for the runs in flight.
-func (e *Engine) enter() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.draining {
+func (e *Engine) enter() bool { return e.runs.enter() }
+
+func (e *Engine) leave() { e.runs.leave() }
+
+// inFlight counts runs in flight until it drains: once drain is called,
+// enter refuses new runs, and the channel drain returns is closed when
+// the last run left.
+type inFlight struct {
+	mu       sync.Mutex // guards draining and wg.Add
+	draining bool
+	wg       sync.WaitGroup
+}
+
+func (c *inFlight) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
 		return false
 	}
-	e.inflight.Add(1)
+	c.wg.Add(1)
 	return true
 }
 
-func (e *Engine) leave() { e.inflight.Done() }
+func (c *inFlight) leave() { c.wg.Done() }
+
+func (c *inFlight) drain() <-chan struct{} {
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	return done
+}
 
 func allSteps(f *Flow) []*Step {
 	out := append([]*Step(nil), f.Steps...)
@@ -184,105 +229,30 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 // Run starts the nodes and the flows and blocks until ctx ends; then it
 // stops taking messages, waits for runs in flight (up to DrainTimeout,
-// then cancels them), and closes everything it started.
+// then cancels them), and closes everything it started. While it runs,
+// Reload replaces flows one by one.
 func (e *Engine) Run(ctx context.Context) (err error) {
 	defer e.hardCancel()
-	started, err := e.startNodes(ctx)
-	defer func() { err = errors.Join(err, closeNodes(started)) }()
-	if err != nil {
-		return err
-	}
-
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: e.opts.DrainTimeout},
-		WatermillLogger(e.log.With("component", "watermill")))
-	if err != nil {
-		return err
-	}
+	e.reloadMu.Lock()
+	unitsCtx, stopUnits := context.WithCancel(ctx)
+	defer stopUnits()
+	e.live = &liveSet{ctx: unitsCtx, bridges: map[string]*watch{}, events: map[string]*watch{}}
+	e.flowsMu.RLock()
+	var us []*unit
 	for _, r := range e.runners {
-		f := r.f
-		if f.Trigger.Kind == TriggerHTTP && f.Trigger.HTTP.Mode == "sync" {
-			continue // run by HTTPHandler itself
-		}
-		if r.streamed() {
-			continue // streamed, below
-		}
-		subs, err := r.subscribers(ctx)
-		if err != nil {
-			return fmt.Errorf("flow %s: %w", f.Name, err)
-		}
-		for i, sub := range subs {
-			name := f.Name
-			if len(subs) > 1 {
-				name = fmt.Sprintf("%s#%d", f.Name, i)
-			}
-			router.AddConsumerHandler(name, f.InputTopic(), sub, r.handle)
-		}
+		us = append(us, e.units[r.f.Name])
 	}
-
-	for topic, buckets := range e.eventTopics() {
-		sub, err := e.opts.Broker.Subscriber("sluice-events")
-		if err != nil {
-			return fmt.Errorf("events topic %s: %w", topic, err)
-		}
-		router.AddConsumerHandler("sluice-events:"+topic, topic, sub, e.eventsHandler(topic, buckets))
+	e.flowsMu.RUnlock()
+	streams, failed := e.startUnits(ctx, us, false)
+	if err := errors.Join(slices.Collect(maps.Values(failed))...); err != nil {
+		e.reloadMu.Unlock()
+		return errors.Join(err, e.stop(stopUnits))
 	}
-	if e.opts.Store != nil {
-		for _, b := range e.stepBuckets() {
-			if err := e.opts.Store.EnsureBucket(ctx, b); err != nil {
-				return fmt.Errorf("bucket %s: %w", b, err)
-			}
-		}
+	if err := e.syncWatches(ctx); err != nil {
+		e.reloadMu.Unlock()
+		return errors.Join(err, e.stop(stopUnits))
 	}
-
-	if gi, ok := e.opts.Broker.(brokers.GroupInitializer); ok {
-		// Queues that keep only what is published after they exist
-		// (RabbitMQ) are declared before anything publishes.
-		for _, r := range e.runners {
-			if r.streamed() {
-				if err := gi.InitializeGroup(ctx, r.f.InputTopic(), r.f.Group()); err != nil {
-					return fmt.Errorf("flow %s: %w", r.f.Name, err)
-				}
-			}
-		}
-	}
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- router.Run(context.Background()) }()
-	select {
-	case <-router.Running():
-	case err := <-routerErr:
-		return fmt.Errorf("router: %w", err)
-	case <-ctx.Done():
-		_ = router.Close()
-		return nil
-	}
-
-	bridgeCtx, stopBridges := context.WithCancel(ctx)
-	var bridges sync.WaitGroup
-	for _, b := range e.buckets() {
-		if err := e.opts.Store.EnsureBucket(ctx, b); err != nil {
-			stopBridges()
-			_ = router.Close()
-			return fmt.Errorf("bucket %s: %w", b, err)
-		}
-		bridges.Add(1)
-		go func() { defer bridges.Done(); e.bridge(bridgeCtx, b) }()
-	}
-	for _, r := range e.runners {
-		if r.f.Trigger.Kind == TriggerSchedule {
-			bridges.Add(1)
-			go func() { defer bridges.Done(); r.schedule(bridgeCtx) }()
-		}
-	}
-	var streams []chan struct{}
-	for _, r := range e.runners {
-		if r.streamed() && e.enter() {
-			// Counted as in flight: shutdown waits (up to DrainTimeout) for
-			// the open batches and windows to be settled and committed.
-			started := make(chan struct{})
-			streams = append(streams, started)
-			go func() { defer e.leave(); r.stream(bridgeCtx, started) }()
-		}
-	}
+	e.reloadMu.Unlock()
 	if !e.opts.Broker.Features().Persistent {
 		// Messages published before a stream subscribes are lost here:
 		// be ready only once every stream runs.
@@ -294,24 +264,25 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		}
 	}
 	close(e.ready)
-	e.log.Info("sluice engine running", "flows", len(e.flows))
+	e.log.Info("sluice engine running", "flows", len(us))
 
 	select {
 	case <-ctx.Done():
-	case err := <-routerErr:
-		stopBridges()
-		bridges.Wait()
-		return fmt.Errorf("router stopped: %w", err)
+	case err = <-e.fatal:
+		err = fmt.Errorf("router stopped: %w", err)
 	}
+	err = errors.Join(err, e.stop(stopUnits))
+	e.log.Info("sluice engine stopped")
+	return err
+}
 
-	// Shutdown: no new events, no new runs; let runs in flight finish.
-	stopBridges()
-	bridges.Wait()
-	e.mu.Lock()
-	e.draining = true
-	e.mu.Unlock()
-	drained := make(chan struct{})
-	go func() { e.inflight.Wait(); close(drained) }()
+// stop shuts the engine down: no new events, no new runs; runs in flight
+// finish (up to DrainTimeout, then they are cancelled); then consumers
+// and nodes are closed and the state database flushed.
+func (e *Engine) stop(stopUnits context.CancelFunc) error {
+	e.stopping.Store(true)
+	stopUnits() // streams, schedules and bucket watches end
+	drained := e.runs.drain()
 	select {
 	case <-drained:
 	case <-time.After(e.opts.DrainTimeout):
@@ -319,14 +290,27 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		e.hardCancel()
 		<-drained
 	}
-	err = router.Close()
+	e.reloadMu.Lock() // a reload under way finishes first
+	defer e.reloadMu.Unlock()
+	var errs []error
+	for _, w := range e.live.events {
+		errs = append(errs, w.stop())
+	}
+	for _, w := range e.live.bridges {
+		errs = append(errs, w.stop())
+	}
+	e.flowsMu.RLock()
+	us := slices.Collect(maps.Values(e.units))
+	e.flowsMu.RUnlock()
+	for _, u := range us {
+		errs = append(errs, u.stop())
+	}
 	if e.opts.State != nil {
 		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = errors.Join(err, e.opts.State.Flush(fctx))
+		errs = append(errs, e.opts.State.Flush(fctx))
 		cancel()
 	}
-	e.log.Info("sluice engine stopped")
-	return err
+	return errors.Join(errs...)
 }
 
 // subscribers returns one subscriber per message the flow may process at
@@ -353,7 +337,7 @@ func (r *runner) subscribers(ctx context.Context) ([]message.Subscriber, error) 
 func (e *Engine) buckets() []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, f := range e.flows {
+	for _, f := range e.flowList() {
 		if b := f.Trigger.Bucket; b != nil && !seen[b.Bucket] {
 			seen[b.Bucket] = true
 			out = append(out, b.Bucket)
@@ -362,12 +346,12 @@ func (e *Engine) buckets() []string {
 	return out
 }
 
-// stepBuckets returns the buckets steps name without expressions; they are
-// created at start so the first write does not fail.
-func (e *Engine) stepBuckets() []string {
+// stepBuckets returns the buckets the flows' steps name without
+// expressions; they are created at start so the first write does not fail.
+func stepBuckets(flows []*Flow) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, f := range e.flows {
+	for _, f := range flows {
 		if h := f.Trigger.HTTP; h != nil && h.Uploads != "" && !seen[h.Uploads] {
 			seen[h.Uploads] = true
 			out = append(out, h.Uploads)
@@ -384,15 +368,15 @@ func (e *Engine) stepBuckets() []string {
 	return out
 }
 
-func (e *Engine) startNodes(ctx context.Context) ([]*Step, error) {
+// startNodes starts the flow's nodes that are Starters; it returns the
+// steps it tried, to be closed even when one failed.
+func startNodes(ctx context.Context, f *Flow) ([]*Step, error) {
 	var started []*Step
-	for _, f := range e.flows {
-		for _, s := range allSteps(f) {
-			started = append(started, s)
-			if st, ok := s.Node.(nodes.Starter); ok {
-				if err := st.Start(ctx); err != nil {
-					return started, fmt.Errorf("flow %s: step %s (%s): start: %w", f.Name, s.ID, s.Type, err)
-				}
+	for _, s := range allSteps(f) {
+		started = append(started, s)
+		if st, ok := s.Node.(nodes.Starter); ok {
+			if err := st.Start(ctx); err != nil {
+				return started, fmt.Errorf("flow %s: step %s (%s): start: %w", f.Name, s.ID, s.Type, err)
 			}
 		}
 	}

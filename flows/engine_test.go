@@ -89,6 +89,12 @@ func startOn(t testing.TB, dir, brokerURL, storageURL, flowYAML string, reg *nod
 // startOnBroker starts an engine on an opened broker, which it closes.
 func startOnBroker(t testing.TB, dir string, b brokers.Broker, storageURL, flowYAML string, reg *nodes.Registry) *harness {
 	t.Helper()
+	return startWithOptions(t, dir, b, storageURL, flowYAML, reg, nil)
+}
+
+// startWithOptions is startOnBroker with options set by set, if not nil.
+func startWithOptions(t testing.TB, dir string, b brokers.Broker, storageURL, flowYAML string, reg *nodes.Registry, set func(*flows.Options)) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: dir, broker: b}
 	var err error
 	h.store, err = storage.Open(t.Context(), storageURL)
@@ -101,8 +107,12 @@ func startOnBroker(t testing.TB, dir string, b brokers.Broker, storageURL, flowY
 	fl, err := flows.Loader{Registry: reg, Deps: nodes.Deps{Store: h.store, Logger: quietLogger()}}.Load(file)
 	require.NoError(t, err)
 	h.reg = prometheus.NewRegistry()
-	h.engine, err = flows.NewEngine(flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(),
-		Metrics: flows.NewMetrics(h.reg), DrainTimeout: 5 * time.Second}, fl)
+	opts := flows.Options{Broker: h.broker, Store: h.store, State: h.state, Logger: quietLogger(),
+		Metrics: flows.NewMetrics(h.reg), DrainTimeout: 5 * time.Second}
+	if set != nil {
+		set(&opts)
+	}
+	h.engine, err = flows.NewEngine(opts, fl)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)

@@ -24,7 +24,7 @@ type Flow struct {
 	Retry       Retry
 	DeadLetter  string // topic
 	MaxBody     int64  // bytes of an object body loaded into memory
-
+	spec        string // hash of the flow's YAML, variables resolved (Engine.Reload)
 }
 
 // Step is one node in the chain.

@@ -28,11 +28,16 @@ import (
 
 // HTTPHandler serves the routes of the engine's HTTP-triggered flows and
 // the runs API. It answers 503 until the engine is running and while it
-// drains. Mount it on the listener's "/".
-func (e *Engine) HTTPHandler() http.Handler { return e.httpMux }
+// drains. Mount it on the listener's "/". Reload swaps the routes: a
+// request is served by the routes current when it arrives.
+func (e *Engine) HTTPHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { e.httpMux.Load().ServeHTTP(w, req) })
+}
 
 // HasHTTP reports whether any flow has an HTTP trigger.
 func (e *Engine) HasHTTP() bool {
+	e.flowsMu.RLock()
+	defer e.flowsMu.RUnlock()
 	for _, r := range e.runners {
 		if r.f.Trigger.Kind == TriggerHTTP {
 			return true
@@ -41,6 +46,7 @@ func (e *Engine) HasHTTP() bool {
 	return false
 }
 
+// buildHTTP builds the routes of e.runners (flowsMu held).
 func (e *Engine) buildHTTP() {
 	mux := http.NewServeMux()
 	for _, r := range e.runners {
@@ -48,7 +54,7 @@ func (e *Engine) buildHTTP() {
 		if t == nil {
 			continue
 		}
-		h := withCORS(t, limit(t, http.HandlerFunc(r.serveHTTP)))
+		h := e.gate(r, withCORS(t, limit(t, http.HandlerFunc(r.serveHTTP))))
 		for _, m := range t.Methods {
 			mux.Handle(m+" "+t.Path, h)
 		}
@@ -60,7 +66,7 @@ func (e *Engine) buildHTTP() {
 	mux.Handle("GET /runs/{id}/result", e.serveRunStatus(true))
 	// Unknown paths get ServeMux's 404, known paths with another method
 	// its 405 with an Allow header.
-	e.httpMux = mux
+	e.httpMux.Store(mux)
 }
 
 // serveHTTP is a route's handler: gate, authenticate, then run (sync) or

@@ -126,6 +126,7 @@ func (l Loader) Parse(file string, data []byte) ([]*Flow, nodes.Problems) {
 		}
 		interpolate(file, &doc, lookup, &probs)
 		if f := l.parseFlow(file, doc.Content[0], &probs); f != nil {
+			f.spec = specHash(doc.Content[0]) // what Engine.Reload compares
 			out = append(out, f)
 		}
 	}

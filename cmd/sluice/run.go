@@ -33,6 +33,7 @@ func runCmd(g *globals) *cobra.Command {
 	var retentionText string
 	var limits listenerLimits
 	var tlsCert, tlsKey string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -45,12 +46,25 @@ An HTTP listener serves /healthz, /readyz and Prometheus /metrics, and, with
 s3:// storage, /hooks/s3: the endpoint for MinIO's webhook notification
 target (bearer token from SLUICE_WEBHOOK_TOKEN when set).
 
+On SIGHUP, and with --watch whenever the flow files change (folders are
+watched, so new files and editors' atomic saves count), the files are
+loaded and validated again. If they are valid, the flows that changed
+drain their runs in flight and restart on the new definition, added
+flows start and removed ones stop, while the others keep running
+untouched; nothing is acked twice or lost. If they are not, the running
+flows are kept and the problems are logged with file:line:col and shown
+on /readyz until a reload succeeds. A flow is restarted only when its own
+YAML changes: files it refers to (a function's script, a model) are read
+again when its flow changes, not when they do.
+
 With --tls-cert and --tls-key the listener serves HTTPS (HTTP/2 and
 HTTP/1.1). The files are read again when they change (a renewed
 certificate is served without a restart); a pair that does not load, such
 as a renewal caught halfway, leaves the previous one in use.`,
 		Example: `  sluice run examples/thumbnails
   sluice run --listen :8787 flows/
+  sluice run --watch flows/            # edit a flow, save: it is reloaded
+  kill -HUP $(pidof sluice)            # reload without --watch
   SLUICE_BROKER=mem:// sluice run flows/orders.yaml
   sluice run --listen :8443 --tls-cert /etc/sluice/tls.crt --tls-key /etc/sluice/tls.key flows/`,
 		Args: cobra.MinimumNArgs(1),
@@ -70,6 +84,9 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			hup := make(chan os.Signal, 1) // reload, rather than the default exit
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 
 			store, err := storage.Open(ctx, g.storageURL())
 			if err != nil {
@@ -86,7 +103,16 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				return broker.Publisher().Publish(topic, msgs...)
 			}
 			deps := nodes.Deps{Store: store, Logger: log, StateDir: g.home, State: g.stateURL(), Publish: publish}
-			fl, err := flows.Loader{Registry: registry(), Deps: deps}.Load(args...)
+			var watcher *flowWatcher
+			if watch {
+				// Watching before the first load: no save is missed.
+				if watcher, err = newFlowWatcher(args, log); err != nil {
+					return fmt.Errorf("--watch: %w", err)
+				}
+				defer watcher.close()
+			}
+			loader := flows.Loader{Registry: registry(), Deps: deps}
+			fl, err := loader.Load(args...)
 			var probs nodes.Problems
 			if errors.As(err, &probs) {
 				return exitError{2, fmt.Errorf("%s\n%d problem(s); nothing started", probs.Error(), len(probs))}
@@ -129,6 +155,10 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			if err != nil {
 				return err
 			}
+			reloads := newReloader(args, loader, engine, log, reg)
+			if listen != "" && limits.write == 0 {
+				reloads.write = writeTimeout(fl)
+			}
 			if listen != "" {
 				hooks := webhooks(store)
 				if hooks != nil {
@@ -136,7 +166,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 						return err
 					}
 				}
-				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reg, hooks, certs)
+				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reloads.status, reg, hooks, certs)
 				if err != nil {
 					return err
 				}
@@ -171,10 +201,16 @@ as a renewal caught halfway, leaves the previous one in use.`,
 					}
 				})
 			}
-			return engine.Run(ctx)
+			reloading := make(chan struct{})
+			go func() { defer close(reloading); reloads.run(ctx, hup, watcher) }()
+			err = engine.Run(ctx)
+			stop() // the engine may have stopped on its own
+			<-reloading
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "reload the flows when their files change (SIGHUP reloads them with or without it)")
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "PEM certificate (chain) file: the listener serves HTTPS with HTTP/2; reloaded when it changes (env SLUICE_TLS_CERT)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM private key file of --tls-cert (env SLUICE_TLS_KEY)")
@@ -213,7 +249,8 @@ func webhooks(store *storage.Store) http.Handler {
 
 // serveOps serves the operational endpoints, and the bucket notification
 // webhook when the storage has one; over TLS when certs is not nil.
-func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reg *prometheus.Registry, hooks http.Handler, certs *certReloader) (*http.Server, string, error) {
+// /readyz adds reloads(), the last reload's outcome, to its answer.
+func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reloads func() string, reg *prometheus.Registry, hooks http.Handler, certs *certReloader) (*http.Server, string, error) {
 	ln, err := limits.listen(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
@@ -224,18 +261,18 @@ func serveOps(addr string, limits listenerLimits, write time.Duration, engine *f
 		select {
 		case <-engine.Ready():
 			if err := engine.Err(); err != nil {
-				http.Error(w, "not acking: "+err.Error(), http.StatusServiceUnavailable)
+				http.Error(w, "not acking: "+err.Error()+"\n"+reloads(), http.StatusServiceUnavailable)
 				return
 			}
-			fmt.Fprintln(w, "ready")
+			fmt.Fprint(w, "ready\n"+reloads())
 		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if engine.HasHTTP() {
-		mux.Handle("/", engine.HTTPHandler()) // the routes of http-triggered flows
-	}
+	// The routes of http-triggered flows (a reload may add some) and the
+	// runs API.
+	mux.Handle("/", engine.HTTPHandler())
 	if hooks != nil {
 		mux.Handle("/hooks/s3", hooks)
 	}
