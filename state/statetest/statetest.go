@@ -45,6 +45,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
+		{"TraceAndLineage", traceAndLineage},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -396,4 +397,38 @@ func acceptedRunsAndResponses(t *testing.T, h Harness) {
 	_, ctype, body, _, _ := db.RunResponse(ctx, "a")
 	assert.Equal(t, "application/json", ctype)
 	assert.Equal(t, `{"ok":true}`, string(body))
+}
+
+// traceAndLineage: a run's trace id and parent run round-trip, in batches
+// big enough for multi-row inserts, and select runs by parent and trace.
+func traceAndLineage(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	db.Record(state.Run{ID: "root", Flow: "ingest", Input: "up/a.jpg@e1", Status: state.StatusSucceeded, Started: t0, TraceID: trace})
+	for i := range 100 {
+		db.Record(state.Run{ID: fmt.Sprintf("child%03d", i), Flow: "thumb", Input: fmt.Sprint(i), Status: state.StatusSucceeded,
+			Started: t0.Add(time.Duration(i+1) * time.Second), TraceID: trace, Parent: "root"})
+	}
+	db.Record(state.Run{ID: "other", Flow: "thumb", Input: "x", Status: state.StatusSucceeded, Started: t0})
+	require.NoError(t, db.Flush(ctx))
+
+	got, err := db.Runs(ctx, state.Filter{ID: "child042"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, trace, got[0].TraceID)
+	assert.Equal(t, "root", got[0].Parent)
+
+	children, err := db.Runs(ctx, state.Filter{Parent: "root", Limit: 1000})
+	require.NoError(t, err)
+	assert.Len(t, children, 100)
+	traced, err := db.Runs(ctx, state.Filter{TraceID: trace, Limit: 1000})
+	require.NoError(t, err)
+	assert.Len(t, traced, 101)
+	other, err := db.Runs(ctx, state.Filter{ID: "other"})
+	require.NoError(t, err)
+	require.Len(t, other, 1)
+	assert.Empty(t, other[0].TraceID+other[0].Parent, "untraced runs have neither")
 }
