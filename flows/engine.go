@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -43,6 +44,9 @@ type Options struct {
 	// DrainTimeout bounds how long shutdown waits for runs in flight
 	// before cancelling them; 30s by default.
 	DrainTimeout time.Duration
+	// TracerProvider traces every run and step attempt (see trace.go);
+	// nil: nothing is traced, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Engine runs flows: each flow is a Watermill consumer handler on one
