@@ -213,7 +213,7 @@ func listenEvent(e notification.Event) (storage.ObjectEvent, bool) {
 	ev := storage.ObjectEvent{
 		Name: storage.NormalizeEventName(e.EventName), Bucket: e.S3.Bucket.Name, Key: e.S3.Object.Key, Size: e.S3.Object.Size,
 		ETag: strings.Trim(e.S3.Object.ETag, `"`), ContentType: e.S3.Object.ContentType,
-		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen",
+		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen", Metadata: storage.UserMetadata(e.S3.Object.UserMetadata),
 	}
 	if ev.Removed() && ev.ETag == "" && e.S3.Object.Sequencer != "" {
 		ev.ETag = "seq-" + e.S3.Object.Sequencer // as ParseEvents does

@@ -179,7 +179,7 @@ func (d *Driver) Put(ctx context.Context, bucket, key string, r io.Reader, opts 
 	if ct == "" {
 		ct = storage.ContentType(key)
 	}
-	up, err := d.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{ContentType: ct})
+	up, err := d.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{ContentType: ct, UserMetadata: opts.Metadata})
 	if err != nil {
 		return storage.ObjectInfo{}, mapErr(bucket, key, err)
 	}
