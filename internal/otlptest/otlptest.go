@@ -4,8 +4,10 @@ package otlptest
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -69,6 +72,14 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not an OTLP trace export: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	rc.keep(&req)
+	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
+}
+
+// keep decodes and keeps an export request's spans.
+func (rc *Receiver) keep(req *collectortrace.ExportTraceServiceRequest) {
 	var got []Span
 	for _, rs := range req.GetResourceSpans() {
 		service := ""
@@ -97,9 +108,6 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	rc.mu.Lock()
 	rc.spans = append(rc.spans, got...)
 	rc.mu.Unlock()
-	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
 }
 
 // Spans returns the spans received so far.
@@ -119,3 +127,35 @@ func (rc *Receiver) Find(name string) []Span {
 	}
 	return out
 }
+
+// GRPCReceiver is an OTLP/gRPC trace receiver on loopback; Endpoint is
+// what OTEL_EXPORTER_OTLP_ENDPOINT takes (with
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc and OTEL_EXPORTER_OTLP_INSECURE=true).
+type GRPCReceiver struct {
+	collectortrace.UnimplementedTraceServiceServer
+	Endpoint string
+	rc       Receiver
+}
+
+// StartGRPC starts a gRPC receiver, stopped when the test ends.
+func StartGRPC(t testing.TB) *GRPCReceiver {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &GRPCReceiver{Endpoint: "http://" + ln.Addr().String()}
+	srv := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(srv, g)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	return g
+}
+
+// Export keeps the request's spans.
+func (g *GRPCReceiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
+	g.rc.keep(req)
+	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+// Spans returns the spans received so far.
+func (g *GRPCReceiver) Spans() []Span { return g.rc.Spans() }
