@@ -154,6 +154,8 @@ steps:
 	req.Header.Set("traceparent", "00-"+callerTrace+"-b7ad6b7169203331-01")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
+	var accepted map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&accepted))
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 
@@ -174,4 +176,15 @@ steps:
 	assert.Equal(t, "dead_lettered", runSpan.Attrs["sluice.status"])
 	assert.True(t, runSpan.Error)
 	assert.Equal(t, "check", runSpan.Attrs["sluice.step"])
+
+	// The runs API names the trace, for the caller to look the run up.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + in.addr + accepted["status_url"])
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st map[string]any
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st["trace_id"] == callerTrace
+	}, 10*time.Second, 20*time.Millisecond)
 }
