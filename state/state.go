@@ -383,8 +383,14 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	w.eq("flow", f.Flow)
 	w.eq("status", f.Status)
 	w.eq("input", f.Input)
-	w.eq("parent_run", f.Parent)
-	w.eq("trace_id", f.TraceID)
+	// The "<> ''" terms name the partial indexes' condition, so the
+	// planners use them (lineageColumns).
+	if f.Parent != "" {
+		w.add("parent_run = ? AND parent_run <> ''", f.Parent)
+	}
+	if f.TraceID != "" {
+		w.add("trace_id = ? AND trace_id <> ''", f.TraceID)
+	}
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
