@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/notification"
 
 	"github.com/sluicehq/sluice/storage"
@@ -259,10 +260,17 @@ var (
 // created object's size, etag and type are the bucket's (an etag that
 // was already seen is then a repeat), a removed object must be gone.
 func (d *Driver) confirmEvent(ctx context.Context, ev storage.ObjectEvent) (storage.ObjectEvent, bool) {
-	info, err := d.Stat(ctx, ev.Bucket, ev.Key)
+	st, err := d.c.StatObject(ctx, ev.Bucket, ev.Key, minio.StatObjectOptions{})
+	if err != nil {
+		err = mapErr(ev.Bucket, ev.Key, err)
+	}
 	switch {
 	case ev.Created() && err == nil:
-		ev.Size, ev.ETag, ev.ContentType = info.Size, info.ETag, info.ContentType
+		o := info(ev.Bucket, st)
+		ev.Size, ev.ETag, ev.ContentType = o.Size, o.ETag, o.ContentType
+		if m := userMetadata(st.UserMetadata); m != nil {
+			ev.Metadata = m // the object's, whatever the record carried
+		}
 		return ev, true
 	case ev.Removed() && errors.Is(err, storage.ErrNotFound):
 		return ev, true
