@@ -84,7 +84,9 @@ func endRun(d *delivery) {
 		return
 	}
 	d.span = nil
-	s.SetAttributes(attrStatus.String(d.run.Status), attrAttempts.Int(d.run.Attempts))
+	if d.run.Status != "" { // "": a batch flow's message, its record in a batch
+		s.SetAttributes(attrStatus.String(d.run.Status), attrAttempts.Int(d.run.Attempts))
+	}
 	if d.run.Status == state.StatusFailed || d.run.Status == state.StatusDeadLettered {
 		if d.run.Step != "" {
 			s.SetAttributes(attrStep.String(d.run.Step))
