@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/internal/miniotest"
 	"github.com/sluicehq/sluice/internal/otlptest"
 )
 
@@ -87,12 +88,32 @@ func onlyRun(t *testing.T, dir, flow string) lineageNode {
 // from the first run shows the runs it fed, from the last it goes back to
 // the upload; the row written names its run; and the bucket event starts
 // a trace of its own while the message continues ingest's.
+// On S3 (MinIO) the object's metadata reaches the event through the
+// notification webhook.
 func TestLineageFromAnUpload(t *testing.T) {
+	for _, driver := range []string{"fs", "s3"} {
+		t.Run(driver, func(t *testing.T) { lineageFromAnUpload(t, driver) })
+	}
+}
+
+func lineageFromAnUpload(t *testing.T, driver string) {
 	rc := otlptest.Start(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rc.URL)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
 	dir := t.TempDir()
-	in := run(t, dir, writeFlows(t, lineageFlows))
+	in := &instance{t: t, dir: dir, addr: freeAddr(t)}
+	if driver == "s3" {
+		if testing.Short() {
+			t.Skip("starts MinIO")
+		}
+		srv := miniotest.Start(t,
+			"MINIO_NOTIFY_WEBHOOK_ENABLE_SLUICE=on",
+			"MINIO_NOTIFY_WEBHOOK_ENDPOINT_SLUICE=http://"+in.addr+"/hooks/s3",
+			"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_SLUICE="+t.TempDir(),
+		)
+		t.Setenv("SLUICE_STORAGE", srv.URL()+"&notify_arn="+miniotest.WebhookARN)
+	}
+	startAt(t, in, writeFlows(t, lineageFlows))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "report.txt"), []byte("quarterly numbers"), 0o644))
 	cli(t, dir, "put", "uploads", "report.txt")
 
