@@ -102,7 +102,7 @@ and every run its outputs fed, as a tree; the run asked for is marked *.`,
 			}
 			out := cmd.OutOrStdout()
 			if tree {
-				root, err := lineage(cmd.Context(), st, r)
+				root, err := st.Lineage(cmd.Context(), r.ID)
 				if err != nil {
 					return err
 				}

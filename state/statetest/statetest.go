@@ -431,4 +431,38 @@ func traceAndLineage(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.Len(t, other, 1)
 	assert.Empty(t, other[0].TraceID+other[0].Parent, "untraced runs have neither")
+
+	// Lineage: from a child, the chain up to the root and the child's
+	// own subtree; from the root, every child.
+	db.Record(state.Run{ID: "grandchild", Flow: "index", Input: "g", Status: state.StatusSucceeded, Started: t0.Add(time.Hour), Parent: "child042"})
+	// A loop of parents (not made by the engine) ends.
+	db.Record(state.Run{ID: "loop-a", Flow: "x", Input: "a", Status: state.StatusSucceeded, Started: t0, Parent: "loop-b"})
+	db.Record(state.Run{ID: "loop-b", Flow: "x", Input: "b", Status: state.StatusSucceeded, Started: t0, Parent: "loop-a"})
+	require.NoError(t, db.Flush(ctx))
+	tree, err := db.Lineage(ctx, "child042")
+	require.NoError(t, err)
+	assert.Equal(t, "root", tree.ID)
+	assert.False(t, tree.Selected)
+	require.Len(t, tree.Children, 1, "only the chain down to the run")
+	c := tree.Children[0]
+	assert.Equal(t, "child042", c.ID)
+	assert.True(t, c.Selected)
+	require.Len(t, c.Children, 1)
+	assert.Equal(t, "grandchild", c.Children[0].ID)
+
+	tree, err = db.Lineage(ctx, "root")
+	require.NoError(t, err)
+	assert.True(t, tree.Selected)
+	require.Len(t, tree.Children, 100)
+	assert.Equal(t, "child000", tree.Children[0].ID, "oldest first")
+
+	tree, err = db.Lineage(ctx, "loop-a")
+	require.NoError(t, err)
+	assert.Equal(t, "loop-a", tree.ID, "a loop of parents is followed once")
+	require.Len(t, tree.Children, 1)
+	assert.Equal(t, "loop-b", tree.Children[0].ID)
+	assert.Empty(t, tree.Children[0].Children)
+
+	_, err = db.Lineage(ctx, "missing")
+	assert.ErrorIs(t, err, state.ErrNoRun)
 }
