@@ -15,9 +15,9 @@ import (
 // A step's work goes through small wrappers, one concern each, like
 // Watermill's handler middleware: record (the step's record and metrics),
 // retry (policy and backoff), timeout (the deadline, enforced), recoverer
-// (a panic is a permanent error), then the call itself. When tracing,
-// trace (a span per attempt, trace.go) sits between retry and timeout. Message steps and
-// batch writes share them.
+// (a panic is a permanent error), then the call itself. Message steps and
+// batch writes share them. When tracing, trace (a span per attempt,
+// trace.go) sits between retry and timeout.
 
 // call is one step's work in a run: Process on the run's envelope, or a
 // batch's Flush.
