@@ -78,6 +78,9 @@ func (a bucketAdapter) decode(msg *message.Message, env *nodes.Envelope) (string
 		return "", true, nil
 	}
 	env.Event.Name = ev.Name
+	if p := ev.Metadata[storage.MetaRun]; p != "" {
+		env.Meta[MetaRun] = p // the run that wrote the object: this run's parent
+	}
 	if ev.Created() {
 		env.Object = &storage.ObjectInfo{Bucket: ev.Bucket, Key: ev.Key, Size: ev.Size, ETag: ev.ETag, ContentType: ev.ContentType, Modified: ev.Time}
 	}

@@ -178,6 +178,7 @@ func (r *runner) addToBatch(step *Step, ob *openBatch, msg *message.Message) err
 // keepOutputs holds what a message's steps published until its batch is
 // written (a message whose run failed publishes nothing).
 func (ob *openBatch) keepOutputs(d *delivery, archived bool) {
+	endRun(d) // its steps before the batcher are done; the batch's write is its own run
 	if len(d.dl.Outputs()) > 0 {
 		ob.outputs = append(ob.outputs, batchOutputs{input: d.msg.UUID, msg: d.msg, dl: d.dl, archived: archived})
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/internal/poison"
@@ -51,6 +52,9 @@ type Options struct {
 	// goroutines that settle runs; it must not block. For tests (sluice
 	// test), see testhooks.go.
 	OnRunEnd func(RunEnd)
+	// TracerProvider traces every run and step attempt (see trace.go);
+	// nil: nothing is traced, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Engine runs flows: each flow is a Watermill consumer handler on one

@@ -15,6 +15,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/state"
@@ -140,6 +142,9 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	}
 	d := r.newDelivery(nil, dl, req.Method+" "+req.URL.RequestURI(), start)
 	d.run.BytesIn = int64(len(body))
+	if r.tr != nil { // the caller's trace continues
+		r.startRun(req.Context(), d, propagation.HeaderCarrier(req.Header), trace.SpanKindServer)
+	}
 
 	r.exec(req.Context(), d, r.f.Steps)
 	if d.fail == nil {
@@ -211,6 +216,13 @@ func (r *runner) enqueue(w http.ResponseWriter, req *http.Request) {
 	msg := message.NewMessage(id, body)
 	msg.Metadata.Set(metaHTTPRequest, string(reqVars))
 	msg.Metadata.Set(metaContentType, req.Header.Get("Content-Type"))
+	if tp := req.Header.Get(MetaTraceparent); tp != "" {
+		// The run continues the caller's trace, wherever it runs.
+		msg.Metadata.Set(MetaTraceparent, tp)
+		if ts := req.Header.Get(MetaTracestate); ts != "" {
+			msg.Metadata.Set(MetaTracestate, ts)
+		}
+	}
 	var done chan nodes.Response
 	if t.Mode == "auto" {
 		done = r.e.waiters.add(id)

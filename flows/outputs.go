@@ -66,6 +66,7 @@ func outputMessages(r *runner, inputID string, d *message.Message, dl *nodes.Del
 		for k, v := range o.Meta {
 			m.Metadata.Set(k, v)
 		}
+		setTraceMeta(m.Metadata, env.Meta)
 		m.Metadata.Set(MetaFlow, r.f.Name)
 		m.Metadata.Set(MetaRun, env.Run)
 		m.Metadata.Set(MetaHops, strconv.Itoa(hops(d)+1))

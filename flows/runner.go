@@ -9,6 +9,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/internal/poison"
@@ -29,12 +31,14 @@ type runner struct {
 	adapter adapter       // decodes deliveries of the flow's input topic
 	step    handler       // one step's call, wrapped
 	slots   chan struct{} // sync HTTP runs in progress, up to the flow's concurrency
+	tr      trace.Tracer  // nil: runs are not traced (see trace.go)
 }
 
 func newRunner(e *Engine, f *Flow) *runner {
 	r := &runner{e: e, f: f, m: e.m.forFlow(f), log: e.log.With("flow", f.Name), label: f.Trigger.label()}
 	r.adapter = adapterFor(r)
 	r.slots = make(chan struct{}, max(f.Concurrency, 1))
+	r.tr = tracerOf(e.opts)
 	r.step = r.stepHandler()
 	return r
 }
@@ -61,6 +65,7 @@ type delivery struct {
 	// then not read again.
 	unsafe bool
 	res    *nodes.Response // an HTTP run's answer, once prepared
+	span   trace.Span      // the run's span while it runs; nil when not traced
 }
 
 // begin decodes a delivered message into a delivery. Deliveries that
@@ -95,6 +100,16 @@ func (r *runner) begin(msg *message.Message) *delivery {
 			"the message has passed through %d flows (%s): a loop between flows? (the limit is %d)", hops(msg), MetaHops, r.e.opts.MaxHops))}
 	default:
 		d.run.Input = input
+	}
+	if !d.skip {
+		d.run.Parent = parentRun(msg, env)
+		if r.tr != nil {
+			var carrier propagation.TextMapCarrier
+			if r.f.Trigger.Kind != TriggerBucket { // an object event starts a new trace
+				carrier = propagation.MapCarrier(msg.Metadata)
+			}
+			r.startRun(r.e.hardCtx, d, carrier, trace.SpanKindConsumer)
+		}
 	}
 	return d
 }
@@ -155,6 +170,9 @@ func (r *runner) newDelivery(msg *message.Message, dl *nodes.Delivery, input str
 func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed bool) {
 	if d.fail != nil || d.skip || d.done {
 		return false
+	}
+	if d.span != nil {
+		ctx = trace.ContextWithSpan(ctx, d.span)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.f.Timeout)
 	defer cancel()
@@ -313,6 +331,7 @@ func (r *runner) complete(d *delivery) error {
 	dup, err := st.Complete(r.e.hardCtx, d.run)
 	if err != nil {
 		r.log.Error("cannot record a completed run; its input will be redelivered", "run", d.run.ID, "input", d.run.Input, "error", err)
+		endRun(d)
 		return err
 	}
 	if dup {
@@ -332,6 +351,9 @@ func (r *runner) record(d *delivery) {
 
 // count counts a finished run in the flow's metrics.
 func (r *runner) count(d *delivery) {
+	if d.span != nil {
+		endRun(d)
+	}
 	r.observe(d)
 	r.m.runs[d.run.Status].Inc()
 	if d.run.Status != state.StatusDuplicate {

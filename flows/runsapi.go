@@ -68,6 +68,9 @@ func (e *Engine) serveRunStatus(result bool) http.HandlerFunc {
 			out["http_status"] = rn.HTTPStatus
 			out["result_url"] = "/runs/" + id + "/result"
 		}
+		if rn.TraceID != "" {
+			out["trace_id"] = rn.TraceID // to find the run in the caller's tracing backend
+		}
 		if rn.Error != "" && rn.HTTPStatus == http.StatusUnprocessableEntity {
 			out["error"] = rn.Error
 		}

@@ -16,7 +16,8 @@ import (
 // Watermill's handler middleware: record (the step's record and metrics),
 // retry (policy and backoff), timeout (the deadline, enforced), recoverer
 // (a panic is a permanent error), then the call itself. Message steps and
-// batch writes share them.
+// batch writes share them. When tracing, trace (a span per attempt,
+// trace.go) sits between retry and timeout.
 
 // call is one step's work in a run: Process on the run's envelope, or a
 // batch's Flush.
@@ -29,6 +30,7 @@ type call struct {
 	forever bool
 
 	rec       state.StepRun
+	attempt   int // the attempt running now, from 1
 	firstFail time.Time
 	// abandoned is closed when an attempt the timeout gave up on returns;
 	// nil when none is pending. The envelope is not touched until then.
@@ -60,6 +62,9 @@ func invoke(ctx context.Context, c *call) error {
 
 // stepHandler is a flow's handler of its steps' calls.
 func (r *runner) stepHandler() handler {
+	if r.tr != nil {
+		return chain(invoke, r.recordStep, r.retryStep, r.traceStep, r.timeoutStep, r.recoverStep)
+	}
 	return chain(invoke, r.recordStep, r.retryStep, r.timeoutStep, r.recoverStep)
 }
 
@@ -108,6 +113,7 @@ func (r *runner) retryStep(next handler) handler {
 			if c.dl != nil {
 				c.dl.SetAttempt(attempt)
 			}
+			c.attempt = attempt
 			attempt++
 			err := next(ctx, c)
 			if c.dl != nil && c.abandoned == nil {

@@ -71,7 +71,8 @@ func (e *Engine) storeUploads(ctx context.Context, t *HTTPTrigger, run, boundary
 		if err := storage.ValidateKey(key); err != nil {
 			return nil, files, nodes.Permanent(fmt.Errorf("uploaded file name %q: %w", name, err))
 		}
-		info, err := e.opts.Store.Put(ctx, t.Uploads, key, part, storage.PutOptions{ContentType: part.Header.Get("Content-Type")})
+		info, err := e.opts.Store.Put(ctx, t.Uploads, key, part, storage.PutOptions{ContentType: part.Header.Get("Content-Type"),
+			Metadata: map[string]string{storage.MetaRun: run}})
 		if err != nil {
 			// A name the bucket refuses (the folder driver's hidden and
 			// partial names) is the client's to change: 400.

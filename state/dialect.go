@@ -52,6 +52,7 @@ var sqliteDialect = &dialect{
 			}
 			return addLegacyColumns(ctx, tx)
 		}},
+		schema.SQL("runs' trace id and parent run", lineageColumns),
 	},
 	day:      func(col string) string { return `strftime('%Y-%m-%d', ` + col + ` / 1000, 'unixepoch')` },
 	contains: func(col string) string { return `instr(` + col + `, ?) > 0` },
@@ -62,6 +63,7 @@ var postgresDialect = &dialect{
 	postgres: true,
 	migrations: []schema.Migration{
 		schema.SQL("runs, seen objects, dead letters, completions", postgresSchemaV1),
+		schema.SQL("runs' trace id and parent run", lineageColumns),
 	},
 	day: func(col string) string {
 		return `to_char(to_timestamp(` + col + ` / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
@@ -212,3 +214,10 @@ func addLegacyColumns(ctx context.Context, tx *sql.Tx) error {
 	}
 	return nil
 }
+
+// lineageColumns is migration 2 of both dialects: each run's trace id and
+// the run that made its input, indexed to follow lineage both ways.
+const lineageColumns = `ALTER TABLE runs ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN parent_run TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent_run) WHERE parent_run <> '';
+CREATE INDEX IF NOT EXISTS runs_trace ON runs(trace_id) WHERE trace_id <> ''`

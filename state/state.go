@@ -54,6 +54,12 @@ type Run struct {
 	// (written with the record, read with RunResponse).
 	Response     []byte `json:"-"`
 	ResponseType string `json:"-"`
+	// TraceID is the run's OpenTelemetry trace (32 hex digits), when it
+	// was traced or its input carried a W3C traceparent.
+	TraceID string `json:"trace_id,omitempty"`
+	// Parent is the run that made the run's input (lineage): the
+	// sluice_run of the message or object it consumed.
+	Parent string `json:"parent_run,omitempty"`
 }
 
 // StepRun is one step of a run.
@@ -135,14 +141,15 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		return nil, err
 	}
 	d := &DB{db: db, dia: dia, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
-	const runColNames = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type)`
-	const runValues = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	const runColNames = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type, trace_id, parent_run)`
+	const runValues = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	const runCols = runColNames + ` VALUES ` + runValues
 	const upsertRun = ` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
 		input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
 		duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
 		bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
-		response = excluded.response, response_type = excluded.response_type`
+		response = excluded.response, response_type = excluded.response_type,
+		trace_id = excluded.trace_id, parent_run = excluded.parent_run`
 	var err error
 	for _, p := range []struct {
 		st  **sql.Stmt
@@ -327,7 +334,8 @@ func (d *DB) insert(runs []pending) error {
 		r := p.run
 		steps, _ := json.Marshal(r.Steps)
 		row := []any{r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType}
+			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType,
+			r.TraceID, r.Parent}
 		if r.Status == StatusAccepted {
 			if err := flush(); err != nil {
 				return err
@@ -354,17 +362,19 @@ func (d *DB) insert(runs []pending) error {
 // (runFields values each, well under SQLite's limit of parameters).
 const (
 	runsPerInsert = 64
-	runFields     = 16
+	runFields     = 18
 )
 
 // Filter selects runs; zero fields match everything.
 type Filter struct {
-	ID     string
-	Flow   string
-	Status string
-	Input  string
-	Since  time.Time
-	Limit  int // 100 by default
+	ID      string
+	Flow    string
+	Status  string
+	Input   string
+	Parent  string // runs whose parent run is this one (lineage)
+	TraceID string
+	Since   time.Time
+	Limit   int // 100 by default
 }
 
 // Runs returns matching runs, newest first.
@@ -374,10 +384,18 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	w.eq("flow", f.Flow)
 	w.eq("status", f.Status)
 	w.eq("input", f.Input)
+	// The "<> ''" terms name the partial indexes' condition, so the
+	// planners use them (lineageColumns).
+	if f.Parent != "" {
+		w.add("parent_run = ? AND parent_run <> ''", f.Parent)
+	}
+	if f.TraceID != "" {
+		w.add("trace_id = ? AND trace_id <> ''", f.TraceID)
+	}
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
 	}
-	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status FROM runs` + w.sql()
+	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, trace_id, parent_run FROM runs` + w.sql()
 	args := w.args
 	limit := f.Limit
 	if limit <= 0 {
@@ -394,7 +412,7 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		var r Run
 		var started, dur int64
 		var steps string
-		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps, &r.BytesIn, &r.BytesOut, &r.HTTPStatus); err != nil {
+		if err := rows.Scan(&r.ID, &r.Flow, &r.Trigger, &r.Input, &r.Attempts, &r.Status, &started, &dur, &r.Step, &r.Error, &steps, &r.BytesIn, &r.BytesOut, &r.HTTPStatus, &r.TraceID, &r.Parent); err != nil {
 			return nil, err
 		}
 		r.Started = time.UnixMilli(started).UTC()
@@ -486,13 +504,15 @@ func (d *DB) RunResponse(ctx context.Context, id string) (status int, ctype stri
 // pgInsertRuns writes a batch of run records in one statement on
 // PostgreSQL, one array per column: one round trip for the batch.
 const pgInsertRuns = `INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps,
-	bytes_in, bytes_out, http_status, response, response_type)
+	bytes_in, bytes_out, http_status, response, response_type, trace_id, parent_run)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
-		$9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[], $15::bytea[], $16::text[])`
+		$9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[], $15::bytea[], $16::text[],
+		$17::text[], $18::text[])`
 
 // runColumns holds a batch of runs column by column.
 type runColumns struct {
 	id, flow, trigger, input, status, step, errs, steps, rtype []string
+	traceID, parent                                            []string
 	attempts, httpStatus                                       []int32
 	started, dur, bytesIn, bytesOut                            []int64
 	response                                                   [][]byte
@@ -506,11 +526,12 @@ func (c *runColumns) add(r Run) {
 	c.step, c.errs, c.steps = append(c.step, r.Step), append(c.errs, r.Error), append(c.steps, string(steps))
 	c.bytesIn, c.bytesOut, c.httpStatus = append(c.bytesIn, r.BytesIn), append(c.bytesOut, r.BytesOut), append(c.httpStatus, int32(r.HTTPStatus))
 	c.response, c.rtype = append(c.response, r.Response), append(c.rtype, r.ResponseType)
+	c.traceID, c.parent = append(c.traceID, r.TraceID), append(c.parent, r.Parent)
 }
 
 func (c *runColumns) args() []any {
 	return []any{c.id, c.flow, c.trigger, c.input, c.attempts, c.status, c.started, c.dur, c.step, c.errs, c.steps,
-		c.bytesIn, c.bytesOut, c.httpStatus, c.response, c.rtype}
+		c.bytesIn, c.bytesOut, c.httpStatus, c.response, c.rtype, c.traceID, c.parent}
 }
 
 // insertArrays is insert on PostgreSQL. Within a batch the last record of
@@ -553,7 +574,8 @@ func (d *DB) insertArrays(runs []pending) error {
 			input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
 			duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
 			bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
-			response = excluded.response, response_type = excluded.response_type`, final.args()...); err != nil {
+			response = excluded.response, response_type = excluded.response_type,
+			trace_id = excluded.trace_id, parent_run = excluded.parent_run`, final.args()...); err != nil {
 			return err
 		}
 	}

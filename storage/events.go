@@ -53,6 +53,8 @@ type s3Record struct {
 			ContentType string `json:"contentType"`
 			VersionID   string `json:"versionId"`
 			Sequencer   string `json:"sequencer"`
+			// UserMetadata has x-amz-meta-* entries (MinIO records).
+			UserMetadata map[string]string `json:"userMetadata"`
 		} `json:"object"`
 	} `json:"s3"`
 	// Tencent COS records.
@@ -93,7 +95,7 @@ func parseRecord(raw json.RawMessage) (ObjectEvent, bool, error) {
 		ev := ObjectEvent{
 			Name: NormalizeEventName(r.EventName), Bucket: r.S3.Bucket.Name, Key: key, Size: r.S3.Object.Size,
 			ETag: strings.Trim(r.S3.Object.ETag, `"`), ContentType: r.S3.Object.ContentType,
-			VersionID: r.S3.Object.VersionID, Time: t.UTC(), Source: source,
+			VersionID: r.S3.Object.VersionID, Time: t.UTC(), Source: source, Metadata: UserMetadata(r.S3.Object.UserMetadata),
 		}
 		if ev.Removed() && ev.ETag == "" {
 			// Removal records carry no etag. The sequencer (unique among a

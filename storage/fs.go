@@ -161,7 +161,7 @@ func (f *FS) NewReader(_ context.Context, bucket, key string) (io.ReadCloser, Ob
 	return file, f.info(bucket, key, st), nil
 }
 
-func (f *FS) Put(ctx context.Context, bucket, key string, r io.Reader, _ PutOptions) (ObjectInfo, error) {
+func (f *FS) Put(ctx context.Context, bucket, key string, r io.Reader, opts PutOptions) (ObjectInfo, error) {
 	if isPartial(key) {
 		return ObjectInfo{}, fmt.Errorf("%w %q: the folder driver reserves names that are hidden or end in .tmp, .part, .partial, .crdownload or ~ for partial files", ErrInvalidKey, key)
 	}
@@ -169,8 +169,10 @@ func (f *FS) Put(ctx context.Context, bucket, key string, r io.Reader, _ PutOpti
 		return ObjectInfo{}, err
 	}
 	err := createObject(f.bucketDir(bucket), key, func(tmp *os.File) error {
-		_, err := io.Copy(tmp, ctxReader{ctx, r})
-		return err
+		if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
+			return err
+		}
+		return setMeta(tmp, opts.Metadata)
 	})
 	if errors.Is(err, errLinkOnPath) {
 		return ObjectInfo{}, fmt.Errorf("%w %q: %v; the folder driver writes only beneath its bucket folder, never through a link", ErrInvalidKey, key, err)
@@ -378,7 +380,7 @@ func (f *FS) Watch(ctx context.Context, bucket string, events chan<- ObjectEvent
 			fw.pending[info.Key] = pendingFile{seen: time.Now(), size: -1, existing: true}
 			continue
 		}
-		if err := fw.report(ctx, EventCreatedExisting, info); err != nil {
+		if err := fw.report(ctx, EventCreatedExisting, info, readMeta(fw.base, info.Key)); err != nil {
 			return err
 		}
 	}
@@ -536,19 +538,21 @@ func (fw *fsWatch) flush(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if err := fw.report(ctx, name, fw.f.info(fw.bucket, key, st)); err != nil {
+		if err := fw.report(ctx, name, fw.f.info(fw.bucket, key, st), readMeta(fw.base, key)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (fw *fsWatch) report(ctx context.Context, name string, info ObjectInfo) error {
+func (fw *fsWatch) report(ctx context.Context, name string, info ObjectInfo, meta map[string]string) error {
 	if fw.reported[info.Key] == info.ETag {
 		return nil
 	}
 	fw.reported[info.Key] = info.ETag
-	return fw.send(ctx, eventFor(name, info, "fs"))
+	ev := eventFor(name, info, "fs")
+	ev.Metadata = meta
+	return fw.send(ctx, ev)
 }
 
 func (fw *fsWatch) send(ctx context.Context, ev ObjectEvent) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/url"
 	"path"
@@ -31,6 +32,7 @@ type Mem struct {
 type memObject struct {
 	data []byte
 	info ObjectInfo
+	meta map[string]string // user metadata
 }
 
 // NewMem returns an empty in-memory driver.
@@ -81,10 +83,12 @@ func (m *Mem) Put(ctx context.Context, bucket, key string, r io.Reader, opts Put
 		m.mu.Unlock()
 		return ObjectInfo{}, err
 	}
-	b[key] = memObject{data: data, info: info}
+	b[key] = memObject{data: data, info: info, meta: maps.Clone(opts.Metadata)}
 	watchers := append([]chan<- ObjectEvent(nil), m.watchers[bucket]...)
 	m.mu.Unlock()
-	notify(ctx, watchers, eventFor(EventCreatedPut, info, "mem"))
+	ev := eventFor(EventCreatedPut, info, "mem")
+	ev.Metadata = maps.Clone(opts.Metadata)
+	notify(ctx, watchers, ev)
 	return info, nil
 }
 
@@ -164,8 +168,10 @@ func (m *Mem) Watch(ctx context.Context, bucket string, events chan<- ObjectEven
 		return err
 	}
 	existing := make([]ObjectInfo, 0, len(b))
+	meta := map[string]map[string]string{}
 	for _, o := range b {
 		existing = append(existing, o.info)
+		meta[o.info.Key] = maps.Clone(o.meta)
 	}
 	m.watchers[bucket] = append(m.watchers[bucket], events)
 	m.mu.Unlock()
@@ -182,8 +188,10 @@ func (m *Mem) Watch(ctx context.Context, bucket string, events chan<- ObjectEven
 	}()
 	sort.Slice(existing, func(i, j int) bool { return existing[i].Key < existing[j].Key })
 	for _, info := range existing {
+		ev := eventFor(EventCreatedExisting, info, "mem")
+		ev.Metadata = meta[info.Key]
 		select {
-		case events <- eventFor(EventCreatedExisting, info, "mem"):
+		case events <- ev:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

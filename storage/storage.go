@@ -49,7 +49,17 @@ type ObjectInfo struct {
 // PutOptions are optional attributes of a written object.
 type PutOptions struct {
 	ContentType string // detected from the key's extension when empty
+	// Metadata is user metadata kept with the object: lowercase keys of
+	// letters, digits and '-', short text values. The s3 driver stores
+	// it as x-amz-meta-<key>, mem in memory, fs in extended attributes
+	// user.<key> where the filesystem has them (elsewhere it is dropped).
+	Metadata map[string]string
 }
+
+// MetaRun is the user metadata key naming the run that wrote an object
+// (lineage): events of the object carry it, and runs they start record
+// that run as their parent.
+const MetaRun = "sluice-run"
 
 // Driver is what a storage backend implements. Bucket and key arguments
 // have been validated by Store. Methods must be safe for concurrent use and
@@ -126,6 +136,27 @@ type ObjectEvent struct {
 	// version was created (0 for a key never removed): an identical object
 	// uploaded again after a delete is a new input, not a repeat.
 	Generation int `json:"generation,omitempty"`
+	// Metadata is the object's user metadata (see PutOptions), where the
+	// event's source carries it: fs and mem watches, S3 notification
+	// records with userMetadata.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// UserMetadata normalises S3 user metadata to PutOptions' form: keys
+// lowercased, without their x-amz-meta- prefix; other entries (system
+// metadata such as content-type) are left out. Nil when there is none.
+func UserMetadata(m map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range m {
+		k = strings.ToLower(k)
+		if name, ok := strings.CutPrefix(k, "x-amz-meta-"); ok && name != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // Created reports whether the event is an object creation of any kind.

@@ -148,9 +148,14 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			reg.MustRegister(ai.Metrics) // model inference histograms (ai.onnx, ai.ocr)
+			tracing, stopTracing, err := startTracing(ctx, log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			engine, err := flows.NewEngine(flows.Options{
 				Broker: broker, Store: store, State: st, Logger: log, Poison: inflight,
-				Metrics: flows.NewMetrics(reg), DrainTimeout: drain,
+				Metrics: flows.NewMetrics(reg), DrainTimeout: drain, TracerProvider: tracing.Provider,
 			}, fl)
 			if err != nil {
 				return err

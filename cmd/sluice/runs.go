@@ -76,28 +76,53 @@ func runsCmd(g *globals) *cobra.Command {
 }
 
 func runShowCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "show RUN_ID",
-		Short:   "Show one run: its input, status and the timeline of its steps",
-		Example: "  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F",
-		Args:    cobra.ExactArgs(1),
+	var asJSON, tree bool
+	cmd := &cobra.Command{
+		Use:   "show RUN_ID",
+		Short: "Show one run: its input, status, trace id, parent run and the timeline of its steps",
+		Long: `Show one run: its input, status, trace id, the run that made its input
+(parent) and the timeline of its steps.
+
+With --tree, show its lineage instead: the chain of runs back to the
+source (the run whose input came from outside, such as an uploaded file)
+and every run its outputs fed, as a tree; the run asked for is marked *.`,
+		Example: `  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F
+  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F --json | jq .trace_id
+  sluice runs show 01M8A4ASYRGJ4C2XHFVMKB203F --tree`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := g.openState(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			runs, err := st.Runs(cmd.Context(), state.Filter{ID: args[0], Limit: 1})
+			r, err := oneRun(cmd.Context(), st, args[0])
 			if err != nil {
 				return err
 			}
-			if len(runs) == 0 {
-				return fmt.Errorf("no run %q (see 'sluice runs')", args[0])
-			}
-			r := runs[0]
 			out := cmd.OutOrStdout()
+			if tree {
+				root, err := st.Lineage(cmd.Context(), r.ID)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(out).Encode(root)
+				}
+				printTree(out, root, "", "")
+				return nil
+			}
+			if asJSON {
+				return json.NewEncoder(out).Encode(r)
+			}
 			fmt.Fprintf(out, "run       %s\nflow      %s\ntrigger   %s\ninput     %s\nstatus    %s\nstarted   %s\nduration  %s\n",
 				safe(r.ID), safe(r.Flow), safe(r.Trigger), safe(r.Input), r.Status, r.Started.Local().Format(time.RFC3339Nano), r.Duration)
+			if r.TraceID != "" {
+				fmt.Fprintf(out, "trace     %s\n", safe(r.TraceID))
+			}
+			if r.Parent != "" {
+				fmt.Fprintf(out, "parent    %s\n", safe(r.Parent))
+			}
 			if r.Error != "" {
 				fmt.Fprintf(out, "failed at %s after %d attempt(s): %s\n", safe(r.Step), r.Attempts, safeLines(r.Error))
 			}
@@ -132,4 +157,7 @@ func runShowCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run (with --tree: the tree) as JSON")
+	cmd.Flags().BoolVar(&tree, "tree", false, "show the run's lineage: its chain back to the source and every run it fed")
+	return cmd
 }

@@ -35,11 +35,14 @@ func init() {
 			{Name: "columns", Kind: nodes.Map, Elem: nodes.Expr, Required: true, Doc: "Column name → expression for its value."},
 			{Name: "key", Kind: nodes.StringList, Doc: "Columns identifying a row (a UNIQUE constraint): what makes re-runs idempotent."},
 			{Name: "on_conflict", Kind: nodes.Enum, Options: []string{"replace", "ignore", "error"}, Default: "replace", Doc: "When a row with the same key exists: replace it, keep it, or fail permanently."},
+			{Name: insertLineage, Kind: nodes.String, Doc: "Also write the id of the run that wrote the row to this column (lineage: `sluice runs show ID --tree`), e.g. run_id."},
 		},
 		Examples: []nodes.Example{{Title: "Record a thumbnail", YAML: "node: db.insert\nwith:\n  table: images\n  key: [key]\n  columns:\n    key: object.key\n    width: steps.thumb.width\n    height: steps.thumb.height\n    thumbnail: steps.save.key"}},
 		New:      newInsert,
 	})
 }
+
+const insertLineage = "lineage_column"
 
 var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -79,6 +82,17 @@ func newInsert(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
 		}
 		n.cols = append(n.cols, e.Key)
 		n.exprs = append(n.exprs, e.Value.(*eval.Program))
+	}
+	if lc := c.String(insertLineage); lc != "" {
+		switch {
+		case !ident.MatchString(lc):
+			c.Problemf(insertLineage, "%q is not a column name: use letters, digits and underscores, starting with a letter", lc)
+		case slices.Contains(n.cols, lc):
+			c.Problemf(insertLineage, "column %q is also in columns: name another", lc)
+		default:
+			n.cols = append(n.cols, lc)
+			n.exprs = append(n.exprs, nil) // the run's id
+		}
 	}
 	for _, k := range n.key {
 		if !slices.Contains(n.cols, k) {
@@ -187,6 +201,10 @@ func (n *insert) Process(ctx context.Context, env *nodes.Envelope) error {
 	vars := env.Vars()
 	args := make([]any, len(n.exprs))
 	for i, p := range n.exprs {
+		if p == nil {
+			args[i] = env.Run // lineage_column
+			continue
+		}
 		v, err := p.EvalContext(ctx, vars)
 		if err != nil {
 			return nodes.ExprError(fmt.Errorf("column %s: %w", n.cols[i], err))

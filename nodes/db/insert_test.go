@@ -127,3 +127,22 @@ func TestQuery(t *testing.T) {
 	require.Error(t, err)
 	assert.Len(t, nodestest.Problems(t, err), 2, "%v", err)
 }
+
+// TestInsertLineageColumn: lineage_column writes the id of the run that
+// wrote the row; a re-run replacing the row records the new run.
+func TestInsertLineageColumn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lineage.db")
+	n := start(t, `{database: `+path+`, table: images, key: [key], lineage_column: run_id, columns: {key: payload.key}}`, nodes.Deps{})
+	for _, run := range []string{"01FIRST", "01SECOND"} {
+		env := nodestest.Envelope(nil, 0, "rec")
+		env.Run = run
+		env.Payload = map[string]any{"key": "a.jpg"}
+		require.NoError(t, n.Process(t.Context(), env))
+	}
+	assert.Equal(t, [][]any{{"a.jpg", "01SECOND"}}, rows(t, path, `SELECT key, run_id FROM images`))
+
+	_, err := nodestest.Build("db.insert", `{table: t, lineage_column: key, columns: {key: payload.key}}`, nodes.Deps{})
+	assert.ErrorContains(t, err, `column "key" is also in columns`)
+	_, err = nodestest.Build("db.insert", `{table: t, lineage_column: "run id", columns: {key: payload.key}}`, nodes.Deps{})
+	assert.ErrorContains(t, err, "is not a column name")
+}

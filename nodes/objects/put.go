@@ -74,7 +74,8 @@ func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
 			ctype = env.BodyType()
 		}
 	}
-	info, err := p.store.PutBytes(ctx, b, k, data, storage.PutOptions{ContentType: ctype})
+	info, err := p.store.PutBytes(ctx, b, k, data, storage.PutOptions{ContentType: ctype,
+		Metadata: map[string]string{storage.MetaRun: env.Run}}) // lineage: the run that wrote it
 	if err != nil {
 		return nodes.StorageError(fmt.Errorf("write %s/%s: %w", b, k, err))
 	}

@@ -45,6 +45,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
+		{"TraceAndLineage", traceAndLineage},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -416,4 +417,72 @@ func acceptedRunsAndResponses(t *testing.T, h Harness) {
 	_, ctype, body, _, _ := db.RunResponse(ctx, "a")
 	assert.Equal(t, "application/json", ctype)
 	assert.Equal(t, `{"ok":true}`, string(body))
+}
+
+// traceAndLineage: a run's trace id and parent run round-trip, in batches
+// big enough for multi-row inserts, and select runs by parent and trace.
+func traceAndLineage(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	db.Record(state.Run{ID: "root", Flow: "ingest", Input: "up/a.jpg@e1", Status: state.StatusSucceeded, Started: t0, TraceID: trace})
+	for i := range 100 {
+		db.Record(state.Run{ID: fmt.Sprintf("child%03d", i), Flow: "thumb", Input: fmt.Sprint(i), Status: state.StatusSucceeded,
+			Started: t0.Add(time.Duration(i+1) * time.Second), TraceID: trace, Parent: "root"})
+	}
+	db.Record(state.Run{ID: "other", Flow: "thumb", Input: "x", Status: state.StatusSucceeded, Started: t0})
+	require.NoError(t, db.Flush(ctx))
+
+	got, err := db.Runs(ctx, state.Filter{ID: "child042"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, trace, got[0].TraceID)
+	assert.Equal(t, "root", got[0].Parent)
+
+	children, err := db.Runs(ctx, state.Filter{Parent: "root", Limit: 1000})
+	require.NoError(t, err)
+	assert.Len(t, children, 100)
+	traced, err := db.Runs(ctx, state.Filter{TraceID: trace, Limit: 1000})
+	require.NoError(t, err)
+	assert.Len(t, traced, 101)
+	other, err := db.Runs(ctx, state.Filter{ID: "other"})
+	require.NoError(t, err)
+	require.Len(t, other, 1)
+	assert.Empty(t, other[0].TraceID+other[0].Parent, "untraced runs have neither")
+
+	// Lineage: from a child, the chain up to the root and the child's
+	// own subtree; from the root, every child.
+	db.Record(state.Run{ID: "grandchild", Flow: "index", Input: "g", Status: state.StatusSucceeded, Started: t0.Add(time.Hour), Parent: "child042"})
+	// A loop of parents (not made by the engine) ends.
+	db.Record(state.Run{ID: "loop-a", Flow: "x", Input: "a", Status: state.StatusSucceeded, Started: t0, Parent: "loop-b"})
+	db.Record(state.Run{ID: "loop-b", Flow: "x", Input: "b", Status: state.StatusSucceeded, Started: t0, Parent: "loop-a"})
+	require.NoError(t, db.Flush(ctx))
+	tree, err := db.Lineage(ctx, "child042")
+	require.NoError(t, err)
+	assert.Equal(t, "root", tree.ID)
+	assert.False(t, tree.Selected)
+	require.Len(t, tree.Children, 1, "only the chain down to the run")
+	c := tree.Children[0]
+	assert.Equal(t, "child042", c.ID)
+	assert.True(t, c.Selected)
+	require.Len(t, c.Children, 1)
+	assert.Equal(t, "grandchild", c.Children[0].ID)
+
+	tree, err = db.Lineage(ctx, "root")
+	require.NoError(t, err)
+	assert.True(t, tree.Selected)
+	require.Len(t, tree.Children, 100)
+	assert.Equal(t, "child000", tree.Children[0].ID, "oldest first")
+
+	tree, err = db.Lineage(ctx, "loop-a")
+	require.NoError(t, err)
+	assert.Equal(t, "loop-a", tree.ID, "a loop of parents is followed once")
+	require.Len(t, tree.Children, 1)
+	assert.Equal(t, "loop-b", tree.Children[0].ID)
+	assert.Empty(t, tree.Children[0].Children)
+
+	_, err = db.Lineage(ctx, "missing")
+	assert.ErrorIs(t, err, state.ErrNoRun)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/notification"
 
 	"github.com/sluicehq/sluice/storage"
@@ -213,7 +214,7 @@ func listenEvent(e notification.Event) (storage.ObjectEvent, bool) {
 	ev := storage.ObjectEvent{
 		Name: storage.NormalizeEventName(e.EventName), Bucket: e.S3.Bucket.Name, Key: e.S3.Object.Key, Size: e.S3.Object.Size,
 		ETag: strings.Trim(e.S3.Object.ETag, `"`), ContentType: e.S3.Object.ContentType,
-		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen",
+		VersionID: e.S3.Object.VersionID, Time: t.UTC(), Source: "minio-listen", Metadata: storage.UserMetadata(e.S3.Object.UserMetadata),
 	}
 	if ev.Removed() && ev.ETag == "" && e.S3.Object.Sequencer != "" {
 		ev.ETag = "seq-" + e.S3.Object.Sequencer // as ParseEvents does
@@ -259,10 +260,17 @@ var (
 // created object's size, etag and type are the bucket's (an etag that
 // was already seen is then a repeat), a removed object must be gone.
 func (d *Driver) confirmEvent(ctx context.Context, ev storage.ObjectEvent) (storage.ObjectEvent, bool) {
-	info, err := d.Stat(ctx, ev.Bucket, ev.Key)
+	st, err := d.c.StatObject(ctx, ev.Bucket, ev.Key, minio.StatObjectOptions{})
+	if err != nil {
+		err = mapErr(ev.Bucket, ev.Key, err)
+	}
 	switch {
 	case ev.Created() && err == nil:
-		ev.Size, ev.ETag, ev.ContentType = info.Size, info.ETag, info.ContentType
+		o := info(ev.Bucket, st)
+		ev.Size, ev.ETag, ev.ContentType = o.Size, o.ETag, o.ContentType
+		if m := userMetadata(st.UserMetadata); m != nil {
+			ev.Metadata = m // the object's, whatever the record carried
+		}
 		return ev, true
 	case ev.Removed() && errors.Is(err, storage.ErrNotFound):
 		return ev, true

@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -179,7 +180,7 @@ func (d *Driver) Put(ctx context.Context, bucket, key string, r io.Reader, opts 
 	if ct == "" {
 		ct = storage.ContentType(key)
 	}
-	up, err := d.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{ContentType: ct})
+	up, err := d.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{ContentType: ct, UserMetadata: opts.Metadata})
 	if err != nil {
 		return storage.ObjectInfo{}, mapErr(bucket, key, err)
 	}
@@ -237,3 +238,16 @@ func (d *Driver) EnsureBucket(ctx context.Context, bucket string) error {
 func (d *Driver) Close() error { return nil }
 
 var _ storage.Driver = (*Driver)(nil)
+
+// userMetadata is minio-go's user metadata (keys without their
+// x-amz-meta- prefix, canonical case) with lowercase keys, as written.
+func userMetadata(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}

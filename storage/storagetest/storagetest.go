@@ -228,7 +228,7 @@ func testWatch(t *testing.T, s *storage.Store) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, err := s.PutBytes(ctx, "bucket-a", "before.txt", []byte("old"), storage.PutOptions{})
+	_, err := s.PutBytes(ctx, "bucket-a", "before.txt", []byte("old"), storage.PutOptions{Metadata: map[string]string{storage.MetaRun: "run-0"}})
 	require.NoError(t, err)
 
 	events := make(chan storage.ObjectEvent, 16)
@@ -251,8 +251,11 @@ func testWatch(t *testing.T, s *storage.Store) {
 	assert.Equal(t, storage.EventCreatedExisting, ev.Name)
 	assert.Equal(t, "before.txt", ev.Key)
 	assert.True(t, ev.Created())
+	if ev.Source != "s3-list" { // S3 listings carry no user metadata
+		assert.Equal(t, map[string]string{storage.MetaRun: "run-0"}, ev.Metadata, "events carry the object's user metadata")
+	}
 
-	info, err := s.PutBytes(ctx, "bucket-a", "new/after.txt", []byte("new!"), storage.PutOptions{})
+	info, err := s.PutBytes(ctx, "bucket-a", "new/after.txt", []byte("new!"), storage.PutOptions{Metadata: map[string]string{storage.MetaRun: "run-1"}})
 	require.NoError(t, err)
 	ev = next()
 	assert.Equal(t, storage.EventCreatedPut, ev.Name)
@@ -260,6 +263,7 @@ func testWatch(t *testing.T, s *storage.Store) {
 	assert.Equal(t, "new/after.txt", ev.Key)
 	assert.EqualValues(t, 4, ev.Size)
 	assert.Equal(t, info.ETag, ev.ETag)
+	assert.Equal(t, map[string]string{storage.MetaRun: "run-1"}, ev.Metadata)
 
 	require.NoError(t, s.Delete(ctx, "bucket-a", "new/after.txt"))
 	ev = next()
