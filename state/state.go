@@ -363,7 +363,9 @@ type Filter struct {
 	Status string
 	Input  string
 	Since  time.Time
-	Limit  int // 100 by default
+	Limit  int       // 100 by default
+	Until  time.Time // runs started before it
+	Error  string    // runs whose error contains this text
 }
 
 // Runs returns matching runs, newest first.
@@ -375,6 +377,12 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	w.eq("input", f.Input)
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		w.add("started_ms < ?", f.Until.UnixMilli())
+	}
+	if f.Error != "" {
+		w.add(d.dia.contains("error"), f.Error)
 	}
 	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status FROM runs` + w.sql()
 	args := w.args
