@@ -74,13 +74,19 @@ func usageCharts(rows []state.Usage, days int, now time.Time) []usageChart {
 			u := byFlow[name][day]
 			x := (days - 1 - i) * (barWidth + barGap)
 			ch, eh := scale(u.Calls), scale(u.Errors)
+			if u.Calls > 0 {
+				ch = max(ch, 2) // a day with calls is never an empty bar
+			}
+			if u.Errors > 0 {
+				eh = max(eh, 2)
+			}
 			c.Bars = append(c.Bars, usageBar{
 				X: x, W: barWidth, CallsY: chartBase - ch, CallsH: ch, ErrorsY: chartBase - eh, ErrorsH: eh,
 				Label: day[5:], ShowLabel: i%7 == 0 || i == days-1,
 				Title: fmt.Sprintf("%s: %d calls, %d errors, %.1fs compute", day, u.Calls, u.Errors, u.ComputeSeconds),
 			})
 		}
-		c.Width = days * (barWidth + barGap)
+		c.Width = days*(barWidth+barGap) + 24 // room for the last day's label
 		c.Summary = fmt.Sprintf("%s: %d calls and %d errors over the last %d days, at most %d a day", name, total, errs, days, c.Max)
 		out = append(out, c)
 	}
