@@ -9,7 +9,7 @@ import (
 	"github.com/sluicehq/sluice/state"
 )
 
-// The JSON API under /api/v1: the dashboard's data for scripts, with the
+// The JSON API under /ui/api: the dashboard's data for scripts, with the
 // admin token as a bearer header (or a dashboard session).
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -4,7 +4,7 @@
 // purge, usage per flow per day, and state machine entities. Pages are
 // rendered on the server with html/template and read without JavaScript;
 // the vendored htmx (web/static) refreshes the live parts. A small JSON API
-// under /api/v1 serves the same data to scripts.
+// under /ui/api serves the same data to scripts.
 //
 // Access: see auth.go. Every handler is safe for concurrent use.
 package web
@@ -98,7 +98,7 @@ func (s *Server) Close() error {
 }
 
 // Handler serves /ui/… (the pages), /ui/static/… (assets, open to all)
-// and /api/v1/… (JSON). Mount it at those prefixes.
+// and /ui/api/… (JSON). Mount it at /ui/ (and /ui).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
@@ -138,13 +138,13 @@ func (s *Server) Handler() http.Handler {
 			}
 		})
 	}
-	api("GET /api/v1/flows", s.apiFlows)
-	api("GET /api/v1/runs", s.apiRuns)
-	api("GET /api/v1/runs/{id}", s.apiRun)
-	api("GET /api/v1/deadletters", s.apiDeadLetters)
-	api("GET /api/v1/deadletters/{id}", s.apiDeadLetter)
-	api("POST /api/v1/deadletters/replay", s.apiReplay)
-	api("POST /api/v1/deadletters/purge", s.apiPurge)
+	api("GET /ui/api/flows", s.apiFlows)
+	api("GET /ui/api/runs", s.apiRuns)
+	api("GET /ui/api/runs/{id}", s.apiRun)
+	api("GET /ui/api/deadletters", s.apiDeadLetters)
+	api("GET /ui/api/deadletters/{id}", s.apiDeadLetter)
+	api("POST /ui/api/deadletters/replay", s.apiReplay)
+	api("POST /ui/api/deadletters/purge", s.apiPurge)
 	mux.HandleFunc("/ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusMovedPermanently) })
 	return securityHeaders(mux)
 }

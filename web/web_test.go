@@ -245,8 +245,8 @@ func TestAccessNeedsTheToken(t *testing.T) {
 	require.Len(t, dls, 1)
 	pages := []string{"/ui/", "/ui/flows/live", "/ui/flows/enrich", "/ui/flows/enrich/graph", "/ui/runs", "/ui/runs?flow=enrich",
 		"/ui/runs/" + run.ID, "/ui/dlq", "/ui/dlq/" + dls[0].ID, "/ui/usage", "/ui/machines?machine=order&key=o-1", "/ui/jobs/x"}
-	apis := []string{"/api/v1/flows", "/api/v1/runs", "/api/v1/runs/" + run.ID, "/api/v1/deadletters", "/api/v1/deadletters?group=1",
-		"/api/v1/deadletters/" + dls[0].ID}
+	apis := []string{"/ui/api/flows", "/ui/api/runs", "/ui/api/runs/" + run.ID, "/ui/api/deadletters", "/ui/api/deadletters?group=1",
+		"/ui/api/deadletters/" + dls[0].ID}
 	anon := e.client()
 	for _, p := range pages {
 		status, body, h := e.get(anon, p)
@@ -275,7 +275,7 @@ func TestAccessNeedsTheToken(t *testing.T) {
 		status, _, _ := e.post(anon, p, url.Values{"id": {dls[0].ID}})
 		assert.Equal(t, http.StatusUnauthorized, status, p)
 	}
-	status, _, _ := e.post(anon, "/api/v1/deadletters/purge", url.Values{}, "Content-Type", "application/json")
+	status, _, _ := e.post(anon, "/ui/api/deadletters/purge", url.Values{}, "Content-Type", "application/json")
 	assert.Equal(t, http.StatusUnauthorized, status)
 	left, err := e.state.DeadLetters(t.Context(), state.DeadLetterFilter{})
 	require.NoError(t, err)
@@ -391,7 +391,7 @@ func TestActionsNeedCSRFAndSameOrigin(t *testing.T) {
 		dls, err := e.state.DeadLetters(t.Context(), state.DeadLetterFilter{})
 		return err == nil && len(dls) == 1
 	}, 20*time.Second, 20*time.Millisecond)
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/api/v1/deadletters/purge", strings.NewReader(`{"flow":"enrich"}`))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/ui/api/deadletters/purge", strings.NewReader(`{"flow":"enrich"}`))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -425,7 +425,7 @@ func TestOpenDashboard(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, status)
 	// A form-encoded API post is refused; JSON (which needs a CORS
 	// preflight cross-site) is the API's own.
-	status, _, _ = e.post(e.client(), "/api/v1/deadletters/purge", url.Values{"flow": {"enrich"}})
+	status, _, _ = e.post(e.client(), "/ui/api/deadletters/purge", url.Values{"flow": {"enrich"}})
 	assert.Equal(t, http.StatusForbidden, status)
 	left, err := e.state.DeadLetters(t.Context(), state.DeadLetterFilter{})
 	require.NoError(t, err)

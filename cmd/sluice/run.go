@@ -48,7 +48,7 @@ target (bearer token from SLUICE_WEBHOOK_TOKEN when set).
 
 The listener also serves the dashboard at /ui (flows with live counts, runs,
 dead letters with replay, usage, state machines) and its JSON API at
-/api/v1. Off loopback they need the admin token (SLUICE_ADMIN_TOKEN or
+/ui/api. Off loopback they need the admin token (SLUICE_ADMIN_TOKEN or
 --admin-token: the login form, or Authorization: Bearer), and sluice run
 refuses to start without one; --ui=false turns the dashboard off.
 
@@ -148,7 +148,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 						return err
 					}
 				}
-				dash, err := ui.dashboard(g, engine, st, log)
+				dash, err := ui.dashboard(g, fl, engine, st, log)
 				if err != nil {
 					return err
 				}

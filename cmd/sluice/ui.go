@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +27,7 @@ type uiOptions struct {
 
 func (u *uiOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.BoolVar(&u.enabled, "ui", true, "serve the dashboard at /ui and its API at /api/v1 on --listen")
+	f.BoolVar(&u.enabled, "ui", true, "serve the dashboard at /ui and its API at /ui/api on --listen")
 	f.StringVar(&u.token, "admin-token", "", "token the dashboard and its API require (login form, or Authorization: Bearer); required when --listen is not loopback-only (env SLUICE_ADMIN_TOKEN)")
 }
 
@@ -49,10 +50,17 @@ func (u *uiOptions) checkAdminToken(addr string) error {
 		"set SLUICE_ADMIN_TOKEN (or --admin-token), listen on 127.0.0.1, or turn the dashboard off with --ui=false", addr)
 }
 
-// dashboard makes the dashboard of engine, or nil when it is off.
-func (u *uiOptions) dashboard(g *globals, engine *flows.Engine, st *state.DB, log *slog.Logger) (*web.Server, error) {
+// dashboard makes the dashboard of engine, or nil when it is off. An HTTP
+// flow whose path is under /ui, which the dashboard would hide, is an
+// error.
+func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine, st *state.DB, log *slog.Logger) (*web.Server, error) {
 	if !u.enabled {
 		return nil, nil
+	}
+	for _, f := range fl {
+		if h := f.Trigger.HTTP; h != nil && (h.Path == "/ui" || strings.HasPrefix(h.Path, "/ui/")) {
+			return nil, fmt.Errorf("flow %s (%s): its path %s is under /ui, the dashboard's: choose another path, or turn the dashboard off with --ui=false", f.Name, f.Pos, h.Path)
+		}
 	}
 	return web.New(web.Options{
 		Engine: engine, State: st, AdminToken: u.adminToken(), Logger: log,
@@ -82,12 +90,11 @@ func openMachines(ctx context.Context, g *globals, dbPath string) (machines.Stor
 	return machines.OpenSQLite(p)
 }
 
-// mountUI serves the dashboard on the listener's mux: /ui/, its API under
-// /api/v1/, and / redirecting to /ui/ unless an HTTP flow serves /.
+// mountUI serves the dashboard on the listener's mux: /ui/ (its API under
+// /ui/api/), and / redirecting to /ui/ unless an HTTP flow serves /.
 func mountUI(mux *http.ServeMux, ui http.Handler, fl []*flows.Flow) {
 	mux.Handle("/ui/", ui)
 	mux.Handle("/ui", ui)
-	mux.Handle("/api/v1/", ui)
 	for _, f := range fl {
 		if h := f.Trigger.HTTP; h != nil && h.Path == "/" {
 			return

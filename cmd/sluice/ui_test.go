@@ -27,6 +27,15 @@ func TestRunRefusesAnOpenDashboardOffLoopback(t *testing.T) {
 	assert.Contains(t, err.Error(), "--listen 0.0.0.0:0 is reachable from other machines and serves the dashboard")
 	assert.Contains(t, err.Error(), "set SLUICE_ADMIN_TOKEN")
 
+	// An HTTP flow the dashboard would hide is refused.
+	t.Setenv("SLUICE_ADMIN_TOKEN", "x")
+	hidden := filepath.Join(dir, "hidden.yaml")
+	require.NoError(t, os.WriteFile(hidden, []byte("name: hidden\non: {http: {path: /ui/orders}}\nsteps:\n  - node: respond\n    with: {body: payload}\n"), 0o644))
+	_, err = sluice(t, dir, "", "run", "--listen", "127.0.0.1:0", hidden)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "its path /ui/orders is under /ui, the dashboard's")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "")
+
 	for _, c := range []struct {
 		name, addr, token string
 		enabled, ok       bool
@@ -101,7 +110,7 @@ func TestRunServesTheDashboard(t *testing.T) {
 	assert.Equal(t, "/ui/", resp.Header.Get("Location"))
 	resp, _ = get("/ui/", "")
 	assert.Equal(t, http.StatusSeeOther, resp.StatusCode)
-	resp, _ = get("/api/v1/flows", "")
+	resp, _ = get("/ui/api/flows", "")
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	resp, body := get("/ui/", "cli-test-token")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
