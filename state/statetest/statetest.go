@@ -45,6 +45,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
+		{"DashboardQueries", dashboardQueries},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
