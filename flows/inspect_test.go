@@ -75,9 +75,11 @@ branches:
 	_, ok = h.engine.Flow("nope")
 	assert.False(t, ok)
 
-	views = h.engine.Flows()
-	h.engine.Lag(t.Context(), views)
-	assert.EqualValues(t, 0, views[0].Stats.Lag, "the SQLite queue knows the group's lag")
+	require.Eventually(t, func() bool {
+		views = h.engine.Flows()
+		h.engine.Lag(t.Context(), views)
+		return views[0].Stats.Lag == 0
+	}, 10*time.Second, 10*time.Millisecond, "the SQLite queue knows the group's lag once it committed")
 
 	require.Eventually(t, func() bool {
 		dls, err := h.state.DeadLetters(t.Context(), state.DeadLetterFilter{Flow: "route"})
