@@ -20,7 +20,9 @@ import (
 // but actions still need the session's CSRF token: a page on another
 // site must not make the browser replay dead letters on localhost.
 //
-// A session cookie is "<issued unix>.<random>.<mac>", the mac an HMAC of
+// The cookie's path is /ui, so the routes of HTTP-triggered flows on the
+// same listener never receive it. A session cookie is "<issued
+// unix>.<random>.<mac>", the mac an HMAC of
 // the first two parts under a key derived from the admin token (a random
 // key without one), so the cookie never carries the token, sessions end
 // when the token changes, and no session table is kept. The CSRF token of a
@@ -120,13 +122,13 @@ func (a *access) tokenEqual(given string) bool {
 
 func (a *access) setSession(w http.ResponseWriter, r *http.Request, value string) {
 	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: value, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		Name: sessionCookie, Value: value, Path: "/ui", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL / time.Second),
 	})
 }
 
 func (a *access) clearSession(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/ui", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
 }
 

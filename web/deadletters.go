@@ -136,15 +136,11 @@ func (s *Server) deadLetterPage(w http.ResponseWriter, r *http.Request, p *page)
 	id := r.PathValue("id")
 	ctx := r.Context()
 	dls, err := s.opts.State.DeadLetters(ctx, state.DeadLetterFilter{IDs: []string{id}, Replayed: true, Limit: 1})
-	if err != nil {
-		s.fail(w, r, err)
+	dl, ok := one(s, w, r, p, dls, err, "No dead letter "+id+" (it may have been purged).")
+	if !ok {
 		return
 	}
-	if len(dls) == 0 {
-		s.notFound(w, r, p, "No dead letter "+id+" (it may have been purged).")
-		return
-	}
-	d := letterDetail{Letter: dls[0]}
+	d := letterDetail{Letter: dl}
 	d.Payload, d.Binary = payloadText(d.Letter.Payload)
 	if runs, err := s.opts.State.Runs(ctx, state.Filter{Flow: d.Letter.Flow, Input: d.Letter.SourceID, Status: state.StatusDeadLettered, Limit: 1}); err == nil && len(runs) > 0 {
 		d.Run = runs[0].ID

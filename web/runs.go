@@ -134,15 +134,11 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request, p *page) {
 	}
 	id := r.PathValue("id")
 	runs, err := s.opts.State.Runs(r.Context(), state.Filter{ID: id, Limit: 1})
-	if err != nil {
-		s.fail(w, r, err)
+	run, ok := one(s, w, r, p, runs, err, "No run "+id+" is recorded (it may have been pruned by retention).")
+	if !ok {
 		return
 	}
-	if len(runs) == 0 {
-		s.notFound(w, r, p, "No run "+id+" is recorded (it may have been pruned by retention).")
-		return
-	}
-	d := runDetail{Run: runs[0]}
+	d := runDetail{Run: run}
 	d.TraceID = traceID(d.Run)
 	d.Steps = timeline(d.Run)
 	if strings.HasPrefix(d.Run.Trigger, "bucket:") {

@@ -238,3 +238,18 @@ func (s *Server) noState(w http.ResponseWriter, r *http.Request, p *page) bool {
 	s.render(w, r, "notfound", p)
 	return true
 }
+
+// one returns the only element of a lookup by id, having answered the
+// request when the lookup failed (500) or found nothing (404, missing).
+func one[T any](s *Server, w http.ResponseWriter, r *http.Request, p *page, found []T, err error, missing string) (T, bool) {
+	var zero T
+	if err != nil {
+		s.fail(w, r, err)
+		return zero, false
+	}
+	if len(found) == 0 {
+		s.notFound(w, r, p, missing)
+		return zero, false
+	}
+	return found[0], true
+}

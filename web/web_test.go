@@ -186,23 +186,24 @@ func (e *env) client() *http.Client {
 
 func (e *env) get(c *http.Client, path string, header ...string) (int, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, e.srv.URL+path, nil)
-	require.NoError(e.t, err)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := c.Do(req)
-	require.NoError(e.t, err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return e.do(c, http.MethodGet, path, nil, header...)
 }
 
 func (e *env) post(c *http.Client, path string, form url.Values, header ...string) (int, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodPost, e.srv.URL+path, strings.NewReader(form.Encode()))
+	return e.do(c, http.MethodPost, path, form, append([]string{"Content-Type", "application/x-www-form-urlencoded"}, header...)...)
+}
+
+// do sends a request (form, when not nil, as its body) with header's
+// name, value pairs and returns the status, body and headers.
+func (e *env) do(c *http.Client, method, path string, form url.Values, header ...string) (int, string, http.Header) {
+	e.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, body)
 	require.NoError(e.t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -300,6 +301,7 @@ func TestAccessNeedsTheToken(t *testing.T) {
 	cookie := h.Get("Set-Cookie")
 	assert.Contains(t, cookie, "HttpOnly")
 	assert.Contains(t, cookie, "SameSite=Strict")
+	assert.Contains(t, cookie, "Path=/ui", "HTTP flows on the listener never see it")
 	assert.NotContains(t, cookie, token)
 	for _, p := range pages[:len(pages)-1] {
 		status, _, _ := e.get(browser, p)
@@ -316,7 +318,7 @@ func TestAccessNeedsTheToken(t *testing.T) {
 
 	// A forged cookie (its mac changed) is no session.
 	forged := e.client()
-	u, _ := url.Parse(e.srv.URL)
+	u, _ := url.Parse(e.srv.URL + "/ui/")
 	cs := browser.Jar.Cookies(u)
 	require.Len(t, cs, 1)
 	forgedValue := cs[0].Value[:len(cs[0].Value)-2] + "xx"
@@ -329,7 +331,7 @@ func TestAccessNeedsTheToken(t *testing.T) {
 	status, _, _ = e.get(browser, "/ui/runs")
 	require.Equal(t, http.StatusOK, status)
 	otherClient := other.client()
-	ou, _ := url.Parse(other.srv.URL)
+	ou, _ := url.Parse(other.srv.URL + "/ui/")
 	otherClient.Jar.SetCookies(ou, []*http.Cookie{{Name: cs[0].Name, Value: cs[0].Value}})
 	status, _, _ = other.get(otherClient, "/ui/runs")
 	assert.Equal(t, http.StatusSeeOther, status)
