@@ -194,6 +194,20 @@ test('a phone-sized screen still reads the pages', async () => {
   await phone.close();
 });
 
+test('every page reads without JavaScript', async () => {
+  const nojs = await browser.newContext({ javaScriptEnabled: false });
+  await nojs.addCookies(await context.cookies());
+  const p = await nojs.newPage();
+  for (const [path, selector] of [['/ui/', '[data-flow="enrich"]'], ['/ui/flows/enrich', '[data-step="review"]'],
+    ['/ui/runs?status=dead_lettered', 'tr[data-status="dead_lettered"]'], ['/ui/dlq?replayed=1', 'tr[data-letter]'],
+    ['/ui/usage', 'svg.chart'], ['/ui/machines?machine=order&key=o-1', '[data-state="paid"]']]) {
+    const resp = await p.goto(`${base}${path}`);
+    assert.equal(resp.status(), 200, path);
+    await p.locator(selector).first().waitFor({ timeout: 5000 });
+  }
+  await nojs.close();
+});
+
 test('no script errors on any page', () => {
   assert.deepEqual(errors, []);
 });
