@@ -23,7 +23,7 @@ import (
 // playwright-core logs in, loads each page, watches counts move while
 // messages flow, sees the failing run, fixes its cause and replays its
 // dead letter to a succeeding run. Screenshots of each page go to
-// $SLUICE_SCREENSHOTS (a temporary folder by default, kept and logged);
+// $SLUICE_SCREENSHOTS (web/e2e/out by default, which git ignores);
 // with SLUICE_DOCS_SCREENSHOT=1 the flow page is also saved as
 // docs/img/dashboard.png.
 //
@@ -103,8 +103,11 @@ func TestDashboardInABrowser(t *testing.T) {
 
 	shots := os.Getenv("SLUICE_SCREENSHOTS")
 	if shots == "" {
-		shots, err = os.MkdirTemp("", "sluice-dashboard-screenshots-")
+		shots, err = filepath.Abs("e2e/out")
 		require.NoError(t, err)
+	}
+	for _, name := range screenshots { // none left from an earlier run
+		require.NoError(t, os.RemoveAll(filepath.Join(shots, name+".png")))
 	}
 	docs := ""
 	if os.Getenv("SLUICE_DOCS_SCREENSHOT") == "1" {
@@ -120,14 +123,17 @@ func TestDashboardInABrowser(t *testing.T) {
 	t.Logf("node --test e2e/dashboard.test.mjs:\n%s", out)
 	require.NoError(t, err, "the browser test failed")
 	t.Logf("screenshots in %s", shots)
-	for _, name := range []string{"login", "flows", "flow", "runs", "run-failed", "dead-letters", "replay", "dead-letter", "run-replayed",
-		"usage", "machines", "phone-flows", "phone-flow"} {
+	for _, name := range screenshots {
 		info, err := os.Stat(filepath.Join(shots, name+".png"))
 		if assert.NoError(t, err, name) {
 			assert.Greater(t, info.Size(), int64(1000), name)
 		}
 	}
 }
+
+// screenshots are the pages dashboard.test.mjs saves.
+var screenshots = []string{"login", "flows", "flow", "runs", "run-failed", "dead-letters", "replay", "dead-letter", "run-replayed",
+	"usage", "machines", "phone-flows", "phone-flow"}
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
