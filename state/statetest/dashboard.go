@@ -35,13 +35,7 @@ func dashboardQueries(t *testing.T, h Harness) {
 		{state.Filter{Until: t0.Add(2 * time.Minute)}, []string{"r2", "r1"}},
 		{state.Filter{Since: t0.Add(time.Minute), Until: t0.Add(2 * time.Minute)}, []string{"r2"}},
 	} {
-		runs, err := db.Runs(ctx, tc.f)
-		require.NoError(t, err)
-		var ids []string
-		for _, r := range runs {
-			ids = append(ids, r.ID)
-		}
-		assert.Equal(t, tc.want, ids, "%+v", tc.f)
+		assert.Equal(t, tc.want, runIDs(t, db, tc.f), "%+v", tc.f)
 	}
 
 	for i, dl := range []state.DeadLetter{

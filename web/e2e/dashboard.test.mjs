@@ -42,6 +42,19 @@ function flowing(customer) {
   return async () => { stopped = true; await loop; };
 }
 
+// risesWhileFlowing publishes orders until the number the page shows at
+// selector has grown by at least n, without a reload (htmx polling).
+async function risesWhileFlowing(selector, n) {
+  await page.locator(selector).waitFor();
+  const start = await number(selector);
+  const stop = flowing('initech');
+  try {
+    await page.waitForFunction(([sel, want]) => Number(document.querySelector(sel).textContent) >= want, [selector, start + n], { timeout: 30000 });
+  } finally {
+    await stop();
+  }
+}
+
 const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 const nav = (name) => page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name, exact: true });
 const number = async (selector) => Number((await page.locator(selector).first().textContent()).trim());
@@ -80,15 +93,7 @@ test('a page needs the login; the token logs in', async () => {
 test('the flows overview counts runs as messages flow, without a reload', async () => {
   await page.goto(`${base}/`);
   assert.equal(new URL(page.url()).pathname, '/ui/');
-  const runs = '[data-flow="enrich"] [data-stat="runs"]';
-  await page.locator(runs).waitFor();
-  const before = await number(runs);
-  const stop = flowing('initech');
-  try {
-    await page.waitForFunction(([sel, n]) => Number(document.querySelector(sel).textContent) >= n + 3, [runs, before], { timeout: 30000 });
-  } finally {
-    await stop();
-  }
+  await risesWhileFlowing('[data-flow="enrich"] [data-stat="runs"]', 3);
   assert.match(await page.locator('[data-flow="enrich"]').textContent(), /degraded|failing/, 'a dead letter waits');
   await shot('flows');
   // Keyboard: the first Tab reaches the skip link.
@@ -103,14 +108,7 @@ test('the flow page draws the graph with live counts beside the YAML', async () 
     await page.getByText(text, { exact: false }).first().waitFor();
   }
   assert.match(await page.locator('pre code').textContent(), /node: storage.get/);
-  const count = '[data-step="load"] [data-stat="count"]';
-  const before = await number(count);
-  const stop = flowing('initech');
-  try {
-    await page.waitForFunction(([sel, n]) => Number(document.querySelector(sel).textContent) >= n + 2, [count, before], { timeout: 30000 });
-  } finally {
-    await stop();
-  }
+  await risesWhileFlowing('[data-step="load"] [data-stat="count"]', 2);
   await shot('flow');
   if (process.env.SLUICE_DOCS_SCREENSHOT) {
     await page.screenshot({ path: process.env.SLUICE_DOCS_SCREENSHOT });
