@@ -402,6 +402,42 @@ func TestActionsNeedCSRFAndSameOrigin(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.JSONEq(t, `{"purged":1}`, string(body))
+
+	// Replay through the API: 202 with the job, then the dead letter is
+	// replayed; a body that is not a selection is a 400 naming the shape.
+	e.publish("orders", `{"customer":"hooli","amount":5}`)
+	var hooli string
+	require.Eventually(t, func() bool {
+		dls, err := e.state.DeadLetters(t.Context(), state.DeadLetterFilter{})
+		if err != nil || len(dls) != 1 {
+			return false
+		}
+		hooli = dls[0].ID
+		return true
+	}, 20*time.Second, 20*time.Millisecond)
+	apiPost := func(body string) (int, string) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/ui/api/deadletters/replay", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, text := apiPost(`[1, 2]`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, text, `want JSON {\"ids\": [...]}`)
+	status, text = apiPost(`{}`)
+	assert.Equal(t, http.StatusBadRequest, status, "an empty selection replays nothing")
+	assert.Contains(t, text, "select dead letters to replay")
+	status, text = apiPost(`{"flow":"enrich"}`)
+	require.Equal(t, http.StatusAccepted, status, text)
+	assert.Contains(t, text, `"total":1`)
+	require.Eventually(t, func() bool {
+		dls, err := e.state.DeadLetters(t.Context(), state.DeadLetterFilter{IDs: []string{hooli}, Replayed: true})
+		return err == nil && len(dls) == 1 && dls[0].Replayed != nil
+	}, 20*time.Second, 20*time.Millisecond)
 }
 
 // TestOpenDashboard: without a token (a loopback listener) pages read
