@@ -48,6 +48,9 @@ rmqenv="$(./scripts/services/rabbitmq.sh start)"
 eval "$rmqenv"
 pgenv="$(./scripts/services/postgres.sh start)"
 eval "$pgenv"
+# Chromium and playwright-core for the dashboard's browser test (web/e2e_test.go).
+chromeenv="$(./scripts/services/chromium.sh start)"
+eval "$chromeenv"
 
 echo "== go vet"
 go vet ./...

@@ -52,8 +52,10 @@ type DeadLetterFilter struct {
 	Step     string
 	Error    string // substring of the error
 	Since    time.Time
-	Replayed bool // include those already replayed
-	Limit    int  // 1000 by default
+	Replayed bool   // include those already replayed
+	Limit    int    // 1000 by default
+	SourceID string // only the dead letter of this input message
+	ReplayID string // only the dead letter replayed as this message
 }
 
 func (f DeadLetterFilter) where(dia *dialect) (string, []any) {
@@ -67,6 +69,8 @@ func (f DeadLetterFilter) where(dia *dialect) (string, []any) {
 	}
 	w.eq("flow", f.Flow)
 	w.eq("step", f.Step)
+	w.eq("source_id", f.SourceID)
+	w.eq("replay_id", f.ReplayID)
 	if f.Error != "" {
 		w.add(dia.contains("error"), f.Error)
 	}

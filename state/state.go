@@ -374,7 +374,9 @@ type Filter struct {
 	Parent  string // runs whose parent run is this one (lineage)
 	TraceID string
 	Since   time.Time
-	Limit   int // 100 by default
+	Limit   int       // 100 by default
+	Until   time.Time // runs started before it
+	Error   string    // runs whose error contains this text
 }
 
 // Runs returns matching runs, newest first.
@@ -394,6 +396,12 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	}
 	if !f.Since.IsZero() {
 		w.add("started_ms >= ?", f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		w.add("started_ms < ?", f.Until.UnixMilli())
+	}
+	if f.Error != "" {
+		w.add(d.dia.contains("error"), f.Error)
 	}
 	q := `SELECT id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, trace_id, parent_run FROM runs` + w.sql()
 	args := w.args

@@ -34,6 +34,7 @@ func runCmd(g *globals) *cobra.Command {
 	var limits listenerLimits
 	var tlsCert, tlsKey string
 	var watch bool
+	var ui uiOptions
 	cmd := &cobra.Command{
 		Use:   "run PATH...",
 		Short: "Run flows until interrupted",
@@ -56,6 +57,12 @@ flows are kept and the problems are logged with file:line:col and shown
 on /readyz until a reload succeeds. A flow is restarted only when its own
 YAML changes: files it refers to (a function's script, a model) are read
 again when its flow changes, not when they do.
+
+The listener also serves the dashboard at /ui (flows with live counts, runs,
+dead letters with replay, usage, state machines) and its JSON API at
+/ui/api. Off loopback they need the admin token (SLUICE_ADMIN_TOKEN or
+--admin-token: the login form, or Authorization: Bearer), and sluice run
+refuses to start without one; --ui=false turns the dashboard off.
 
 With --tls-cert and --tls-key the listener serves HTTPS (HTTP/2 and
 HTTP/1.1). The files are read again when they change (a renewed
@@ -81,6 +88,11 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			certs, err := newCertReloader(tlsCert, tlsKey, log)
 			if err != nil {
 				return err
+			}
+			if listen != "" {
+				if err := ui.checkAdminToken(listen); err != nil {
+					return err
+				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -171,7 +183,16 @@ as a renewal caught halfway, leaves the previous one in use.`,
 						return err
 					}
 				}
-				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reloads.status, reg, hooks, certs)
+				dash, err := ui.dashboard(g, fl, engine, st, log)
+				if err != nil {
+					return err
+				}
+				var mount func(*http.ServeMux)
+				if dash != nil {
+					defer dash.Close()
+					mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), fl) }
+				}
+				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reloads.status, reg, hooks, certs, mount)
 				if err != nil {
 					return err
 				}
@@ -180,6 +201,9 @@ as a renewal caught halfway, leaves the previous one in use.`,
 					scheme = "https://"
 				}
 				log.Info("serving /healthz, /readyz and /metrics", "addr", scheme+addr)
+				if dash != nil {
+					log.Info("serving the dashboard", "url", scheme+addr+"/ui/", "login", ui.adminToken() != "")
+				}
 				defer shutdown(srv, 5*time.Second)
 			}
 			for _, f := range fl {
@@ -222,6 +246,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	limits.flags(cmd)
+	ui.flags(cmd)
 	return cmd
 }
 
@@ -254,8 +279,10 @@ func webhooks(store *storage.Store) http.Handler {
 
 // serveOps serves the operational endpoints, and the bucket notification
 // webhook when the storage has one; over TLS when certs is not nil.
-// /readyz adds reloads(), the last reload's outcome, to its answer.
-func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reloads func() string, reg *prometheus.Registry, hooks http.Handler, certs *certReloader) (*http.Server, string, error) {
+// /readyz adds reloads(), the last reload's outcome, to its answer. mount,
+// when not nil, adds more routes (the dashboard).
+func serveOps(addr string, limits listenerLimits, write time.Duration, engine *flows.Engine, reloads func() string, reg *prometheus.Registry, hooks http.Handler, certs *certReloader,
+	mount func(*http.ServeMux)) (*http.Server, string, error) {
 	ln, err := limits.listen(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("--listen %s: %w", addr, err)
@@ -280,6 +307,9 @@ func serveOps(addr string, limits listenerLimits, write time.Duration, engine *f
 	mux.Handle("/", engine.HTTPHandler())
 	if hooks != nil {
 		mux.Handle("/hooks/s3", hooks)
+	}
+	if mount != nil {
+		mount(mux)
 	}
 	srv := limits.server(mux, write)
 	if certs != nil {

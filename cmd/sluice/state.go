@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -18,23 +15,7 @@ import (
 
 func stateCmd(g *globals) *cobra.Command {
 	var dbPath string
-	open := func() (machines.Store, error) {
-		p := dbPath
-		if p == "" && machines.IsPostgresURL(g.stateURL()) {
-			p = g.stateURL()
-		}
-		if machines.IsPostgresURL(p) {
-			return machines.Open(context.Background(), p)
-		}
-		if p == "" {
-			p = filepath.Join(g.home, "machines.db")
-		}
-		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-			// Reading must not create it (in the wrong folder, perhaps).
-			return nil, fmt.Errorf("no machine state at %s: no state.transition step has run with this home (--home, or --db)", p)
-		}
-		return machines.OpenSQLite(p)
-	}
+	open := func() (machines.Store, error) { return openMachines(context.Background(), g, dbPath) }
 	cmd := &cobra.Command{
 		Use:   "state",
 		Short: "Inspect the entities of state.transition machines: state, version, history",

@@ -46,6 +46,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
 		{"TraceAndLineage", traceAndLineage},
+		{"DashboardQueries", dashboardQueries},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -87,14 +88,20 @@ func ledgerRoundTripAndFilters(t *testing.T, h Harness) {
 		{state.Filter{Since: t0.Add(90 * time.Second)}, []string{"r3"}},
 		{state.Filter{Limit: 1}, []string{"r3"}},
 	} {
-		runs, err := db.Runs(ctx, tc.f)
-		require.NoError(t, err)
-		var ids []string
-		for _, r := range runs {
-			ids = append(ids, r.ID)
-		}
-		assert.Equal(t, tc.want, ids, "%+v", tc.f)
+		assert.Equal(t, tc.want, runIDs(t, db, tc.f), "%+v", tc.f)
 	}
+}
+
+// runIDs lists the ids of the runs f matches, newest first.
+func runIDs(t *testing.T, db *state.DB, f state.Filter) []string {
+	t.Helper()
+	runs, err := db.Runs(t.Context(), f)
+	require.NoError(t, err)
+	var ids []string
+	for _, r := range runs {
+		ids = append(ids, r.ID)
+	}
+	return ids
 }
 
 func seenObjects(t *testing.T, h Harness) {

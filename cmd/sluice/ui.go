@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/machines"
+	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/web"
+)
+
+// uiOptions are `sluice run`'s dashboard flags.
+type uiOptions struct {
+	enabled bool
+	token   string // --admin-token; SLUICE_ADMIN_TOKEN when empty
+}
+
+func (u *uiOptions) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.BoolVar(&u.enabled, "ui", true, "serve the dashboard at /ui and its API at /ui/api on --listen")
+	f.StringVar(&u.token, "admin-token", "", "token the dashboard and its API require (login form, or Authorization: Bearer); required when --listen is not loopback-only (env SLUICE_ADMIN_TOKEN)")
+}
+
+// adminToken is --admin-token, else SLUICE_ADMIN_TOKEN (read here so --help
+// never prints it).
+func (u *uiOptions) adminToken() string {
+	if u.token != "" {
+		return u.token
+	}
+	return os.Getenv("SLUICE_ADMIN_TOKEN")
+}
+
+// checkAdminToken refuses a dashboard anyone on the network could use: on a
+// listener reachable from elsewhere the admin token is required.
+func (u *uiOptions) checkAdminToken(addr string) error {
+	if !u.enabled || u.adminToken() != "" || loopbackOnly(addr) {
+		return nil
+	}
+	return fmt.Errorf("--listen %s is reachable from other machines and serves the dashboard and its runs and dead-letter API: "+
+		"set SLUICE_ADMIN_TOKEN (or --admin-token), listen on 127.0.0.1, or turn the dashboard off with --ui=false", addr)
+}
+
+// dashboard makes the dashboard of engine, or nil when it is off. An HTTP
+// flow whose path is under /ui, which the dashboard would hide, is an
+// error.
+func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine, st *state.DB, log *slog.Logger) (*web.Server, error) {
+	if !u.enabled {
+		return nil, nil
+	}
+	for _, f := range fl {
+		if h := f.Trigger.HTTP; h != nil && (h.Path == "/ui" || strings.HasPrefix(h.Path, "/ui/")) {
+			return nil, fmt.Errorf("flow %s (%s): its path %s is under /ui, the dashboard's: choose another path, or turn the dashboard off with --ui=false", f.Name, f.Pos, h.Path)
+		}
+	}
+	return web.New(web.Options{
+		Engine: engine, State: st, AdminToken: u.adminToken(), Logger: log,
+		Machines: func(ctx context.Context) (machines.Store, error) { return openMachines(ctx, g, "") },
+	})
+}
+
+// openMachines opens the state machines' store: dbPath (a SQLite file or
+// a postgres:// URL) when given, else the --state database when it is
+// PostgreSQL, else machines.db in the home, which must exist (an error
+// wrapping fs.ErrNotExist otherwise).
+func openMachines(ctx context.Context, g *globals, dbPath string) (machines.Store, error) {
+	p := dbPath
+	if p == "" && machines.IsPostgresURL(g.stateURL()) {
+		p = g.stateURL()
+	}
+	if machines.IsPostgresURL(p) {
+		return machines.Open(ctx, p)
+	}
+	if p == "" {
+		p = filepath.Join(g.home, "machines.db")
+	}
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		// Reading must not create it (in the wrong folder, perhaps).
+		return nil, fmt.Errorf("no machine state at %s: no state.transition step has run with this home (--home, or --db): %w", p, err)
+	}
+	return machines.OpenSQLite(p)
+}
+
+// mountUI serves the dashboard on the listener's mux: /ui/ (its API under
+// /ui/api/), and / redirecting to /ui/ unless an HTTP flow serves /.
+func mountUI(mux *http.ServeMux, ui http.Handler, fl []*flows.Flow) {
+	mux.Handle("/ui/", ui)
+	mux.Handle("/ui", ui)
+	for _, f := range fl {
+		if h := f.Trigger.HTTP; h != nil && h.Path == "/" {
+			return
+		}
+	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ui/", http.StatusFound)
+	})
+}

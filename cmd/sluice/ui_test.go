@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const uiTestFlow = "name: shout\non: {topic: words}\nsteps:\n  - node: transform\n    with: {set: {loud: 'true'}}\n"
+
+func TestRunRefusesAnOpenDashboardOffLoopback(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_TOKEN", "")
+	dir := t.TempDir()
+	flow := filepath.Join(dir, "flow.yaml")
+	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
+	_, err := sluice(t, dir, "", "run", "--listen", "0.0.0.0:0", flow)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--listen 0.0.0.0:0 is reachable from other machines and serves the dashboard")
+	assert.Contains(t, err.Error(), "set SLUICE_ADMIN_TOKEN")
+
+	// An HTTP flow the dashboard would hide is refused.
+	t.Setenv("SLUICE_ADMIN_TOKEN", "x")
+	hidden := filepath.Join(dir, "hidden.yaml")
+	require.NoError(t, os.WriteFile(hidden, []byte("name: hidden\non: {http: {path: /ui/orders}}\nsteps:\n  - node: respond\n    with: {body: payload}\n"), 0o644))
+	_, err = sluice(t, dir, "", "run", "--listen", "127.0.0.1:0", hidden)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "its path /ui/orders is under /ui, the dashboard's")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "")
+
+	for _, c := range []struct {
+		name, addr, token string
+		enabled, ok       bool
+	}{
+		{"loopback without a token", "127.0.0.1:8787", "", true, true},
+		{"localhost without a token", "localhost:8787", "", true, true},
+		{"all interfaces without a token", ":8787", "", true, false},
+		{"all interfaces with a token", "0.0.0.0:8787", "t0k", true, true},
+		{"all interfaces, dashboard off", "0.0.0.0:8787", "", false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			u := uiOptions{enabled: c.enabled, token: c.token}
+			assert.Equal(t, c.ok, u.checkAdminToken(c.addr) == nil)
+		})
+	}
+}
+
+// TestRunServesTheDashboard runs `sluice run` in process: / leads to the
+// dashboard, which wants the admin token from SLUICE_ADMIN_TOKEN.
+func TestRunServesTheDashboard(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_TOKEN", "cli-test-token")
+	dir := t.TempDir()
+	flow := filepath.Join(dir, "flow.yaml")
+	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"--home", dir, "run", "--listen", addr, flow})
+		done <- root.ExecuteContext(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Error("sluice run did not stop")
+		}
+	})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	require.Eventually(t, func() bool {
+		resp, err := noRedirect.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond)
+
+	get := func(path, token string) (*http.Response, string) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := noRedirect.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, _ := get("/", "")
+	assert.Equal(t, http.StatusFound, resp.StatusCode)
+	assert.Equal(t, "/ui/", resp.Header.Get("Location"))
+	resp, _ = get("/ui/", "")
+	assert.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = get("/ui/api/flows", "")
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp, body := get("/ui/", "cli-test-token")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, `href="/ui/flows/shout"`)
+	resp, _ = get("/healthz", "")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the ops endpoints stay open")
+}
