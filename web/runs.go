@@ -99,7 +99,7 @@ type runDetail struct {
 	Run state.Run
 	// Children are the runs of the inputs this run made (lineage: the
 	// messages it published, the objects it wrote), oldest first.
-	Children []state.Run
+	Children   []state.Run
 	DeadLetter *state.DeadLetter // the dead letter the run made, if any
 	ReplayOf   *state.DeadLetter // the dead letter it replayed, if any
 	Object     string            // the input object (bucket/key) of a bucket run
@@ -158,4 +158,3 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request, p *page) {
 	p.Title, p.Nav, p.Data = "Run "+d.Run.ID, "runs", d
 	s.render(w, r, "run", p)
 }
-
