@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/phototest"
+	"github.com/sluicehq/sluice/internal/syncbuf"
 )
 
 var sluiceBin string
@@ -50,31 +50,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // instance is `sluice run` as a subprocess in its own working folder.
 type instance struct {
 	t    *testing.T
 	dir  string
 	addr string
 	cmd  *exec.Cmd
-	log  *syncBuffer // the process's output, written while it runs
+	log  *syncbuf.Buffer // the process's output, written while it runs
 }
 
 func freeAddr(t *testing.T) string {
@@ -94,7 +76,7 @@ func run(t *testing.T, dir string, args ...string) *instance {
 // startAt starts `sluice run` for in, listening on in.addr.
 func startAt(t *testing.T, in *instance, args ...string) {
 	t.Helper()
-	in.log = &syncBuffer{}
+	in.log = &syncbuf.Buffer{}
 	dir := in.dir
 	in.cmd = exec.Command(sluiceBin, append([]string{"run", "--listen", in.addr}, args...)...)
 	in.cmd.Dir = dir

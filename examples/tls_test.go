@@ -20,6 +20,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/syncbuf"
 )
 
 // testCA signs listener certificates for 127.0.0.1.
@@ -109,7 +111,7 @@ func TestTLSListener(t *testing.T) {
 	require.NoError(t, err)
 	defer logFile.Close()
 	logText := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
-	in.log = &syncBuffer{}
+	in.log = &syncbuf.Buffer{}
 	in.cmd = exec.Command(sluiceBin, "run", "--listen", in.addr, "flow.yaml")
 	in.cmd.Dir = dir
 	in.cmd.Stdout, in.cmd.Stderr = logFile, logFile

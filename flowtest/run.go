@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/internal/syncbuf"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/ai"
 	"github.com/sluicehq/sluice/state"
@@ -400,7 +401,7 @@ func (h *harness) serve(env map[string]string) error {
 func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) (_ []Failure, logText string) {
 	ctx, cancel := context.WithTimeout(ctx, tc.Timeout)
 	defer cancel()
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	log := newLog(&logs, opts)
 	defer func() { logText = logs.String() }()
 	h, err := start(ctx, f, fs, log)
@@ -420,7 +421,7 @@ func runCase(ctx context.Context, f *File, fs *flowSet, tc *Case, opts Options) 
 // runShared runs the cases one after another on one engine (a test
 // file's shared: true) and reports each as it ends.
 func runShared(ctx context.Context, f *File, fs *flowSet, cases []*Case, opts Options, report func(CaseResult)) {
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	log := newLog(&logs, opts)
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	h, err := start(startCtx, f, fs, log)
@@ -451,7 +452,7 @@ func runShared(ctx context.Context, f *File, fs *flowSet, cases []*Case, opts Op
 }
 
 // newLog is a case's logger, writing to logs from opts.LogLevel.
-func newLog(logs *logBuffer, opts Options) *slog.Logger {
+func newLog(logs *syncbuf.Buffer, opts Options) *slog.Logger {
 	level := opts.LogLevel
 	if level == nil {
 		level = slog.LevelWarn
@@ -487,34 +488,6 @@ func (h *harness) run(ctx context.Context, tc *Case) []Failure {
 		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
 	})
 	return out
-}
-
-// logBuffer collects a case's log lines; engine goroutines write at once.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string { return l.From(0) }
-
-// Len is how much was written so far, for From.
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-// From returns what was written after Len returned from.
-func (l *logBuffer) From(from int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b.Bytes()[from:])
 }
 
 // dropTime leaves the time out of captured log lines: they are read

@@ -1,14 +1,13 @@
 package web_test
 
 import (
-	"bytes"
+	"github.com/sluicehq/sluice/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +60,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
 	const adminToken = "e2e-admin-token"
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	run := exec.Command(bin, "--home", home, "run", "--listen", addr, flowsDir)
 	run.Env = append(os.Environ(), "SLUICE_ADMIN_TOKEN="+adminToken, "SLUICE_BROKER=", "SLUICE_STORAGE=", "SLUICE_STATE=")
 	run.Stdout, run.Stderr = &logs, &logs
@@ -139,22 +138,4 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
-}
-
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
