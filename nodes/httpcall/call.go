@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/eval"
 	"github.com/sluicehq/sluice/nodes"
@@ -277,6 +279,7 @@ func (n *Call) request(ctx context.Context, env *nodes.Envelope) (*http.Request,
 		}
 		req.Header.Set(h.Key, v)
 	}
+	propagateTrace(ctx, env, req.Header)
 	if n.idempotency && req.Header.Get("Idempotency-Key") == "" {
 		req.Header.Set("Idempotency-Key", IdempotencyKey(env.Event.ID, env.Flow, env.StepID()))
 	}
@@ -369,3 +372,22 @@ var (
 	_ nodes.Starter = (*Call)(nil)
 	_ nodes.Closer  = (*Call)(nil)
 )
+
+// propagateTrace sends the W3C trace context on (traceparent, tracestate),
+// unless the flow set a traceparent header itself: the step's span when
+// the run is traced, else the context the run received and passes on.
+func propagateTrace(ctx context.Context, env *nodes.Envelope, h http.Header) {
+	if h.Get("traceparent") != "" {
+		return
+	}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+		return
+	}
+	if tp := env.Meta["traceparent"]; tp != "" {
+		h.Set("traceparent", tp)
+		if ts := env.Meta["tracestate"]; ts != "" {
+			h.Set("tracestate", ts)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/nodes/httpcall"
@@ -260,4 +261,32 @@ func TestTLSWithCustomCA(t *testing.T) {
 
 	n := nodestest.New(t, "http.call", `{url: "`+srv.URL+`", ca_file: missing.pem}`, nodes.Deps{})
 	assert.ErrorContains(t, n.(nodes.Starter).Start(t.Context()), "missing.pem")
+}
+
+// TestSendsTraceContext: the call carries the step's trace context, or
+// (untraced) the one the run received; a traceparent the flow sets wins.
+func TestSendsTraceContext(t *testing.T) {
+	srv := serve(t, func(w http.ResponseWriter, r *http.Request) {})
+	n := start(t, `{url: "`+srv.URL+`"}`)
+
+	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	spanID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	ctx := trace.ContextWithSpanContext(t.Context(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled}))
+	require.NoError(t, n.Process(ctx, envelope("msg-1", map[string]any{})))
+
+	env := envelope("msg-2", map[string]any{})
+	env.Meta["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	env.Meta["tracestate"] = "vendor=1"
+	require.NoError(t, n.Process(t.Context(), env))
+
+	own := start(t, `{url: "`+srv.URL+`", headers: {traceparent: "00-11111111111111111111111111111111-2222222222222222-01"}}`)
+	require.NoError(t, own.Process(ctx, envelope("msg-3", map[string]any{})))
+
+	reqs := srv.requests()
+	require.Len(t, reqs, 3)
+	assert.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", reqs[0].Header.Get("traceparent"))
+	assert.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", reqs[1].Header.Get("traceparent"))
+	assert.Equal(t, "vendor=1", reqs[1].Header.Get("tracestate"))
+	assert.Equal(t, "00-11111111111111111111111111111111-2222222222222222-01", reqs[2].Header.Get("traceparent"))
 }
