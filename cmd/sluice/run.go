@@ -189,6 +189,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				}
 				var mount func(*http.ServeMux)
 				if dash != nil {
+					defer ui.machines.close()
 					defer dash.Close()
 					mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), fl) }
 				}

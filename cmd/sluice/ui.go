@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -21,8 +22,9 @@ import (
 
 // uiOptions are `sluice run`'s dashboard flags.
 type uiOptions struct {
-	enabled bool
-	token   string // --admin-token; SLUICE_ADMIN_TOKEN when empty
+	enabled  bool
+	token    string // --admin-token; SLUICE_ADMIN_TOKEN when empty
+	machines sharedMachines
 }
 
 func (u *uiOptions) flags(cmd *cobra.Command) {
@@ -64,9 +66,51 @@ func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine
 	}
 	return web.New(web.Options{
 		Engine: engine, State: st, AdminToken: u.adminToken(), Logger: log,
-		Machines: func(ctx context.Context) (machines.Store, error) { return openMachines(ctx, g, "") },
+		Machines: u.machines.get(func(ctx context.Context) (machines.Store, error) { return openMachines(ctx, g, "") }),
 	})
 }
+
+// sharedMachines opens the dashboard's machine store once, when a page
+// first needs it (machines.db exists only after a state.transition ran),
+// and hands that one store (one connection pool) to every request;
+// close closes it.
+type sharedMachines struct {
+	mu sync.Mutex
+	st machines.Store
+}
+
+// get is the dashboard's Machines option: the stores it returns must be
+// closed as usual, which leaves the shared one open.
+func (m *sharedMachines) get(open func(context.Context) (machines.Store, error)) func(context.Context) (machines.Store, error) {
+	return func(ctx context.Context) (machines.Store, error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.st == nil {
+			st, err := open(ctx)
+			if err != nil {
+				return nil, err
+			}
+			m.st = st
+		}
+		return keepOpen{m.st}, nil
+	}
+}
+
+func (m *sharedMachines) close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.st == nil {
+		return nil
+	}
+	err := m.st.Close()
+	m.st = nil
+	return err
+}
+
+// keepOpen is a machines.Store whose Close leaves the store open.
+type keepOpen struct{ machines.Store }
+
+func (keepOpen) Close() error { return nil }
 
 // openMachines opens the state machines' store: dbPath (a SQLite file or
 // a postgres:// URL) when given, else the --state database when it is

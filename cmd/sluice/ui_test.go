@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/machines"
 )
 
 const uiTestFlow = "name: shout\non: {topic: words}\nsteps:\n  - node: transform\n    with: {set: {loud: 'true'}}\n"
@@ -117,4 +119,29 @@ func TestRunServesTheDashboard(t *testing.T) {
 	assert.Contains(t, body, `href="/ui/flows/shout"`)
 	resp, _ = get("/healthz", "")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "the ops endpoints stay open")
+}
+
+// TestDashboardSharesOneMachineStore: the machines page's requests share
+// one store (one connection pool), opened at the first, closed at the end.
+func TestDashboardSharesOneMachineStore(t *testing.T) {
+	var m sharedMachines
+	opened := 0
+	get := m.get(func(context.Context) (machines.Store, error) {
+		opened++
+		return machines.OpenSQLite(filepath.Join(t.TempDir(), "machines.db"))
+	})
+	for range 3 {
+		st, err := get(t.Context())
+		require.NoError(t, err)
+		_, err = st.List(t.Context(), "order", "", 10)
+		require.NoError(t, err)
+		require.NoError(t, st.Close())
+	}
+	assert.Equal(t, 1, opened)
+	require.NoError(t, m.close())
+	st, err := get(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 2, opened, "opened again after close")
+	require.NoError(t, st.Close())
+	require.NoError(t, m.close())
 }
