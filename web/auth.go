@@ -7,11 +7,15 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Access control. With an admin token every page and API call needs
@@ -36,14 +40,15 @@ const (
 )
 
 type access struct {
-	token  []byte // the admin token; nil: open
-	key    []byte // HMAC key of sessions and CSRF tokens
-	origin *http.CrossOriginProtection
-	now    func() time.Time
+	token   []byte // the admin token; nil: open
+	key     []byte // HMAC key of sessions and CSRF tokens
+	origin  *http.CrossOriginProtection
+	now     func() time.Time
+	guesses guesses // wrong tokens, by client address
 }
 
 func newAccess(token string) *access {
-	a := &access{origin: http.NewCrossOriginProtection(), now: time.Now}
+	a := &access{origin: http.NewCrossOriginProtection(), now: time.Now, guesses: guesses{by: map[string]*rate.Limiter{}}}
 	if token != "" {
 		a.token = []byte(token)
 		m := hmac.New(sha256.New, a.token)
@@ -110,7 +115,66 @@ func (a *access) bearer(r *http.Request) bool {
 	}
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
-	return ok && a.tokenEqual(tok)
+	return ok && a.guess(r, tok)
+}
+
+// guess checks a token a client gave (login form or bearer header): a
+// client that guessed wrong too often (guessBurst at once, then one a
+// second) is refused without its token being looked at, until it may
+// guess again.
+func (a *access) guess(r *http.Request, token string) bool {
+	if !a.guesses.mayGuess(r) {
+		return false
+	}
+	if a.tokenEqual(token) {
+		return true
+	}
+	a.guesses.wrong(r)
+	return false
+}
+
+// Wrong-token guesses allowed per client address: guessBurst at once,
+// then guessRate a second; guessClients bounds the clients remembered.
+const (
+	guessBurst   = 30
+	guessRate    = 1
+	guessClients = 10000
+)
+
+// guesses limits wrong admin-token guesses per client address.
+type guesses struct {
+	mu sync.Mutex
+	by map[string]*rate.Limiter
+}
+
+func clientOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (g *guesses) mayGuess(r *http.Request) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	l := g.by[clientOf(r)]
+	return l == nil || l.Tokens() >= 1
+}
+
+func (g *guesses) wrong(r *http.Request) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := clientOf(r)
+	l := g.by[c]
+	if l == nil {
+		if len(g.by) >= guessClients {
+			clear(g.by) // bounded memory; a flood of addresses starts over
+		}
+		l = rate.NewLimiter(guessRate, guessBurst)
+		g.by[c] = l
+	}
+	l.Allow()
 }
 
 // tokenEqual compares a given token with the admin token in constant time

@@ -36,7 +36,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostFormValue("next"))
-	if !s.auth.tokenEqual(r.PostFormValue("token")) {
+	if !s.auth.guesses.mayGuess(r) {
+		s.log.Warn("dashboard login refused: too many wrong tokens", "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		s.render(w, r, "login", &page{Title: "Log in", Data: loginData{Next: next, Problem: "Too many wrong tokens from here: wait a moment."}})
+		return
+	}
+	if !s.auth.guess(r, r.PostFormValue("token")) {
 		s.log.Warn("dashboard login refused: wrong token", "remote", r.RemoteAddr)
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, r, "login", &page{Title: "Log in", Data: loginData{Next: next, Problem: "That is not the admin token."}})

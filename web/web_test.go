@@ -640,3 +640,20 @@ func TestRunPageShowsTraceAndLineage(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, `href="/ui/runs/run-parent"`, "the run its input came from")
 }
+
+// TestWrongTokenGuessesAreLimited: a client that sent the wrong admin
+// token guessBurst times is refused at once, even with the right one,
+// in the login form and as a bearer header.
+func TestWrongTokenGuessesAreLimited(t *testing.T) {
+	e := start(t, "s3cret-token")
+	for range 30 { // guessBurst
+		status, _, _ := e.post(e.client(), "/ui/login", url.Values{"token": {"wrong"}})
+		require.Equal(t, http.StatusUnauthorized, status)
+	}
+	status, body, h := e.post(e.client(), "/ui/login", url.Values{"token": {"s3cret-token"}})
+	assert.Equal(t, http.StatusTooManyRequests, status)
+	assert.Equal(t, "1", h.Get("Retry-After"))
+	assert.Contains(t, body, "Too many wrong tokens")
+	status, _, _ = e.get(e.client(), "/ui/api/flows", "Authorization", "Bearer s3cret-token")
+	assert.Equal(t, http.StatusUnauthorized, status, "the bearer header is a guess too")
+}
