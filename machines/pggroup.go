@@ -1,0 +1,218 @@
+package machines
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Group commit on PostgreSQL. Apply queues its transition; the caller
+// that finds no commit under way commits what is queued, in one
+// statement, and keeps committing what queues meanwhile (the state
+// ledger's scheme, state/ledger.go). Concurrent transitions (the engine's
+// lanes, one per partition key) thus share one round trip and one WAL
+// flush, while a transition alone still costs one statement.
+//
+// The statement (pgApplyGroup) cannot fail for a single transition's
+// sake: an entity whose version moved, a create whose entity exists and a
+// repeated input each just leave that transition out of what it returns
+// (each transition's outcome is its own); the rest apply. Should it fail
+// all the same (a race with another process on the unique input index, a
+// deadlock between processes), each transition of the group is retried
+// alone, so one failure never fails the others.
+
+// maxGroup bounds the transitions of one statement.
+const maxGroup = 256
+
+// pgApplyGroup applies a group of transitions, given column by column
+// ($1–$9, one row per transition, i its index) with their timers ($10–$13,
+// by transition index). A transition applies when its entity is at the
+// expected version (a new one: absent) and its input caused no transition
+// of the entity yet; the entity row, the transition row and its timers
+// are written together. It returns the indexes of the transitions applied
+// with the entity's version after each.
+const pgApplyGroup = `WITH req AS (
+	SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+		AS r(i, machine, key, expect, state_to, event, from_state, input, at_ms)
+), upd AS (
+	UPDATE entities e SET state = r.state_to, version = e.version + 1, updated_ms = r.at_ms
+	FROM req r
+	WHERE r.expect > 0 AND e.machine = r.machine AND e.key = r.key AND e.version = r.expect
+		AND (r.input = '' OR NOT EXISTS (SELECT 1 FROM transitions t WHERE t.machine = r.machine AND t.key = r.key AND t.input = r.input))
+	RETURNING r.i, e.version
+), ins AS (
+	INSERT INTO entities (machine, key, state, version, updated_ms)
+	SELECT machine, key, state_to, 1, at_ms FROM req WHERE expect = 0
+	ON CONFLICT DO NOTHING
+	RETURNING machine, key
+), applied AS (
+	SELECT i, version FROM upd
+	UNION ALL
+	SELECT r.i, 1::bigint FROM ins JOIN req r ON r.expect = 0 AND r.machine = ins.machine AND r.key = ins.key
+), tr AS (
+	INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms)
+	SELECT r.machine, r.key, a.version, r.event, r.from_state, r.state_to, r.input, r.at_ms
+	FROM applied a JOIN req r ON r.i = a.i
+), tm AS (
+	INSERT INTO timers (machine, key, version, event, state, topic, due_ms)
+	SELECT r.machine, r.key, a.version, x.event, r.state_to, x.topic, x.due_ms
+	FROM unnest($10::int[], $11::text[], $12::text[], $13::bigint[]) AS x(i, event, topic, due_ms)
+		JOIN applied a ON a.i = x.i JOIN req r ON r.i = x.i
+	ON CONFLICT DO NOTHING
+)
+SELECT i, version FROM applied`
+
+// applyReq is one Apply waiting for its group's commit.
+type applyReq struct {
+	machine, key string
+	expect       int64
+	t            Transition
+	atMS         int64
+	applied      bool
+	done         chan error // answered once its group committed (or failed)
+}
+
+// group queues transitions for the next commit.
+type group struct {
+	mu         sync.Mutex
+	waiting    []*applyReq
+	committing bool
+}
+
+// Apply queues the transition with whatever else is being applied and
+// returns once its group is committed (see the group commit above): the
+// entity row, the transition row and its timers are committed together,
+// before Apply returns. A caller whose ctx ends while its transition is
+// being committed gets ctx's error; the transition may then be committed
+// or not, and a redelivered input is found by the unique input index.
+func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64, t Transition) (Entity, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Entity{}, false, err
+	}
+	at := t.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	r := &applyReq{machine: machine, key: key, expect: expect, t: t, atMS: at.UnixMilli(), done: make(chan error, 1)}
+	s.mu.Lock()
+	s.waiting = append(s.waiting, r)
+	if !s.committing {
+		// No commit under way: commit here, and keep committing what
+		// queues up meanwhile. The group runs without ctx's cancellation:
+		// other callers' transitions ride in it.
+		s.committing = true
+		gctx := context.WithoutCancel(ctx)
+		for len(s.waiting) > 0 {
+			g := s.take()
+			s.mu.Unlock()
+			s.commitGroup(gctx, g)
+			s.mu.Lock()
+		}
+		s.committing = false
+	}
+	s.mu.Unlock()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			return s.failed(ctx, machine, key, t.Input, err)
+		}
+	case <-ctx.Done():
+		return Entity{}, false, ctx.Err()
+	}
+	if !r.applied {
+		return s.repeatOr(ctx, machine, key, t.Input, ErrConflict)
+	}
+	return Entity{Machine: machine, Key: key, State: t.To, Version: expect + 1, Updated: time.UnixMilli(r.atMS).UTC()}, true, nil
+}
+
+// take removes the next group from the queue (s.mu held): at most
+// maxGroup transitions, at most one per entity (a later one for the same
+// entity waits for the next group, so it applies after the earlier one,
+// as if they came one at a time).
+func (s *Postgres) take() []*applyReq {
+	type ek struct{ machine, key string }
+	seen := map[ek]bool{}
+	var g, rest []*applyReq
+	for _, r := range s.waiting {
+		k := ek{r.machine, r.key}
+		if seen[k] || len(g) == maxGroup {
+			rest = append(rest, r)
+			continue
+		}
+		seen[k] = true
+		g = append(g, r)
+	}
+	s.waiting = rest
+	return g
+}
+
+// commitGroup commits g and answers each of its transitions. When the
+// group's statement fails, each transition is tried alone, so that only
+// the one that fails is answered with the error.
+func (s *Postgres) commitGroup(ctx context.Context, g []*applyReq) {
+	err := s.applyGroup(ctx, g)
+	if err != nil && len(g) > 1 {
+		for _, r := range g {
+			r.done <- s.applyGroup(ctx, []*applyReq{r})
+		}
+		return
+	}
+	for _, r := range g {
+		r.done <- err
+	}
+}
+
+// applyGroup runs pgApplyGroup for g (a statement commits by itself: no
+// BEGIN or COMMIT round trips) and marks the transitions applied. The
+// rows are given sorted by entity, so that groups of two processes
+// touching the same entities lock them in the same order.
+func (s *Postgres) applyGroup(ctx context.Context, g []*applyReq) error {
+	sorted := slices.Clone(g)
+	slices.SortFunc(sorted, func(a, b *applyReq) int {
+		return cmp.Or(cmp.Compare(a.machine, b.machine), cmp.Compare(a.key, b.key))
+	})
+	n := len(sorted)
+	idx := make([]int32, n)
+	machs, keys, tos, events, froms, inputs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	expects, ats := make([]int64, n), make([]int64, n)
+	var tIdx []int32
+	var tEvents, tTopics []string
+	var tDue []int64
+	for i, r := range sorted {
+		idx[i], machs[i], keys[i], expects[i] = int32(i), r.machine, r.key, r.expect
+		tos[i], events[i], froms[i], inputs[i], ats[i] = r.t.To, r.t.Event, r.t.From, r.t.Input, r.atMS
+		for _, tm := range r.t.Timers {
+			tIdx, tEvents, tTopics, tDue = append(tIdx, int32(i)), append(tEvents, tm.Event), append(tTopics, tm.Topic), append(tDue, tm.Due.UnixMilli())
+		}
+	}
+	if tIdx == nil {
+		// Empty arrays, not NULL (unnest of NULL is no rows too, but
+		// keep the parameters typed alike).
+		tIdx, tEvents, tTopics, tDue = []int32{}, []string{}, []string{}, []int64{}
+	}
+	rows, err := s.pool.Query(ctx, pgApplyGroup, idx, machs, keys, expects, tos, events, froms, inputs, ats, tIdx, tEvents, tTopics, tDue)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i int32
+		if err := rows.Scan(&i, nil); err != nil {
+			return err
+		}
+		if i < 0 || int(i) >= n {
+			return fmt.Errorf("machines: group commit returned transition %d of %d", i, n)
+		}
+		sorted[i].applied = true // at version expect+1 (the statement's WHERE)
+	}
+	if err := rows.Err(); err != nil {
+		for _, r := range sorted {
+			r.applied = false
+		}
+		return err
+	}
+	return nil
+}
