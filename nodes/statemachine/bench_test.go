@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/pgtest"
@@ -96,31 +98,60 @@ func median(xs []float64) float64 {
 
 // BenchmarkTransitionsPostgres reports state transitions/s through
 // state.transition on PostgreSQL (--state postgres://…) over 1,000
-// entities: one event at a time, and 16 at once (as concurrent partitions
-// deliver them; PostgreSQL flushes the commits of concurrent transactions
-// together), durable (a WAL flush per commit) and with
-// synchronous_commit=off (the durability class of SQLite's
-// synchronous=NORMAL). Three rounds, medians.
+// entities, one event at a time and 16 at once (as 16 lanes of a stream
+// deliver them: each lane its own entities, in order), durable (a WAL
+// flush per commit, synchronous_commit on: the default) and with
+// synchronous_commit=off, side by side with the SQLite store (the
+// default, machines.db) in the same rounds: three alternating rounds,
+// medians. Durable runs also report transitions per WAL flush (from
+// pg_stat_wal): how many transitions one group commit carried.
 func BenchmarkTransitionsPostgres(b *testing.B) {
-	pgtest.Server(b) // skips without PostgreSQL
+	base := pgtest.Server(b) // skips without PostgreSQL
 	n := max(b.N, 5000)
-	for _, c := range []struct {
+	cases := []struct {
 		name    string
 		workers int
-		params  string
+		params  string // "": SQLite
 	}{
-		{"serial", 1, ""},
-		{"concurrent", 16, ""},
+		{"sqlite_serial", 1, ""},
+		{"serial", 1, "-"},
+		{"sqlite_concurrent", 16, ""},
+		{"concurrent", 16, "-"},
 		{"serial_async", 1, "&synchronous_commit=off"},
 		{"concurrent_async", 16, "&synchronous_commit=off"},
-	} {
-		var rates []float64
-		for range 3 {
-			rates = append(rates, measureTransitionsOn(b, n, c.workers, nodes.Deps{StateDir: b.TempDir(), State: pgtest.URL(b) + c.params}))
+	}
+	rates := map[string][]float64{}
+	perSync := map[string][]float64{}
+	for range 3 {
+		for _, c := range cases {
+			deps := nodes.Deps{StateDir: b.TempDir()}
+			if c.params != "" {
+				deps.State = pgtest.URL(b) + strings.TrimPrefix(c.params, "-")
+			}
+			syncs := walSyncs(b, base)
+			rates[c.name] = append(rates[c.name], measureTransitionsOn(b, n, c.workers, deps))
+			if c.params == "-" {
+				perSync[c.name] = append(perSync[c.name], float64(n)/float64(max(walSyncs(b, base)-syncs, 1)))
+			}
 		}
-		b.ReportMetric(median(rates), c.name+"_transitions/s")
+	}
+	for _, c := range cases {
+		b.ReportMetric(median(rates[c.name]), c.name+"_transitions/s")
+		if ps := perSync[c.name]; ps != nil {
+			b.ReportMetric(median(ps), c.name+"_per_wal_flush")
+		}
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// walSyncs reads the server's count of WAL flushes.
+func walSyncs(b *testing.B, url string) int64 {
+	conn, err := pgx.Connect(b.Context(), url)
+	require.NoError(b, err)
+	defer conn.Close(b.Context())
+	var n int64
+	require.NoError(b, conn.QueryRow(b.Context(), `SELECT wal_sync FROM pg_stat_wal`).Scan(&n))
+	return n
 }
 
 func measureTransitionsOn(b *testing.B, n, workers int, deps nodes.Deps) float64 {
