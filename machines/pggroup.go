@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,10 +78,19 @@ type applyReq struct {
 
 // group queues transitions for the next commit.
 type group struct {
-	mu         sync.Mutex
-	waiting    []*applyReq
-	committing bool
+	mu       sync.Mutex
+	waiting  []*applyReq
+	inFlight int // groups being committed
+	// Tuning (zero: the defaults): groups committed at once (PostgreSQL
+	// flushes the WAL of concurrent commits together, so a second group
+	// can ride the first's flush), and transitions per group.
+	maxInFlight, maxSize int
+	// Committed so far: groups, and the transitions in them.
+	groups, grouped atomic.Int64
 }
+
+// defaultInFlight is how many groups commit at once (see group).
+const defaultInFlight = 2
 
 // Apply queues the transition with whatever else is being applied and
 // returns once its group is committed (see the group commit above): the
@@ -99,11 +109,11 @@ func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64,
 	r := &applyReq{machine: machine, key: key, expect: expect, t: t, atMS: at.UnixMilli(), done: make(chan error, 1)}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, r)
-	if !s.committing {
-		// No commit under way: commit here, and keep committing what
+	if s.inFlight < cmp.Or(s.maxInFlight, defaultInFlight) {
+		// Room for a commit: commit here, and keep committing what
 		// queues up meanwhile. The group runs without ctx's cancellation:
 		// other callers' transitions ride in it.
-		s.committing = true
+		s.inFlight++
 		gctx := context.WithoutCancel(ctx)
 		for len(s.waiting) > 0 {
 			g := s.take()
@@ -111,7 +121,7 @@ func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64,
 			s.commitGroup(gctx, g)
 			s.mu.Lock()
 		}
-		s.committing = false
+		s.inFlight--
 	}
 	s.mu.Unlock()
 	select {
@@ -138,7 +148,7 @@ func (s *Postgres) take() []*applyReq {
 	var g, rest []*applyReq
 	for _, r := range s.waiting {
 		k := ek{r.machine, r.key}
-		if seen[k] || len(g) == maxGroup {
+		if seen[k] || len(g) == cmp.Or(s.maxSize, maxGroup) {
 			rest = append(rest, r)
 			continue
 		}
@@ -153,6 +163,8 @@ func (s *Postgres) take() []*applyReq {
 // group's statement fails, each transition is tried alone, so that only
 // the one that fails is answered with the error.
 func (s *Postgres) commitGroup(ctx context.Context, g []*applyReq) {
+	s.groups.Add(1)
+	s.grouped.Add(int64(len(g)))
 	err := s.applyGroup(ctx, g)
 	if err != nil && len(g) > 1 {
 		for _, r := range g {
