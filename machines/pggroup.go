@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -85,12 +86,16 @@ type group struct {
 	// flushes the WAL of concurrent commits together, so a second group
 	// can ride the first's flush), and transitions per group.
 	maxInFlight, maxSize int
+	noYield              bool
 	// Committed so far: groups, and the transitions in them.
 	groups, grouped atomic.Int64
 }
 
-// defaultInFlight is how many groups commit at once (see group).
-const defaultInFlight = 2
+// defaultInFlight is how many groups commit at once (see group): one,
+// by measurement (BenchmarkPostgresApply: with 16 and 64 callers one
+// group in flight gathered the most transitions per commit; a second
+// group in flight split them).
+const defaultInFlight = 1
 
 // Apply queues the transition with whatever else is being applied and
 // returns once its group is committed (see the group commit above): the
@@ -110,18 +115,10 @@ func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64,
 	s.mu.Lock()
 	s.waiting = append(s.waiting, r)
 	if s.inFlight < cmp.Or(s.maxInFlight, defaultInFlight) {
-		// Room for a commit: commit here, and keep committing what
-		// queues up meanwhile. The group runs without ctx's cancellation:
-		// other callers' transitions ride in it.
+		// Room for a commit: commit here. The group runs without ctx's
+		// cancellation: other callers' transitions ride in it.
 		s.inFlight++
-		gctx := context.WithoutCancel(ctx)
-		for len(s.waiting) > 0 {
-			g := s.take()
-			s.mu.Unlock()
-			s.commitGroup(gctx, g)
-			s.mu.Lock()
-		}
-		s.inFlight--
+		s.commitQueued(context.WithoutCancel(ctx), r)
 	}
 	s.mu.Unlock()
 	select {
@@ -136,6 +133,35 @@ func (s *Postgres) Apply(ctx context.Context, machine, key string, expect int64,
 		return s.repeatOr(ctx, machine, key, t.Input, ErrConflict)
 	}
 	return Entity{Machine: machine, Key: key, State: t.To, Version: expect + 1, Updated: time.UnixMilli(r.atMS).UTC()}, true, nil
+}
+
+// commitQueued commits groups while transitions are queued (s.mu held,
+// s.inFlight counting this commit), until own (nil: none) is answered;
+// what is still queued then is committed by a goroutine of its own, so
+// that the caller does not wait on others' transitions.
+func (s *Postgres) commitQueued(ctx context.Context, own *applyReq) {
+	for len(s.waiting) > 0 {
+		if own != nil && len(own.done) > 0 {
+			go func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.commitQueued(ctx, nil)
+			}()
+			return
+		}
+		if !s.noYield {
+			// Let callers that are ready to run queue their transitions
+			// first (it costs nothing when none are).
+			s.mu.Unlock()
+			runtime.Gosched()
+			s.mu.Lock()
+		}
+		g := s.take()
+		s.mu.Unlock()
+		s.commitGroup(ctx, g)
+		s.mu.Lock()
+	}
+	s.inFlight--
 }
 
 // take removes the next group from the queue (s.mu held): at most

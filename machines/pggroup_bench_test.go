@@ -25,14 +25,16 @@ func BenchmarkPostgresApply(b *testing.B) {
 		name           string
 		inFlight, size int
 		workers        int
+		noYield        bool
 	}
 	var settings []setting
 	for _, w := range []int{16, 64} {
 		settings = append(settings,
-			setting{fmt.Sprintf("w%d_single", w), 64, 1, w},
-			setting{fmt.Sprintf("w%d_group1", w), 1, 0, w},
-			setting{fmt.Sprintf("w%d_group2", w), 2, 0, w},
-			setting{fmt.Sprintf("w%d_group4", w), 4, 0, w},
+			setting{fmt.Sprintf("w%d_single", w), 64, 1, w, true},
+			setting{fmt.Sprintf("w%d_group1", w), 1, 0, w, false},
+			setting{fmt.Sprintf("w%d_group1_noyield", w), 1, 0, w, true},
+			setting{fmt.Sprintf("w%d_group2", w), 2, 0, w, false},
+			setting{fmt.Sprintf("w%d_group4", w), 4, 0, w, false},
 		)
 	}
 	rates, per := map[string][]float64{}, map[string][]float64{}
@@ -40,7 +42,7 @@ func BenchmarkPostgresApply(b *testing.B) {
 		for _, st := range settings {
 			s, err := OpenPostgres(b.Context(), pgtest.URL(b))
 			require.NoError(b, err)
-			s.maxInFlight, s.maxSize = st.inFlight, st.size
+			s.maxInFlight, s.maxSize, s.noYield = st.inFlight, st.size, st.noYield
 			start := time.Now()
 			var wg sync.WaitGroup
 			for w := range st.workers {
