@@ -37,13 +37,17 @@ const maxGroup = 256
 // are written together. It returns the indexes of the transitions applied
 // with the entity's version after each.
 const pgApplyGroup = `WITH req AS (
-	SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+	-- seen: the input caused a transition of the entity already. A scalar
+	-- subquery is probed per transition through the unique input index;
+	-- as NOT EXISTS the planner may hash the whole transitions table.
+	SELECT r.*, (SELECT true FROM transitions t
+			WHERE t.machine = r.machine AND t.key = r.key AND t.input = r.input AND t.input <> '') AS seen
+	FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
 		AS r(i, machine, key, expect, state_to, event, from_state, input, at_ms)
 ), upd AS (
 	UPDATE entities e SET state = r.state_to, version = e.version + 1, updated_ms = r.at_ms
 	FROM req r
-	WHERE r.expect > 0 AND e.machine = r.machine AND e.key = r.key AND e.version = r.expect
-		AND (r.input = '' OR NOT EXISTS (SELECT 1 FROM transitions t WHERE t.machine = r.machine AND t.key = r.key AND t.input = r.input))
+	WHERE r.expect > 0 AND r.seen IS NULL AND e.machine = r.machine AND e.key = r.key AND e.version = r.expect
 	RETURNING r.i, e.version
 ), ins AS (
 	INSERT INTO entities (machine, key, state, version, updated_ms)
