@@ -9,7 +9,6 @@ import (
 
 	"github.com/sluicehq/sluice/internal/pgtest"
 	"github.com/sluicehq/sluice/nodes"
-	"github.com/sluicehq/sluice/nodes/nodestest"
 )
 
 // A node remembers the entities it moved and decides their next event
@@ -72,12 +71,4 @@ func testRememberedStateOutOfDate(t *testing.T, deps nodes.Deps, with string) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, []any{"off", "on", int64(1), false}, []any{res["from"], res["to"], res["version"], res["applied"]})
-}
-
-func startWith(t *testing.T, with string, deps nodes.Deps) nodes.Node {
-	t.Helper()
-	n := nodestest.New(t, "state.transition", with, deps)
-	require.NoError(t, n.(nodes.Starter).Start(t.Context()))
-	t.Cleanup(func() { n.(nodes.Closer).Close() })
-	return n
 }
