@@ -16,10 +16,11 @@ import (
 // statement, and keeps committing what queues meanwhile (the state
 // ledger's scheme, state/ledger.go). Concurrent transitions (the engine's
 // lanes, one per partition key) thus share one round trip and one WAL
-// flush, while a transition alone still costs one statement.
+// flush, while a transition alone costs one light statement (pgApplyNew,
+// pgApplyNext; a repeated input fails it, and it alone).
 //
-// The statement (pgApplyGroup) cannot fail for a single transition's
-// sake: an entity whose version moved, a create whose entity exists and a
+// The group's statement (pgApplyGroup) cannot fail for a single
+// transition's sake: an entity whose version moved, a create whose entity exists and a
 // repeated input each just leave that transition out of what it returns
 // (each transition's outcome is its own); the rest apply. Should it fail
 // all the same (a race with another process on the unique input index, a
@@ -30,10 +31,10 @@ import (
 const maxGroup = 256
 
 // pgApplyGroup applies a group of transitions, given column by column
-// ($1–$9, one row per transition, i its index) with their timers ($10–$13,
-// by transition index). A transition applies when its entity is at the
-// expected version (a new one: absent) and its input caused no transition
-// of the entity yet; the entity row, the transition row and its timers
+// ($1–$9, one row per transition, i its index) with their timers
+// (pgApplyGroupTimers, $10–$13, by transition index). A transition
+// applies when its entity is at the expected version (a new one: absent)
+// and its input caused no transition of the entity yet; the entity row, the transition row and its timers
 // are written together. It returns the indexes of the transitions applied
 // with the entity's version after each.
 const pgApplyGroup = `WITH req AS (
@@ -62,14 +63,39 @@ const pgApplyGroup = `WITH req AS (
 	INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms)
 	SELECT r.machine, r.key, a.version, r.event, r.from_state, r.state_to, r.input, r.at_ms
 	FROM applied a JOIN req r ON r.i = a.i
-), tm AS (
+)`
+
+// pgApplyGroupTimers follows pgApplyGroup's CTEs for a group setting
+// timers ($10–$13); a group setting none leaves it out (and the timers
+// table unopened).
+const pgApplyGroupTimers = `, tm AS (
 	INSERT INTO timers (machine, key, version, event, state, topic, due_ms)
 	SELECT r.machine, r.key, a.version, x.event, r.state_to, x.topic, x.due_ms
 	FROM unnest($10::int[], $11::text[], $12::text[], $13::bigint[]) AS x(i, event, topic, due_ms)
 		JOIN applied a ON a.i = x.i JOIN req r ON r.i = x.i
 	ON CONFLICT DO NOTHING
-)
+)`
+
+// pgApplyGroupEnd ends pgApplyGroup.
+const pgApplyGroupEnd = `
 SELECT i, version FROM applied`
+
+// A transition alone (no timers) takes a lighter statement: the entity's
+// row moves (or is created) only at the expected version, and the
+// transition row follows from it; the unique input index fails the
+// statement for a repeated input.
+const (
+	pgApplyNew = `WITH e AS (
+		INSERT INTO entities (machine, key, state, version, updated_ms) VALUES ($1::text, $2::text, $3::text, 1, $4::bigint)
+		ON CONFLICT DO NOTHING RETURNING version)
+	INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms)
+	SELECT $1::text, $2::text, e.version, $5::text, $6::text, $3::text, $7::text, $4::bigint FROM e`
+	pgApplyNext = `WITH e AS (
+		UPDATE entities SET state = $3::text, version = version + 1, updated_ms = $4::bigint
+		WHERE machine = $1::text AND key = $2::text AND version = $8::bigint RETURNING version)
+	INSERT INTO transitions (machine, key, version, event, from_state, to_state, input, at_ms)
+	SELECT $1::text, $2::text, e.version, $5::text, $6::text, $3::text, $7::text, $4::bigint FROM e`
+)
 
 // applyReq is one Apply waiting for its group's commit.
 type applyReq struct {
@@ -212,6 +238,16 @@ func (s *Postgres) commitGroup(ctx context.Context, g []*applyReq) {
 // rows are given sorted by entity, so that groups of two processes
 // touching the same entities lock them in the same order.
 func (s *Postgres) applyGroup(ctx context.Context, g []*applyReq) error {
+	if len(g) == 1 && len(g[0].t.Timers) == 0 {
+		r := g[0]
+		q, args := pgApplyNext, []any{r.machine, r.key, r.t.To, r.atMS, r.t.Event, r.t.From, r.t.Input, r.expect}
+		if r.expect == 0 {
+			q, args = pgApplyNew, args[:7]
+		}
+		tag, err := s.pool.Exec(ctx, q, args...)
+		r.applied = err == nil && tag.RowsAffected() == 1
+		return err
+	}
 	sorted := slices.Clone(g)
 	slices.SortFunc(sorted, func(a, b *applyReq) int {
 		return cmp.Or(cmp.Compare(a.machine, b.machine), cmp.Compare(a.key, b.key))
@@ -230,12 +266,11 @@ func (s *Postgres) applyGroup(ctx context.Context, g []*applyReq) error {
 			tIdx, tEvents, tTopics, tDue = append(tIdx, int32(i)), append(tEvents, tm.Event), append(tTopics, tm.Topic), append(tDue, tm.Due.UnixMilli())
 		}
 	}
-	if tIdx == nil {
-		// Empty arrays, not NULL (unnest of NULL is no rows too, but
-		// keep the parameters typed alike).
-		tIdx, tEvents, tTopics, tDue = []int32{}, []string{}, []string{}, []int64{}
+	q, args := pgApplyGroup+pgApplyGroupEnd, []any{idx, machs, keys, expects, tos, events, froms, inputs, ats}
+	if tIdx != nil {
+		q, args = pgApplyGroup+pgApplyGroupTimers+pgApplyGroupEnd, append(args, tIdx, tEvents, tTopics, tDue)
 	}
-	rows, err := s.pool.Query(ctx, pgApplyGroup, idx, machs, keys, expects, tos, events, froms, inputs, ats, tIdx, tEvents, tTopics, tDue)
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return err
 	}
