@@ -94,3 +94,42 @@ func TestPostgresGroupFailureIsolated(t *testing.T) {
 	_, err = s.Get(t.Context(), "order", "o-2")
 	assert.ErrorIs(t, err, ErrNotFound)
 }
+
+// TestPostgresQueuedTransitionsCommitTogether: callers arriving while a
+// commit is under way queue, and the next commit takes them all in one
+// group.
+func TestPostgresQueuedTransitionsCommitTogether(t *testing.T) {
+	s, err := OpenPostgres(t.Context(), pgtest.URL(t))
+	require.NoError(t, err)
+	defer s.Close()
+	const n = 8
+	s.mu.Lock()
+	s.inFlight = 1 // as if a commit were under way
+	s.mu.Unlock()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, applied, err := s.Apply(t.Context(), "order", fmt.Sprint("o-", i), 0, Transition{Event: "create", To: "created", Input: fmt.Sprint("m", i)})
+			if err == nil && !applied {
+				err = fmt.Errorf("o-%d not applied", i)
+			}
+			errs <- err
+		}()
+	}
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.waiting) == n
+	}, 10*time.Second, time.Millisecond)
+	s.mu.Lock()
+	s.commitQueued(t.Context(), nil) // the commit under way, done, takes what queued
+	s.mu.Unlock()
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	assert.Equal(t, int64(1), s.groups.Load(), "one group")
+	assert.Equal(t, int64(n), s.grouped.Load())
+	all, err := s.List(t.Context(), "order", "created", 0)
+	require.NoError(t, err)
+	assert.Len(t, all, n)
+}
