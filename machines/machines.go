@@ -3,8 +3,9 @@
 // counts its transitions, and the full history of transitions. Stores
 // apply a transition only from the version it was decided on (optimistic
 // concurrency), so two concurrent events for one entity never both apply
-// from the same version. SQLite implements Store here; machinestest holds
-// the conformance suite every Store passes.
+// from the same version. SQLite and PostgreSQL implement Store here (the
+// PostgreSQL store commits concurrent transitions together); machinestest
+// holds the conformance suite every Store passes.
 package machines
 
 import (
@@ -88,7 +89,9 @@ type Store interface {
 	// for a new entity), and returns the entity after it. If the entity
 	// moved, ErrConflict. If t.Input already caused a transition of this
 	// entity (a redelivered message), nothing changes and Apply returns
-	// that transition's outcome with applied false.
+	// that transition's outcome with applied false. Safe for concurrent
+	// use; the transition is committed (with its timers) before Apply
+	// returns, and concurrent calls' outcomes are independent.
 	Apply(ctx context.Context, machine, key string, expect int64, t Transition) (e Entity, applied bool, err error)
 	// ByInput returns the transition input caused for the entity, if any:
 	// how a redelivered message learns it was applied already.

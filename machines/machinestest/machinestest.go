@@ -120,6 +120,161 @@ func Run(t *testing.T, open func(t *testing.T) machines.Store) {
 			}
 		}
 	})
+	t.Run("ConcurrentTransitionsOnManyEntities", func(t *testing.T) {
+		// As the engine's lanes apply them: each worker its own entities,
+		// in order, all workers at once.
+		s := open(t)
+		ctx := t.Context()
+		const workers, entities, steps = 16, 4, 5
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for step := range steps {
+					for k := range entities {
+						key := fmt.Sprintf("e-%d-%d", w, k)
+						e, applied, err := s.Apply(ctx, "flip", key, int64(step), machines.Transition{Event: "flip",
+							From: fmt.Sprint("s", step), To: fmt.Sprint("s", step+1), Input: fmt.Sprintf("%s-m%d", key, step)})
+						if !assert.NoError(t, err, key) {
+							return
+						}
+						assert.True(t, applied, key)
+						assert.Equal(t, int64(step+1), e.Version, key)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		all, err := s.List(ctx, "flip", "", workers*entities+1)
+		require.NoError(t, err)
+		require.Len(t, all, workers*entities)
+		for _, e := range all {
+			assert.Equal(t, int64(steps), e.Version, e.Key)
+			assert.Equal(t, fmt.Sprint("s", steps), e.State, e.Key)
+			h, err := s.History(ctx, "flip", e.Key)
+			require.NoError(t, err)
+			require.Len(t, h, steps, e.Key)
+			for i, tr := range h {
+				assert.Equal(t, int64(i+1), tr.Version)
+				assert.Equal(t, fmt.Sprintf("%s-m%d", e.Key, i), tr.Input)
+			}
+		}
+	})
+	t.Run("ConflictsAmongConcurrentTransitions", func(t *testing.T) {
+		// Transitions applied at once (one group on a store that groups
+		// them): each gets its own outcome; a conflict, a second create
+		// and a redelivered input fail or skip only themselves.
+		s := open(t)
+		ctx := t.Context()
+		for i := range 3 {
+			_, _, err := s.Apply(ctx, "order", fmt.Sprint("o-", i), 0, machines.Transition{Event: "create", To: "created", Input: fmt.Sprint("c-", i)})
+			require.NoError(t, err)
+		}
+		type outcome struct {
+			e       machines.Entity
+			applied bool
+			err     error
+		}
+		cases := []struct {
+			key    string
+			expect int64
+			tr     machines.Transition
+		}{
+			{"o-0", 1, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "p-0"}},       // applies
+			{"o-1", 7, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "p-1"}},       // stale version
+			{"o-2", 0, machines.Transition{Event: "create", To: "created", Input: "c-2b"}},                 // exists already
+			{"o-2", 1, machines.Transition{Event: "create", From: "created", To: "created", Input: "c-2"}}, // redelivered input
+			{"o-3", 0, machines.Transition{Event: "create", To: "created", Input: "c-3", Timers: []machines.Timer{ // new, with a timer
+				{Event: "expire", Topic: "orders", Due: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}}},
+			{"o-4", 3, machines.Transition{Event: "pay", From: "created", To: "paid", Input: "p-4"}}, // never seen
+		}
+		got := make([]outcome, len(cases))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, c := range cases {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				e, applied, err := s.Apply(ctx, "order", c.key, c.expect, c.tr)
+				got[i] = outcome{e, applied, err}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		assert.NoError(t, got[0].err)
+		assert.True(t, got[0].applied)
+		assert.Equal(t, "paid", got[0].e.State)
+		assert.Equal(t, int64(2), got[0].e.Version)
+		assert.ErrorIs(t, got[1].err, machines.ErrConflict, "stale version")
+		assert.ErrorIs(t, got[2].err, machines.ErrConflict, "a second create")
+		assert.NoError(t, got[3].err, "a redelivered input is no error")
+		assert.False(t, got[3].applied)
+		assert.Equal(t, int64(1), got[3].e.Version)
+		assert.NoError(t, got[4].err)
+		assert.True(t, got[4].applied)
+		assert.Equal(t, int64(1), got[4].e.Version)
+		assert.ErrorIs(t, got[5].err, machines.ErrConflict, "an entity never seen is at version 0")
+		for key, versions := range map[string]int{"o-0": 2, "o-1": 1, "o-2": 1, "o-3": 1} {
+			h, err := s.History(ctx, "order", key)
+			require.NoError(t, err)
+			assert.Len(t, h, versions, key)
+		}
+		_, err := s.Get(ctx, "order", "o-4")
+		assert.ErrorIs(t, err, machines.ErrNotFound)
+		ts, _, err := s.Timers(ctx, "order", "o-3")
+		require.NoError(t, err)
+		require.Len(t, ts, 1)
+		assert.Equal(t, machines.Timer{Machine: "order", Key: "o-3", Version: 1, State: "created", Event: "expire", Topic: "orders",
+			Due: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}, ts[0])
+	})
+	t.Run("SameEntityAtOnce", func(t *testing.T) {
+		// Many transitions of one entity from one version at once: one
+		// applies; the same input twice applies once.
+		s := open(t)
+		ctx := t.Context()
+		_, _, err := s.Apply(ctx, "order", "o-1", 0, machines.Transition{Event: "create", To: "created", Input: "m0"})
+		require.NoError(t, err)
+		const n = 12
+		applied := make([]bool, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				input := fmt.Sprint("m", 1+i/2) // pairs share an input
+				_, applied[i], errs[i] = s.Apply(ctx, "order", "o-1", 1, machines.Transition{Event: "pay", From: "created", To: "paid", Input: input})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		won := -1
+		for i := range n {
+			if applied[i] {
+				require.Equal(t, -1, won, "two transitions applied from version 1")
+				won = i
+				assert.NoError(t, errs[i])
+			}
+		}
+		require.NotEqual(t, -1, won, "one transition applies")
+		for i := range n {
+			switch {
+			case i == won:
+			case i/2 == won/2:
+				assert.NoError(t, errs[i], "the same input again: applied already")
+			default:
+				assert.ErrorIs(t, errs[i], machines.ErrConflict)
+			}
+		}
+		h, err := s.History(ctx, "order", "o-1")
+		require.NoError(t, err)
+		require.Len(t, h, 2)
+		assert.Equal(t, fmt.Sprint("m", 1+won/2), h[1].Input)
+	})
 	t.Run("List", func(t *testing.T) {
 		s := open(t)
 		ctx := context.Background()

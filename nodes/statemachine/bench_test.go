@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,29 +97,40 @@ func median(xs []float64) float64 {
 
 // BenchmarkTransitionsPostgres reports state transitions/s through
 // state.transition on PostgreSQL (--state postgres://…) over 1,000
-// entities: one event at a time, and 16 at once (as concurrent partitions
-// deliver them; PostgreSQL flushes the commits of concurrent transactions
-// together), durable (a WAL flush per commit) and with
-// synchronous_commit=off (the durability class of SQLite's
-// synchronous=NORMAL). Three rounds, medians.
+// entities, one event at a time, 16 and 64 at once (as lanes of streams
+// deliver them: each lane its own entities, in order; concurrent ones
+// share commits, see machines.Postgres), durable (synchronous_commit on,
+// the default: a WAL flush per commit) and with synchronous_commit=off,
+// side by side with the SQLite store (the default, machines.db) in the
+// same rounds: three alternating rounds, medians.
 func BenchmarkTransitionsPostgres(b *testing.B) {
 	pgtest.Server(b) // skips without PostgreSQL
 	n := max(b.N, 5000)
-	for _, c := range []struct {
+	cases := []struct {
 		name    string
 		workers int
-		params  string
+		params  string // "": SQLite
 	}{
-		{"serial", 1, ""},
-		{"concurrent", 16, ""},
+		{"sqlite_serial", 1, ""},
+		{"serial", 1, "-"},
+		{"sqlite_concurrent", 16, ""},
+		{"concurrent", 16, "-"},
+		{"concurrent64", 64, "-"},
 		{"serial_async", 1, "&synchronous_commit=off"},
 		{"concurrent_async", 16, "&synchronous_commit=off"},
-	} {
-		var rates []float64
-		for range 3 {
-			rates = append(rates, measureTransitionsOn(b, n, c.workers, nodes.Deps{StateDir: b.TempDir(), State: pgtest.URL(b) + c.params}))
+	}
+	rates := map[string][]float64{}
+	for range 3 {
+		for _, c := range cases {
+			deps := nodes.Deps{StateDir: b.TempDir()}
+			if c.params != "" {
+				deps.State = pgtest.URL(b) + strings.TrimPrefix(c.params, "-")
+			}
+			rates[c.name] = append(rates[c.name], measureTransitionsOn(b, n, c.workers, deps))
 		}
-		b.ReportMetric(median(rates), c.name+"_transitions/s")
+	}
+	for _, c := range cases {
+		b.ReportMetric(median(rates[c.name]), c.name+"_transitions/s")
 	}
 	b.ReportMetric(0, "ns/op")
 }

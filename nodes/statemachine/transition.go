@@ -110,6 +110,7 @@ type transition struct {
 	log        *slog.Logger
 	stop       context.CancelFunc
 	stopped    chan struct{}
+	cache      entityCache
 }
 
 func newTransition(c *nodes.Config, d nodes.Deps) (nodes.Node, error) {
@@ -251,24 +252,20 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 			return err
 		}
 	}
-	// First read: the entity, and whether this message applied already.
-	e, tr, err := t.lookup(ctx, key, env.Event.ID)
-	if tr != nil {
-		// Delivered again after it applied (the entity may have moved on
-		// since): report that transition, change nothing.
-		env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
-			"version": tr.Version, "applied": false})
-		return nil
+	// The entity as this node last left it, if it did (a timer checks
+	// its version against the store); else read it, and whether this
+	// message applied already.
+	e, cached := machines.Entity{}, false
+	if !isTimer {
+		e, cached = t.cache.get(key)
 	}
-	for i := range maxConflicts {
-		if i > 0 {
-			e, err = t.store.Get(ctx, t.machine, key)
-		}
-		if errors.Is(err, machines.ErrNotFound) {
-			e.State, e.Version = t.initial, 0
-		} else if err != nil {
+	if !cached {
+		var done bool
+		if e, done, err = t.read(ctx, env, key); done || err != nil {
 			return err
 		}
+	}
+	for i := 0; i < maxConflicts; i++ {
 		if isTimer && e.Version != tm.Version {
 			// The entity left the state the timer was set in.
 			// Nothing happened, so nothing follows: the run ends here.
@@ -278,26 +275,79 @@ func (t *transition) Process(ctx context.Context, env *nodes.Envelope) error {
 			return nil
 		}
 		r, err := t.decide(ctx, e, event, vars)
-		if err != nil {
-			return err
+		var timers []machines.Timer
+		if err == nil {
+			timers, err = t.timersFor(r.to, env)
 		}
-		timers, err := t.timersFor(r.to, env)
+		if err != nil && cached {
+			// Decided on a remembered state: read the entity (a
+			// redelivered message, or another process moved it) and
+			// decide again.
+			cached, i = false, i-1
+			var done bool
+			if e, done, err = t.read(ctx, env, key); done || err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		after, applied, err := t.store.Apply(ctx, t.machine, key, e.Version,
 			machines.Transition{Event: event, From: e.State, To: r.to, Input: env.Event.ID, Timers: timers})
 		if errors.Is(err, machines.ErrConflict) {
+			cached = false
+			var done bool
+			if e, done, err = t.read(ctx, env, key); done || err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
+			t.cache.drop(key)
 			return err
+		}
+		t.cache.put(after)
+		if !applied {
+			// This message applied already (a redelivery the entity's
+			// read did not show, e.g. decided on a remembered state).
+			tr, ok, err := t.store.ByInput(ctx, t.machine, key, env.Event.ID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				t.repeated(env, key, &tr)
+				return nil
+			}
 		}
 		env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": event, "from": e.State, "to": after.State,
 			"version": after.Version, "applied": applied})
 		return nil
 	}
 	return fmt.Errorf("%s %s: %d concurrent changes in a row; giving up for now", t.machine, key, maxConflicts)
+}
+
+// read reads the entity (the initial state for one never seen) and
+// whether env's message applied already; done when it did (its result is
+// then set: that transition, applied false).
+func (t *transition) read(ctx context.Context, env *nodes.Envelope, key string) (e machines.Entity, done bool, err error) {
+	e, tr, err := t.lookup(ctx, key, env.Event.ID)
+	if tr != nil {
+		t.repeated(env, key, tr)
+		return e, true, nil
+	}
+	if errors.Is(err, machines.ErrNotFound) {
+		e.State, e.Version = t.initial, 0
+		return e, false, nil
+	}
+	return e, false, err
+}
+
+// repeated reports the transition env's message caused when first
+// delivered (the entity may have moved on since): nothing changes.
+func (t *transition) repeated(env *nodes.Envelope, key string, tr *machines.Transition) {
+	env.SetResult(map[string]any{"machine": t.machine, "key": key, "event": tr.Event, "from": tr.From, "to": tr.To,
+		"version": tr.Version, "applied": false})
 }
 
 // decide picks the rule for event in the entity's state, or explains why

@@ -26,7 +26,13 @@ transitions:
 
 func start(t *testing.T, with string, home string) nodes.Node {
 	t.Helper()
-	n := nodestest.New(t, "state.transition", with, nodes.Deps{StateDir: home})
+	return startWith(t, with, nodes.Deps{StateDir: home})
+}
+
+// startWith builds and starts the node with deps; it is closed at cleanup.
+func startWith(t *testing.T, with string, deps nodes.Deps) nodes.Node {
+	t.Helper()
+	n := nodestest.New(t, "state.transition", with, deps)
 	require.NoError(t, n.(nodes.Starter).Start(t.Context()))
 	t.Cleanup(func() { n.(nodes.Closer).Close() })
 	return n
