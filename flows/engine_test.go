@@ -987,3 +987,46 @@ steps:
 	require.Len(t, runs[0].Steps, 1, "the steps after the end did not run")
 	assert.Equal(t, "test.end", runs[0].Steps[0].Node)
 }
+
+// TestRunRecordsWhatItWroteAndPublished: each step's record lists the
+// objects it wrote and the topics of the messages it emitted (a switch
+// route included); a failed run published nothing.
+func TestRunRecordsWhatItWroteAndPublished(t *testing.T) {
+	h := start(t, `
+name: outs
+on: {topic: in}
+retry: {max_attempts: 1}
+steps:
+  - id: save
+    node: storage.put
+    with: {bucket: out, key: '{{ payload.id }}.json'}
+  - id: fan
+    node: publish
+    with: {topics: [a, b]}
+  - id: check
+    node: transform
+    with:
+      set: {double: payload.n * 2}
+  - id: route
+    node: switch
+    with:
+      cases:
+        - when: 'true'
+          topic: c
+`, nil)
+	good := h.publish("in", `{"id": "x1", "n": 1}`)
+	bad := h.publish("in", `{"id": "x2", "n": "NaN"}`)
+	h.consume("c", 1)
+	runs := h.waitRuns(state.Filter{Flow: "outs", Input: good}, 1)
+	require.Len(t, runs[0].Steps, 4)
+	assert.Equal(t, []string{"out/x1.json"}, runs[0].Steps[0].Wrote)
+	assert.Equal(t, []string{"a", "b"}, runs[0].Steps[1].Published)
+	assert.Empty(t, runs[0].Steps[2].Published)
+	assert.Equal(t, []string{"c"}, runs[0].Steps[3].Published)
+
+	runs = h.waitRuns(state.Filter{Flow: "outs", Input: bad}, 1)
+	require.Equal(t, state.StatusDeadLettered, runs[0].Status)
+	require.Len(t, runs[0].Steps, 3)
+	assert.Equal(t, []string{"out/x2.json"}, runs[0].Steps[0].Wrote, "an object written stays written")
+	assert.Empty(t, runs[0].Steps[1].Published, "a failed run publishes nothing")
+}

@@ -214,24 +214,32 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 		}
 		d.dl.SetStep(s.ID)
 		c := &call{step: s, dl: d.dl}
+		emitted := len(d.dl.Outputs())
 		err := r.step(ctx, c)
+		c.rec.Wrote = d.dl.TakeWrites()
 		d.run.Steps = append(d.run.Steps, c.rec)
+		rec := &d.run.Steps[len(d.run.Steps)-1]
 		if c.abandoned != nil {
 			d.unsafe = true
 		}
 		if err != nil {
 			return &failure{step: s, attempts: c.rec.Attempts, err: err, first: c.firstFail, last: time.Now()}, false
 		}
-		if rt, ok := d.dl.TakeRoute(); ok {
-			if rt.End {
-				return nil, true
+		rt, hasRoute := d.dl.TakeRoute()
+		if hasRoute && rt.Topic != "" {
+			data, err := env.PayloadJSON()
+			if err != nil {
+				return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}, false
 			}
-			if rt.Topic != "" {
-				data, err := env.PayloadJSON()
-				if err != nil {
-					return &failure{step: s, attempts: 1, err: nodes.Permanent(err)}, false
-				}
-				env.Emit(nodes.Output{Topic: rt.Topic, Payload: data, Meta: env.Meta})
+			env.Emit(nodes.Output{Topic: rt.Topic, Payload: data, Meta: env.Meta})
+		}
+		if outs := d.dl.Outputs(); len(outs) > emitted {
+			for _, o := range outs[emitted:] {
+				rec.Published = append(rec.Published, o.Topic)
+			}
+		}
+		if hasRoute {
+			if rt.End || rt.Topic != "" {
 				return nil, true
 			}
 			return r.runSteps(ctx, r.f.Branches[rt.Branch], d)
@@ -240,9 +248,15 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 	return nil, false
 }
 
-// measure completes the run record's duration and byte counts.
+// measure completes the run record's duration and byte counts, once the
+// run's outcome is known (d.fail).
 func (r *runner) measure(d *delivery) {
 	d.run.Duration = time.Since(d.run.Started)
+	if d.fail != nil {
+		for i := range d.run.Steps {
+			d.run.Steps[i].Published = nil // a failed run publishes nothing
+		}
+	}
 	if d.msg != nil {
 		d.run.BytesIn += int64(len(d.msg.Payload))
 	}

@@ -31,6 +31,14 @@ func (d *Delivery) SetStep(id string) { d.env.step = id }
 // once every step has succeeded.
 func (d *Delivery) Outputs() []Output { return d.env.outputs }
 
+// TakeWrites returns and clears the objects (bucket/key) written since
+// it was last called.
+func (d *Delivery) TakeWrites() []string {
+	w := d.env.wrote
+	d.env.wrote = nil
+	return w
+}
+
 // TakeRoute returns and clears the route a switch step set.
 func (d *Delivery) TakeRoute() (Route, bool) {
 	e := d.env

@@ -45,6 +45,7 @@ type Envelope struct {
 	imgDirty bool // changed since decoding: the body is stale
 
 	outputs  []Output
+	wrote    []string // objects written (bucket/key) since TakeWrites
 	route    *Route
 	response *Response
 	bytesIn  int64 // object bytes read
@@ -280,6 +281,11 @@ type Response struct {
 
 // SetResponse sets the HTTP response of the run; the last call wins.
 func (e *Envelope) SetResponse(r Response) { e.response = &r }
+
+// Wrote records that the step wrote the object bucket/key: the run
+// record lists it with the step (what a run wrote, for people and
+// lineage). Nodes that write objects call it after each write.
+func (e *Envelope) Wrote(bucket, key string) { e.wrote = append(e.wrote, bucket+"/"+key) }
 
 // Emit queues a message for publishing after the run succeeds.
 func (e *Envelope) Emit(o Output) { e.outputs = append(e.outputs, o) }

@@ -73,6 +73,12 @@ type StepRun struct {
 	// Output says what the step wrote, where a node reports it (the
 	// object an archive batch became).
 	Output string `json:"output,omitempty"`
+	// Wrote lists the objects (bucket/key) the step wrote.
+	Wrote []string `json:"wrote,omitempty"`
+	// Published lists the topic of each message the step emitted, in
+	// order: published once the run succeeded (a failed run publishes
+	// none).
+	Published []string `json:"published,omitempty"`
 	// Calls are the metered calls the step made (functions, models),
 	// over all its attempts.
 	Calls []nodes.Call `json:"calls,omitempty"`

@@ -619,13 +619,16 @@ func TestUsageAndMachines(t *testing.T) {
 	assert.Contains(t, body, "enrich: 1 calls and 1 errors over the last 14 days")
 }
 
-// TestRunPageShowsTraceAndLineage: a run's page shows its trace id, the
-// run whose output it came from, and the runs its outputs fed.
+// TestRunPageShowsTraceAndLineage: a run's page shows its trace id, what
+// it wrote and published, the run whose output it came from, and the runs
+// its outputs fed.
 func TestRunPageShowsTraceAndLineage(t *testing.T) {
 	e := start(t, "")
 	now := time.Now().UTC()
 	parent := state.Run{ID: "run-parent", Flow: "enrich", Trigger: "topic:in", Input: "m-1", Status: state.StatusSucceeded,
-		Started: now, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+		Started: now, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
+		Steps: []state.StepRun{{ID: "save", Node: "storage.put", Status: "succeeded", Attempts: 1, Wrote: []string{"out/x1.json"}},
+			{ID: "fan", Node: "publish", Status: "succeeded", Attempts: 1, Published: []string{"orders", "audit"}}}}
 	child := state.Run{ID: "run-child", Flow: "lifecycle", Trigger: "topic:orders", Input: "m-2", Status: state.StatusSucceeded,
 		Started: now.Add(time.Millisecond), TraceID: parent.TraceID, Parent: parent.ID}
 	e.state.Record(parent)
@@ -636,6 +639,8 @@ func TestRunPageShowsTraceAndLineage(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, `data-trace-id="4bf92f3577b34da6a3ce929d0e0e4736"`)
 	assert.Contains(t, body, `href="/ui/runs/run-child"`, "the run its output fed")
+	assert.Regexp(t, `wrote <span class="mono">out/x1.json</span>`, body)
+	assert.Regexp(t, `published to <span class="mono">orders</span>, <span class="mono">audit</span>`, body)
 	status, body, _ = e.get(e.client(), "/ui/runs/run-child")
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, `href="/ui/runs/run-parent"`, "the run its input came from")

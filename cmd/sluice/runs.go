@@ -149,6 +149,12 @@ and every run its outputs fed, as a tree; the run asked for is marked *.`,
 					}
 					fmt.Fprintf(out, "\ncall  %s: %s %s, %s%s%s", safe(s.ID), c.Kind, safe(c.Name), c.Duration.Round(time.Microsecond), cold, fail)
 				}
+				for _, o := range s.Wrote {
+					fmt.Fprintf(out, "\nwrote %s: %s", safe(s.ID), safe(o))
+				}
+				for _, t := range s.Published {
+					fmt.Fprintf(out, "\npublished %s: a message to %s", safe(s.ID), safe(t))
+				}
 				if s.Log != "" {
 					fmt.Fprintf(out, "\n\nlog of step %s:\n%s", safe(s.ID), safeLines(s.Log))
 				}

@@ -74,6 +74,7 @@ func (n *copyNode) Process(ctx context.Context, env *nodes.Envelope) error {
 		return nodes.StorageError(fmt.Errorf("copy %s/%s to %s/%s: %w", b, k, tb, tk, err))
 	}
 	env.CountWritten(info.Size)
+	env.Wrote(tb, tk)
 	env.SetResult(nodes.ObjectMap(info))
 	return nil
 }

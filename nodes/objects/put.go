@@ -80,6 +80,7 @@ func (p *put) Process(ctx context.Context, env *nodes.Envelope) error {
 		return nodes.StorageError(fmt.Errorf("write %s/%s: %w", b, k, err))
 	}
 	env.CountWritten(int64(len(data)))
+	env.Wrote(b, k)
 	env.SetResult(nodes.ObjectMap(info))
 	return nil
 }
