@@ -89,7 +89,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			if err != nil {
 				return err
 			}
-			if listen != "" {
+			if listen != "" || ui.listen != "" {
 				if err := ui.checkAdminToken(listen); err != nil {
 					return err
 				}
@@ -187,22 +187,31 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				if err != nil {
 					return err
 				}
+				scheme := "http://"
+				if certs != nil {
+					scheme = "https://"
+				}
 				var mount func(*http.ServeMux)
 				if dash != nil {
 					defer ui.machines.close()
 					defer dash.Close()
-					mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), fl) }
+					if ui.listen == "" {
+						mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), fl) }
+					} else {
+						usrv, uaddr, err := serveUI(ui.listen, limits, dash.Handler(), certs)
+						if err != nil {
+							return err
+						}
+						defer shutdown(usrv, 5*time.Second)
+						log.Info("serving the dashboard", "url", scheme+uaddr+"/ui/", "login", ui.adminToken() != "")
+					}
 				}
 				srv, addr, err := serveOps(listen, limits, writeTimeout(fl), engine, reloads.status, reg, hooks, certs, mount)
 				if err != nil {
 					return err
 				}
-				scheme := "http://"
-				if certs != nil {
-					scheme = "https://"
-				}
 				log.Info("serving /healthz, /readyz and /metrics", "addr", scheme+addr)
-				if dash != nil {
+				if mount != nil {
 					log.Info("serving the dashboard", "url", scheme+addr+"/ui/", "login", ui.adminToken() != "")
 				}
 				defer shutdown(srv, 5*time.Second)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,12 +25,14 @@ import (
 type uiOptions struct {
 	enabled  bool
 	token    string // --admin-token; SLUICE_ADMIN_TOKEN when empty
+	listen   string // --ui-listen: a listener of the dashboard's own; "": --listen's
 	machines sharedMachines
 }
 
 func (u *uiOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.BoolVar(&u.enabled, "ui", true, "serve the dashboard at /ui and its API at /ui/api on --listen")
+	f.StringVar(&u.listen, "ui-listen", os.Getenv("SLUICE_UI_LISTEN"), "serve the dashboard on this address of its own (another origin than the HTTP flows', which then cannot script it) rather than on --listen (which must be on too; env SLUICE_UI_LISTEN)")
 	f.StringVar(&u.token, "admin-token", "", "token the dashboard and its API require (login form, or Authorization: Bearer); required when --listen is not loopback-only (env SLUICE_ADMIN_TOKEN)")
 }
 
@@ -43,8 +46,12 @@ func (u *uiOptions) adminToken() string {
 }
 
 // checkAdminToken refuses a dashboard anyone on the network could use: on a
-// listener reachable from elsewhere the admin token is required.
+// listener reachable from elsewhere the admin token is required. addr is
+// --listen; the dashboard's own --ui-listen counts instead when set.
 func (u *uiOptions) checkAdminToken(addr string) error {
+	if u.listen != "" {
+		addr = u.listen
+	}
 	if !u.enabled || u.adminToken() != "" || loopbackOnly(addr) {
 		return nil
 	}
@@ -147,4 +154,23 @@ func mountUI(mux *http.ServeMux, ui http.Handler, fl []*flows.Flow) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/", http.StatusFound)
 	})
+}
+
+// serveUI serves the dashboard alone on its own listener (--ui-listen),
+// with --listen's limits and TLS.
+func serveUI(addr string, limits listenerLimits, ui http.Handler, certs *certReloader) (*http.Server, string, error) {
+	ln, err := limits.listen(addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--ui-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mountUI(mux, ui, nil)
+	srv := limits.server(mux, 30*time.Second) // pages are small; --write-timeout wins
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { _ = srv.Serve(ln) }()
+	}
+	return srv, ln.Addr().String(), nil
 }

@@ -55,18 +55,21 @@ func TestRunRefusesAnOpenDashboardOffLoopback(t *testing.T) {
 	}
 }
 
-// TestRunServesTheDashboard runs `sluice run` in process: / leads to the
-// dashboard, which wants the admin token from SLUICE_ADMIN_TOKEN.
-func TestRunServesTheDashboard(t *testing.T) {
-	t.Setenv("SLUICE_ADMIN_TOKEN", "cli-test-token")
-	dir := t.TempDir()
-	flow := filepath.Join(dir, "flow.yaml")
-	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
+	return addr
+}
 
+// runInProcess runs `sluice run` with args on uiTestFlow in process until
+// the test ends, and waits until it is ready on readyAddr.
+func runInProcess(t *testing.T, readyAddr string, args ...string) {
+	dir := t.TempDir()
+	flow := filepath.Join(dir, "flow.yaml")
+	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
@@ -74,7 +77,7 @@ func TestRunServesTheDashboard(t *testing.T) {
 		var out bytes.Buffer
 		root.SetOut(&out)
 		root.SetErr(&out)
-		root.SetArgs([]string{"--home", dir, "run", "--listen", addr, flow})
+		root.SetArgs(append(append([]string{"--home", dir, "run"}, args...), flow))
 		done <- root.ExecuteContext(ctx)
 	}()
 	t.Cleanup(func() {
@@ -86,15 +89,24 @@ func TestRunServesTheDashboard(t *testing.T) {
 			t.Error("sluice run did not stop")
 		}
 	})
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	require.Eventually(t, func() bool {
-		resp, err := noRedirect.Get("http://" + addr + "/readyz")
+		resp, err := http.Get("http://" + readyAddr + "/readyz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 30*time.Second, 20*time.Millisecond)
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// TestRunServesTheDashboard runs `sluice run` in process: / leads to the
+// dashboard, which wants the admin token from SLUICE_ADMIN_TOKEN.
+func TestRunServesTheDashboard(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_TOKEN", "cli-test-token")
+	addr := freeAddr(t)
+	runInProcess(t, addr, "--listen", addr)
 
 	get := func(path, token string) (*http.Response, string) {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+path, nil)
@@ -119,6 +131,38 @@ func TestRunServesTheDashboard(t *testing.T) {
 	assert.Contains(t, body, `href="/ui/flows/shout"`)
 	resp, _ = get("/healthz", "")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "the ops endpoints stay open")
+}
+
+// TestRunServesTheDashboardOnItsOwnListener: with --ui-listen the
+// dashboard is served there alone, on another origin than the flows'.
+func TestRunServesTheDashboardOnItsOwnListener(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_TOKEN", "cli-test-token")
+	addr, uiAddr := freeAddr(t), freeAddr(t)
+	runInProcess(t, addr, "--listen", addr, "--ui-listen", uiAddr)
+	get := func(url string) int {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer cli-test-token")
+		resp, err := noRedirect.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusOK, get("http://"+uiAddr+"/ui/"))
+	assert.Equal(t, http.StatusFound, get("http://"+uiAddr+"/"))
+	assert.Equal(t, http.StatusNotFound, get("http://"+addr+"/ui/"), "not on the flows' listener")
+	assert.Equal(t, http.StatusNotFound, get("http://"+uiAddr+"/metrics"), "the dashboard's listener serves the dashboard only")
+
+	t.Setenv("SLUICE_ADMIN_TOKEN", "")
+	for _, c := range []struct {
+		name, listen, uiListen string
+		ok                     bool
+	}{
+		{"dashboard on loopback, flows everywhere", "0.0.0.0:8787", "127.0.0.1:8788", true},
+		{"dashboard everywhere", "127.0.0.1:8787", "0.0.0.0:8788", false},
+	} {
+		u := uiOptions{enabled: true, listen: c.uiListen}
+		assert.Equal(t, c.ok, u.checkAdminToken(c.listen) == nil, c.name)
+	}
 }
 
 // TestDashboardSharesOneMachineStore: the machines page's requests share
