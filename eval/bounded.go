@@ -50,10 +50,6 @@ type state struct {
 	ticks uint
 }
 
-func newState(ctx context.Context) *state {
-	return &state{done: ctx.Done(), ctx: ctx, left: MaxBytes}
-}
-
 // charge takes n bytes from the budget, failing (and remembering why)
 // when it is spent, or when the context ended.
 func (s *state) charge(n int64, what string) error {

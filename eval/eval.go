@@ -45,6 +45,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
@@ -156,9 +157,13 @@ func (p *Program) Eval(v Vars) (any, error) { return p.EvalContext(context.Backg
 // budget was spent (permanent) and ErrStopped with ctx's error when ctx
 // ended first.
 func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
-	st := newState(ctx)
-	v.State = st
-	out, err := expr.Run(p.prog, v)
+	ev := evaluations.Get().(*evaluation)
+	defer ev.release()
+	st := &ev.st
+	*st = state{done: ctx.Done(), ctx: ctx, left: MaxBytes}
+	ev.vars = v
+	ev.vars.State = st
+	out, err := ev.vm.Run(p.prog, &ev.vars)
 	if err == nil && st.err == nil {
 		err = st.charge(resultCost(out, st.left), "the result")
 	}
@@ -175,6 +180,27 @@ func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 		return nil, fmt.Errorf("expression %s: %w", quoteShort(p.src), ee)
 	}
 	return out, nil
+}
+
+// evaluation is what one evaluation needs beside its program: the VM
+// (its stack), the budget and the variables, kept in a pool so evaluating
+// allocates none of them (expr.Run makes a new VM each time, and the
+// variables passed by value would be copied to the heap).
+type evaluation struct {
+	vm   vm.VM
+	st   state
+	vars Vars
+}
+
+var evaluations = sync.Pool{New: func() any { return new(evaluation) }}
+
+// release drops what the evaluation referenced and returns it to the pool.
+func (ev *evaluation) release() {
+	clear(ev.vm.Stack[:cap(ev.vm.Stack)])
+	clear(ev.vm.Variables)
+	clear(ev.vm.Scopes[:cap(ev.vm.Scopes)])
+	ev.st, ev.vars = state{}, Vars{}
+	evaluations.Put(ev)
 }
 
 // quoteShort quotes an expression for an error message, cut to a few

@@ -57,6 +57,10 @@ type Envelope struct {
 	// Built once: the object and event as expressions see them.
 	objectVar map[string]any
 	eventVar  map[string]any
+	// flowVar and runVar are Flow and Run boxed for expressions (once,
+	// not per evaluation), as of flowOf and runOf.
+	flowVar, runVar any
+	flowOf, runOf   string
 	varsOf    *storage.ObjectInfo
 }
 
@@ -101,7 +105,13 @@ func (e *Envelope) Vars() eval.Vars {
 			e.objectVar = ObjectMap(*e.Object)
 		}
 	}
-	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run, Event: e.eventVar}
+	if e.flowVar == nil || e.flowOf != e.Flow {
+		e.flowVar, e.flowOf = e.Flow, e.Flow
+	}
+	if e.runVar == nil || e.runOf != e.Run {
+		e.runVar, e.runOf = e.Run, e.Run
+	}
+	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.flowVar, Run: e.runVar, Event: e.eventVar}
 	if e.Request != nil {
 		v.Request = e.Request
 	}
