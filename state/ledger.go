@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -120,11 +119,8 @@ func (d *DB) commitCompletions(batch []completion) error {
 		return err
 	}
 	defer tx.Rollback()
-	st := tx.Stmt(d.insertDone)
-	for _, c := range batch {
-		if err := d.insertCompletion(st, c); err != nil {
-			return err
-		}
+	if err := d.ledger.commit(tx, batch); err != nil {
+		return err
 	}
 	return tx.Commit()
 }
@@ -230,36 +226,32 @@ func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, boo
 // CompletedAll looks inputs of a flow up in the ledger at once and returns
 // the completed ones by input.
 func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (map[string]Completion, error) {
+	if !d.dia.postgres {
+		return d.ledger.lookupTx(ctx, nil, flow, inputs)
+	}
 	out := map[string]Completion{}
-	for len(inputs) > 0 {
-		chunk := inputs[:min(len(inputs), 500)]
-		inputs = inputs[len(chunk):]
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, flow)
-		for _, in := range chunk {
-			args = append(args, in)
-		}
-		rows, err := d.db.QueryContext(ctx, d.dia.q(`SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
-		if err != nil {
+	rows, err := d.db.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = $1 AND input = ANY($2::text[])`, flow, inputs)
+	if err != nil {
+		return nil, fmt.Errorf("completion ledger: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c := Completion{Flow: flow}
+		var ms int64
+		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
 			return nil, fmt.Errorf("completion ledger: %w", err)
 		}
-		for rows.Next() {
-			c := Completion{Flow: flow}
-			var ms int64
-			if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("completion ledger: %w", err)
-			}
-			c.At = time.UnixMilli(ms).UTC()
-			out[c.Input] = c
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
+		c.At = unixMilliUTC(ms)
+		out[c.Input] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("completion ledger: %w", err)
 	}
 	return out, nil
 }
+
+// unixMilliUTC is a stored millisecond timestamp as a UTC time.
+func unixMilliUTC(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
 // pruneChunk is how many rows one prune statement deletes: small
 // transactions keep the writers' waits short.

@@ -84,6 +84,7 @@ type DB struct {
 	insertRun, insertDone, lookupDone *sql.Stmt
 	// insertRuns writes runsPerInsert run records at once (SQLite).
 	insertRuns *sql.Stmt
+	ledger     *sqliteLedger // the SQLite ledger's batch statements
 	// insertAccepted records an accepted request unless its run finished
 	// already (perhaps in another process).
 	insertAccepted *sql.Stmt
@@ -160,6 +161,10 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 	if !dia.postgres {
 		many := `INSERT INTO runs ` + runColNames + ` VALUES ` + runValues + strings.Repeat(","+runValues, runsPerInsert-1) + upsertRun
 		if d.insertRuns, err = db.PrepareContext(ctx, many); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		if d.ledger, err = prepareSQLiteLedger(ctx, db); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state: %w", err)
 		}

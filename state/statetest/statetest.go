@@ -45,6 +45,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"CompletionsSharedBetweenHandles", completionsSharedBetweenHandles},
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
+		{"WindowOfCompletions", windowOfCompletions},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -396,4 +397,60 @@ func acceptedRunsAndResponses(t *testing.T, h Harness) {
 	_, ctype, body, _, _ := db.RunResponse(ctx, "a")
 	assert.Equal(t, "application/json", ctype)
 	assert.Equal(t, `{"ok":true}`, string(body))
+}
+
+// windowOfCompletions commits a stream's window at once (CompleteAll):
+// 150 inputs, of which two were completed before and one comes twice;
+// exactly those are duplicates, every lookup finds its run, and a
+// redelivery of the window finds every input completed.
+func windowOfCompletions(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	for _, in := range []string{"w-7", "w-100"} {
+		_, err := db.Complete(ctx, state.Run{ID: "before-" + in, Flow: "f", Input: in, Status: state.StatusSucceeded, Started: time.Now()})
+		require.NoError(t, err)
+	}
+	var runs []state.Run
+	for i := range 150 {
+		runs = append(runs, state.Run{ID: fmt.Sprint("run-", i), Flow: "f", Input: fmt.Sprint("w-", i), Status: state.StatusSucceeded, Started: time.Now()})
+	}
+	runs = append(runs, state.Run{ID: "twice", Flow: "f", Input: "w-42", Status: state.StatusDeadLettered, Started: time.Now()})
+	// Another flow's input of the same name is no duplicate.
+	runs = append(runs, state.Run{ID: "other", Flow: "g", Input: "w-7", Status: state.StatusSucceeded, Started: time.Now()})
+	dups, err := db.CompleteAll(ctx, runs)
+	require.NoError(t, err)
+	require.Len(t, dups, len(runs))
+	for i, r := range runs {
+		want := r.ID == "run-7" || r.ID == "run-100" || r.ID == "twice"
+		assert.Equal(t, want, dups[i], "run %s (input %s/%s) duplicate", r.ID, r.Flow, r.Input)
+	}
+	inputs := make([]string, 0, 151)
+	for i := range 151 {
+		inputs = append(inputs, fmt.Sprint("w-", i))
+	}
+	done, err := db.CompletedAll(ctx, "f", inputs)
+	require.NoError(t, err)
+	assert.Len(t, done, 150, "w-150 was never completed")
+	assert.Equal(t, "before-w-7", done["w-7"].Run)
+	assert.Equal(t, "run-42", done["w-42"].Run, "the first of two completions in a window stands")
+	assert.Equal(t, "run-149", done["w-149"].Run)
+	assert.Equal(t, state.StatusSucceeded, done["w-149"].Status)
+	other, err := db.CompletedAll(ctx, "g", []string{"w-7", "w-8"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"w-7": "other"}, map[string]string{"w-7": other["w-7"].Run})
+	assert.Len(t, other, 1)
+
+	// Inputs with quotes, backslashes and non-ASCII text are looked up as
+	// they are.
+	odd := []string{`a"b`, `c\d`, "é/ü", "tab\tx", "new\nline"}
+	var oddRuns []state.Run
+	for i, in := range odd {
+		oddRuns = append(oddRuns, state.Run{ID: fmt.Sprint("odd-", i), Flow: "f", Input: in, Status: state.StatusSucceeded, Started: time.Now()})
+	}
+	_, err = db.CompleteAll(ctx, oddRuns)
+	require.NoError(t, err)
+	done, err = db.CompletedAll(ctx, "f", odd)
+	require.NoError(t, err)
+	assert.Len(t, done, len(odd))
 }
