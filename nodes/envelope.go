@@ -61,7 +61,7 @@ type Envelope struct {
 	// not per evaluation), as of flowOf and runOf.
 	flowVar, runVar any
 	flowOf, runOf   string
-	varsOf    *storage.ObjectInfo
+	varsOf          *storage.ObjectInfo
 }
 
 // Event describes what triggered the run.
