@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,10 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/nodes"
 )
 
 // benchRun is a run record shaped like a topic flow's: three steps
@@ -92,4 +97,24 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestAppendStepsMatchesEncodingJSON: the run writer's hand-written
+// encoding of steps reads back as encoding/json's does.
+func TestAppendStepsMatchesEncodingJSON(t *testing.T) {
+	for _, steps := range [][]StepRun{
+		nil,
+		{},
+		benchRun(1).Steps,
+		{{ID: "s<1>", Node: "function", Status: "failed", Attempts: 3, Duration: 7, Error: "quote \" backslash \\ tab \t é \x00 \xff",
+			Output: "b/k&x", Log: "line1\nline2", Calls: []nodes.Call{{Kind: "function", Name: "f", Duration: 5, ColdStart: true}}}},
+	} {
+		want, err := json.Marshal(steps)
+		require.NoError(t, err)
+		got := appendSteps(nil, steps)
+		assert.JSONEq(t, string(want), string(got))
+		var back []StepRun
+		require.NoError(t, json.Unmarshal(got, &back))
+		assert.Equal(t, steps == nil, back == nil)
+	}
 }
