@@ -49,6 +49,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
@@ -102,6 +103,43 @@ func strFn(f func(string) string) func(params ...any) (any, error) {
 type Program struct {
 	src  string
 	prog *vm.Program
+	// lazy says which Lazy variables the expression names (or all of
+	// them, when it names $env).
+	event, object bool
+}
+
+// Lazy is a variable whose value is computed only when an expression
+// names it: Vars.Event and Vars.Object may hold one. Building a map per
+// message costs allocations most expressions never need.
+type Lazy interface{ Value() any }
+
+// names records which Lazy variables a program names.
+type names struct{ event, object *bool }
+
+// Visit implements ast.Visitor.
+func (n names) Visit(node *ast.Node) {
+	if id, ok := (*node).(*ast.IdentifierNode); ok {
+		switch id.Value {
+		case "event":
+			*n.event = true
+		case "object":
+			*n.object = true
+		case "$env":
+			*n.event, *n.object = true, true
+		}
+	}
+}
+
+// resolve is a variable as a program sees it: a Lazy one computed when
+// the program names it (nil otherwise, never read then).
+func resolve(v any, named bool) any {
+	if l, ok := v.(Lazy); ok {
+		if named {
+			return l.Value()
+		}
+		return nil
+	}
+	return v
 }
 
 // Error is a compile or run error with its place inside the source:
@@ -134,7 +172,10 @@ func Compile(src string, asBool bool) (*Program, error) {
 	if err != nil {
 		return nil, toError(err)
 	}
-	return &Program{src: src, prog: p}, nil
+	prog := &Program{src: src, prog: p}
+	root := p.Node()
+	ast.Walk(&root, names{&prog.event, &prog.object})
+	return prog, nil
 }
 
 func toError(err error) error {
@@ -163,6 +204,7 @@ func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 	*st = state{done: ctx.Done(), ctx: ctx, left: MaxBytes}
 	ev.vars = v
 	ev.vars.State = st
+	ev.vars.Event, ev.vars.Object = resolve(v.Event, p.event), resolve(v.Object, p.object)
 	out, err := ev.vm.Run(p.prog, &ev.vars)
 	if err == nil && st.err == nil {
 		err = st.charge(resultCost(out, st.left), "the result")
