@@ -229,19 +229,26 @@ func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (ma
 	if !d.dia.postgres {
 		return d.ledger.lookupTx(ctx, nil, flow, inputs)
 	}
-	out := map[string]Completion{}
 	rows, err := d.db.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = $1 AND input = ANY($2::text[])`, flow, inputs)
+	return scanCompletions(rows, err, flow, len(inputs))
+}
+
+// scanCompletions reads the rows (input, run_id, status, done_ms) of a
+// lookup of flow's inputs, whose query returned err, by input; it closes
+// the rows.
+func scanCompletions(rows *sql.Rows, err error, flow string, n int) (map[string]Completion, error) {
 	if err != nil {
 		return nil, fmt.Errorf("completion ledger: %w", err)
 	}
 	defer rows.Close()
+	out := make(map[string]Completion, n)
 	for rows.Next() {
 		c := Completion{Flow: flow}
 		var ms int64
 		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
 			return nil, fmt.Errorf("completion ledger: %w", err)
 		}
-		c.At = unixMilliUTC(ms)
+		c.At = time.UnixMilli(ms).UTC()
 		out[c.Input] = c
 	}
 	if err := rows.Err(); err != nil {
@@ -249,9 +256,6 @@ func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (ma
 	}
 	return out, nil
 }
-
-// unixMilliUTC is a stored millisecond timestamp as a UTC time.
-func unixMilliUTC(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
 // pruneChunk is how many rows one prune statement deletes: small
 // transactions keep the writers' waits short.

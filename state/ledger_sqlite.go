@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"strings"
 )
 
@@ -118,22 +117,5 @@ func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, in
 		st = tx.Stmt(st)
 	}
 	rows, err := st.QueryContext(ctx, flow, string(list))
-	if err != nil {
-		return nil, fmt.Errorf("completion ledger: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]Completion, len(inputs))
-	for rows.Next() {
-		c := Completion{Flow: flow}
-		var ms int64
-		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
-			return nil, fmt.Errorf("completion ledger: %w", err)
-		}
-		c.At = unixMilliUTC(ms)
-		out[c.Input] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("completion ledger: %w", err)
-	}
-	return out, nil
+	return scanCompletions(rows, err, flow, len(inputs))
 }
