@@ -46,6 +46,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"NewerSchemaRefused", newerSchemaRefused},
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
 		{"WindowOfCompletions", windowOfCompletions},
+		{"MixedRunRecords", mixedRunRecords},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -453,4 +454,53 @@ func windowOfCompletions(t *testing.T, h Harness) {
 	done, err = db.CompletedAll(ctx, "f", odd)
 	require.NoError(t, err)
 	assert.Len(t, done, len(odd))
+}
+
+// mixedRunRecords writes a batch of run records of every shape at once —
+// plain successes, failures with their step and error, answers of HTTP
+// runs, and one run recorded twice — and reads each back as recorded, the
+// later record of a run replacing the earlier.
+func mixedRunRecords(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	steps := []state.StepRun{{ID: "t", Node: "transform", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}
+	want := map[string]state.Run{}
+	for i := range 150 {
+		r := state.Run{ID: fmt.Sprintf("mix-%03d", i), Flow: "mix", Trigger: "topic:in", Input: fmt.Sprint("in-", i), Attempts: 1,
+			Status: state.StatusSucceeded, Started: t0.Add(time.Duration(i) * time.Millisecond), Duration: 2 * time.Millisecond, Steps: steps, BytesIn: 10}
+		switch {
+		case i%7 == 3:
+			r.Status, r.Step, r.Error, r.Attempts = state.StatusDeadLettered, "t", fmt.Sprintf("boom %d: \"quoted\" \n é", i), 3
+		case i%11 == 5:
+			r.HTTPStatus = 201
+		}
+		db.Record(r)
+		want[r.ID] = r
+	}
+	// mix-002 failed first, then succeeded: the last record stands.
+	again := want["mix-002"]
+	db.Record(state.Run{ID: "mix-002", Flow: "mix", Trigger: "topic:in", Input: "in-2", Attempts: 1, Status: state.StatusFailed,
+		Started: again.Started, Step: "t", Error: "transient"})
+	again.Attempts = 2
+	db.Record(again)
+	want["mix-002"] = again
+	require.NoError(t, db.Flush(ctx))
+
+	got, err := db.Runs(ctx, state.Filter{Flow: "mix", Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	for _, r := range got {
+		w := want[r.ID]
+		assert.Equal(t, w.Status, r.Status, r.ID)
+		assert.Equal(t, w.Step, r.Step, r.ID)
+		assert.Equal(t, w.Error, r.Error, r.ID)
+		assert.Equal(t, w.Attempts, r.Attempts, r.ID)
+		assert.Equal(t, w.HTTPStatus, r.HTTPStatus, r.ID)
+		assert.Equal(t, w.Input, r.Input, r.ID)
+		assert.Equal(t, w.Started, r.Started, r.ID)
+		assert.Equal(t, w.BytesIn, r.BytesIn, r.ID)
+		assert.Equal(t, w.Steps, r.Steps, r.ID)
+	}
 }
