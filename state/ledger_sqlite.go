@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 )
 
 // The SQLite ledger's batches. Every statement execution and every bound
@@ -19,12 +20,13 @@ var completionChunks = []int{64, 16, 4, 1}
 
 // sqliteLedger holds the SQLite ledger's prepared statements.
 type sqliteLedger struct {
+	db     *sql.DB
 	insert map[int]*sql.Stmt // rows → INSERT of that many completions
 	lookup *sql.Stmt         // the completions of one flow among a JSON array of inputs
 }
 
 func prepareSQLiteLedger(ctx context.Context, db *sql.DB) (*sqliteLedger, error) {
-	l := &sqliteLedger{insert: map[int]*sql.Stmt{}}
+	l := &sqliteLedger{db: db, insert: map[int]*sql.Stmt{}}
 	for _, n := range completionChunks {
 		q := `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)` +
 			strings.Repeat(",(?,?,?,?,?)", n-1) + ` ON CONFLICT DO NOTHING`
@@ -108,6 +110,24 @@ func (l *sqliteLedger) resolve(tx *sql.Tx, chunk []completion) error {
 // lookupTx returns the completions of flow among inputs, read in tx (nil:
 // outside a transaction).
 func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, inputs []string) (map[string]Completion, error) {
+	q := queryer(l.db)
+	if tx != nil {
+		q = tx
+	}
+	for _, in := range inputs {
+		if !jsonSafe(in) {
+			// JSON would not carry it as it is (invalid UTF-8 becomes
+			// U+FFFD): bind each input instead.
+			args := make([]any, 0, len(inputs)+1)
+			args = append(args, flow)
+			for _, in := range inputs {
+				args = append(args, in)
+			}
+			rows, err := q.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
+				strings.Repeat(",?", len(inputs)-1)+`)`, args...)
+			return scanCompletions(rows, err, flow, len(inputs))
+		}
+	}
 	list, err := json.Marshal(inputs)
 	if err != nil {
 		return nil, err
@@ -118,4 +138,15 @@ func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, in
 	}
 	rows, err := st.QueryContext(ctx, flow, string(list))
 	return scanCompletions(rows, err, flow, len(inputs))
+}
+
+// queryer is what lookupTx queries: the database or a transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// jsonSafe reports whether s goes through a JSON string and SQLite's
+// json_each unchanged: valid UTF-8 without NUL.
+func jsonSafe(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }

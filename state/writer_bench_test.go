@@ -118,3 +118,34 @@ func TestAppendStepsMatchesEncodingJSON(t *testing.T) {
 		assert.Equal(t, steps == nil, back == nil)
 	}
 }
+
+// TestSQLiteLedgerOddInputs: inputs JSON cannot carry as they are
+// (invalid UTF-8, NUL) are committed and found again like any other
+// (SQLite only: PostgreSQL text refuses them).
+func TestSQLiteLedgerOddInputs(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	require.NoError(t, err)
+	defer d.Close()
+	odd := []string{"bad\xff\xfeutf8", "nul\x00inside", "plain", `quote"d`, "tab\tx"}
+	var runs []Run
+	for i, in := range odd {
+		runs = append(runs, Run{ID: fmt.Sprint("odd-", i), Flow: "f", Input: in, Status: StatusSucceeded, Started: time.Now()})
+	}
+	dups, err := d.CompleteAll(t.Context(), runs)
+	require.NoError(t, err)
+	assert.Equal(t, make([]bool, len(odd)), dups)
+	done, err := d.CompletedAll(t.Context(), "f", odd)
+	require.NoError(t, err)
+	for i, in := range odd {
+		assert.Equal(t, fmt.Sprint("odd-", i), done[in].Run, "%q", in)
+	}
+	// Completing them again finds every one a duplicate.
+	for i := range runs {
+		runs[i].ID += "-again"
+	}
+	dups, err = d.CompleteAll(t.Context(), runs)
+	require.NoError(t, err)
+	for i, dup := range dups {
+		assert.True(t, dup, "%q", odd[i])
+	}
+}
