@@ -15,10 +15,10 @@ import (
 // binds only the columns that differ from their defaults, and rows go in
 // statements of many rows.
 
-// runColumns are the runs table's columns, in the order rowArgs binds them.
+// runColumnList is the runs table's columns, in the order appendRunArgs binds them.
 const runColumnList = `id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type`
 
-// plainColumns are the columns a plain run binds; the others keep their
+// plainColumnList is the columns a plain run binds; the others keep their
 // defaults (”, 0, NULL).
 const plainColumnList = `id, flow, trigger, input, attempts, status, started_ms, duration_us, steps, bytes_in, bytes_out`
 
