@@ -30,9 +30,11 @@ type Completion struct {
 
 // completion is a run waiting for its input's completion to be committed.
 type completion struct {
-	run  Run
-	done chan error // answered once committed
-	dup  *bool      // set by the commit: the input was completed already
+	run Run
+	// done is answered once committed: set on the last completion of a
+	// CompleteAll call (a call's completions are always in one batch).
+	done chan error
+	dup  *bool // set by the commit: the input was completed already
 }
 
 // Complete marks r's input completed, durably, then queues r for the run
@@ -60,11 +62,18 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if len(runs) == 0 {
+		return nil, nil
+	}
 	dups = make([]bool, len(runs))
-	done := make(chan error, len(runs))
+	done := make(chan error, 1)
 	d.commitMu.Lock()
 	for i, r := range runs {
-		d.waiting = append(d.waiting, completion{run: r, done: done, dup: &dups[i]})
+		c := completion{run: r, dup: &dups[i]}
+		if i == len(runs)-1 {
+			c.done = done
+		}
+		d.waiting = append(d.waiting, c)
 	}
 	if !d.committing {
 		// No commit under way: commit here, without a hand-off to
@@ -77,7 +86,9 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 			cerr := d.commitCompletions(batch)
 			d.setDoneErr(cerr)
 			for _, b := range batch {
-				b.done <- cerr
+				if b.done != nil {
+					b.done <- cerr
+				}
 			}
 			d.commitMu.Lock()
 		}
@@ -86,12 +97,7 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	// Otherwise a commit is under way: its caller commits ours next, with
 	// whoever else arrives meanwhile (group commit).
 	d.commitMu.Unlock()
-	for range runs {
-		if cerr := <-done; cerr != nil && err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err = <-done; err != nil {
 		return nil, fmt.Errorf("record completion of %s: %w", runs[0].Input, err)
 	}
 	for i, r := range runs {

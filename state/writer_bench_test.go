@@ -126,6 +126,9 @@ func TestSQLiteLedgerOddInputs(t *testing.T) {
 	d, err := Open(filepath.Join(t.TempDir(), "state.db"))
 	require.NoError(t, err)
 	defer d.Close()
+	none, err := d.CompleteAll(t.Context(), nil)
+	require.NoError(t, err, "nothing to complete returns at once")
+	assert.Empty(t, none)
 	odd := []string{"bad\xff\xfeutf8", "nul\x00inside", "plain", `quote"d`, "tab\tx"}
 	var runs []Run
 	for i, in := range odd {
