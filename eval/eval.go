@@ -201,7 +201,7 @@ func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 	ev := evaluations.Get().(*evaluation)
 	defer ev.release()
 	st := &ev.st
-	*st = state{done: ctx.Done(), ctx: ctx, left: MaxBytes}
+	*st = state{ctx: ctx, left: MaxBytes}
 	ev.vars = v
 	ev.vars.State = st
 	ev.vars.Event, ev.vars.Object = resolve(v.Event, p.event), resolve(v.Object, p.object)
