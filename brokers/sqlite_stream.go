@@ -139,7 +139,7 @@ func (s *sqliteStream) readOnce(ctx context.Context, query string, from int64) (
 		msg := message.NewMessage(id, payload)
 		if why := TooLarge(id, plen, mlen, sqliteSchema{maxBytes: s.b.cfg.maxBytes}.limit()); why != "" {
 			msg = RejectedMessage(id, why)
-		} else if meta.Valid && meta.String != "" {
+		} else if meta.Valid && meta.String != "" && meta.String != "{}" && meta.String != "null" {
 			if err := json.Unmarshal([]byte(meta.String), &msg.Metadata); err != nil {
 				// A damaged row still delivers its payload (a stuck stream
 				// would hold up everything after it); the consumer sees why.

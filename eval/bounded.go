@@ -50,10 +50,6 @@ type state struct {
 	ticks uint
 }
 
-func newState(ctx context.Context) *state {
-	return &state{done: ctx.Done(), ctx: ctx, left: MaxBytes}
-}
-
 // charge takes n bytes from the budget, failing (and remembering why)
 // when it is spent, or when the context ended.
 func (s *state) charge(n int64, what string) error {
@@ -73,14 +69,31 @@ func (s *state) check() error {
 	if s.err != nil {
 		return s.err
 	}
-	select {
-	case <-s.done:
+	var ended bool
+	if s.done == nil && s.ticks < pollTicks {
+		// Short evaluations ask the context; a context whose Done
+		// channel is made on demand (a run's) then never makes one.
+		ended = s.ctx.Err() != nil
+	} else {
+		if s.done == nil {
+			s.done = s.ctx.Done()
+		}
+		select {
+		case <-s.done:
+			ended = true
+		default:
+		}
+	}
+	if ended {
 		s.err = fmt.Errorf("%w: %w", ErrStopped, context.Cause(s.ctx))
 		return s.err
-	default:
-		return nil
 	}
+	return nil
 }
+
+// pollTicks is how many predicate iterations check the context with Err
+// before watching its Done channel instead (cheaper per iteration).
+const pollTicks = 64
 
 func human(n int64) string {
 	switch {

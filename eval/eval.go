@@ -45,9 +45,11 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
@@ -101,6 +103,43 @@ func strFn(f func(string) string) func(params ...any) (any, error) {
 type Program struct {
 	src  string
 	prog *vm.Program
+	// lazy says which Lazy variables the expression names (or all of
+	// them, when it names $env).
+	event, object bool
+}
+
+// Lazy is a variable whose value is computed only when an expression
+// names it: Vars.Event and Vars.Object may hold one. Building a map per
+// message costs allocations most expressions never need.
+type Lazy interface{ Value() any }
+
+// names records which Lazy variables a program names.
+type names struct{ event, object *bool }
+
+// Visit implements ast.Visitor.
+func (n names) Visit(node *ast.Node) {
+	if id, ok := (*node).(*ast.IdentifierNode); ok {
+		switch id.Value {
+		case "event":
+			*n.event = true
+		case "object":
+			*n.object = true
+		case "$env":
+			*n.event, *n.object = true, true
+		}
+	}
+}
+
+// resolve is a variable as a program sees it: a Lazy one computed when
+// the program names it (nil otherwise, never read then).
+func resolve(v any, named bool) any {
+	if l, ok := v.(Lazy); ok {
+		if named {
+			return l.Value()
+		}
+		return nil
+	}
+	return v
 }
 
 // Error is a compile or run error with its place inside the source:
@@ -133,7 +172,10 @@ func Compile(src string, asBool bool) (*Program, error) {
 	if err != nil {
 		return nil, toError(err)
 	}
-	return &Program{src: src, prog: p}, nil
+	prog := &Program{src: src, prog: p}
+	root := p.Node()
+	ast.Walk(&root, names{&prog.event, &prog.object})
+	return prog, nil
 }
 
 func toError(err error) error {
@@ -156,9 +198,14 @@ func (p *Program) Eval(v Vars) (any, error) { return p.EvalContext(context.Backg
 // budget was spent (permanent) and ErrStopped with ctx's error when ctx
 // ended first.
 func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
-	st := newState(ctx)
-	v.State = st
-	out, err := expr.Run(p.prog, v)
+	ev := evaluations.Get().(*evaluation)
+	defer ev.release()
+	st := &ev.st
+	*st = state{ctx: ctx, left: MaxBytes}
+	ev.vars = v
+	ev.vars.State = st
+	ev.vars.Event, ev.vars.Object = resolve(v.Event, p.event), resolve(v.Object, p.object)
+	out, err := ev.vm.Run(p.prog, &ev.vars)
 	if err == nil && st.err == nil {
 		err = st.charge(resultCost(out, st.left), "the result")
 	}
@@ -175,6 +222,27 @@ func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 		return nil, fmt.Errorf("expression %s: %w", quoteShort(p.src), ee)
 	}
 	return out, nil
+}
+
+// evaluation is what one evaluation needs beside its program: the VM
+// (its stack), the budget and the variables, kept in a pool so evaluating
+// allocates none of them (expr.Run makes a new VM each time, and the
+// variables passed by value would be copied to the heap).
+type evaluation struct {
+	vm   vm.VM
+	st   state
+	vars Vars
+}
+
+var evaluations = sync.Pool{New: func() any { return new(evaluation) }}
+
+// release drops what the evaluation referenced and returns it to the pool.
+func (ev *evaluation) release() {
+	clear(ev.vm.Stack[:cap(ev.vm.Stack)])
+	clear(ev.vm.Variables)
+	clear(ev.vm.Scopes[:cap(ev.vm.Scopes)])
+	ev.st, ev.vars = state{}, Vars{}
+	evaluations.Put(ev)
 }
 
 // quoteShort quotes an expression for an error message, cut to a few

@@ -42,7 +42,11 @@ func hops(msg *message.Message) int {
 	if msg == nil {
 		return 0
 	}
-	n, _ := strconv.Atoi(msg.Metadata.Get(MetaHops))
+	v := msg.Metadata.Get(MetaHops)
+	if v == "" {
+		return 0 // not published by a flow (Atoi's error would cost an allocation per message)
+	}
+	n, _ := strconv.Atoi(v)
 	return max(n, 0)
 }
 

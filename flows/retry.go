@@ -33,9 +33,19 @@ var forever = Retry{Backoff: time.Second, MaxBackoff: 30 * time.Second}
 // last call's error wrapped with the context's.
 func retry(ctx context.Context, p Retry, op func() error, notify func(err error, wait time.Duration)) (attempts int, err error) {
 	// Most calls succeed the first time: no backoff is set up for them.
-	first := op()
+	return retryAfter(ctx, p, op(), op, notify)
+}
+
+// retries reports whether a first call's error is retried under p.
+func retries(p Retry, first error) bool {
+	return first != nil && !nodes.IsPermanent(first) && p.MaxAttempts != 1
+}
+
+// retryAfter is retry once the first call was made and failed with first
+// (a caller on a hot path makes it without building op's closure).
+func retryAfter(ctx context.Context, p Retry, first error, op func() error, notify func(err error, wait time.Duration)) (attempts int, err error) {
 	attempts = 1
-	if first == nil || nodes.IsPermanent(first) || p.MaxAttempts == 1 {
+	if !retries(p, first) {
 		return attempts, first
 	}
 	bo := backoff.NewExponentialBackOff()

@@ -174,8 +174,8 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 	if d.span != nil {
 		ctx = trace.ContextWithSpan(ctx, d.span)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.f.Timeout)
-	defer cancel()
+	ctx, stop := newRunContext(ctx, r.f.Timeout) // context.WithTimeout's semantics, its timer armed on demand
+	defer stop()
 	if d.msg == nil {
 		d.fail, routed = r.runSteps(ctx, steps, d) // a request: never redelivered
 		return routed

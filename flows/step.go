@@ -30,7 +30,7 @@ type call struct {
 	forever bool
 
 	rec       state.StepRun
-	attempt   int // the attempt running now, from 1
+	tries     int // attempts of the call so far (retryStep)
 	firstFail time.Time
 	// abandoned is closed when an attempt the timeout gave up on returns;
 	// nil when none is pending. The envelope is not touched until then.
@@ -90,7 +90,8 @@ func (r *runner) recordStep(next handler) handler {
 
 // retryStep retries transient failures with the step's (or the flow's)
 // policy. An attempt the timeout abandoned is waited for before the next
-// one, so two attempts never share the envelope.
+// one, so two attempts never share the envelope. The first attempt is
+// made directly: the closures retrying needs are built only on failure.
 func (r *runner) retryStep(next handler) handler {
 	return func(ctx context.Context, c *call) error {
 		p := r.f.Retry
@@ -100,47 +101,53 @@ func (r *runner) retryStep(next handler) handler {
 		if c.forever {
 			p.MaxAttempts, p.MaxElapsed = 0, 0
 		}
-		attempt := 1 // of this call
-		attempts, err := retry(ctx, p, func() error {
-			if c.abandoned != nil {
-				select {
-				case <-c.abandoned:
-					c.abandoned = nil
-				case <-ctx.Done():
-					return nodes.Permanent(fmt.Errorf("step %s: an abandoned attempt had not returned when the run ended: %w", c.step.ID, context.Cause(ctx)))
+		c.tries = 0
+		err := r.attempt(ctx, c, next)
+		attempts := 1
+		if retries(p, err) {
+			attempts, err = retryAfter(ctx, p, err, func() error { return r.attempt(ctx, c, next) }, func(err error, wait time.Duration) {
+				lvl := slog.LevelDebug
+				if c.forever {
+					lvl = slog.LevelWarn
 				}
-			}
-			if c.dl != nil {
-				c.dl.SetAttempt(attempt)
-			}
-			c.attempt = attempt
-			attempt++
-			err := next(ctx, c)
-			if c.dl != nil && c.abandoned == nil {
-				calls := c.dl.TakeCalls()
-				r.m.observeCalls(calls)
-				c.rec.Calls = append(c.rec.Calls, calls...)
-				if l := c.dl.TakeLog(); l != "" || err == nil {
-					c.rec.Log = l
-				}
-			}
-			if err != nil {
-				r.m.steps[c.step].failedAttempts.Inc()
-				if c.firstFail.IsZero() {
-					c.firstFail = time.Now()
-				}
-			}
-			return err
-		}, func(err error, wait time.Duration) {
-			lvl := slog.LevelDebug
-			if c.forever {
-				lvl = slog.LevelWarn
-			}
-			r.log.Log(ctx, lvl, "step failed; retrying", "step", c.step.ID, "node", c.step.Type, "wait", wait, "error", err)
-		})
+				r.log.Log(ctx, lvl, "step failed; retrying", "step", c.step.ID, "node", c.step.Type, "wait", wait, "error", err)
+			})
+		}
 		c.rec.Attempts += attempts
 		return err
 	}
+}
+
+// attempt is one attempt of a call (retryStep's).
+func (r *runner) attempt(ctx context.Context, c *call, next handler) error {
+	if c.abandoned != nil {
+		select {
+		case <-c.abandoned:
+			c.abandoned = nil
+		case <-ctx.Done():
+			return nodes.Permanent(fmt.Errorf("step %s: an abandoned attempt had not returned when the run ended: %w", c.step.ID, context.Cause(ctx)))
+		}
+	}
+	c.tries++
+	if c.dl != nil {
+		c.dl.SetAttempt(c.tries)
+	}
+	err := next(ctx, c)
+	if c.dl != nil && c.abandoned == nil {
+		calls := c.dl.TakeCalls()
+		r.m.observeCalls(calls)
+		c.rec.Calls = append(c.rec.Calls, calls...)
+		if l := c.dl.TakeLog(); l != "" || err == nil {
+			c.rec.Log = l
+		}
+	}
+	if err != nil {
+		r.m.steps[c.step].failedAttempts.Inc()
+		if c.firstFail.IsZero() {
+			c.firstFail = time.Now()
+		}
+	}
+	return err
 }
 
 // abandonAfter is how long a node whose context ended may take to return

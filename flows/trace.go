@@ -101,7 +101,7 @@ func endRun(d *delivery) {
 func (r *runner) traceStep(next handler) handler {
 	return func(ctx context.Context, c *call) error {
 		ctx, span := r.tr.Start(ctx, "step "+c.step.ID, trace.WithAttributes(
-			attrFlow.String(r.f.Name), attrStep.String(c.step.ID), attrNode.String(c.step.Type), attrAttempt.Int(c.attempt)))
+			attrFlow.String(r.f.Name), attrStep.String(c.step.ID), attrNode.String(c.step.Type), attrAttempt.Int(c.tries)))
 		err := next(ctx, c)
 		if err != nil {
 			span.RecordError(err)

@@ -58,7 +58,11 @@ type Envelope struct {
 	// Built once: the object and event as expressions see them.
 	objectVar map[string]any
 	eventVar  map[string]any
-	varsOf    *storage.ObjectInfo
+	// flowVar and runVar are Flow and Run boxed for expressions (once,
+	// not per evaluation), as of flowOf and runOf.
+	flowVar, runVar any
+	flowOf, runOf   string
+	varsOf          *storage.ObjectInfo
 }
 
 // Event describes what triggered the run.
@@ -93,25 +97,55 @@ func NewEnvelope(store *storage.Store, maxBody int64) *Envelope {
 	return &Envelope{Meta: map[string]string{}, Steps: make(map[string]any, 4), store: store, maxBody: maxBody}
 }
 
-// Vars returns the variables expressions see.
+// Vars returns the variables expressions see. The event and object maps
+// are built when an expression first names them (eval.Lazy), then kept.
 func (e *Envelope) Vars() eval.Vars {
+	if e.flowVar == nil || e.flowOf != e.Flow {
+		e.flowVar, e.flowOf = e.Flow, e.Flow
+	}
+	if e.runVar == nil || e.runOf != e.Run {
+		e.runVar, e.runOf = e.Run, e.Run
+	}
+	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.flowVar, Run: e.runVar, Event: eventVar{e}}
+	if e.Request != nil {
+		v.Request = e.Request
+	}
+	if e.Object != nil {
+		v.Object = objectVar{e}
+	}
+	return v
+}
+
+// eventVar and objectVar are the envelope's event and object as
+// expressions see them, built on first use (one pointer: an interface
+// holds them without allocating).
+type (
+	eventVar  struct{ e *Envelope }
+	objectVar struct{ e *Envelope }
+)
+
+// Value implements eval.Lazy.
+func (v eventVar) Value() any {
+	e := v.e
 	if e.eventVar == nil {
 		e.eventVar = map[string]any{"id": e.Event.ID, "name": e.Event.Name, "topic": e.Event.Topic, "time": e.Event.Time}
 	}
+	return e.eventVar
+}
+
+// Value implements eval.Lazy.
+func (v objectVar) Value() any {
+	e := v.e
 	if e.Object != e.varsOf {
 		e.objectVar, e.varsOf = nil, e.Object
 		if e.Object != nil {
 			e.objectVar = ObjectMap(*e.Object)
 		}
 	}
-	v := eval.Vars{Payload: e.Payload, Meta: e.Meta, Steps: e.Steps, Flow: e.Flow, Run: e.Run, Event: e.eventVar}
-	if e.Request != nil {
-		v.Request = e.Request
+	if e.objectVar == nil {
+		return nil
 	}
-	if e.objectVar != nil {
-		v.Object = e.objectVar
-	}
-	return v
+	return e.objectVar
 }
 
 // ObjectMap is an object's description as expressions see it: bucket,

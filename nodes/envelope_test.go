@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/eval"
 	"github.com/sluicehq/sluice/nodes"
 	"github.com/sluicehq/sluice/storage"
 )
@@ -184,11 +185,19 @@ func TestDeliveryCollectsWhatStepsLeave(t *testing.T) {
 
 	v := env.Vars()
 	assert.Equal(t, "orders", v.Flow)
-	assert.Equal(t, map[string]any{"id": "m-1", "name": "", "topic": "orders", "time": time.Unix(0, 0)}, v.Event)
+	// Event and object are built when an expression names them.
+	assert.Equal(t, map[string]any{"id": "m-1", "name": "", "topic": "orders", "time": time.Unix(0, 0)}, v.Event.(eval.Lazy).Value())
 	assert.Nil(t, v.Object)
 	env.SetObject(storage.ObjectInfo{Bucket: "photos", Key: "a.jpg", Size: 3})
-	assert.Equal(t, map[string]any{"bucket": "photos", "key": "a.jpg", "size": int64(3), "etag": "", "content_type": ""}, env.Vars().Object,
+	assert.Equal(t, map[string]any{"bucket": "photos", "key": "a.jpg", "size": int64(3), "etag": "", "content_type": ""}, env.Vars().Object.(eval.Lazy).Value(),
 		"the object as expressions see it follows SetObject")
+	for src, want := range map[string]any{`event.topic`: "orders", `object.key`: "a.jpg", `$env.event.id`: "m-1", `flow`: "orders"} {
+		p, err := eval.Compile(src, false)
+		require.NoError(t, err)
+		got, err := p.Eval(env.Vars())
+		require.NoError(t, err)
+		assert.Equal(t, want, got, src)
+	}
 }
 
 func TestSetPayloadField(t *testing.T) {

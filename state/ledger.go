@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -31,9 +30,11 @@ type Completion struct {
 
 // completion is a run waiting for its input's completion to be committed.
 type completion struct {
-	run  Run
-	done chan error // answered once committed
-	dup  *bool      // set by the commit: the input was completed already
+	run Run
+	// done is answered once committed: set on the last completion of a
+	// CompleteAll call (a call's completions are always in one batch).
+	done chan error
+	dup  *bool // set by the commit: the input was completed already
 }
 
 // Complete marks r's input completed, durably, then queues r for the run
@@ -61,11 +62,18 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if len(runs) == 0 {
+		return nil, nil
+	}
 	dups = make([]bool, len(runs))
-	done := make(chan error, len(runs))
+	done := make(chan error, 1)
 	d.commitMu.Lock()
 	for i, r := range runs {
-		d.waiting = append(d.waiting, completion{run: r, done: done, dup: &dups[i]})
+		c := completion{run: r, dup: &dups[i]}
+		if i == len(runs)-1 {
+			c.done = done
+		}
+		d.waiting = append(d.waiting, c)
 	}
 	if !d.committing {
 		// No commit under way: commit here, without a hand-off to
@@ -78,7 +86,9 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 			cerr := d.commitCompletions(batch)
 			d.setDoneErr(cerr)
 			for _, b := range batch {
-				b.done <- cerr
+				if b.done != nil {
+					b.done <- cerr
+				}
 			}
 			d.commitMu.Lock()
 		}
@@ -87,12 +97,7 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	// Otherwise a commit is under way: its caller commits ours next, with
 	// whoever else arrives meanwhile (group commit).
 	d.commitMu.Unlock()
-	for range runs {
-		if cerr := <-done; cerr != nil && err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err = <-done; err != nil {
 		return nil, fmt.Errorf("record completion of %s: %w", runs[0].Input, err)
 	}
 	for i, r := range runs {
@@ -120,11 +125,8 @@ func (d *DB) commitCompletions(batch []completion) error {
 		return err
 	}
 	defer tx.Rollback()
-	st := tx.Stmt(d.insertDone)
-	for _, c := range batch {
-		if err := d.insertCompletion(st, c); err != nil {
-			return err
-		}
+	if err := d.ledger.commit(tx, batch); err != nil {
+		return err
 	}
 	return tx.Commit()
 }
@@ -230,33 +232,33 @@ func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, boo
 // CompletedAll looks inputs of a flow up in the ledger at once and returns
 // the completed ones by input.
 func (d *DB) CompletedAll(ctx context.Context, flow string, inputs []string) (map[string]Completion, error) {
-	out := map[string]Completion{}
-	for len(inputs) > 0 {
-		chunk := inputs[:min(len(inputs), 500)]
-		inputs = inputs[len(chunk):]
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, flow)
-		for _, in := range chunk {
-			args = append(args, in)
-		}
-		rows, err := d.db.QueryContext(ctx, d.dia.q(`SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
-		if err != nil {
+	if !d.dia.postgres {
+		return d.ledger.lookupTx(ctx, nil, flow, inputs)
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = $1 AND input = ANY($2::text[])`, flow, inputs)
+	return scanCompletions(rows, err, flow, len(inputs))
+}
+
+// scanCompletions reads the rows (input, run_id, status, done_ms) of a
+// lookup of flow's inputs, whose query returned err, by input; it closes
+// the rows.
+func scanCompletions(rows *sql.Rows, err error, flow string, n int) (map[string]Completion, error) {
+	if err != nil {
+		return nil, fmt.Errorf("completion ledger: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]Completion, n)
+	for rows.Next() {
+		c := Completion{Flow: flow}
+		var ms int64
+		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
 			return nil, fmt.Errorf("completion ledger: %w", err)
 		}
-		for rows.Next() {
-			c := Completion{Flow: flow}
-			var ms int64
-			if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("completion ledger: %w", err)
-			}
-			c.At = time.UnixMilli(ms).UTC()
-			out[c.Input] = c
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
+		c.At = time.UnixMilli(ms).UTC()
+		out[c.Input] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("completion ledger: %w", err)
 	}
 	return out, nil
 }

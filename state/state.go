@@ -14,7 +14,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -94,9 +93,9 @@ type DB struct {
 	db  *sql.DB
 	dia *dialect
 	// Prepared once: statement preparation costs as much as the insert.
-	insertRun, insertDone, lookupDone *sql.Stmt
-	// insertRuns writes runsPerInsert run records at once (SQLite).
-	insertRuns *sql.Stmt
+	insertDone, lookupDone *sql.Stmt
+	runIns                 runInserts    // the SQLite run writer's statements
+	ledger                 *sqliteLedger // the SQLite ledger's batch statements
 	// insertAccepted records an accepted request unless its run finished
 	// already (perhaps in another process).
 	insertAccepted *sql.Stmt
@@ -147,21 +146,12 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		return nil, err
 	}
 	d := &DB{db: db, dia: dia, runs: make(chan pending, 4096), flushReq: make(chan chan struct{}), done: make(chan struct{})}
-	const runColNames = `(id, flow, trigger, input, attempts, status, started_ms, duration_us, step, error, steps, bytes_in, bytes_out, http_status, response, response_type, trace_id, parent_run)`
-	const runValues = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
-	const runCols = runColNames + ` VALUES ` + runValues
-	const upsertRun = ` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
-		input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
-		duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
-		bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
-		response = excluded.response, response_type = excluded.response_type,
-		trace_id = excluded.trace_id, parent_run = excluded.parent_run`
+	runCols := `(` + runColumnList + `) VALUES (` + runPlaceholders + `)`
 	var err error
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
 	}{
-		{&d.insertRun, `INSERT INTO runs ` + runCols + upsertRun},
 		{&d.insertAccepted, `INSERT INTO runs ` + runCols + ` ON CONFLICT DO NOTHING`},
 		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
@@ -172,8 +162,8 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		}
 	}
 	if !dia.postgres {
-		many := `INSERT INTO runs ` + runColNames + ` VALUES ` + runValues + strings.Repeat(","+runValues, runsPerInsert-1) + upsertRun
-		if d.insertRuns, err = db.PrepareContext(ctx, many); err != nil {
+		d.runIns.db = db
+		if d.ledger, err = prepareSQLiteLedger(ctx, db); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state: %w", err)
 		}
@@ -318,58 +308,43 @@ func (d *DB) insert(runs []pending) error {
 		return err
 	}
 	defer tx.Rollback()
-	st, accepted, many := tx.Stmt(d.insertRun), tx.Stmt(d.insertAccepted), tx.Stmt(d.insertRuns)
-	// Runs go in statements of runsPerInsert rows (one call into SQLite
-	// for many rows); accepted requests, and the rest, one by one, in order.
-	args := make([]any, 0, runsPerInsert*runFields)
-	queued := 0
-	flush := func() error {
-		defer func() { args, queued = args[:0], 0 }()
-		if queued == runsPerInsert {
-			_, err := many.Exec(args...)
-			return err
-		}
-		for i := 0; i < queued; i++ {
-			if _, err := st.Exec(args[i*runFields : (i+1)*runFields]...); err != nil {
-				return err
-			}
-		}
-		return nil
+	accepted := tx.Stmt(d.insertAccepted)
+	// Consecutive runs of one kind (plain or not) go in multi-row
+	// statements; accepted requests one by one; all in order.
+	var (
+		queue     []*Run
+		plainKind bool
+		args      []any
+	)
+	flush := func() (err error) {
+		args, err = d.runIns.write(tx, queue, plainKind, args)
+		queue = queue[:0]
+		return err
 	}
-	for _, p := range runs {
-		r := p.run
-		steps, _ := json.Marshal(r.Steps)
-		row := []any{r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
-			r.Duration.Microseconds(), r.Step, r.Error, string(steps), r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType,
-			r.TraceID, r.Parent}
+	for i := range runs {
+		r := &runs[i].run
 		if r.Status == StatusAccepted {
 			if err := flush(); err != nil {
 				return err
 			}
-			if _, err := accepted.Exec(row...); err != nil {
+			if _, err := accepted.Exec(appendRunArgs(args[:0], r, false)...); err != nil {
 				return err
 			}
 			continue
 		}
-		args = append(args, row...)
-		if queued++; queued == runsPerInsert {
+		if p := plain(r); p != plainKind {
 			if err := flush(); err != nil {
 				return err
 			}
+			plainKind = p
 		}
+		queue = append(queue, r)
 	}
 	if err := flush(); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
-
-// runsPerInsert is how many run records one multi-row insert writes
-// (runFields values each, well under SQLite's limit of parameters).
-const (
-	runsPerInsert = 64
-	runFields     = 18
-)
 
 // Filter selects runs; zero fields match everything.
 type Filter struct {
@@ -533,7 +508,7 @@ type runColumns struct {
 }
 
 func (c *runColumns) add(r Run) {
-	steps, _ := json.Marshal(r.Steps)
+	steps := appendSteps(nil, r.Steps)
 	c.id, c.flow, c.trigger, c.input = append(c.id, r.ID), append(c.flow, r.Flow), append(c.trigger, r.Trigger), append(c.input, r.Input)
 	c.attempts, c.status = append(c.attempts, int32(r.Attempts)), append(c.status, r.Status)
 	c.started, c.dur = append(c.started, r.Started.UnixMilli()), append(c.dur, r.Duration.Microseconds())
@@ -584,12 +559,7 @@ func (d *DB) insertArrays(runs []pending) error {
 	}
 	defer tx.Rollback()
 	if len(final.id) > 0 {
-		if _, err := tx.Exec(pgInsertRuns+` ON CONFLICT (id) DO UPDATE SET flow = excluded.flow, trigger = excluded.trigger,
-			input = excluded.input, attempts = excluded.attempts, status = excluded.status, started_ms = excluded.started_ms,
-			duration_us = excluded.duration_us, step = excluded.step, error = excluded.error, steps = excluded.steps,
-			bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, http_status = excluded.http_status,
-			response = excluded.response, response_type = excluded.response_type,
-			trace_id = excluded.trace_id, parent_run = excluded.parent_run`, final.args()...); err != nil {
+		if _, err := tx.Exec(pgInsertRuns+runUpsert, final.args()...); err != nil {
 			return err
 		}
 	}

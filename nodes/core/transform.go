@@ -35,6 +35,7 @@ func init() {
 type transform struct {
 	payload *eval.Program
 	set     []nodes.MapEntry
+	setPath [][]string // set's keys split at dots
 	del     [][]string
 }
 
@@ -43,6 +44,9 @@ func newTransform(c *nodes.Config, _ nodes.Deps) (nodes.Node, error) {
 		return nil, c.Errorf("", "set at least one of %q, %q or %q", transformPayload, transformSet, transformDelete)
 	}
 	t := &transform{payload: c.Expr(transformPayload), set: c.Map(transformSet)}
+	for _, s := range t.set {
+		t.setPath = append(t.setPath, strings.Split(s.Key, "."))
+	}
 	for _, d := range c.Strings(transformDelete) {
 		t.del = append(t.del, strings.Split(d, "."))
 	}
@@ -79,7 +83,7 @@ func (t *transform) Process(ctx context.Context, env *nodes.Envelope) error {
 			obj = map[string]any{}
 		}
 		for i, s := range t.set {
-			if err := setPath(obj, strings.Split(s.Key, "."), vals[i]); err != nil {
+			if err := setPath(obj, t.setPath[i], vals[i]); err != nil {
 				return nodes.Permanent(fmt.Errorf("set %s: %w", s.Key, err))
 			}
 		}

@@ -47,6 +47,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"AcceptedRunsAndResponses", acceptedRunsAndResponses},
 		{"TraceAndLineage", traceAndLineage},
 		{"DashboardQueries", dashboardQueries},
+		{"WindowOfCompletions", windowOfCompletions},
+		{"MixedRunRecords", mixedRunRecords},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -492,4 +494,109 @@ func traceAndLineage(t *testing.T, h Harness) {
 
 	_, err = db.Lineage(ctx, "missing")
 	assert.ErrorIs(t, err, state.ErrNoRun)
+}
+
+// windowOfCompletions commits a stream's window at once (CompleteAll):
+// 150 inputs, of which two were completed before and one comes twice;
+// exactly those are duplicates, every lookup finds its run, and a
+// redelivery of the window finds every input completed.
+func windowOfCompletions(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	for _, in := range []string{"w-7", "w-100"} {
+		_, err := db.Complete(ctx, state.Run{ID: "before-" + in, Flow: "f", Input: in, Status: state.StatusSucceeded, Started: time.Now()})
+		require.NoError(t, err)
+	}
+	var runs []state.Run
+	for i := range 150 {
+		runs = append(runs, state.Run{ID: fmt.Sprint("run-", i), Flow: "f", Input: fmt.Sprint("w-", i), Status: state.StatusSucceeded, Started: time.Now()})
+	}
+	runs = append(runs, state.Run{ID: "twice", Flow: "f", Input: "w-42", Status: state.StatusDeadLettered, Started: time.Now()})
+	// Another flow's input of the same name is no duplicate.
+	runs = append(runs, state.Run{ID: "other", Flow: "g", Input: "w-7", Status: state.StatusSucceeded, Started: time.Now()})
+	dups, err := db.CompleteAll(ctx, runs)
+	require.NoError(t, err)
+	require.Len(t, dups, len(runs))
+	for i, r := range runs {
+		want := r.ID == "run-7" || r.ID == "run-100" || r.ID == "twice"
+		assert.Equal(t, want, dups[i], "run %s (input %s/%s) duplicate", r.ID, r.Flow, r.Input)
+	}
+	inputs := make([]string, 0, 151)
+	for i := range 151 {
+		inputs = append(inputs, fmt.Sprint("w-", i))
+	}
+	done, err := db.CompletedAll(ctx, "f", inputs)
+	require.NoError(t, err)
+	assert.Len(t, done, 150, "w-150 was never completed")
+	assert.Equal(t, "before-w-7", done["w-7"].Run)
+	assert.Equal(t, "run-42", done["w-42"].Run, "the first of two completions in a window stands")
+	assert.Equal(t, "run-149", done["w-149"].Run)
+	assert.Equal(t, state.StatusSucceeded, done["w-149"].Status)
+	other, err := db.CompletedAll(ctx, "g", []string{"w-7", "w-8"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"w-7": "other"}, map[string]string{"w-7": other["w-7"].Run})
+	assert.Len(t, other, 1)
+
+	// Inputs with quotes, backslashes and non-ASCII text are looked up as
+	// they are.
+	odd := []string{`a"b`, `c\d`, "é/ü", "tab\tx", "new\nline"}
+	var oddRuns []state.Run
+	for i, in := range odd {
+		oddRuns = append(oddRuns, state.Run{ID: fmt.Sprint("odd-", i), Flow: "f", Input: in, Status: state.StatusSucceeded, Started: time.Now()})
+	}
+	_, err = db.CompleteAll(ctx, oddRuns)
+	require.NoError(t, err)
+	done, err = db.CompletedAll(ctx, "f", odd)
+	require.NoError(t, err)
+	assert.Len(t, done, len(odd))
+}
+
+// mixedRunRecords writes a batch of run records of every shape at once —
+// plain successes, failures with their step and error, answers of HTTP
+// runs, and one run recorded twice — and reads each back as recorded, the
+// later record of a run replacing the earlier.
+func mixedRunRecords(t *testing.T, h Harness) {
+	db := h.Open(t)
+	defer db.Close()
+	ctx := t.Context()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	steps := []state.StepRun{{ID: "t", Node: "transform", Status: "succeeded", Attempts: 1, Duration: time.Millisecond}}
+	want := map[string]state.Run{}
+	for i := range 150 {
+		r := state.Run{ID: fmt.Sprintf("mix-%03d", i), Flow: "mix", Trigger: "topic:in", Input: fmt.Sprint("in-", i), Attempts: 1,
+			Status: state.StatusSucceeded, Started: t0.Add(time.Duration(i) * time.Millisecond), Duration: 2 * time.Millisecond, Steps: steps, BytesIn: 10}
+		switch {
+		case i%7 == 3:
+			r.Status, r.Step, r.Error, r.Attempts = state.StatusDeadLettered, "t", fmt.Sprintf("boom %d: \"quoted\" \n é", i), 3
+		case i%11 == 5:
+			r.HTTPStatus = 201
+		}
+		db.Record(r)
+		want[r.ID] = r
+	}
+	// mix-002 failed first, then succeeded: the last record stands.
+	again := want["mix-002"]
+	db.Record(state.Run{ID: "mix-002", Flow: "mix", Trigger: "topic:in", Input: "in-2", Attempts: 1, Status: state.StatusFailed,
+		Started: again.Started, Step: "t", Error: "transient"})
+	again.Attempts = 2
+	db.Record(again)
+	want["mix-002"] = again
+	require.NoError(t, db.Flush(ctx))
+
+	got, err := db.Runs(ctx, state.Filter{Flow: "mix", Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	for _, r := range got {
+		w := want[r.ID]
+		assert.Equal(t, w.Status, r.Status, r.ID)
+		assert.Equal(t, w.Step, r.Step, r.ID)
+		assert.Equal(t, w.Error, r.Error, r.ID)
+		assert.Equal(t, w.Attempts, r.Attempts, r.ID)
+		assert.Equal(t, w.HTTPStatus, r.HTTPStatus, r.ID)
+		assert.Equal(t, w.Input, r.Input, r.ID)
+		assert.Equal(t, w.Started, r.Started, r.ID)
+		assert.Equal(t, w.BytesIn, r.BytesIn, r.ID)
+		assert.Equal(t, w.Steps, r.Steps, r.ID)
+	}
 }

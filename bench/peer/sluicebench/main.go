@@ -84,6 +84,7 @@ type options struct {
 	poll    time.Duration
 	timeout time.Duration
 	profile string // CPU profile of the timed part, when set
+	memProf string // allocation profile at the end, when set
 }
 
 func main() {
@@ -95,6 +96,7 @@ func main() {
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "how often the finished-run count is read (bounds the timing error)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the messages are not consumed within this")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the timed part to this file (go tool pprof)")
+	flag.StringVar(&o.memProf, "memprofile", "", "write an allocation profile to this file at the end (go tool pprof -sample_index=alloc_objects)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: sluicebench [flags]\n\n"+
 			"Queues -n messages (not timed), runs a transform → switch → transform flow over\n"+
@@ -198,6 +200,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if runs["succeeded"] != float64(o.n) {
 		return fmt.Errorf("runs by status %v, want %d succeeded", runs, o.n)
 	}
+	if o.memProf != "" {
+		if err := writeHeapProfile(o.memProf); err != nil {
+			return err
+		}
+	}
 	return report(out, o, elapsed, cpu)
 }
 
@@ -231,6 +238,20 @@ func startProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("-cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes the allocations made so far (queueing included)
+// to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	return f.Close()
 }
 
 // floorCommit is how many streamed messages one Commit covers.
