@@ -38,6 +38,10 @@ type Options struct {
 	// Poison records the inputs in flight, so an input that keeps killing
 	// the process is dead-lettered; poison.Nop (no record) when nil.
 	Poison poison.Store
+	// MaxCrashes is how many process deaths an input may be in flight
+	// for before it is dead-lettered without running again (0:
+	// poison.DefaultMaxCrashes).
+	MaxCrashes int
 	// MaxHops is how many flows a chain of messages may pass through
 	// before a message is dead-lettered as looping (32 by default).
 	MaxHops int
@@ -106,6 +110,9 @@ func NewEngine(opts Options, flows []*Flow) (*Engine, error) {
 	}
 	if opts.Poison == nil {
 		opts.Poison = poison.Nop{}
+	}
+	if opts.MaxCrashes <= 0 {
+		opts.MaxCrashes = poison.DefaultMaxCrashes
 	}
 	if opts.MaxHops <= 0 {
 		opts.MaxHops = 32

@@ -182,7 +182,7 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 	}
 	// Recorded as in flight while it runs: an input in flight each time
 	// the process died is dead-lettered without running again.
-	err := poison.Run(ctx, r.e.opts.Poison, poison.DefaultMaxCrashes, r.f.Name, d.run.Input, func(ctx context.Context) error {
+	err := poison.Run(ctx, r.e.opts.Poison, r.e.opts.MaxCrashes, r.f.Name, d.run.Input, func(ctx context.Context) error {
 		d.fail, routed = r.runSteps(ctx, steps, d)
 		return nil
 	})

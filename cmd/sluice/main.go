@@ -109,6 +109,21 @@ func env(name, def string) string {
 	return def
 }
 
+// envInt is the whole number in the environment variable name, def when
+// it is unset, and -1 when it is not a whole number (for the flag's
+// check to refuse, naming the variable).
+func envInt(name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{

@@ -30,6 +30,7 @@ import (
 func runCmd(g *globals) *cobra.Command {
 	var listen string
 	var drain time.Duration
+	var maxCrashes int
 	var retentionText string
 	var limits listenerLimits
 	var tlsCert, tlsKey string
@@ -85,6 +86,12 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				return err
 			}
 			slog.SetDefault(log)
+			if maxCrashes < 1 {
+				if v := os.Getenv("SLUICE_MAX_CRASHES"); v != "" && !cmd.Flags().Changed("max-crashes") {
+					return fmt.Errorf("SLUICE_MAX_CRASHES must be a whole number of at least 1, not %q", v)
+				}
+				return fmt.Errorf("--max-crashes must be at least 1, not %d", maxCrashes)
+			}
 			certs, err := newCertReloader(tlsCert, tlsKey, log)
 			if err != nil {
 				return err
@@ -167,7 +174,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			defer stopTracing()
 			engine, err := flows.NewEngine(flows.Options{
 				Broker: broker, Store: store, State: st, Logger: log, Poison: inflight,
-				Metrics: flows.NewMetrics(reg), DrainTimeout: drain, TracerProvider: tracing.Provider,
+				Metrics: flows.NewMetrics(reg), DrainTimeout: drain, MaxCrashes: maxCrashes, TracerProvider: tracing.Provider,
 			}, fl)
 			if err != nil {
 				return err
@@ -251,6 +258,8 @@ as a renewal caught halfway, leaves the previous one in use.`,
 	cmd.Flags().StringVar(&listen, "listen", env("SLUICE_LISTEN", "127.0.0.1:8787"), "address of /healthz, /readyz and /metrics; empty to disable (env SLUICE_LISTEN)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload the flows when their files change (SIGHUP reloads them with or without it)")
 	cmd.Flags().DurationVar(&drain, "drain-timeout", 30*time.Second, "on shutdown, how long runs in flight may take before they are cancelled")
+	cmd.Flags().IntVar(&maxCrashes, "max-crashes", envInt("SLUICE_MAX_CRASHES", poison.DefaultMaxCrashes),
+		"an input in flight each time the process died this many times is dead-lettered without running again (env SLUICE_MAX_CRASHES)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "PEM certificate (chain) file: the listener serves HTTPS with HTTP/2; reloaded when it changes (env SLUICE_TLS_CERT)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM private key file of --tls-cert (env SLUICE_TLS_KEY)")
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
