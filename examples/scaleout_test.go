@@ -384,7 +384,7 @@ func TestThumbnailsScaleOutOnPostgres(t *testing.T) {
 		return out
 	}
 	require.Eventually(t, func() bool { return len(succeeded(b.dir)) == n }, 90*time.Second, 250*time.Millisecond,
-		"not every upload ran:\n%s\n%s", tail(a.log.String(), 3000), tail(b.log.String(), 3000))
+		"not every upload ran:\n%v\n%v", lazy(func() string { return tail(a.log.String(), 3000) }), lazy(func() string { return tail(b.log.String(), 3000) }))
 	for i := range n {
 		_, err := store.Stat(context.Background(), "thumbnails", fmt.Sprintf("p-%03d.jpg", i))
 		require.NoError(t, err)
