@@ -103,6 +103,8 @@ type runDetail struct {
 	DeadLetter *state.DeadLetter // the dead letter the run made, if any
 	ReplayOf   *state.DeadLetter // the dead letter it replayed, if any
 	Object     string            // the input object (bucket/key) of a bucket run
+	// Links says objects can be downloaded (/ui/objects/BUCKET/KEY).
+	Links bool
 	Steps      []stepRow
 }
 
@@ -138,7 +140,7 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request, p *page) {
 	if !ok {
 		return
 	}
-	d := runDetail{Run: run}
+	d := runDetail{Run: run, Links: s.opts.Store != nil}
 	d.Steps = timeline(d.Run)
 	if strings.HasPrefix(d.Run.Trigger, "bucket:") {
 		d.Object, _, _ = strings.Cut(d.Run.Input, "@")

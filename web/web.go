@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/machines"
 	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
 )
 
 //go:embed templates/*.html
@@ -56,6 +57,10 @@ type Options struct {
 	// auth.go); empty leaves reading open, for a loopback-only listener.
 	AdminToken string
 	Logger     *slog.Logger // slog.Default() when nil
+	// Store serves the objects runs read and wrote (/ui/objects/…), to
+	// the same credentials as the pages; nil: objects are named, not
+	// linked.
+	Store *storage.Store
 }
 
 // Server serves the dashboard and its API.
@@ -128,6 +133,7 @@ func (s *Server) Handler() http.Handler {
 	page("GET /ui/jobs/{id}", s.jobPage)
 	page("GET /ui/usage", s.usagePage)
 	page("GET /ui/machines", s.machinesPage)
+	page("GET /ui/objects/{bucket}/{key...}", s.object)
 	page("POST /ui/logout", s.logout)
 
 	api := func(pattern string, h http.HandlerFunc) {

@@ -122,7 +122,7 @@ func start(t *testing.T, token string) *env {
 	case <-time.After(15 * time.Second):
 		t.Fatal("engine not ready in 15s")
 	}
-	srv, err := web.New(web.Options{Engine: e.engine, State: e.state, AdminToken: token, Logger: quiet(),
+	srv, err := web.New(web.Options{Engine: e.engine, State: e.state, Store: e.store, AdminToken: token, Logger: quiet(),
 		Machines: func(ctx context.Context) (machines.Store, error) {
 			p := filepath.Join(dir, "machines.db")
 			if _, err := os.Stat(p); err != nil {
@@ -639,7 +639,7 @@ func TestRunPageShowsTraceAndLineage(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, `data-trace-id="4bf92f3577b34da6a3ce929d0e0e4736"`)
 	assert.Contains(t, body, `href="/ui/runs/run-child"`, "the run its output fed")
-	assert.Regexp(t, `wrote <span class="mono">out/x1.json</span>`, body)
+	assert.Contains(t, body, `wrote <a class="mono" href="/ui/objects/out/x1.json">out/x1.json</a>`)
 	assert.Regexp(t, `published to <span class="mono">orders</span>, <span class="mono">audit</span>`, body)
 	status, body, _ = e.get(e.client(), "/ui/runs/run-child")
 	require.Equal(t, http.StatusOK, status)
@@ -661,4 +661,38 @@ func TestWrongTokenGuessesAreLimited(t *testing.T) {
 	assert.Contains(t, body, "Too many wrong tokens")
 	status, _, _ = e.get(e.client(), "/ui/api/flows", "Authorization", "Bearer s3cret-token")
 	assert.Equal(t, http.StatusUnauthorized, status, "the bearer header is a guess too")
+}
+
+// TestObjectsLinkedAndDownloaded: a bucket run's input object and what a
+// step wrote link to downloads, which need the credentials and never
+// render in the dashboard's origin.
+func TestObjectsLinkedAndDownloaded(t *testing.T) {
+	e := start(t, token)
+	ctx := t.Context()
+	require.NoError(t, e.store.EnsureBucket(ctx, "uploads"))
+	_, err := e.store.PutBytes(ctx, "uploads", "pages/a.html", []byte("<script>alert(1)</script>"), storage.PutOptions{})
+	require.NoError(t, err)
+	e.state.Record(state.Run{ID: "run-obj", Flow: "enrich", Trigger: "bucket:uploads", Input: "uploads/pages/a.html@e1",
+		Status: state.StatusSucceeded, Started: time.Now().UTC(),
+		Steps: []state.StepRun{{ID: "save", Node: "storage.put", Status: "succeeded", Attempts: 1, Wrote: []string{"uploads/pages/a.html"}}}})
+	require.NoError(t, e.state.Flush(ctx))
+
+	status, _, _ := e.get(e.client(), "/ui/objects/uploads/pages/a.html")
+	assert.Equal(t, http.StatusSeeOther, status, "no credentials: to the login")
+	status, body, _ := e.get(e.client(), "/ui/runs/run-obj", "Authorization", "Bearer "+token)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, 2, strings.Count(body, `href="/ui/objects/uploads/pages/a.html"`), "the input and what the step wrote")
+
+	status, body, h := e.get(e.client(), "/ui/objects/uploads/pages/a.html", "Authorization", "Bearer "+token)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "<script>alert(1)</script>", body)
+	assert.Equal(t, "application/octet-stream", h.Get("Content-Type"))
+	assert.Equal(t, "nosniff", h.Get("X-Content-Type-Options"))
+	assert.Contains(t, h.Get("Content-Security-Policy"), "sandbox")
+	assert.Equal(t, `attachment; filename=a.html`, h.Get("Content-Disposition"))
+
+	status, _, _ = e.get(e.client(), "/ui/objects/uploads/missing.txt", "Authorization", "Bearer "+token)
+	assert.Equal(t, http.StatusNotFound, status)
+	status, _, _ = e.get(e.client(), "/ui/objects/uploads/..%2f..%2fstate.db", "Authorization", "Bearer "+token)
+	assert.Equal(t, http.StatusNotFound, status, "nothing outside the buckets")
 }

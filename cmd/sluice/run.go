@@ -190,7 +190,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 						return err
 					}
 				}
-				dash, err := ui.dashboard(g, fl, engine, st, log)
+				dash, err := ui.dashboard(g, fl, engine, st, store, log)
 				if err != nil {
 					return err
 				}

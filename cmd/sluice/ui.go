@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/flows"
 	"github.com/sluicehq/sluice/machines"
 	"github.com/sluicehq/sluice/state"
+	"github.com/sluicehq/sluice/storage"
 	"github.com/sluicehq/sluice/web"
 )
 
@@ -62,7 +63,7 @@ func (u *uiOptions) checkAdminToken(addr string) error {
 // dashboard makes the dashboard of engine, or nil when it is off. An HTTP
 // flow whose path is under /ui, which the dashboard would hide, is an
 // error.
-func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine, st *state.DB, log *slog.Logger) (*web.Server, error) {
+func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine, st *state.DB, store *storage.Store, log *slog.Logger) (*web.Server, error) {
 	if !u.enabled {
 		return nil, nil
 	}
@@ -72,7 +73,7 @@ func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine
 		}
 	}
 	return web.New(web.Options{
-		Engine: engine, State: st, AdminToken: u.adminToken(), Logger: log,
+		Engine: engine, State: st, Store: store, AdminToken: u.adminToken(), Logger: log,
 		Machines: u.machines.get(func(ctx context.Context) (machines.Store, error) { return openMachines(ctx, g, "") }),
 	})
 }
