@@ -105,7 +105,7 @@ type runDetail struct {
 	Object     string            // the input object (bucket/key) of a bucket run
 	// Links says objects can be downloaded (/ui/objects/BUCKET/KEY).
 	Links bool
-	Steps      []stepRow
+	Steps []stepRow
 }
 
 // stepRow is a step of the run's timeline: where its bar starts and how
