@@ -23,7 +23,7 @@ func decodeRequest(line []byte, req *Request) error {
 		if err != nil || b[i] != '"' {
 			return fmt.Errorf("bad key at byte %d", i)
 		}
-		key := string(b[i+1 : k-1])
+		key := b[i+1 : k-1] // a []byte: switching on string(key) does not allocate
 		if i = skipSpace(b, k); i == len(b) || b[i] != ':' {
 			return fmt.Errorf("%s: no colon", key)
 		}
@@ -47,8 +47,8 @@ func decodeRequest(line []byte, req *Request) error {
 	return nil
 }
 
-func setField(r *Request, key string, v []byte) error {
-	switch key {
+func setField(r *Request, key, v []byte) error {
+	switch string(key) {
 	case "id":
 		return str(v, &r.ID)
 	case "flow":

@@ -51,26 +51,28 @@ type response struct {
 }
 
 // Answer runs h on one encoded request and returns the encoded response.
-func Answer(line []byte, h Handler) []byte {
+func Answer(line []byte, h Handler) []byte { return appendAnswer(nil, line, h) }
+
+// appendAnswer is Answer appending to dst, so a reactor reuses one buffer.
+func appendAnswer(dst, line []byte, h Handler) []byte {
 	var req Request
 	out := response{}
 	if err := decodeRequest(line, &req); err != nil {
 		out.Error, out.Permanent = "bad request: "+err.Error(), true
 	} else if out.ID = req.ID; !req.Warmup {
 		v, err := h(&req)
-		var p permanent
 		if r, ok := v.(Result); ok {
 			out.Payload, out.Meta = r.Payload, r.Meta
 		} else {
 			out.Payload = v
 		}
 		if err != nil {
-			out = response{ID: req.ID, Error: err.Error(), Permanent: errors.As(err, &p)}
+			out = response{ID: req.ID, Error: err.Error(), Permanent: errors.As(err, new(permanent))}
 		}
 	}
-	b, err := json.Marshal(out)
+	b, err := out.appendJSON(dst)
 	if err != nil {
-		b, _ = json.Marshal(response{ID: req.ID, Error: "encode response: " + err.Error(), Permanent: true})
+		b, _ = response{ID: req.ID, Error: "encode response: " + err.Error(), Permanent: true}.appendJSON(dst)
 	}
 	return b
 }
