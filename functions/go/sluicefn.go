@@ -55,8 +55,7 @@ func Answer(line []byte, h Handler) []byte { return appendAnswer(nil, line, h) }
 
 // appendAnswer is Answer appending to dst, so a reactor reuses one buffer.
 func appendAnswer(dst, line []byte, h Handler) []byte {
-	var req Request
-	out := response{}
+	req, out := Request{}, response{}
 	if err := decodeRequest(line, &req); err != nil {
 		out.Error, out.Permanent = "bad request: "+err.Error(), true
 	} else if out.ID = req.ID; !req.Warmup {
