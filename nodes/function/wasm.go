@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,15 @@ func (m *wasmModule) start(ctx context.Context) error {
 	if !m.reactor && !cmd {
 		return nodes.Permanent(fmt.Errorf("module %s exports neither _start (a WASI command) nor %s and %s (a reactor)", m.path, exportAlloc, exportCall))
 	}
+	if m.reactor {
+		i32, i64 := api.ValueTypeI32, api.ValueTypeI64
+		if err := errors.Join(
+			checkSignature(ex[exportAlloc], []api.ValueType{i32}, []api.ValueType{i32}),
+			checkSignature(ex[exportCall], []api.ValueType{i32, i32}, []api.ValueType{i64}),
+		); err != nil {
+			return nodes.Permanent(fmt.Errorf("module %s: %w", m.path, err))
+		}
+	}
 	m.tokens = make(chan struct{}, m.maxInstances)
 	m.idle = make(chan *instance, m.maxInstances)
 	if m.reactor {
@@ -131,6 +141,26 @@ func (m *wasmModule) start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkSignature tells whether an export takes and returns what Sluice
+// passes it (calls go through CallWithStack, which does not check).
+func checkSignature(f api.FunctionDefinition, params, results []api.ValueType) error {
+	if slices.Equal(f.ParamTypes(), params) && slices.Equal(f.ResultTypes(), results) {
+		return nil
+	}
+	return fmt.Errorf("export %s is %s, want %s", f.ExportNames()[0], signature(f.ParamTypes(), f.ResultTypes()), signature(params, results))
+}
+
+func signature(params, results []api.ValueType) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return strings.Join(s, ", ")
+	}
+	return "(" + names(params) + ") -> (" + names(results) + ")"
 }
 
 // closeWait bounds how long close waits for calls still running.
@@ -249,17 +279,30 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 }
 
 // invoke runs one call on a new instance (a command) or a kept one (a
-// reactor). The caller holds a slot.
+// reactor) and decodes the response. The caller holds a slot.
 func (m *wasmModule) invoke(ctx context.Context, c *call) (*response, error) {
+	var resp *response
+	err := m.invokeRaw(ctx, c, func(out []byte) (err error) {
+		resp, err = decodeResponse(m.name, out, "")
+		return err
+	})
+	return resp, err
+}
+
+// invokeRaw runs one call and hands the module's response, as it wrote
+// it, to use, whose error is the call's (a reactor instance is then
+// dropped). The bytes are only valid during use: for a reactor they are
+// the instance's own memory.
+func (m *wasmModule) invokeRaw(ctx context.Context, c *call, use func([]byte) error) error {
 	if m.reactor {
-		return m.callReactor(ctx, c)
+		return m.callReactor(ctx, c, use)
 	}
-	return m.callCommand(ctx, c)
+	return m.callCommand(ctx, c, use)
 }
 
 // callCommand runs a fresh instance of a WASI command on the request:
 // every call starts one, so every call is a cold start.
-func (m *wasmModule) callCommand(ctx context.Context, c *call) (*response, error) {
+func (m *wasmModule) callCommand(ctx context.Context, c *call, use func([]byte) error) error {
 	c.cold = true
 	var done atomic.Pointer[context.Context]
 	done.Store(&ctx)
@@ -274,13 +317,13 @@ func (m *wasmModule) callCommand(ctx context.Context, c *call) (*response, error
 		var ee *sys.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 0 {
 			c.stderr = stderr.tail()
-			return nil, m.failure(ctx, err, c.stderr)
+			return m.failure(ctx, err, c.stderr)
 		}
 	}
 	if out.over {
-		return nil, errTooLarge(m.name, m.maxOutput)
+		return errTooLarge(m.name, m.maxOutput)
 	}
-	return decodeResponse(m.name, out.buf.Bytes(), "")
+	return use(out.buf.Bytes())
 }
 
 // failure classifies an instance's error: the deadline (transient, as
@@ -304,6 +347,7 @@ type instance struct {
 	done        atomic.Pointer[context.Context]
 	stderr      *tailWriter
 	requests    int
+	stack       [2]uint64 // the calls' parameters and results
 }
 
 func (m *wasmModule) instantiate(ctx context.Context) (*instance, error) {
@@ -327,20 +371,20 @@ func (m *wasmModule) instantiate(ctx context.Context) (*instance, error) {
 
 // callReactor runs the request on a kept instance (a new one when none is
 // idle); an instance that failed is dropped.
-func (m *wasmModule) callReactor(ctx context.Context, c *call) (*response, error) {
+func (m *wasmModule) callReactor(ctx context.Context, c *call, use func([]byte) error) error {
 	var in *instance
 	select {
 	case in = <-m.idle:
 	default:
 		var err error
 		if in, err = m.instantiate(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		c.cold = true
 	}
 	in.done.Store(&ctx)
 	in.stderr.reset()
-	resp, keep, err := m.roundTrip(ctx, in, c)
+	keep, err := m.roundTrip(ctx, in, c, use)
 	if err != nil {
 		c.stderr = in.stderr.tail()
 	}
@@ -352,33 +396,37 @@ func (m *wasmModule) callReactor(ctx context.Context, c *call) (*response, error
 	} else {
 		_ = in.mod.Close(context.Background())
 	}
-	return resp, err
+	return err
 }
 
-func (m *wasmModule) roundTrip(ctx context.Context, in *instance, c *call) (*response, bool, error) {
+// roundTrip writes the request into the instance's memory where
+// sluice_alloc says, calls sluice_call and hands its answer to use; it
+// reports whether the instance may be called again.
+func (m *wasmModule) roundTrip(ctx context.Context, in *instance, c *call, use func([]byte) error) (bool, error) {
 	req := bytes.TrimSuffix(c.req, []byte("\n"))
-	res, err := in.alloc.Call(ctx, uint64(len(req)))
-	if err != nil {
-		return nil, false, m.failure(ctx, err, in.stderr.tail())
+	stack := in.stack[:]
+	stack[0] = uint64(len(req))
+	if err := in.alloc.CallWithStack(ctx, stack); err != nil {
+		return false, m.failure(ctx, err, in.stderr.tail())
 	}
-	ptr := uint32(res[0])
+	ptr := uint32(stack[0])
 	if !in.mem.Write(ptr, req) {
-		return nil, false, fmt.Errorf("function %s: %s returned %d, outside memory", m.name, exportAlloc, ptr)
+		return false, fmt.Errorf("function %s: %s returned %d, outside memory", m.name, exportAlloc, ptr)
 	}
-	res, err = in.call.Call(ctx, uint64(ptr), uint64(len(req)))
-	if err != nil {
-		return nil, false, m.failure(ctx, err, in.stderr.tail())
+	stack[0], stack[1] = uint64(ptr), uint64(len(req))
+	if err := in.call.CallWithStack(ctx, stack); err != nil {
+		return false, m.failure(ctx, err, in.stderr.tail())
 	}
-	rptr, rlen := uint32(res[0]>>32), uint32(res[0])
+	rptr, rlen := uint32(stack[0]>>32), uint32(stack[0])
 	if int(rlen) > m.maxOutput {
-		return nil, true, errTooLarge(m.name, m.maxOutput)
+		return true, errTooLarge(m.name, m.maxOutput)
 	}
 	out, ok := in.mem.Read(rptr, rlen)
 	if !ok {
-		return nil, false, fmt.Errorf("function %s: %s answered outside memory", m.name, exportCall)
+		return false, fmt.Errorf("function %s: %s answered outside memory", m.name, exportCall)
 	}
-	resp, err := decodeResponse(m.name, out, "") // decoded (copied) before the instance is reused
-	return resp, err == nil, err
+	err := use(out) // before the instance is called again: out is its memory
+	return err == nil, err
 }
 
 // cappedBuffer keeps up to max bytes and notes whether more came.

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,13 +81,13 @@ func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 	}
 	defer m.close()
 	r := bufio.NewReaderSize(in, 64<<10)
-	w := bufio.NewWriterSize(out, 64<<10)
+	var line, answer []byte // reused from request to request
 	for {
-		line, err := r.ReadBytes('\n')
+		var err error
+		line, _, err = readLine(r, line[:0], math.MaxInt)
 		if len(bytes.TrimSpace(line)) > 0 {
-			b, _ := json.Marshal(m.hostCall(ctx, line))
-			_, _ = w.Write(append(b, '\n'))
-			if w.Flush() != nil {
+			answer = append(m.hostAnswer(ctx, line, answer[:0]), '\n')
+			if _, err := out.Write(answer); err != nil {
 				return 0
 			}
 		}
@@ -95,30 +97,74 @@ func serveHost(spec string, in io.Reader, out, errOut io.Writer) int {
 	}
 }
 
-// hostCall answers one request line.
-func (m *wasmModule) hostCall(ctx context.Context, line []byte) *response {
-	var head struct {
-		ID     string `json:"id"`
-		Warmup bool   `json:"warmup"`
-	}
-	if id, ok := leadingID(line); ok {
-		head.ID, head.Warmup = id, id == "warmup" && bytes.Contains(line, []byte(`"warmup":true`))
-	} else if err := json.Unmarshal(line, &head); err != nil {
-		return &response{Error: "bad request: " + err.Error(), Permanent: true}
-	}
-	if head.Warmup { // the instance is ready: the pool's warm-up needs no call
-		return &response{ID: head.ID}
-	}
-	c := &call{id: head.ID, req: line}
-	resp, err := m.invoke(ctx, c)
-	if err != nil {
-		resp = &response{
-			Error:     strings.TrimPrefix(err.Error(), "function "+m.name+": "),
-			Permanent: errors.Is(err, nodes.ErrPermanent), HostLog: c.stderr,
+// hostAnswer appends the answer to one request line to dst. A module's
+// response that is a valid JSON object on one line is passed on as it is,
+// with the host's fields added at its end (where they win over any the
+// module wrote); others are decoded and encoded again, or refused as
+// in process.
+func (m *wasmModule) hostAnswer(ctx context.Context, line, dst []byte) []byte {
+	id, ok := leadingID(line)
+	warmup := ok && id == "warmup" && bytes.Contains(line, []byte(`"warmup":true`))
+	if !ok {
+		var head struct {
+			ID     string `json:"id"`
+			Warmup bool   `json:"warmup"`
 		}
+		if err := json.Unmarshal(line, &head); err != nil {
+			return appendJSON(dst, &response{Error: "bad request: " + err.Error(), Permanent: true})
+		}
+		id, warmup = head.ID, head.Warmup
 	}
-	resp.ID, resp.HostCold = head.ID, c.cold
-	return resp
+	if warmup { // the instance is ready: the pool's warm-up needs no call
+		return appendJSON(dst, &response{ID: id})
+	}
+	c := &call{id: id, req: line}
+	answer := dst
+	err := m.invokeRaw(ctx, c, func(out []byte) error {
+		if b, ok := withHostFields(dst, out, id, c.cold); ok {
+			answer = b
+			return nil
+		}
+		resp, err := decodeResponse(m.name, out, "")
+		if err == nil {
+			resp.ID, resp.HostCold = id, c.cold
+			answer = appendJSON(dst, resp)
+		}
+		return err
+	})
+	if err != nil {
+		return appendJSON(dst, &response{
+			ID: id, Error: strings.TrimPrefix(err.Error(), "function "+m.name+": "),
+			Permanent: errors.Is(err, nodes.ErrPermanent), HostLog: c.stderr, HostCold: c.cold,
+		})
+	}
+	return answer
+}
+
+// withHostFields appends out, a module's response, to dst with the host's
+// fields added, when out is one line holding a valid JSON object.
+func withHostFields(dst, out []byte, id string, cold bool) ([]byte, bool) {
+	out = bytes.TrimRight(out, " \t\r")
+	if len(out) < 2 || out[0] != '{' || out[len(out)-1] != '}' || bytes.IndexByte(out, '\n') >= 0 || !json.Valid(out) {
+		return dst, false
+	}
+	body := bytes.TrimRight(out[:len(out)-1], " \t\r")
+	dst = append(dst, body...)
+	if len(body) > 1 { // not an empty object
+		dst = append(dst, ',')
+	}
+	quoted, err := json.Marshal(id)
+	if err != nil {
+		return dst, false
+	}
+	dst = strconv.AppendBool(append(dst, `"host_log":"","host_cold":`...), cold)
+	return append(append(append(dst, `,"id":`...), quoted...), '}'), true
+}
+
+// appendJSON appends r encoded (a response always encodes).
+func appendJSON(dst []byte, r *response) []byte {
+	b, _ := json.Marshal(r)
+	return append(dst, b...)
 }
 
 // leadingID reads the id of a request Sluice encoded: its first field, a
@@ -173,6 +219,7 @@ func (h *wasmHosts) start(ctx context.Context) error {
 	h.pool.command = []string{exe}
 	h.pool.extraEnv = []string{hostEnv + "=" + string(spec)}
 	h.pool.noHelpers = true
+	h.pool.direct = true
 	h.pool.startWait = hostStartTimeout
 	want := max(h.pool.minWarm, 1)
 	h.pool.minWarm = 1

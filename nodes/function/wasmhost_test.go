@@ -2,9 +2,11 @@ package function_test
 
 import (
 	"context"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +92,55 @@ func TestWasmHostCannotStart(t *testing.T) {
 			assert.True(t, nodes.IsPermanent(err), "%v", err)
 			assert.ErrorContains(t, err, mod)
 			assert.ErrorContains(t, err, "did not start")
+		})
+	}
+}
+
+// wrongCall is a reactor whose sluice_call returns an i32 where Sluice
+// reads an i64:
+//
+//	(module (memory (export "memory") 1) (func (export "_initialize"))
+//	  (func (export "sluice_alloc") (param i32) (result i32) i32.const 0)
+//	  (func (export "sluice_call") (param i32 i32) (result i32) i32.const 0))
+const wrongCall = "0061736d01000000010f0360000060017f017f60027f7f017f0304030001020503010001073504066d656d6f727902000b5f696e697469616c697a6500000c736c756963655f616c6c6f6300010b736c756963655f63616c6c00020a0e0302000b040041000b040041000b"
+
+// A reactor's exports are checked at Start, in a host and in process: a
+// wrong signature is a permanent error naming the export and both
+// signatures.
+func TestWasmReactorSignatureChecked(t *testing.T) {
+	code, err := hex.DecodeString(wrongCall)
+	require.NoError(t, err)
+	mod := filepath.Join(t.TempDir(), "wrong.wasm")
+	require.NoError(t, os.WriteFile(mod, code, 0o644))
+	for _, isolation := range []string{"process", "in_process"} {
+		t.Run(isolation, func(t *testing.T) {
+			n, err := nodestest.Build("function", `{runtime: wasm, isolation: `+isolation+`, module: `+mod+`}`, nodes.Deps{})
+			require.NoError(t, err)
+			err = n.(nodes.Starter).Start(t.Context())
+			require.NoError(t, n.(nodes.Closer).Close())
+			require.Error(t, err)
+			assert.True(t, nodes.IsPermanent(err), "%v", err)
+			assert.ErrorContains(t, err, "export sluice_call is (i32, i32) -> (i32), want (i32, i32) -> (i64)")
+		})
+	}
+}
+
+// A reactor keeps its request and response buffers between calls: a
+// short request after a long one gets its own answer, nothing of the
+// long one, in a host and in process.
+func TestWasmReactorReusesBuffers(t *testing.T) {
+	mod := filepath.Join(buildGo(t), "reactor.wasm")
+	for _, isolation := range []string{"process", "in_process"} {
+		t.Run(isolation, func(t *testing.T) {
+			n := started(t, `{runtime: wasm, isolation: `+isolation+`, module: `+mod+`, max_workers: 1}`, nodes.Deps{StateDir: cacheDir})
+			for i, text := range []string{strings.Repeat("long text ", 20000), "short", "", strings.Repeat("é", 3000), "x"} {
+				env := envelope(map[string]any{"do": "ok", "text": text})
+				require.NoError(t, n.Process(t.Context(), env))
+				p := env.Payload.(map[string]any)
+				assert.Equal(t, strings.ToUpper(text), p["upper"], "call %d", i)
+				assert.Equal(t, float64(i+1), p["calls"], "one instance serves them all")
+				assert.Equal(t, "go", env.Meta["handled_by"])
+			}
 		})
 	}
 }
