@@ -379,20 +379,6 @@ func (f *Function) Process(ctx context.Context, env *nodes.Envelope) error {
 	return nil
 }
 
-// decodeResponse reads a response line; errors are permanent (the
-// function's output is wrong: retrying it gives the same) and mean the
-// worker's stream can no longer be trusted.
-func decodeResponse(name string, line []byte, id string) (*response, error) {
-	var r response
-	if err := json.Unmarshal(line, &r); err != nil {
-		return nil, nodes.Permanent(fmt.Errorf("function %s: response is not a JSON object (%w): %q (write logs to stderr, not stdout)", name, err, snippet(line)))
-	}
-	if id != "" && r.ID != id {
-		return nil, nodes.Permanent(fmt.Errorf("function %s: response answers id %q, want %q (write logs to stderr, not stdout)", name, r.ID, id))
-	}
-	return &r, nil
-}
-
 func snippet(b []byte) string {
 	b = bytes.TrimSpace(b)
 	if len(b) > 120 {

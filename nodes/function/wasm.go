@@ -283,7 +283,9 @@ func (m *wasmModule) call(ctx context.Context, c *call) (*response, error) {
 func (m *wasmModule) invoke(ctx context.Context, c *call) (*response, error) {
 	var resp *response
 	err := m.invokeRaw(ctx, c, func(out []byte) (err error) {
-		resp, err = decodeResponse(m.name, out, "")
+		if resp, err = decodeResponse(m.name, out, ""); err == nil {
+			resp.Payload = bytes.Clone(resp.Payload) // out is the instance's memory
+		}
 		return err
 	})
 	return resp, err
