@@ -3,6 +3,7 @@ package sluicefn
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -24,6 +25,9 @@ func TestResponseAppendJSONMatchesEncodingJSON(t *testing.T) {
 		"html and utf8":  {ID: "<a&b>", Error: "é\u2028\x01\x7f"},
 		"invalid utf8":   {ID: "1", Error: "a\xffb"},
 		"string payload": {ID: "1", Payload: "just a string"},
+		"handler values": {ID: "1", Payload: map[string]any{"upper": "HÉ <b>", "pid": 3, "calls": int64(-7), "n": []any{1.5, -0.0, 1e20, 1e21, 1e-6, 1e-7, 123456789.0, nil, true, map[string]string{"b": "2", "a": "1"}}}},
+		"nil containers": {ID: "1", Payload: []any{map[string]any(nil), []any(nil), map[string]string(nil), map[string]any{}, []any{}}},
+		"other types":    {ID: "1", Payload: map[string]any{"s": struct{ A int }{1}, "m": map[string]int{"z": 1, "a": 2}, "f32": float32(0.1), "u": uint8(7)}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			want, err := json.Marshal(r)
@@ -36,10 +40,29 @@ func TestResponseAppendJSONMatchesEncodingJSON(t *testing.T) {
 }
 
 func TestResponseAppendJSONFailsOnBadPayload(t *testing.T) {
-	_, err := response{ID: "1", Payload: func() {}}.appendJSON(nil)
-	assert.Error(t, err)
-	_, err = response{ID: "1", Payload: json.RawMessage(`{`)}.appendJSON(nil)
-	assert.Error(t, err)
+	for _, p := range []any{func() {}, json.RawMessage(`{`), math.NaN(), map[string]any{"a": []any{math.Inf(1)}}} {
+		_, want := json.Marshal(p)
+		_, err := response{ID: "1", Payload: p}.appendJSON(nil)
+		assert.Equal(t, want, err, "%v", p)
+	}
+}
+
+// Any JSON a handler decoded and returns encodes as encoding/json
+// encodes it.
+func FuzzAppendValue(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2.5,"x",null,true,{"b":{}}],"<":"&"}`, `[1e300,-1e-300,0.000001,123456789012345678901234]`, `"\u2028\ud800"`, `{"\u00e9":"\\"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if json.Unmarshal(data, &v) != nil {
+			return
+		}
+		want, werr := json.Marshal(v)
+		got, err := appendValue(nil, v)
+		require.Equal(t, werr, err)
+		require.Equal(t, string(want), string(got))
+	})
 }
 
 // One buffer serves request after request (as in a reactor): a short
