@@ -142,9 +142,10 @@ func (m *wasmModule) hostAnswer(ctx context.Context, line, dst []byte) []byte {
 }
 
 // withHostFields appends out, a module's response, to dst with the host's
-// fields added, when out is one line holding a valid JSON object.
+// fields added, when out is one line holding a valid JSON object (a
+// newline at its end is dropped, as json.Encoder writes one).
 func withHostFields(dst, out []byte, id string, cold bool) ([]byte, bool) {
-	out = bytes.TrimRight(out, " \t\r")
+	out = bytes.TrimRight(out, " \t\r\n")
 	if len(out) < 2 || out[0] != '{' || out[len(out)-1] != '}' || bytes.IndexByte(out, '\n') >= 0 || !json.Valid(out) {
 		return dst, false
 	}
