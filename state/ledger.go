@@ -31,7 +31,7 @@ type Completion struct {
 
 // completion is a run waiting for its input's completion to be committed.
 type completion struct {
-	run Run
+	run *Run // the caller's, which waits until the commit is done
 	// done is answered once committed: set on the last completion of a
 	// CompleteAll call (a call's completions are always in one batch).
 	done chan error
@@ -70,8 +70,8 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	dups = make([]bool, len(runs))
 	done := make(chan error, 1)
 	d.commitMu.Lock()
-	for i, r := range runs {
-		c := completion{run: r, dup: &dups[i]}
+	for i := range runs {
+		c := completion{run: &runs[i], dup: &dups[i]}
 		if i == len(runs)-1 {
 			c.done = done
 		}
@@ -190,7 +190,7 @@ func (d *DB) commitCompletionsArrays(batch []completion) error {
 }
 
 func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
-	r := c.run
+	r := *c.run
 	res, err := st.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
 	if err != nil {
 		return err
@@ -268,8 +268,11 @@ func scanCompletions(rows *sql.Rows, err error, flow string, n int) (map[string]
 		return nil, fmt.Errorf("completion ledger: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]Completion, n)
+	var out map[string]Completion // nil (no allocation) while nothing is completed
 	for rows.Next() {
+		if out == nil {
+			out = make(map[string]Completion, n)
+		}
 		c := Completion{Flow: flow}
 		var ms int64
 		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {

@@ -49,7 +49,7 @@ func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 	for _, c := range batch {
 		inputs[c.run.Flow] = append(inputs[c.run.Flow], c.run.Input)
 	}
-	stored := map[[2]string]string{} // flow, input → the run that completed it
+	stored := make(map[[2]string]string, len(batch)) // flow, input → the run that completed it
 	for flow, in := range inputs {
 		done, err := d.ledger.lookupTx(context.Background(), tx, flow, in)
 		if err != nil {
@@ -60,8 +60,7 @@ func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 		}
 	}
 	runs := make([]*Run, len(batch))
-	for i := range batch {
-		c := &batch[i]
+	for i, c := range batch {
 		r := c.run
 		k := [2]string{r.Flow, r.Input}
 		first, ok := stored[k]
@@ -70,9 +69,11 @@ func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 		}
 		*c.dup = ok && first != r.ID
 		if *c.dup {
-			markDuplicate(&r)
+			dup := *r // the caller's run stays as it ran
+			markDuplicate(&dup)
+			r = &dup
 		}
-		runs[i] = &r
+		runs[i] = r
 	}
 	return d.writeRuns(tx, runs)
 }
