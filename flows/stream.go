@@ -86,10 +86,11 @@ var errStreamEnded = errors.New("the stream ended")
 // keeps its order; `concurrency` lanes); lanes run their messages one
 // after another while the loop reads on, up to maxInFlight messages
 // ahead. Finished messages are settled in order, as a window: the longest
-// finished prefix, once it is windowMax/2 long or nothing else is in
-// flight. A slow message holds up the commit of what follows it, never
-// the other lanes. When the stream ends, what is in flight finishes and
-// is settled first.
+// finished prefix (up to windowMax), once it is windowMax/2 long or
+// nothing else is in flight, handed to the settler, which settles windows
+// one after another while the loop reads on. A slow message holds up the
+// commit of what follows it, never the other lanes. When the stream ends,
+// what is in flight finishes and is settled first.
 func (r *runner) windowPartition(s brokers.Stream) error {
 	p := &pipeline{r: r, s: s, done: make(chan *flight, maxInFlight)}
 	p.start()
