@@ -63,19 +63,27 @@ func TestPostgres(t *testing.T) {
 	})
 }
 
+// legacyFile makes a state file as releases before schema versioning
+// did (runs without the later columns), runs more SQL in it, and returns
+// its path.
+func legacyFile(t *testing.T, more string) string {
+	path := filepath.Join(t.TempDir(), "state.db")
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	defer raw.Close()
+	_, err = raw.Exec(`CREATE TABLE runs (id TEXT PRIMARY KEY, flow TEXT NOT NULL, trigger TEXT NOT NULL, input TEXT NOT NULL,
+		attempts INTEGER NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL, duration_us INTEGER NOT NULL,
+		step TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '', steps TEXT NOT NULL DEFAULT '[]');
+		` + more)
+	require.NoError(t, err)
+	return path
+}
+
 // TestLegacySQLiteFileIsTakenOver: a state file made before schema
 // versioning (no schema_version table, runs without the later columns)
 // opens, gains the columns and is at the current version.
 func TestLegacySQLiteFileIsTakenOver(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	raw, err := sql.Open("sqlite3", path)
-	require.NoError(t, err)
-	_, err = raw.Exec(`CREATE TABLE runs (id TEXT PRIMARY KEY, flow TEXT NOT NULL, trigger TEXT NOT NULL, input TEXT NOT NULL,
-		attempts INTEGER NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL, duration_us INTEGER NOT NULL,
-		step TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '', steps TEXT NOT NULL DEFAULT '[]');
-		INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us) VALUES ('old', 'f', 't', 'i', 1, 'succeeded', 1, 0)`)
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
+	path := legacyFile(t, `INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us) VALUES ('old', 'f', 't', 'i', 1, 'succeeded', 1, 0)`)
 	db, err := state.Open(path)
 	require.NoError(t, err)
 	defer db.Close()
@@ -91,13 +99,7 @@ func TestLegacySQLiteFileIsTakenOver(t *testing.T) {
 // record whose final one was lost takes the completion's status, and the
 // inputs stay completed.
 func TestSQLiteCompletionsMoveIntoRuns(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	raw, err := sql.Open("sqlite3", path)
-	require.NoError(t, err)
-	_, err = raw.Exec(`CREATE TABLE runs (id TEXT PRIMARY KEY, flow TEXT NOT NULL, trigger TEXT NOT NULL, input TEXT NOT NULL,
-		attempts INTEGER NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL, duration_us INTEGER NOT NULL,
-		step TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '', steps TEXT NOT NULL DEFAULT '[]');
-		CREATE TABLE completions (flow TEXT NOT NULL, input TEXT NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL,
+	path := legacyFile(t, `CREATE TABLE completions (flow TEXT NOT NULL, input TEXT NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL,
 			done_ms INTEGER NOT NULL, PRIMARY KEY (flow, input)) WITHOUT ROWID;
 		INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us) VALUES
 			('kept', 'f', 'topic:t', 'm1', 1, 'succeeded', 1000, 0),
@@ -108,8 +110,6 @@ func TestSQLiteCompletionsMoveIntoRuns(t *testing.T) {
 			('f', 'm1', 'kept', 'succeeded', 1001),
 			('f', 'req-1', 'async', 'succeeded', 2001),
 			('f', 'm3', 'lost', 'dead_lettered', 3000)`)
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
 
 	db, err := state.Open(path)
 	require.NoError(t, err)
