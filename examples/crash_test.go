@@ -230,7 +230,8 @@ func crashScenario(t *testing.T, dir string, cs crashSetup) {
 	assert.Equal(t, crashImages, thumbs())
 	t.Logf("%d outputs delivered again with their original id", dupes)
 
-	// The ledger: one completion, and one succeeded run, per input.
+	// The ledger (a succeeded run is its input's completion): one
+	// succeeded run per input.
 	db, err := sql.Open("sqlite3", filepath.Join(dir, ".sluice", "state.db"))
 	require.NoError(t, err)
 	defer db.Close()
@@ -239,8 +240,8 @@ func crashScenario(t *testing.T, dir string, cs crashSetup) {
 		require.NoError(t, db.QueryRow(q, args...).Scan(&n))
 		return n
 	}
-	assert.Equal(t, crashMessages, count(`SELECT COUNT(*) FROM completions WHERE flow = 'relay' AND status = 'succeeded'`))
-	assert.Equal(t, crashImages, count(`SELECT COUNT(*) FROM completions WHERE flow = 'thumbnails' AND status = 'succeeded'`))
+	assert.Equal(t, crashMessages, count(`SELECT COUNT(DISTINCT input) FROM runs WHERE flow = 'relay' AND status = 'succeeded'`))
+	assert.Equal(t, crashImages, count(`SELECT COUNT(DISTINCT input) FROM runs WHERE flow = 'thumbnails' AND status = 'succeeded'`))
 	assert.Zero(t, count(`SELECT COUNT(*) FROM (SELECT input FROM runs WHERE status = 'succeeded' GROUP BY flow, input HAVING COUNT(*) > 1)`),
 		"no input has two succeeded runs")
 	assert.Equal(t, crashMessages+crashImages, count(`SELECT COUNT(*) FROM runs WHERE status = 'succeeded'`))

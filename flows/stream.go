@@ -86,10 +86,11 @@ var errStreamEnded = errors.New("the stream ended")
 // keeps its order; `concurrency` lanes); lanes run their messages one
 // after another while the loop reads on, up to maxInFlight messages
 // ahead. Finished messages are settled in order, as a window: the longest
-// finished prefix, once it is windowMax/2 long or nothing else is in
-// flight. A slow message holds up the commit of what follows it, never
-// the other lanes. When the stream ends, what is in flight finishes and
-// is settled first.
+// finished prefix (up to windowMax), once it is windowMax/2 long or
+// nothing else is in flight, handed to the settler, which settles windows
+// one after another while the loop reads on. A slow message holds up the
+// commit of what follows it, never the other lanes. When the stream ends,
+// what is in flight finishes and is settled first.
 func (r *runner) windowPartition(s brokers.Stream) error {
 	p := &pipeline{r: r, s: s, done: make(chan *flight, maxInFlight)}
 	p.start()
@@ -108,8 +109,17 @@ type pipeline struct {
 	done  chan *flight  // flights the lanes finished
 	quit  chan struct{} // closed when the pipeline stops: queued flights are not run
 	wg    sync.WaitGroup
-	queue []*flight // taken, in order, not settled
+	queue []*flight // taken, in order, not handed to the settler
 	run1  int       // lanes that get keyless messages in turn
+	// The settler settles windows in order while the loop reads on:
+	// windows go to it on settling, settled ones come back on settled
+	// (nil error) and it fails the pipeline on failed; inSettle counts
+	// the messages handed to it and not back (they count as in flight).
+	settling    chan []*delivery
+	settled     chan []*delivery
+	failed      chan error
+	inSettle    int
+	settlerDone chan struct{}
 	// taken maps the inputs in the queue to their runs: an input delivered
 	// again before its run is settled (published twice) is a duplicate.
 	taken map[string]string
@@ -123,6 +133,11 @@ type flight struct {
 
 func (p *pipeline) start() {
 	p.quit = make(chan struct{})
+	p.settling = make(chan []*delivery, settleAhead)
+	p.settled = make(chan []*delivery, settleAhead)
+	p.failed = make(chan error, 1)
+	p.settlerDone = make(chan struct{})
+	go p.settler()
 	p.lanes = make([]chan *flight, max(p.r.f.Concurrency, 1))
 	for i := range p.lanes {
 		ch := make(chan *flight, maxInFlight)
@@ -144,10 +159,56 @@ func (p *pipeline) start() {
 // (nothing after the last commit is acked: they are consumed again).
 func (p *pipeline) stop() {
 	close(p.quit)
+	close(p.settling)
 	for _, ch := range p.lanes {
 		close(ch)
 	}
 	p.wg.Wait()
+	<-p.settlerDone
+}
+
+// settleAhead is how many windows may wait for the settler: the loop
+// stops reading when they and the runs in flight reach maxInFlight.
+const settleAhead = 4
+
+// settler settles the windows handed to it, in order: effects, then
+// completions, then the stream's position after the window's last
+// message. After a failure it settles nothing more (the quit of the
+// pipeline follows): what it was given is consumed again.
+func (p *pipeline) settler() {
+	defer close(p.settlerDone)
+	var failed bool
+	for ds := range p.settling {
+		select {
+		case <-p.quit: // stopping: the rest is consumed again
+			failed = true
+		default:
+		}
+		if failed {
+			continue
+		}
+		if err := p.settleWindow(ds); err != nil {
+			failed = true
+			p.failed <- err
+			continue
+		}
+		select {
+		case p.settled <- ds:
+		case <-p.quit:
+		}
+	}
+}
+
+// settleWindow settles one window and commits the position after it.
+func (p *pipeline) settleWindow(ds []*delivery) error {
+	if err := p.r.settleWindow(p.s.Context(), ds); err != nil {
+		return err
+	}
+	last := ds[len(ds)-1].msg
+	if err := p.s.Commit(p.r.e.hardCtx, last); err != nil {
+		return fmt.Errorf("commit after %s: %w", last.UUID, err)
+	}
+	return nil
 }
 
 func (p *pipeline) run() error {
@@ -158,12 +219,12 @@ func (p *pipeline) run() error {
 		if err := p.settle(); err != nil {
 			return err
 		}
-		if !reading && len(p.queue) == 0 {
+		if !reading && len(p.queue) == 0 && p.inSettle == 0 {
 			return nil
 		}
 		in := msgs
-		if !reading || len(p.queue) >= maxInFlight {
-			in = nil // wait for lanes to finish instead
+		if !reading || len(p.queue)+p.inSettle >= maxInFlight {
+			in = nil // wait for lanes or the settler instead
 		}
 		select {
 		case m, ok := <-in:
@@ -190,6 +251,15 @@ func (p *pipeline) run() error {
 			}
 		case f := <-p.done:
 			f.finished = true
+		case ds := <-p.settled:
+			p.inSettle -= len(ds)
+			for _, d := range ds {
+				if p.taken[d.run.Input] == d.run.ID {
+					delete(p.taken, d.run.Input)
+				}
+			}
+		case err := <-p.failed:
+			return err
 		case <-ended:
 			reading, ended = false, nil // stopping, or revoked: the rest is consumed again
 		}
@@ -261,34 +331,26 @@ func (p *pipeline) lane(d *delivery) int {
 	return p.run1
 }
 
-// settle settles the finished prefix of the queue as a window, and
-// commits the position after its last message, once it is long enough or
-// nothing else is in flight.
+// settle hands the finished prefix of the queue to the settler as
+// windows (of at most windowMax), each once it is long enough or nothing
+// else is in flight, while the settler has room.
 func (p *pipeline) settle() error {
-	n := 0
-	for n < len(p.queue) && p.queue[n].finished {
-		n++
-	}
-	if n == 0 || n < len(p.queue) && n < windowMax/2 {
-		return nil
-	}
-	ds := make([]*delivery, n)
-	for i, f := range p.queue[:n] {
-		ds[i] = f.d
-	}
-	if err := p.r.settleWindow(p.s.Context(), ds); err != nil {
-		return err
-	}
-	last := ds[n-1].msg
-	if err := p.s.Commit(p.r.e.hardCtx, last); err != nil {
-		return fmt.Errorf("commit after %s: %w", last.UUID, err)
-	}
-	for _, d := range ds {
-		if p.taken[d.run.Input] == d.run.ID {
-			delete(p.taken, d.run.Input)
+	for len(p.settling) < cap(p.settling) {
+		n := 0
+		for n < len(p.queue) && n < windowMax && p.queue[n].finished {
+			n++
 		}
+		if n == 0 || n < len(p.queue) && n < windowMax/2 {
+			return nil
+		}
+		ds := make([]*delivery, n)
+		for i, f := range p.queue[:n] {
+			ds[i] = f.d
+		}
+		p.settling <- ds
+		p.inSettle += n
+		p.queue = append(p.queue[:0], p.queue[n:]...)
 	}
-	p.queue = append(p.queue[:0], p.queue[n:]...)
 	return nil
 }
 

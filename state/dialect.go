@@ -53,6 +53,7 @@ var sqliteDialect = &dialect{
 			return addLegacyColumns(ctx, tx)
 		}},
 		schema.SQL("runs' trace id and parent run", lineageColumns),
+		schema.SQL("completions kept in the run records", completionsInRuns),
 	},
 	day:      func(col string) string { return `strftime('%Y-%m-%d', ` + col + ` / 1000, 'unixepoch')` },
 	contains: func(col string) string { return `instr(` + col + `, ?) > 0` },
@@ -221,3 +222,17 @@ const lineageColumns = `ALTER TABLE runs ADD COLUMN trace_id TEXT NOT NULL DEFAU
 ALTER TABLE runs ADD COLUMN parent_run TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent_run) WHERE parent_run <> '';
 CREATE INDEX IF NOT EXISTS runs_trace ON runs(trace_id) WHERE trace_id <> ''`
+
+// completionsInRuns is migration 3 of SQLite: the completion ledger is
+// the run records themselves (a run that succeeded or was dead-lettered
+// completed its input), written in the transaction that completes the
+// input, so each input costs one row. A completion whose run record a
+// crash lost (the two were written apart before) becomes a run record; an
+// accepted record whose final one was lost takes the completion's status.
+const completionsInRuns = `UPDATE runs SET status = c.status
+	FROM completions c WHERE runs.id = c.run_id AND runs.status NOT IN ('succeeded', 'dead_lettered');
+INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
+	SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
+	FROM completions c WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
+	ON CONFLICT DO NOTHING;
+DROP TABLE completions`

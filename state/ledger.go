@@ -11,14 +11,15 @@ import (
 	"time"
 )
 
-// The completion ledger: one row per (flow, input) a flow finished, for
+// The completion ledger: one entry per (flow, input) a flow finished, for
 // good: succeeded, or dead-lettered. It is what makes redelivery harmless:
 // an input whose completion is committed is acked without running again.
-// The completion ledger: one row per (flow, input) a flow finished, for
-// good: succeeded, or dead-lettered. It is what makes redelivery harmless:
-// an input whose completion is committed is acked without running again.
-// On PostgreSQL every process shares it: a redelivery to another process
-// (a rebalance, a crash) finds the completion there.
+// On SQLite the entries are the run records themselves (a succeeded or
+// dead-lettered run completed its input), written in the transaction that
+// completes the input: one row per input. On PostgreSQL they are rows of
+// their own (completions), which every process shares: a redelivery to
+// another process (a rebalance, a crash) finds the completion there; the
+// run records follow in batches.
 
 // Completion is the ledger's entry for an input a flow finished.
 type Completion struct {
@@ -30,7 +31,7 @@ type Completion struct {
 
 // completion is a run waiting for its input's completion to be committed.
 type completion struct {
-	run Run
+	run *Run // the caller's, which waits until the commit is done
 	// done is answered once committed: set on the last completion of a
 	// CompleteAll call (a call's completions are always in one batch).
 	done chan error
@@ -43,9 +44,10 @@ type completion struct {
 // reports that another run had completed the input already (a redelivery
 // that raced the first run); r is then recorded as a duplicate.
 //
-// Only the small completion row is written before returning; the run
-// record follows in a batch. If the process dies in between, the next
-// Open recreates the run record from the completion (its steps are lost).
+// On SQLite the run record is the completion, written before returning.
+// On PostgreSQL only the small completion row is; the run record follows
+// in a batch, and if the process dies in between, RecoverRuns recreates
+// it from the completion (its steps are lost).
 func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 	dups, err := d.CompleteAll(ctx, []Run{r})
 	if err != nil {
@@ -68,8 +70,8 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	dups = make([]bool, len(runs))
 	done := make(chan error, 1)
 	d.commitMu.Lock()
-	for i, r := range runs {
-		c := completion{run: r, dup: &dups[i]}
+	for i := range runs {
+		c := completion{run: &runs[i], dup: &dups[i]}
 		if i == len(runs)-1 {
 			c.done = done
 		}
@@ -100,32 +102,40 @@ func (d *DB) CompleteAll(ctx context.Context, runs []Run) (dups []bool, err erro
 	if err = <-done; err != nil {
 		return nil, fmt.Errorf("record completion of %s: %w", runs[0].Input, err)
 	}
+	if !d.dia.postgres {
+		return dups, nil // the records are written (sqliteLedger.commit)
+	}
 	for i, r := range runs {
 		if dups[i] {
-			// The record has its own id: it never replaces the record of
-			// the run that completed the input.
-			r.Status, r.Error = StatusDuplicate, "input completed by another run"
+			markDuplicate(&r)
 		}
 		d.Record(r)
 	}
 	return dups, nil
 }
 
+// markDuplicate makes r the record of a run whose input another run
+// completed first. The record keeps its own id: it never replaces the
+// record of the run that completed the input.
+func markDuplicate(r *Run) {
+	r.Status, r.Error = StatusDuplicate, "input completed by another run"
+}
+
 func (d *DB) commitCompletions(batch []completion) error {
 	if d.dia.postgres && len(batch) > 1 {
 		return d.commitCompletionsArrays(batch)
 	}
-	defer d.lockWrites()()
-	if len(batch) == 1 {
+	if d.dia.postgres {
 		// One statement commits by itself: no BEGIN and COMMIT round trips.
 		return d.insertCompletion(d.insertDone, batch[0])
 	}
+	defer d.lockWrites()()
 	tx, err := d.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if err := d.ledger.commit(tx, batch); err != nil {
+	if err := d.commitSQLite(tx, batch); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -180,7 +190,7 @@ func (d *DB) commitCompletionsArrays(batch []completion) error {
 }
 
 func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
-	r := c.run
+	r := *c.run
 	res, err := st.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
 	if err != nil {
 		return err
@@ -196,7 +206,13 @@ func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
 // record (less a margin) are checked. Call it when starting to process,
 // before any run: while another process is processing, its records still
 // in flight would look lost.
+//
+// On SQLite, where the run record is the completion, there is nothing to
+// recreate: it returns 0.
 func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
+	if !d.dia.postgres {
+		return 0, nil
+	}
 	var latest sql.NullInt64
 	if err := d.db.QueryRowContext(ctx, `SELECT MAX(started_ms) FROM runs`).Scan(&latest); err != nil {
 		return 0, err
@@ -216,6 +232,11 @@ func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 
 // Completed looks an input up in the ledger.
 func (d *DB) Completed(ctx context.Context, flow, input string) (Completion, bool, error) {
+	if !d.dia.postgres {
+		done, err := d.ledger.lookupTx(ctx, nil, flow, []string{input})
+		c, ok := done[input]
+		return c, ok, err
+	}
 	c := Completion{Flow: flow, Input: input}
 	var ms int64
 	err := d.lookupDone.QueryRowContext(ctx, flow, input).Scan(&c.Run, &c.Status, &ms)
@@ -247,8 +268,11 @@ func scanCompletions(rows *sql.Rows, err error, flow string, n int) (map[string]
 		return nil, fmt.Errorf("completion ledger: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]Completion, n)
+	var out map[string]Completion // nil (no allocation) while nothing is completed
 	for rows.Next() {
+		if out == nil {
+			out = make(map[string]Completion, n)
+		}
 		c := Completion{Flow: flow}
 		var ms int64
 		if err := rows.Scan(&c.Input, &c.Run, &c.Status, &ms); err != nil {
@@ -289,10 +313,11 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (int64, error) {
 		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, pruneLockKey)
 	}
 	var total int64
-	for _, q := range []string{
-		`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
-		`DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
-	} {
+	queries := []string{`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`}
+	if d.dia.postgres {
+		queries = append(queries, `DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT `+strconv.Itoa(pruneChunk)+`)`)
+	}
+	for _, q := range queries {
 		for {
 			n, err := d.pruneOnce(ctx, conn, d.dia.q(q), before.UnixMilli())
 			total += n

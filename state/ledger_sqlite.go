@@ -8,92 +8,50 @@ import (
 	"unicode/utf8"
 )
 
-// The SQLite ledger's batches. Every statement execution and every bound
-// value is a call from Go into C, which costs more here than SQLite's own
-// work on a small row, so a window's completions go in statements of many
-// rows, and a window's lookup binds its inputs as one JSON array.
+// The SQLite ledger: a run record whose status is succeeded or
+// dead_lettered is its input's completion (completionsInRuns). A window's
+// runs are written in the transaction that completes their inputs, after
+// looking their inputs up in it: one row per input, one commit per
+// window. Every statement execution and every bound value is a call from
+// Go into C, which costs more here than SQLite's own work on a small row,
+// so a window's lookup binds its inputs as one JSON array and its records
+// go in multi-row inserts (runInserts).
 
-// completionChunks are the row counts of the prepared multi-row inserts,
-// largest first: a batch is cut into as many of the largest as fit, then
-// the smaller ones, down to single rows.
-var completionChunks = []int{64, 16, 4, 1}
+// completedStatuses is the SQL list of the statuses that complete an input.
+const completedStatuses = `('` + StatusSucceeded + `', '` + StatusDeadLettered + `')`
 
-// sqliteLedger holds the SQLite ledger's prepared statements.
+// lookupSQL reads the completions of one flow among the inputs in a JSON
+// array, oldest run last (the first wins in scanCompletions), through the
+// runs_input index (named: without statistics the planner would take
+// runs_flow_started and read every run of the flow).
+const lookupSQL = `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input
+	WHERE input IN (SELECT value FROM json_each(?)) AND flow = ? AND status IN ` + completedStatuses + ` ORDER BY id DESC`
+
+// sqliteLedger holds the SQLite ledger's prepared statement.
 type sqliteLedger struct {
 	db     *sql.DB
-	insert map[int]*sql.Stmt // rows → INSERT of that many completions
-	lookup *sql.Stmt         // the completions of one flow among a JSON array of inputs
+	lookup *sql.Stmt // the completions of one flow among a JSON array of inputs
 }
 
 func prepareSQLiteLedger(ctx context.Context, db *sql.DB) (*sqliteLedger, error) {
-	l := &sqliteLedger{db: db, insert: map[int]*sql.Stmt{}}
-	for _, n := range completionChunks {
-		q := `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?)` +
-			strings.Repeat(",(?,?,?,?,?)", n-1) + ` ON CONFLICT DO NOTHING`
-		st, err := db.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		l.insert[n] = st
-	}
+	l := &sqliteLedger{db: db}
 	var err error
-	l.lookup, err = db.PrepareContext(ctx, `SELECT input, run_id, status, done_ms FROM completions
-		WHERE flow = ? AND input IN (SELECT value FROM json_each(?))`)
+	l.lookup, err = db.PrepareContext(ctx, lookupSQL)
 	return l, err
 }
 
-// commit inserts the batch's completions in tx and sets each one's dup.
-// Inputs completed before (or twice in the batch) are left as they are;
-// a chunk that inserted fewer rows than it holds is then resolved by
-// reading back which run completed each of its inputs.
-func (l *sqliteLedger) commit(tx *sql.Tx, batch []completion) error {
-	args := make([]any, 0, completionChunks[0]*5)
-	for len(batch) > 0 {
-		n := completionChunks[len(completionChunks)-1]
-		for _, c := range completionChunks {
-			if c <= len(batch) {
-				n = c
-				break
-			}
-		}
-		chunk := batch[:n]
-		batch = batch[n:]
-		args = args[:0]
-		for _, c := range chunk {
-			r := c.run
-			args = append(args, r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
-		}
-		res, err := tx.Stmt(l.insert[n]).Exec(args...)
-		if err != nil {
-			return err
-		}
-		inserted, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if inserted == int64(n) {
-			for _, c := range chunk {
-				*c.dup = false
-			}
-			continue
-		}
-		if err := l.resolve(tx, chunk); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// resolve sets dup for each completion of chunk whose input another run
-// completed (the stored run is not its own).
-func (l *sqliteLedger) resolve(tx *sql.Tx, chunk []completion) error {
+// commit completes the batch's inputs in tx, writeMu held: it sets each
+// completion's dup (its input completed by another run before, or
+// earlier in the batch) and writes every run's record, a duplicate's
+// marked so (markDuplicate).
+func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 	inputs := map[string][]string{} // flow → inputs
-	for _, c := range chunk {
+	for _, c := range batch {
 		inputs[c.run.Flow] = append(inputs[c.run.Flow], c.run.Input)
 	}
-	stored := map[[2]string]string{} // flow, input → run
+	stored := make(map[[2]string]string, len(batch)) // flow, input → the run that completed it
 	for flow, in := range inputs {
-		done, err := l.lookupTx(context.Background(), tx, flow, in)
+		done, err := d.ledger.lookupTx(context.Background(), tx, flow, in)
 		if err != nil {
 			return err
 		}
@@ -101,10 +59,28 @@ func (l *sqliteLedger) resolve(tx *sql.Tx, chunk []completion) error {
 			stored[[2]string{flow, input}] = c.Run
 		}
 	}
-	for _, c := range chunk {
-		*c.dup = stored[[2]string{c.run.Flow, c.run.Input}] != c.run.ID
+	runs := make([]*Run, len(batch))
+	for i, c := range batch {
+		r := c.run
+		k := [2]string{r.Flow, r.Input}
+		first, ok := stored[k]
+		if !ok && completes(r.Status) {
+			first, stored[k] = r.ID, r.ID
+		}
+		*c.dup = ok && first != r.ID
+		if *c.dup {
+			dup := *r // the caller's run stays as it ran
+			markDuplicate(&dup)
+			r = &dup
+		}
+		runs[i] = r
 	}
-	return nil
+	return d.writeRuns(tx, runs)
+}
+
+// completes reports whether a run of this status completes its input.
+func completes(status string) bool {
+	return status == StatusSucceeded || status == StatusDeadLettered
 }
 
 // lookupTx returns the completions of flow among inputs, read in tx (nil:
@@ -123,8 +99,8 @@ func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, in
 			for _, in := range inputs {
 				args = append(args, in)
 			}
-			rows, err := q.QueryContext(ctx, `SELECT input, run_id, status, done_ms FROM completions WHERE flow = ? AND input IN (?`+
-				strings.Repeat(",?", len(inputs)-1)+`)`, args...)
+			rows, err := q.QueryContext(ctx, `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input WHERE flow = ? AND input IN (?`+
+				strings.Repeat(",?", len(inputs)-1)+`) AND status IN `+completedStatuses+` ORDER BY id DESC`, args...)
 			return scanCompletions(rows, err, flow, len(inputs))
 		}
 	}
@@ -136,7 +112,7 @@ func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, in
 	if tx != nil {
 		st = tx.Stmt(st)
 	}
-	rows, err := st.QueryContext(ctx, flow, string(list))
+	rows, err := st.QueryContext(ctx, string(list), flow)
 	return scanCompletions(rows, err, flow, len(inputs))
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // How the SQLite run writer binds rows. Each bound value is a call from Go
@@ -104,7 +105,10 @@ func (ri *runInserts) write(tx *sql.Tx, rows []*Run, plainRows bool, args []any)
 }
 
 func appendRunArgs(args []any, r *Run, plainRow bool) []any {
-	steps := string(appendSteps(nil, r.Steps))
+	// One allocation, sized for a typical step, and no copy into a
+	// string: the bytes are never written again.
+	b := appendSteps(make([]byte, 0, 2+stepJSONSize*len(r.Steps)), r.Steps)
+	steps := unsafe.String(unsafe.SliceData(b), len(b))
 	if plainRow {
 		return append(args, r.ID, r.Flow, r.Trigger, r.Input, r.Attempts, r.Status, r.Started.UnixMilli(),
 			r.Duration.Microseconds(), steps, r.BytesIn, r.BytesOut)
@@ -113,6 +117,9 @@ func appendRunArgs(args []any, r *Run, plainRow bool) []any {
 		r.Duration.Microseconds(), r.Step, r.Error, steps, r.BytesIn, r.BytesOut, r.HTTPStatus, r.Response, r.ResponseType,
 		r.TraceID, r.Parent)
 }
+
+// stepJSONSize is room for one step's JSON without a failure, list or log.
+const stepJSONSize = 112
 
 // appendSteps appends steps as JSON, as encoding/json would write them
 // (json.Marshal's reflection was a sixth of the run writer's time).

@@ -93,6 +93,7 @@ type DB struct {
 	db  *sql.DB
 	dia *dialect
 	// Prepared once: statement preparation costs as much as the insert.
+	// PostgreSQL's completions table (SQLite's ledger is sqliteLedger).
 	insertDone, lookupDone *sql.Stmt
 	runIns                 runInserts    // the SQLite run writer's statements
 	ledger                 *sqliteLedger // the SQLite ledger's batch statements
@@ -156,6 +157,9 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
+		if !dia.postgres && p.st != &d.insertAccepted {
+			continue // SQLite keeps completions in the run records (sqliteLedger)
+		}
 		if *p.st, err = db.PrepareContext(ctx, dia.q(p.sql)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state: %w", err)
@@ -308,9 +312,20 @@ func (d *DB) insert(runs []pending) error {
 		return err
 	}
 	defer tx.Rollback()
-	accepted := tx.Stmt(d.insertAccepted)
-	// Consecutive runs of one kind (plain or not) go in multi-row
-	// statements; accepted requests one by one; all in order.
+	rs := make([]*Run, len(runs))
+	for i := range runs {
+		rs[i] = &runs[i].run
+	}
+	if err := d.writeRuns(tx, rs); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// writeRuns writes run records in tx (SQLite, writeMu held), in order:
+// consecutive runs of one kind (plain or not) in multi-row statements,
+// accepted requests one by one (never over a record of the same run).
+func (d *DB) writeRuns(tx *sql.Tx, runs []*Run) error {
 	var (
 		queue     []*Run
 		plainKind bool
@@ -321,11 +336,14 @@ func (d *DB) insert(runs []pending) error {
 		queue = queue[:0]
 		return err
 	}
-	for i := range runs {
-		r := &runs[i].run
+	var accepted *sql.Stmt
+	for _, r := range runs {
 		if r.Status == StatusAccepted {
 			if err := flush(); err != nil {
 				return err
+			}
+			if accepted == nil {
+				accepted = tx.Stmt(d.insertAccepted)
 			}
 			if _, err := accepted.Exec(appendRunArgs(args[:0], r, false)...); err != nil {
 				return err
@@ -340,10 +358,7 @@ func (d *DB) insert(runs []pending) error {
 		}
 		queue = append(queue, r)
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return flush()
 }
 
 // Filter selects runs; zero fields match everything.
