@@ -115,6 +115,8 @@ type pipeline struct {
 	// windows go to it on settling, settled ones come back on settled
 	// (nil error) and it fails the pipeline on failed; inSettle counts
 	// the messages handed to it and not back (they count as in flight).
+	// Without a ledger to commit, settling is cheaper than handing a
+	// window over: the loop settles itself and these are nil.
 	settling    chan []*delivery
 	settled     chan []*delivery
 	failed      chan error
@@ -133,11 +135,13 @@ type flight struct {
 
 func (p *pipeline) start() {
 	p.quit = make(chan struct{})
-	p.settling = make(chan []*delivery, settleAhead)
-	p.settled = make(chan []*delivery, settleAhead)
-	p.failed = make(chan error, 1)
-	p.settlerDone = make(chan struct{})
-	go p.settler()
+	if p.r.e.opts.State != nil && !p.r.e.opts.NoLedger {
+		p.settling = make(chan []*delivery, settleAhead)
+		p.settled = make(chan []*delivery, settleAhead)
+		p.failed = make(chan error, 1)
+		p.settlerDone = make(chan struct{})
+		go p.settler()
+	}
 	p.lanes = make([]chan *flight, max(p.r.f.Concurrency, 1))
 	for i := range p.lanes {
 		ch := make(chan *flight, maxInFlight)
@@ -159,12 +163,16 @@ func (p *pipeline) start() {
 // (nothing after the last commit is acked: they are consumed again).
 func (p *pipeline) stop() {
 	close(p.quit)
-	close(p.settling)
+	if p.settling != nil {
+		close(p.settling)
+	}
 	for _, ch := range p.lanes {
 		close(ch)
 	}
 	p.wg.Wait()
-	<-p.settlerDone
+	if p.settlerDone != nil {
+		<-p.settlerDone
+	}
 }
 
 // settleAhead is how many windows may wait for the settler: the loop
@@ -253,11 +261,7 @@ func (p *pipeline) run() error {
 			f.finished = true
 		case ds := <-p.settled:
 			p.inSettle -= len(ds)
-			for _, d := range ds {
-				if p.taken[d.run.Input] == d.run.ID {
-					delete(p.taken, d.run.Input)
-				}
-			}
+			p.forget(ds)
 		case err := <-p.failed:
 			return err
 		case <-ended:
@@ -333,9 +337,10 @@ func (p *pipeline) lane(d *delivery) int {
 
 // settle hands the finished prefix of the queue to the settler as
 // windows (of at most windowMax), each once it is long enough or nothing
-// else is in flight, while the settler has room.
+// else is in flight, while the settler has room; without a settler it
+// settles them itself.
 func (p *pipeline) settle() error {
-	for len(p.settling) < cap(p.settling) {
+	for p.settling == nil || len(p.settling) < cap(p.settling) {
 		n := 0
 		for n < len(p.queue) && n < windowMax && p.queue[n].finished {
 			n++
@@ -347,11 +352,27 @@ func (p *pipeline) settle() error {
 		for i, f := range p.queue[:n] {
 			ds[i] = f.d
 		}
+		p.queue = append(p.queue[:0], p.queue[n:]...)
+		if p.settling == nil {
+			if err := p.settleWindow(ds); err != nil {
+				return err
+			}
+			p.forget(ds)
+			continue
+		}
 		p.settling <- ds
 		p.inSettle += n
-		p.queue = append(p.queue[:0], p.queue[n:]...)
 	}
 	return nil
+}
+
+// forget drops a settled window's inputs from taken.
+func (p *pipeline) forget(ds []*delivery) {
+	for _, d := range ds {
+		if p.taken[d.run.Input] == d.run.ID {
+			delete(p.taken, d.run.Input)
+		}
+	}
 }
 
 var laneSeed = maphash.MakeSeed()
