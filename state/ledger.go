@@ -344,14 +344,20 @@ func (d *DB) pruneOnce(ctx context.Context, conn *sql.Conn, q string, before int
 	return res.RowsAffected()
 }
 
-// Retain prunes runs and completions older than keep now and then every
-// interval until ctx ends, reporting each pass to report (which may be
-// nil).
+// Retain prunes runs and completions older than keep (none when keep is
+// 0) now and then every interval until ctx ends, then refreshes the
+// planner's statistics (Optimize), reporting each pass to report (which
+// may be nil).
 func (d *DB) Retain(ctx context.Context, keep, interval time.Duration, report func(deleted int64, err error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n, err := d.Prune(ctx, time.Now().Add(-keep))
+		var n int64
+		var err error
+		if keep > 0 {
+			n, err = d.Prune(ctx, time.Now().Add(-keep))
+		}
+		err = errors.Join(err, d.Optimize(ctx))
 		if report != nil && ctx.Err() == nil {
 			report(n, err)
 		}
@@ -361,4 +367,25 @@ func (d *DB) Retain(ctx context.Context, keep, interval time.Duration, report fu
 		case <-t.C:
 		}
 	}
+}
+
+// Optimize refreshes SQLite's planner statistics where they are missing
+// or stale (PRAGMA optimize: ANALYZE of the tables that gained or lost
+// many rows, bounded in cost), so a query on runs by input, parent or
+// trace takes that index rather than reading every run of the flow. On
+// PostgreSQL, whose autovacuum keeps statistics, it does nothing. Open
+// calls it; keep calling it now and then (Retain does, hourly).
+func (d *DB) Optimize(ctx context.Context) error {
+	return d.optimize(ctx, "PRAGMA optimize")
+}
+
+func (d *DB) optimize(ctx context.Context, pragma string) error {
+	if d.dia.postgres {
+		return nil
+	}
+	defer d.lockWrites()()
+	if _, err := d.db.ExecContext(ctx, pragma); err != nil {
+		return fmt.Errorf("state: optimize: %w", err)
+	}
+	return nil
 }

@@ -172,6 +172,12 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 			return nil, fmt.Errorf("state: %w", err)
 		}
 	}
+	// On open, SQLite's advice for long-lived connections: every table
+	// considered, statistics gathered where they are missing or stale.
+	if err := d.optimize(ctx, "PRAGMA optimize=0x10002"); err != nil {
+		db.Close()
+		return nil, err
+	}
 	go d.writer()
 	return d, nil
 }
@@ -375,8 +381,8 @@ type Filter struct {
 	Error   string    // runs whose error contains this text
 }
 
-// Runs returns matching runs, newest first.
-func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
+// runsQuery is Runs' query and its arguments.
+func (d *DB) runsQuery(f Filter) (string, []any) {
 	var w where
 	w.eq("id", f.ID)
 	w.eq("flow", f.Flow)
@@ -406,7 +412,13 @@ func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		limit = 100
 	}
 	q += fmt.Sprintf(" ORDER BY started_ms DESC, id DESC LIMIT %d", limit)
-	rows, err := d.db.QueryContext(ctx, d.dia.q(q), args...)
+	return d.dia.q(q), args
+}
+
+// Runs returns matching runs, newest first.
+func (d *DB) Runs(ctx context.Context, f Filter) ([]Run, error) {
+	q, args := d.runsQuery(f)
+	rows, err := d.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package state_test
 
 import (
+	"context"
 	"database/sql"
 	"path/filepath"
 	"testing"
@@ -172,4 +173,25 @@ func TestRedact(t *testing.T) {
 	} {
 		assert.Equal(t, want, state.Redact(in))
 	}
+}
+
+// TestRetainWithoutRetentionOnlyOptimizes: keep 0 keeps every run; each
+// pass still refreshes the statistics and reports.
+func TestRetainWithoutRetentionOnlyOptimizes(t *testing.T) {
+	db, err := state.Open(filepath.Join(t.TempDir(), "state.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Complete(t.Context(), state.Run{ID: "old", Flow: "f", Input: "m", Status: state.StatusSucceeded, Started: time.Now().Add(-1000 * time.Hour)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	passes := make(chan error, 1)
+	db.Retain(ctx, 0, time.Hour, func(n int64, err error) {
+		assert.Zero(t, n)
+		passes <- err
+		cancel()
+	})
+	require.NoError(t, <-passes)
+	runs, err := db.Runs(t.Context(), state.Filter{Flow: "f"})
+	require.NoError(t, err)
+	assert.Len(t, runs, 1, "nothing pruned")
 }

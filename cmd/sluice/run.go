@@ -238,15 +238,15 @@ as a renewal caught halfway, leaves the previous one in use.`,
 				log.Info("flow loaded", attrs...)
 			}
 			log.Info("using", "broker", redact.URL(g.brokerURL()), "storage", redact.URL(g.storageURL()), "state", state.Redact(g.stateURL()))
-			if retention > 0 {
-				go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
-					if err != nil {
-						log.Warn("pruning the run ledger failed", "error", err)
-					} else if n > 0 {
-						log.Info("pruned the run ledger", "rows", n, "older_than", retention)
-					}
-				})
-			}
+			// Hourly: prune past the retention (0 keeps everything) and
+			// refresh the query planner's statistics.
+			go st.Retain(ctx, retention, time.Hour, func(n int64, err error) {
+				if err != nil {
+					log.Warn("maintaining the run ledger failed", "error", err)
+				} else if n > 0 {
+					log.Info("pruned the run ledger", "rows", n, "older_than", retention)
+				}
+			})
 			reloading := make(chan struct{})
 			go func() { defer close(reloading); reloads.run(ctx, hup, watcher) }()
 			err = engine.Run(ctx)
