@@ -48,6 +48,19 @@ func (e *Engine) HasHTTP() bool {
 	return false
 }
 
+// ServesPath reports whether an HTTP-triggered flow serves path now
+// (after the last Reload).
+func (e *Engine) ServesPath(path string) bool {
+	e.flowsMu.RLock()
+	defer e.flowsMu.RUnlock()
+	for _, r := range e.runners {
+		if t := r.f.Trigger.HTTP; t != nil && t.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
 // buildHTTP builds the routes of e.runners (flowsMu held).
 func (e *Engine) buildHTTP() {
 	mux := http.NewServeMux()

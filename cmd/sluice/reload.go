@@ -45,6 +45,9 @@ type reloader struct {
 	// write is the listener's derived write timeout (0: none, or set by
 	// flag): a reloaded flow that needs longer is warned about.
 	write time.Duration
+	// check, when set, refuses loaded flows as a problem in the files
+	// (the dashboard's: no HTTP flow under /ui).
+	check func([]*flows.Flow) error
 
 	mu   sync.Mutex
 	last *reloadStatus // nil before the first reload
@@ -105,6 +108,9 @@ func (rl *reloader) reload(ctx context.Context, trigger string) {
 		rl.mu.Unlock()
 	}()
 	fl, err := rl.loader.Load(rl.paths...)
+	if err == nil && rl.check != nil {
+		err = rl.check(fl)
+	}
 	if err != nil {
 		st.result = reloadInvalid
 		var probs nodes.Problems

@@ -191,6 +191,9 @@ as a renewal caught halfway, leaves the previous one in use.`,
 					}
 				}
 				dash, err := ui.dashboard(g, fl, engine, st, store, log)
+				if dash != nil {
+					reloads.check = uiPathConflict // a reloaded flow under /ui is refused too
+				}
 				if err != nil {
 					return err
 				}
@@ -203,7 +206,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 					defer ui.machines.close()
 					defer dash.Close()
 					if ui.listen == "" {
-						mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), fl) }
+						mount = func(mux *http.ServeMux) { mountUI(mux, dash.Handler(), engine, engine.HTTPHandler()) }
 					} else {
 						usrv, uaddr, err := serveUI(ui.listen, limits, dash.Handler(), certs)
 						if err != nil {

@@ -67,15 +67,24 @@ func (u *uiOptions) dashboard(g *globals, fl []*flows.Flow, engine *flows.Engine
 	if !u.enabled {
 		return nil, nil
 	}
-	for _, f := range fl {
-		if h := f.Trigger.HTTP; h != nil && (h.Path == "/ui" || strings.HasPrefix(h.Path, "/ui/")) {
-			return nil, fmt.Errorf("flow %s (%s): its path %s is under /ui, the dashboard's: choose another path, or turn the dashboard off with --ui=false", f.Name, f.Pos, h.Path)
-		}
+	if err := uiPathConflict(fl); err != nil {
+		return nil, err
 	}
 	return web.New(web.Options{
 		Engine: engine, State: st, Store: store, AdminToken: u.adminToken(), Logger: log,
 		Machines: u.machines.get(func(ctx context.Context) (machines.Store, error) { return openMachines(ctx, g, "") }),
 	})
+}
+
+// uiPathConflict is the error of the first HTTP flow whose path is under
+// /ui, which the dashboard would hide; nil when none is.
+func uiPathConflict(fl []*flows.Flow) error {
+	for _, f := range fl {
+		if h := f.Trigger.HTTP; h != nil && (h.Path == "/ui" || strings.HasPrefix(h.Path, "/ui/")) {
+			return fmt.Errorf("flow %s (%s): its path %s is under /ui, the dashboard's: choose another path, or turn the dashboard off with --ui=false", f.Name, f.Pos, h.Path)
+		}
+	}
+	return nil
 }
 
 // sharedMachines opens the dashboard's machine store once, when a page
@@ -143,16 +152,17 @@ func openMachines(ctx context.Context, g *globals, dbPath string) (machines.Stor
 }
 
 // mountUI serves the dashboard on the listener's mux: /ui/ (its API under
-// /ui/api/), and / redirecting to /ui/ unless an HTTP flow serves /.
-func mountUI(mux *http.ServeMux, ui http.Handler, fl []*flows.Flow) {
+// /ui/api/), and GET / redirecting to /ui/ unless an HTTP flow serves /
+// when the request comes (flows come and go with reloads): then root, the
+// flows' handler, serves it. root nil: no flows on this listener.
+func mountUI(mux *http.ServeMux, ui http.Handler, engine *flows.Engine, root http.Handler) {
 	mux.Handle("/ui/", ui)
 	mux.Handle("/ui", ui)
-	for _, f := range fl {
-		if h := f.Trigger.HTTP; h != nil && h.Path == "/" {
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if root != nil && engine.ServesPath("/") {
+			root.ServeHTTP(w, r)
 			return
 		}
-	}
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/", http.StatusFound)
 	})
 }
@@ -165,7 +175,7 @@ func serveUI(addr string, limits listenerLimits, ui http.Handler, certs *certRel
 		return nil, "", fmt.Errorf("--ui-listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mountUI(mux, ui, nil)
+	mountUI(mux, ui, nil, nil)
 	srv := limits.server(mux, 30*time.Second) // pages are small; --write-timeout wins
 	if certs != nil {
 		srv.TLSConfig = certs.tlsConfig()

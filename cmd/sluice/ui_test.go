@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,9 +69,15 @@ func freeAddr(t *testing.T) string {
 // runInProcess runs `sluice run` with args on uiTestFlow in process until
 // the test ends, and waits until it is ready on readyAddr.
 func runInProcess(t *testing.T, readyAddr string, args ...string) {
+	runFlowInProcess(t, uiTestFlow, readyAddr, args...)
+}
+
+// runFlowInProcess is runInProcess on a flow file holding yaml; it
+// returns the file's path.
+func runFlowInProcess(t *testing.T, yaml, readyAddr string, args ...string) string {
 	dir := t.TempDir()
 	flow := filepath.Join(dir, "flow.yaml")
-	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
+	require.NoError(t, os.WriteFile(flow, []byte(yaml), 0o644))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
@@ -97,6 +105,64 @@ func runInProcess(t *testing.T, readyAddr string, args ...string) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 30*time.Second, 20*time.Millisecond)
+	return flow
+}
+
+// lazyGet formats as get(path)'s body, read when printed.
+type lazyGet func(string) (int, string)
+
+func (l lazyGet) path(p string) fmt.Stringer { return lazyBody{l, p} }
+
+type lazyBody struct {
+	get  lazyGet
+	path string
+}
+
+func (b lazyBody) String() string { code, body := b.get(b.path); return fmt.Sprint(code, " ", body) }
+
+// TestReloadedFlowsMeetTheDashboard: with the dashboard on the flows'
+// listener, a flow added at / by a reload serves / (the redirect to /ui/
+// steps aside, and comes back when the flow goes), and a reloaded flow
+// under /ui is refused like one at start: the running flows are kept and
+// /readyz names the problem.
+func TestReloadedFlowsMeetTheDashboard(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_TOKEN", "cli-test-token")
+	addr := freeAddr(t)
+	flow := runFlowInProcess(t, uiTestFlow, addr, "--listen", addr, "--watch")
+	get := func(path string) (int, string) {
+		resp, err := noRedirect.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, _ := get("/")
+	require.Equal(t, http.StatusFound, code, "no flow at /: the dashboard's redirect")
+
+	root := "name: home\non: {http: {path: /, methods: [GET]}}\nsteps:\n  - node: transform\n    with: {set: {greeting: '\"hello from a flow\"'}}\n  - node: respond\n    with: {body: payload}\n"
+	require.NoError(t, os.WriteFile(flow, []byte(root), 0o644))
+	require.Eventually(t, func() bool {
+		code, body := get("/")
+		return code == http.StatusOK && strings.Contains(body, "hello from a flow")
+	}, 30*time.Second, 50*time.Millisecond, "the reloaded flow serves /: %s", lazyGet(get).path("/readyz"))
+
+	hidden := "name: hidden\non: {http: {path: /ui/orders}}\nsteps:\n  - node: respond\n    with: {body: payload}\n"
+	require.NoError(t, os.WriteFile(flow, []byte(hidden), 0o644))
+	require.Eventually(t, func() bool {
+		_, body := get("/readyz")
+		return strings.Contains(body, "its path /ui/orders is under /ui")
+	}, 30*time.Second, 50*time.Millisecond, "the reload is refused, on /readyz")
+	code, body := get("/")
+	assert.Equal(t, http.StatusOK, code, "the running flows are kept")
+	assert.Contains(t, body, "hello from a flow")
+
+	require.NoError(t, os.WriteFile(flow, []byte(uiTestFlow), 0o644))
+	require.Eventually(t, func() bool {
+		code, _ := get("/")
+		return code == http.StatusFound
+	}, 30*time.Second, 50*time.Millisecond, "the flow at / removed: the redirect again")
 }
 
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
