@@ -326,14 +326,24 @@ func TestExecCannotStart(t *testing.T) {
 	require.NoError(t, n.(nodes.Closer).Close())
 }
 
+// TestExecCPUTime: a worker spinning past cpu_time is stopped by its
+// RLIMIT_CPU, before the step's deadline: Python by SIGXCPU's default
+// action, a Go worker by the Go helper (Go ignores SIGXCPU by default).
 func TestExecCPUTime(t *testing.T) {
-	n := started(t, `{runtime: exec, command: [python3, testdata/handler.py], cpu_time: 1s}`, nodes.Deps{})
-	_, err := callDo(t, n, "spin", 20*time.Second)
-	require.Error(t, err)
-	assert.NotErrorIs(t, err, context.DeadlineExceeded, "RLIMIT_CPU stops it first")
-	assert.ErrorContains(t, err, "crashed")
-	_, err = callDo(t, n, "ok", 10*time.Second)
-	require.NoError(t, err)
+	for name, command := range map[string]string{
+		"python": `[python3, testdata/handler.py]`,
+		"go":     `[` + filepath.Join(buildGo(t), "goworker") + `]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := started(t, `{runtime: exec, command: `+command+`, cpu_time: 1s}`, nodes.Deps{})
+			_, err := callDo(t, n, "spin", 20*time.Second)
+			require.Error(t, err)
+			assert.NotErrorIs(t, err, context.DeadlineExceeded, "RLIMIT_CPU stops it first")
+			assert.ErrorContains(t, err, "crashed")
+			_, err = callDo(t, n, "ok", 10*time.Second)
+			require.NoError(t, err)
+		})
+	}
 }
 
 func TestBodyIsHandedOverAsAFile(t *testing.T) {
