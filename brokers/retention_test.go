@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -83,4 +84,58 @@ func TestSQLiteRetentionKeepsWhatAGroupNeeds(t *testing.T) {
 func TestSQLiteRetentionURL(t *testing.T) {
 	_, err := brokers.Open(context.Background(), "sqlite://q.db?retention=forever", nil)
 	require.ErrorContains(t, err, "retention must be a non-negative duration")
+}
+
+// TestSQLiteAckBeforeTheSubscriptionEnds: a message acked just before its
+// subscription's context ends stays acked: the group's next subscriber
+// gets the message after it, every time (watermill-sql alone picks at
+// random between the ack and the context's end when both are ready).
+func TestSQLiteAckBeforeTheSubscriptionEnds(t *testing.T) {
+	b, err := brokers.Open(t.Context(), "sqlite://"+filepath.Join(t.TempDir(), "queue.db")+"?poll=10ms", nil)
+	require.NoError(t, err)
+	defer b.Close()
+	next := func(sub message.Subscriber, ctx context.Context, topic string) *message.Message {
+		ch, err := sub.Subscribe(ctx, topic)
+		require.NoError(t, err)
+		select {
+		case m := <-ch:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: nothing delivered", topic)
+			return nil
+		}
+	}
+	// Busy goroutines make the scheduler delay the subscriber's goroutine
+	// between handing a message out and waiting for its ack, where the
+	// ack and the context's end can both be ready.
+	busy, stopBusy := context.WithCancel(t.Context())
+	defer stopBusy()
+	for range 2 * runtime.GOMAXPROCS(0) {
+		go func() {
+			for busy.Err() == nil {
+				runtime.Gosched()
+			}
+		}()
+	}
+	for i := range 100 {
+		topic := fmt.Sprint("t", i)
+		for _, id := range []string{"first", "second"} {
+			require.NoError(t, b.Publisher().Publish(topic, message.NewMessage(id, []byte(`{}`))))
+		}
+		sub, err := b.Subscriber("g")
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		m := next(sub, ctx, topic)
+		require.Equal(t, "first", m.UUID)
+		m.Ack()
+		cancel()
+		require.NoError(t, sub.Close())
+
+		sub, err = b.Subscriber("g")
+		require.NoError(t, err)
+		m = next(sub, t.Context(), topic)
+		assert.Equal(t, "second", m.UUID, "round %d: the acked message came again", i)
+		m.Ack()
+		require.NoError(t, sub.Close())
+	}
 }

@@ -204,15 +204,31 @@ func (s *sqliteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 	if err != nil {
 		return nil, err
 	}
-	ch, err := sub.Subscribe(ctx, topic)
+	// watermill-sql waits for a message's ack or the subscription's end,
+	// and when both are ready picks one at random: an ack given just
+	// before ctx ends would be dropped, and the message delivered again.
+	// So it gets a context of its own, ended once the last ack is seen
+	// (settle) after ctx ends, as Close does.
+	inner, stop := context.WithCancel(context.WithoutCancel(ctx))
+	ch, err := sub.Subscribe(inner, topic)
 	if err != nil {
+		stop()
 		_ = sub.Close()
 		return nil, err
 	}
 	t := &ackTracker{broker: s.broker, topic: topic, group: group}
 	s.subs = append(s.subs, sub)
 	s.acks = append(s.acks, t)
-	return t.forward(ch), nil
+	out := t.forward(ch)
+	go func() {
+		defer stop()
+		select {
+		case <-ctx.Done():
+			t.settle()
+		case <-t.done: // closed
+		}
+	}()
+	return out, nil
 }
 
 func (s *sqliteSubscriber) Close() error {

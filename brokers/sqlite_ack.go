@@ -8,12 +8,13 @@ import (
 )
 
 // ackTracker closes a gap in watermill-sql's subscriber: after handing a
-// message out it waits for either its ack or the subscriber closing, and
-// when both are ready Go's select picks one at random, so an ack given just
-// before Close could be dropped and the message delivered again. settle,
-// called before the subscriber closes, waits until the subscriber has seen
-// the last ack: it has handed out the next message, or committed the
-// group's offset past the acked one.
+// message out it waits for either its ack or the subscriber closing (or
+// its context ending), and when both are ready Go's select picks one at
+// random, so an ack given just before Close (or the end of the
+// subscription's context) could be dropped and the message delivered
+// again. settle, called before the subscriber closes or its context ends,
+// waits until the subscriber has seen the last ack: it has handed out the
+// next message, or committed the group's offset past the acked one.
 type ackTracker struct {
 	broker       *sqliteBroker
 	topic, group string
