@@ -54,6 +54,7 @@ var sqliteDialect = &dialect{
 		}},
 		schema.SQL("runs' trace id and parent run", lineageColumns),
 		schema.SQL("completions kept in the run records", completionsInRuns),
+		schema.SQL("completions of unrecorded runs", unrecordedCompletions),
 	},
 	day:      func(col string) string { return `strftime('%Y-%m-%d', ` + col + ` / 1000, 'unixepoch')` },
 	contains: func(col string) string { return `instr(` + col + `, ?) > 0` },
@@ -65,6 +66,7 @@ var postgresDialect = &dialect{
 	migrations: []schema.Migration{
 		schema.SQL("runs, seen objects, dead letters, completions", postgresSchemaV1),
 		schema.SQL("runs' trace id and parent run", lineageColumns),
+		schema.SQL("completions of unrecorded runs", `ALTER TABLE completions ADD COLUMN recorded BOOLEAN NOT NULL DEFAULT TRUE`),
 	},
 	day: func(col string) string {
 		return `to_char(to_timestamp(` + col + ` / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
@@ -236,3 +238,18 @@ INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, durati
 	FROM completions c WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
 	ON CONFLICT DO NOTHING;
 DROP TABLE completions`
+
+// unrecordedCompletions is migration 4 of SQLite: the completions of runs
+// that leave no record (Run.NoRecord: flows with `record: failures`), one
+// small row each, looked up with the run records. (PostgreSQL's migration
+// 3 marks such completions in its completions table instead, so that
+// RecoverRuns does not recreate their records.)
+const unrecordedCompletions = `CREATE TABLE IF NOT EXISTS completions (
+	flow    TEXT NOT NULL,
+	input   TEXT NOT NULL,
+	run_id  TEXT NOT NULL,
+	status  TEXT NOT NULL,
+	done_ms INTEGER NOT NULL,
+	PRIMARY KEY (flow, input)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS completions_done ON completions(done_ms)`

@@ -48,6 +48,8 @@ type completion struct {
 // On PostgreSQL only the small completion row is; the run record follows
 // in a batch, and if the process dies in between, RecoverRuns recreates
 // it from the completion (its steps are lost).
+//
+// A run with NoRecord gets no record on either: only its completion.
 func (d *DB) Complete(ctx context.Context, r Run) (dup bool, err error) {
 	dups, err := d.CompleteAll(ctx, []Run{r})
 	if err != nil {
@@ -154,6 +156,7 @@ func (d *DB) commitCompletionsArrays(batch []completion) error {
 	type fi struct{ flow, input string }
 	var flows, inputs, runs, statuses []string
 	var done []int64
+	var recorded []bool
 	first := map[fi]bool{}
 	for _, c := range sorted {
 		k := fi{c.run.Flow, c.run.Input}
@@ -163,10 +166,11 @@ func (d *DB) commitCompletionsArrays(batch []completion) error {
 		first[k] = true
 		flows, inputs, runs = append(flows, k.flow), append(inputs, k.input), append(runs, c.run.ID)
 		statuses, done = append(statuses, c.run.Status), append(done, c.run.Started.Add(c.run.Duration).UnixMilli())
+		recorded = append(recorded, !c.run.NoRecord)
 	}
-	rows, err := d.db.Query(`INSERT INTO completions (flow, input, run_id, status, done_ms)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-		ON CONFLICT DO NOTHING RETURNING flow, input, run_id`, flows, inputs, runs, statuses, done)
+	rows, err := d.db.Query(`INSERT INTO completions (flow, input, run_id, status, done_ms, recorded)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::boolean[])
+		ON CONFLICT DO NOTHING RETURNING flow, input, run_id`, flows, inputs, runs, statuses, done, recorded)
 	if err != nil {
 		return err
 	}
@@ -191,7 +195,7 @@ func (d *DB) commitCompletionsArrays(batch []completion) error {
 
 func (d *DB) insertCompletion(st *sql.Stmt, c completion) error {
 	r := *c.run
-	res, err := st.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
+	res, err := st.Exec(r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli(), !r.NoRecord)
 	if err != nil {
 		return err
 	}
@@ -221,7 +225,7 @@ func (d *DB) RecoverRuns(ctx context.Context) (int64, error) {
 	defer d.lockWrites()()
 	res, err := d.db.ExecContext(ctx, d.dia.q(`INSERT INTO runs (id, flow, trigger, input, attempts, status, started_ms, duration_us, error)
 		SELECT c.run_id, c.flow, '', c.input, 1, c.status, c.done_ms, 0, 'run record lost in a crash; recreated from the completion ledger'
-		FROM completions c WHERE c.done_ms >= ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
+		FROM completions c WHERE c.done_ms >= ? AND c.recorded AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id)
 		ORDER BY c.run_id
 		ON CONFLICT DO NOTHING`), since)
 	if err != nil {
@@ -313,9 +317,9 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (int64, error) {
 		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, pruneLockKey)
 	}
 	var total int64
-	queries := []string{`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`}
-	if d.dia.postgres {
-		queries = append(queries, `DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT `+strconv.Itoa(pruneChunk)+`)`)
+	queries := []string{
+		`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
+		`DELETE FROM completions WHERE (flow, input) IN (SELECT flow, input FROM completions WHERE done_ms < ? LIMIT ` + strconv.Itoa(pruneChunk) + `)`,
 	}
 	for _, q := range queries {
 		for {

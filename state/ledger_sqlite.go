@@ -4,15 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
 
 // The SQLite ledger: a run record whose status is succeeded or
-// dead_lettered is its input's completion (completionsInRuns). A window's
-// runs are written in the transaction that completes their inputs, after
-// looking their inputs up in it: one row per input, one commit per
-// window. Every statement execution and every bound value is a call from
+// dead_lettered is its input's completion (completionsInRuns); a run
+// without a record (Run.NoRecord) completes its input with a small row
+// in the completions table (unrecordedCompletions), a third of the cost
+// of a record with its indexes. A lookup reads both. A window's runs are
+// written in the transaction that completes their inputs, after looking
+// their inputs up in it: one row per input, one commit per window. Every statement execution and every bound value is a call from
 // Go into C, which costs more here than SQLite's own work on a small row,
 // so a window's lookup binds its inputs as one JSON array and its records
 // go in multi-row inserts (runInserts).
@@ -21,11 +24,15 @@ import (
 const completedStatuses = `('` + StatusSucceeded + `', '` + StatusDeadLettered + `')`
 
 // lookupSQL reads the completions of one flow among the inputs in a JSON
-// array, oldest run last (the first wins in scanCompletions), through the
-// runs_input index (named: without statistics the planner would take
+// array (bound twice: ?1 the array, ?2 the flow), from the run records
+// and the completions table, oldest run last (the first wins in
+// scanCompletions). The run records are read through the runs_input
+// index (named: without statistics the planner would take
 // runs_flow_started and read every run of the flow).
 const lookupSQL = `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input
-	WHERE input IN (SELECT value FROM json_each(?)) AND flow = ? AND status IN ` + completedStatuses + ` ORDER BY id DESC`
+	WHERE input IN (SELECT value FROM json_each(?1)) AND flow = ?2 AND status IN ` + completedStatuses + `
+	UNION ALL SELECT input, run_id, status, done_ms FROM completions
+	WHERE flow = ?2 AND input IN (SELECT value FROM json_each(?1)) ORDER BY 2 DESC`
 
 // sqliteLedger holds the SQLite ledger's prepared statement.
 type sqliteLedger struct {
@@ -59,8 +66,9 @@ func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 			stored[[2]string{flow, input}] = c.Run
 		}
 	}
-	runs := make([]*Run, len(batch))
-	for i, c := range batch {
+	runs := make([]*Run, 0, len(batch))
+	var quiet []*Run // completions without a record
+	for _, c := range batch {
 		r := c.run
 		k := [2]string{r.Flow, r.Input}
 		first, ok := stored[k]
@@ -68,12 +76,21 @@ func (d *DB) commitSQLite(tx *sql.Tx, batch []completion) error {
 			first, stored[k] = r.ID, r.ID
 		}
 		*c.dup = ok && first != r.ID
-		if *c.dup {
+		switch {
+		case r.NoRecord:
+			if !*c.dup && completes(r.Status) {
+				quiet = append(quiet, r)
+			}
+			continue
+		case *c.dup:
 			dup := *r // the caller's run stays as it ran
 			markDuplicate(&dup)
 			r = &dup
 		}
-		runs[i] = r
+		runs = append(runs, r)
+	}
+	if err := d.runIns.complete(tx, quiet); err != nil {
+		return err
 	}
 	return d.writeRuns(tx, runs)
 }
@@ -99,8 +116,14 @@ func (l *sqliteLedger) lookupTx(ctx context.Context, tx *sql.Tx, flow string, in
 			for _, in := range inputs {
 				args = append(args, in)
 			}
-			rows, err := q.QueryContext(ctx, `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input WHERE flow = ? AND input IN (?`+
-				strings.Repeat(",?", len(inputs)-1)+`) AND status IN `+completedStatuses+` ORDER BY id DESC`, args...)
+			var b strings.Builder
+			for i := range inputs {
+				fmt.Fprintf(&b, ",?%d", i+2)
+			}
+			list := "(" + b.String()[1:] + ")"
+			rows, err := q.QueryContext(ctx, `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input
+				WHERE flow = ?1 AND input IN `+list+` AND status IN `+completedStatuses+`
+				UNION ALL SELECT input, run_id, status, done_ms FROM completions WHERE flow = ?1 AND input IN `+list+` ORDER BY 2 DESC`, args...)
 			return scanCompletions(rows, err, flow, len(inputs))
 		}
 	}

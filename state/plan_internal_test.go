@@ -20,8 +20,7 @@ func TestSQLiteRunsQueriesUseTheirIndexes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	d, err := Open(path)
 	require.NoError(t, err)
-	plan := func(f Filter) string {
-		q, args := d.runsQuery(f)
+	explain := func(q string, args ...any) string {
 		rows, err := d.db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
 		require.NoError(t, err)
 		defer rows.Close()
@@ -34,6 +33,10 @@ func TestSQLiteRunsQueriesUseTheirIndexes(t *testing.T) {
 		}
 		require.NoError(t, rows.Err())
 		return b.String()
+	}
+	plan := func(f Filter) string {
+		q, args := d.runsQuery(f)
+		return explain(q, args...)
 	}
 	byInput := Filter{Flow: "f", Input: "in-77", Status: StatusSucceeded, Limit: 1}
 
@@ -64,4 +67,9 @@ func TestSQLiteRunsQueriesUseTheirIndexes(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, "r-00077", got[0].ID)
+
+	// The completion ledger's lookup probes both of its indexes.
+	lookup := explain(lookupSQL, `["in-1","in-2"]`, "f")
+	assert.Contains(t, lookup, "USING INDEX runs_input")
+	assert.Contains(t, lookup, "completions USING PRIMARY KEY (flow=? AND input=?)")
 }

@@ -77,17 +77,57 @@ func (ri *runInserts) stmt(plainRows bool, rows int) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// completionFields is the columns of a completions row.
+const completionFields = 5
+
+// complete inserts the completions of runs without a record (all
+// complete their inputs, none completed before) in tx, in as few
+// statements as runChunks allow.
+func (ri *runInserts) complete(tx *sql.Tx, runs []*Run) error {
+	var args []any
+	for len(runs) > 0 {
+		n := chunk(len(runs))
+		k := [2]int{2, n}
+		st := ri.stmts[k]
+		if st == nil {
+			values := "(" + strings.Repeat("?,", completionFields-1) + "?)"
+			var err error
+			if st, err = ri.db.Prepare(`INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES ` +
+				values + strings.Repeat(","+values, n-1) + ` ON CONFLICT DO NOTHING`); err != nil {
+				return fmt.Errorf("state: prepare completion insert: %w", err)
+			}
+			if ri.stmts == nil {
+				ri.stmts = map[[2]int]*sql.Stmt{}
+			}
+			ri.stmts[k] = st
+		}
+		args = args[:0]
+		for _, r := range runs[:n] {
+			args = append(args, r.Flow, r.Input, r.ID, r.Status, r.Started.Add(r.Duration).UnixMilli())
+		}
+		if _, err := tx.Stmt(st).Exec(args...); err != nil {
+			return err
+		}
+		runs = runs[n:]
+	}
+	return nil
+}
+
+// chunk is the largest of runChunks not over n.
+func chunk(n int) int {
+	for _, c := range runChunks {
+		if c <= n {
+			return c
+		}
+	}
+	return 1
+}
+
 // write inserts rows (all plain or none) in tx, in order, in as few
 // statements as runChunks allow.
 func (ri *runInserts) write(tx *sql.Tx, rows []*Run, plainRows bool, args []any) ([]any, error) {
 	for len(rows) > 0 {
-		n := 1
-		for _, c := range runChunks {
-			if c <= len(rows) {
-				n = c
-				break
-			}
-		}
+		n := chunk(len(rows))
 		st, err := ri.stmt(plainRows, n)
 		if err != nil {
 			return args, err

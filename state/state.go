@@ -59,6 +59,10 @@ type Run struct {
 	// Parent is the run that made the run's input (lineage): the
 	// sluice_run of the message or object it consumed.
 	Parent string `json:"parent_run,omitempty"`
+	// NoRecord asks for no run record (a flow with `record: failures`
+	// that succeeded): Record drops the run, and CompleteAll keeps only
+	// its input's completion, a small row in the completions table.
+	NoRecord bool `json:"-"`
 }
 
 // StepRun is one step of a run.
@@ -154,11 +158,11 @@ func open(ctx context.Context, db *sql.DB, dia *dialect) (*DB, error) {
 		sql string
 	}{
 		{&d.insertAccepted, `INSERT INTO runs ` + runCols + ` ON CONFLICT DO NOTHING`},
-		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`},
+		{&d.insertDone, `INSERT INTO completions (flow, input, run_id, status, done_ms, recorded) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING`},
 		{&d.lookupDone, `SELECT run_id, status, done_ms FROM completions WHERE flow = ? AND input = ?`},
 	} {
 		if !dia.postgres && p.st != &d.insertAccepted {
-			continue // SQLite keeps completions in the run records (sqliteLedger)
+			continue // SQLite keeps completions in the run records and its completions (sqliteLedger)
 		}
 		if *p.st, err = db.PrepareContext(ctx, dia.q(p.sql)); err != nil {
 			db.Close()
@@ -189,7 +193,11 @@ type pending struct {
 
 // Record queues a run for writing. It blocks only when the writer is
 // thousands of records behind.
-func (d *DB) Record(r Run) { d.runs <- pending{run: r} }
+func (d *DB) Record(r Run) {
+	if !r.NoRecord {
+		d.runs <- pending{run: r}
+	}
+}
 
 // Flush waits until every run recorded so far is written.
 func (d *DB) Flush(ctx context.Context) error {

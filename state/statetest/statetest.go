@@ -53,6 +53,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"DashboardQueries", dashboardQueries},
 		{"WindowOfCompletions", windowOfCompletions},
 		{"MixedRunRecords", mixedRunRecords},
+		{"UnrecordedRuns", unrecordedRuns},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
@@ -629,4 +630,89 @@ func mixedRunRecords(t *testing.T, h Harness) {
 		assert.Equal(t, w.BytesIn, r.BytesIn, r.ID)
 		assert.Equal(t, w.Steps, r.Steps, r.ID)
 	}
+}
+
+// unrecordedRuns: a run with NoRecord leaves its input's completion and no
+// record, in a window with recorded runs; either kind of completion makes
+// a later run of the input (either kind) a duplicate; nothing recreates
+// the missing records; completions are durable and pruned.
+func unrecordedRuns(t *testing.T, h Harness) {
+	db := h.Open(t)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	quiet := func(id, in string) state.Run {
+		return state.Run{ID: id, Flow: "f", Input: in, Status: state.StatusSucceeded, Started: now, NoRecord: true}
+	}
+	_, err := db.CompleteAll(ctx, []state.Run{
+		{ID: "loud-first", Flow: "f", Input: "loud-in", Status: state.StatusSucceeded, Started: now},
+		quiet("quiet-first", "quiet-in"),
+	})
+	require.NoError(t, err)
+	var runs []state.Run
+	for i := range 100 {
+		runs = append(runs, quiet(fmt.Sprint("q-", i), fmt.Sprint("in-", i)))
+	}
+	runs = append(runs,
+		state.Run{ID: "failed", Flow: "f", Input: "bad-in", Status: state.StatusDeadLettered, Started: now, Error: "boom"},
+		quiet("quiet-again", "loud-in"), // completed by a recorded run
+		state.Run{ID: "loud-again", Flow: "f", Input: "quiet-in", Status: state.StatusSucceeded, Started: now}, // by a quiet one
+		quiet("quiet-twice", "in-3"), // earlier in the window
+	)
+	inputs := []string{"loud-in", "quiet-in", "bad-in", "never"}
+	odd := "bad\xffutf8" // SQLite looks it up by bound values, not JSON (PostgreSQL refuses it as text)
+	if h.LedgerInRuns {
+		runs = append(runs, quiet("odd", odd))
+		inputs = append(inputs, odd)
+	}
+	dups, err := db.CompleteAll(ctx, runs)
+	require.NoError(t, err)
+	for i, r := range runs {
+		want := r.ID == "quiet-again" || r.ID == "loud-again" || r.ID == "quiet-twice"
+		assert.Equal(t, want, dups[i], "run %s (input %s) duplicate", r.ID, r.Input)
+	}
+	db.Record(quiet("recorded-later", "elsewhere")) // Record drops it too
+	require.NoError(t, db.Flush(ctx))
+
+	for i := range 100 {
+		inputs = append(inputs, fmt.Sprint("in-", i))
+	}
+	done, err := db.CompletedAll(ctx, "f", inputs)
+	require.NoError(t, err)
+	assert.Len(t, done, len(inputs)-1, "every input but never")
+	assert.Equal(t, "loud-first", done["loud-in"].Run)
+	assert.Equal(t, "quiet-first", done["quiet-in"].Run)
+	assert.Equal(t, "q-3", done["in-3"].Run, "the first of two completions in a window stands")
+	assert.Equal(t, state.StatusSucceeded, done["in-99"].Status)
+	assert.Equal(t, state.StatusDeadLettered, done["bad-in"].Status)
+	if h.LedgerInRuns {
+		assert.Equal(t, "odd", done[odd].Run)
+	}
+	c, ok, err := db.Completed(ctx, "f", "in-42")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, "q-42", c.Run)
+
+	recorded, err := db.Runs(ctx, state.Filter{Flow: "f"})
+	require.NoError(t, err)
+	var ids []string
+	for _, r := range recorded {
+		ids = append(ids, r.ID+":"+r.Status)
+	}
+	assert.ElementsMatch(t, []string{"loud-first:succeeded", "failed:dead_lettered", "loud-again:duplicate"}, ids,
+		"only the recorded runs, a duplicate of a quiet completion among them")
+	n, err := db.RecoverRuns(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "no record is missing: the quiet runs asked for none")
+	require.NoError(t, db.Close())
+
+	db = h.Open(t)
+	defer db.Close()
+	_, ok, err = db.Completed(ctx, "f", "in-7")
+	require.NoError(t, err)
+	assert.True(t, ok, "durable across a reopen")
+	_, err = db.Prune(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	done, err = db.CompletedAll(ctx, "f", inputs)
+	require.NoError(t, err)
+	assert.Empty(t, done, "pruned with the runs")
 }
