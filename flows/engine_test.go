@@ -1030,3 +1030,50 @@ steps:
 	assert.Equal(t, []string{"out/x2.json"}, runs[0].Steps[0].Wrote, "an object written stays written")
 	assert.Empty(t, runs[0].Steps[1].Published, "a failed run publishes nothing")
 }
+
+// TestRecordFailuresKeepsOnlyFailedRuns: a flow with `record: failures`
+// leaves no record of a run that succeeded and a record of one that was
+// dead-lettered; a succeeded input is still completed (delivered again,
+// it is a duplicate, its steps not run again), and every run is counted.
+func TestRecordFailuresKeepsOnlyFailedRuns(t *testing.T) {
+	var calls atomic.Int64
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.count", Summary: "counts calls",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return countingNode{&calls}, nil },
+	}))
+	h := start(t, `
+name: quiet
+on: {topic: in}
+record: failures
+retry: {max_attempts: 1}
+steps:
+  - node: test.count
+  - node: transform
+    with: {set: {double: payload.n * 2}}
+  - node: publish
+    with: {topic: out}
+`, reg)
+	for _, m := range []struct{ id, body string }{{"order-1", `{"n": 1}`}, {"order-2", `{"n": "x"}`}, {"order-1", `{"n": 1}`}, {"order-3", `{"n": 3}`}} {
+		require.NoError(t, h.broker.Publisher().Publish("in", message.NewMessage(m.id, []byte(m.body))))
+	}
+	assert.Len(t, h.consume("out", 2), 2)
+	assert.Len(t, h.consume("quiet.dlq", 1), 1)
+	count := func(status string) float64 {
+		return h.counter("sluice_runs_total", map[string]string{"flow": "quiet", "status": status})
+	}
+	require.Eventually(t, func() bool { return count("duplicate") == 1 }, 20*time.Second, 10*time.Millisecond)
+	assert.EqualValues(t, 2, count("succeeded"))
+	assert.EqualValues(t, 1, count("dead_lettered"))
+	assert.EqualValues(t, 3, calls.Load(), "order-1 ran once")
+
+	require.NoError(t, h.state.Flush(t.Context()))
+	runs, err := h.state.Runs(t.Context(), state.Filter{Flow: "quiet"})
+	require.NoError(t, err)
+	require.Len(t, runs, 1, "only the failure is recorded")
+	assert.Equal(t, "order-2", runs[0].Input)
+	assert.Equal(t, state.StatusDeadLettered, runs[0].Status)
+	done, err := h.state.CompletedAll(t.Context(), "quiet", []string{"order-1", "order-2", "order-3", "order-4"})
+	require.NoError(t, err)
+	assert.Len(t, done, 3, "every input that ran is completed")
+}

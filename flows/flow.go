@@ -24,8 +24,15 @@ type Flow struct {
 	Retry       Retry
 	DeadLetter  string // topic
 	MaxBody     int64  // bytes of an object body loaded into memory
+	Record      string // RecordAll or RecordFailures: which runs leave a run record
 	spec        string // hash of the flow's YAML, variables resolved (Engine.Reload)
 }
+
+// The values of a flow's record setting.
+const (
+	RecordAll      = "all"      // every run leaves a record (the default)
+	RecordFailures = "failures" // only runs that failed, and runs with metered calls
+)
 
 // Step is one node in the chain.
 type Step struct {

@@ -159,7 +159,7 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 	f := &Flow{
 		Name: c.String("name"), Description: c.String("description"), File: file, Pos: c.Pos("name"),
 		Concurrency: c.Int("concurrency"), Timeout: c.Duration("timeout"),
-		DeadLetter: c.String("dead_letter"), MaxBody: int64(c.Int("max_body")),
+		DeadLetter: c.String("dead_letter"), MaxBody: int64(c.Int("max_body")), Record: c.String("record"),
 		Branches: map[string][]*Step{},
 	}
 	if c.Has("name") && !flowNameRE.MatchString(f.Name) {
@@ -187,6 +187,9 @@ func (l Loader) parseFlow(file string, root *yaml.Node, probs *nodes.Problems) *
 		if c.Has("max_body") {
 			h.MaxBody = f.MaxBody
 		}
+	}
+	if f.Record == RecordFailures && f.Trigger.Kind == TriggerHTTP {
+		probs.Add(c.Pos("record"), "record: failures does not apply to an HTTP flow: its answers and async results are read from its run records")
 	}
 	if !c.Has("concurrency") && (f.Trigger.Kind == TriggerBucket || f.Trigger.Kind == TriggerHTTP) {
 		// Objects and requests need no order: use every core.

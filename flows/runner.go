@@ -337,6 +337,7 @@ func (r *runner) failed(d *delivery) error {
 // fails (disk full, database locked past its timeout) the input stays
 // unacked and is redelivered: no input is acked without its completion.
 func (r *runner) complete(d *delivery) error {
+	r.recordOrNot(d)
 	st := r.e.opts.State
 	if st == nil || r.e.opts.NoLedger {
 		r.record(d)
@@ -355,12 +356,30 @@ func (r *runner) complete(d *delivery) error {
 	return nil
 }
 
-// record writes the run record (batched) and counts it.
+// record writes the run record (batched), unless the flow keeps none of
+// its kind, and counts it.
 func (r *runner) record(d *delivery) {
+	r.recordOrNot(d)
 	if st := r.e.opts.State; st != nil {
 		st.Record(d.run)
 	}
 	r.count(d)
+}
+
+// recordOrNot marks a finished run that leaves no record (state.Run's
+// NoRecord): its flow records failures only, it succeeded (or was a
+// duplicate of a run that did), and no step made a metered call (usage
+// is summed from the records).
+func (r *runner) recordOrNot(d *delivery) {
+	if r.f.Record != RecordFailures || d.run.Status != state.StatusSucceeded && d.run.Status != state.StatusDuplicate {
+		return
+	}
+	for _, s := range d.run.Steps {
+		if len(s.Calls) > 0 {
+			return
+		}
+	}
+	d.run.NoRecord = true
 }
 
 // count counts a finished run in the flow's metrics.

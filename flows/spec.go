@@ -29,6 +29,8 @@ var flowFields = []nodes.Field{
 	{Name: "retry", Kind: nodes.Object, Doc: "How failing steps are retried (a step's own retry overrides it).", Fields: retryFields},
 	{Name: "dead_letter", Kind: nodes.String, Role: nodes.RoleTopic, Doc: "Topic for messages that fail; <name>.dlq by default."},
 	{Name: "max_body", Kind: nodes.Int, Default: 256 << 20, Min: 1, Max: 1 << 40, Doc: "Largest object body loaded into memory, in bytes."},
+	{Name: "record", Kind: nodes.Enum, Default: RecordAll, Options: []string{RecordAll, RecordFailures},
+		Doc: "Which runs leave a run record: all, or failures (a run that succeeded, or a duplicate, leaves only its input's completion in the ledger, and its metrics; runs with metered calls are always recorded). Not for HTTP flows, whose answers are read from their records."},
 	// steps and branches are decoded by parseSteps.
 	{Name: "steps", Kind: nodes.Any, Required: true},
 	{Name: "branches", Kind: nodes.Any},

@@ -504,6 +504,7 @@ func (r *runner) completeAll(ctx context.Context, ds []*delivery) error {
 	}
 	runs := make([]state.Run, len(ds))
 	for i, d := range ds {
+		r.recordOrNot(d)
 		runs[i] = d.run
 	}
 	var dups []bool
