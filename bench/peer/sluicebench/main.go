@@ -17,6 +17,10 @@
 // completion ledger on in a state database beside it). It uses only the
 // engine's public API, so it keeps working while the engine changes.
 //
+// With -record failures the flow keeps no record of the runs that succeed
+// (`record: failures`): on sqlite the completion ledger is then one small
+// row per input instead of the run records.
+//
 // With -floor no engine runs: the queued messages are read through the
 // broker's Streamer (brokers.Stream, committing every 100 messages), which
 // is what the queue itself costs, the ceiling any engine on it can reach.
@@ -54,6 +58,7 @@ const peerFlow = `
 name: peer
 on: {topic: in}
 concurrency: 2
+record: %s
 steps:
   - node: transform
     with:
@@ -79,6 +84,7 @@ const queueChunk = 1000
 
 type options struct {
 	queue   string
+	record  string // the flow's record setting: all or failures
 	floor   bool
 	n       int
 	dir     string
@@ -91,6 +97,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.queue, "queue", queueMem, "queue to consume: mem (no ledger) or sqlite (durable, completion ledger on)")
+	flag.StringVar(&o.record, "record", flows.RecordAll, "the flow's record setting: all (a run record per message) or failures (successes leave only their completion)")
 	flag.BoolVar(&o.floor, "floor", false, "run no engine: read the queued messages through the broker's stream (the queue's ceiling)")
 	flag.IntVar(&o.n, "n", 200000, "messages to queue and consume")
 	flag.StringVar(&o.dir, "dir", "", "directory for the queue and state files (default: a temporary one, removed at exit)")
@@ -119,6 +126,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	if o.queue != queueMem && o.queue != queueSQLite {
 		return fmt.Errorf("-queue must be %s or %s, not %q", queueMem, queueSQLite, o.queue)
+	}
+	if o.record == "" {
+		o.record = flows.RecordAll
+	}
+	if o.record != flows.RecordAll && o.record != flows.RecordFailures {
+		return fmt.Errorf("-record must be %s or %s, not %q", flows.RecordAll, flows.RecordFailures, o.record)
 	}
 	if o.dir == "" {
 		dir, err := os.MkdirTemp("", "sluicebench-")
@@ -162,7 +175,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	file := filepath.Join(o.dir, "peer.yaml")
-	if err := os.WriteFile(file, []byte(peerFlow), 0o644); err != nil {
+	if err := os.WriteFile(file, fmt.Appendf(nil, peerFlow, o.record), 0o644); err != nil {
 		return err
 	}
 	fl, err := flows.Loader{Deps: nodes.Deps{Logger: logger}}.Load(file)
@@ -214,7 +227,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 // shared with other work inflates less than the wall time.
 func report(out io.Writer, o options, elapsed, cpu time.Duration) error {
 	return json.NewEncoder(out).Encode(map[string]any{
-		"queue": o.queue, "floor": o.floor, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
+		"queue": o.queue, "record": o.record, "floor": o.floor, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
 		"cpu_seconds": cpu.Seconds(),
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/flows"
 )
 
 // TestRun runs the benchmark small on each queue, engine and floor, and
@@ -14,16 +16,20 @@ import (
 // unless every run succeeded), a positive rate.
 func TestRun(t *testing.T) {
 	for _, tc := range []struct {
-		queue string
-		floor bool
-	}{{queueMem, false}, {queueSQLite, false}, {queueMem, true}, {queueSQLite, true}} {
+		queue  string
+		record string
+		floor  bool
+	}{{queueMem, "", false}, {queueSQLite, "", false}, {queueSQLite, flows.RecordFailures, false}, {queueMem, "", true}, {queueSQLite, "", true}} {
 		name := tc.queue
 		if tc.floor {
 			name += "-floor"
 		}
+		if tc.record != "" {
+			name += "-record-" + tc.record
+		}
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			o := options{queue: tc.queue, floor: tc.floor, n: 1500, dir: t.TempDir(), poll: time.Millisecond, timeout: time.Minute}
+			o := options{queue: tc.queue, record: tc.record, floor: tc.floor, n: 1500, dir: t.TempDir(), poll: time.Millisecond, timeout: time.Minute}
 			require.NoError(t, run(t.Context(), o, &out))
 			var line struct {
 				Queue    string  `json:"queue"`
@@ -46,4 +52,6 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	require.ErrorContains(t, err, `-queue must be mem or sqlite, not "kafka"`)
 	err = run(t.Context(), options{queue: queueMem, n: 0}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "-n must be at least 1")
+	err = run(t.Context(), options{queue: queueSQLite, record: "none", n: 1}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `-record must be all or failures, not "none"`)
 }
