@@ -116,9 +116,20 @@ func (r *runner) begin(msg *message.Message) *delivery {
 
 // checkLedger looks the deliveries' inputs up in the completion ledger,
 // when the engine keeps one: a redelivery of a completed input is
-// recorded as a duplicate and does not run. An error leaves the inputs
-// unacked (the ledger cannot be read now).
+// recorded as a duplicate and does not run, nor does a second delivery of
+// an input among ds. An error leaves the inputs unacked (the ledger
+// cannot be read now).
 func (r *runner) checkLedger(ds []*delivery) error {
+	if err := r.lookUpCompleted(ds); err != nil {
+		return err
+	}
+	r.firstOfEach(ds)
+	return nil
+}
+
+// lookUpCompleted is checkLedger's ledger lookup alone: ds may be any
+// part of a batch, looked up at the same time as the others.
+func (r *runner) lookUpCompleted(ds []*delivery) error {
 	st := r.e.opts.State
 	if st == nil || r.e.opts.NoLedger {
 		return nil
@@ -136,25 +147,32 @@ func (r *runner) checkLedger(ds []*delivery) error {
 	if err != nil {
 		return err
 	}
-	first := make(map[string]string, len(ds)) // input -> run, within ds
 	for _, d := range ds {
-		if d.skip || d.fail != nil {
-			continue
-		}
-		if c, ok := done[d.run.Input]; ok {
+		if c, ok := done[d.run.Input]; ok && !d.skip && d.fail == nil {
 			d.done = true
 			d.run.Status, d.run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
 			r.record(d)
-		} else if run, ok := first[d.run.Input]; ok {
-			// Delivered twice at once (published twice): the first runs.
-			d.done = true
-			d.run.Status, d.run.Error = state.StatusDuplicate, "delivered again while run "+run+" ran it"
-			r.record(d)
-		} else {
-			first[d.run.Input] = d.run.ID
 		}
 	}
 	return nil
+}
+
+// firstOfEach marks the second and later deliveries of an input among ds
+// (published twice) as duplicates: the first runs.
+func (r *runner) firstOfEach(ds []*delivery) {
+	first := make(map[string]string, len(ds)) // input -> run, within ds
+	for _, d := range ds {
+		if d.skip || d.done || d.fail != nil {
+			continue
+		}
+		if run, ok := first[d.run.Input]; ok {
+			d.done = true
+			d.run.Status, d.run.Error = state.StatusDuplicate, "delivered again while run "+run+" ran it"
+			r.record(d)
+			continue
+		}
+		first[d.run.Input] = d.run.ID
+	}
 }
 
 // newDelivery starts a delivery's run record; every run has its own id.

@@ -280,28 +280,35 @@ func (p *pipeline) admit(msgs []*message.Message) error {
 		return err
 	}
 	ds := make([]*delivery, len(msgs))
-	// Decoding has no order to keep: spread it over the lanes.
+	// Decoding and the ledger lookup have no order to keep: spread them
+	// over the lanes (each part looked up on its own connection).
 	lanes := min(len(p.lanes), len(msgs)/64+1)
 	if lanes <= 1 {
 		for i, m := range msgs {
 			ds[i] = r.begin(m)
 		}
+		if err := r.lookUpCompleted(ds); err != nil {
+			return err
+		}
 	} else {
 		var wg sync.WaitGroup
 		per := (len(msgs) + lanes - 1) / lanes
-		for from := 0; from < len(msgs); from += per {
+		errs := make([]error, lanes)
+		for part, from := 0, 0; from < len(msgs); part, from = part+1, from+per {
 			to := min(from+per, len(msgs))
 			wg.Go(func() {
 				for i := from; i < to; i++ {
 					ds[i] = r.begin(msgs[i])
 				}
+				errs[part] = r.lookUpCompleted(ds[from:to])
 			})
 		}
 		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
 	}
-	if err := r.checkLedger(ds); err != nil {
-		return err
-	}
+	r.firstOfEach(ds)
 	if p.taken == nil {
 		p.taken = map[string]string{}
 	}

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/state"
 )
 
 // TestRun runs the benchmark small on each queue, engine and floor, and
@@ -42,6 +44,24 @@ func TestRun(t *testing.T) {
 			require.Equal(t, tc.floor, line.Floor)
 			require.Equal(t, 1500, line.Messages)
 			require.Positive(t, line.Rate)
+			if tc.queue != queueSQLite || tc.floor {
+				return
+			}
+			// The ledger completed every input; run records were kept
+			// unless the flow records failures only.
+			st, err := state.Open(filepath.Join(o.dir, "state.db"))
+			require.NoError(t, err)
+			defer st.Close()
+			done, err := st.CompletedAll(t.Context(), "peer", []string{"peer-0", "peer-777", "peer-1499"})
+			require.NoError(t, err)
+			require.Len(t, done, 3)
+			runs, err := st.Runs(t.Context(), state.Filter{Flow: "peer", Limit: 10})
+			require.NoError(t, err)
+			if tc.record == flows.RecordFailures {
+				require.Empty(t, runs)
+			} else {
+				require.Len(t, runs, 10)
+			}
 		})
 	}
 }
