@@ -218,6 +218,7 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 // (routed reports that).
 func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail *failure, routed bool) {
 	env := d.env
+	var c *call // reused from step to step unless an abandoned attempt holds it
 	for _, s := range steps {
 		if s.When != nil {
 			ok, err := s.When.BoolContext(ctx, env.Vars())
@@ -231,7 +232,11 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 			}
 		}
 		d.dl.SetStep(s.ID)
-		c := &call{step: s, dl: d.dl}
+		if c == nil || c.abandoned != nil {
+			c = &call{step: s, dl: d.dl}
+		} else {
+			*c = call{step: s, dl: d.dl}
+		}
 		emitted := len(d.dl.Outputs())
 		err := r.step(ctx, c)
 		c.rec.Wrote = d.dl.TakeWrites()

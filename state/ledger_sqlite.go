@@ -24,15 +24,16 @@ import (
 const completedStatuses = `('` + StatusSucceeded + `', '` + StatusDeadLettered + `')`
 
 // lookupSQL reads the completions of one flow among the inputs in a JSON
-// array (bound twice: ?1 the array, ?2 the flow), from the run records
+// array (?1 the array, read once; ?2 the flow), from the run records
 // and the completions table, oldest run last (the first wins in
 // scanCompletions). The run records are read through the runs_input
 // index (named: without statistics the planner would take
 // runs_flow_started and read every run of the flow).
-const lookupSQL = `SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input
-	WHERE input IN (SELECT value FROM json_each(?1)) AND flow = ?2 AND status IN ` + completedStatuses + `
+const lookupSQL = `WITH inputs(input) AS MATERIALIZED (SELECT value FROM json_each(?1))
+	SELECT input, id, status, started_ms + duration_us / 1000 FROM runs INDEXED BY runs_input
+	WHERE input IN inputs AND flow = ?2 AND status IN ` + completedStatuses + `
 	UNION ALL SELECT input, run_id, status, done_ms FROM completions
-	WHERE flow = ?2 AND input IN (SELECT value FROM json_each(?1)) ORDER BY 2 DESC`
+	WHERE flow = ?2 AND input IN inputs ORDER BY 2 DESC`
 
 // sqliteLedger holds the SQLite ledger's prepared statement.
 type sqliteLedger struct {
