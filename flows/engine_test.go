@@ -743,16 +743,24 @@ type countingNode struct{ n *atomic.Int64 }
 
 func (c countingNode) Process(context.Context, *nodes.Envelope) error { c.n.Add(1); return nil }
 
+// countingRegistry is the global registry with test.count, a node
+// counting its calls in calls.
+func countingRegistry(t *testing.T, calls *atomic.Int64) *nodes.Registry {
+	t.Helper()
+	reg := nodes.Global().Clone()
+	require.NoError(t, reg.Register(nodes.Spec{
+		Type: "test.count", Summary: "counts calls",
+		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return countingNode{calls}, nil },
+	}))
+	return reg
+}
+
 // TestRedeliveredInputRunsOnce: an input delivered again after its run
 // completed (a crash between the completion commit and the ack) is acked
 // as a duplicate, its steps not run again, nothing published twice.
 func TestRedeliveredInputRunsOnce(t *testing.T) {
 	var calls atomic.Int64
-	reg := nodes.Global().Clone()
-	require.NoError(t, reg.Register(nodes.Spec{
-		Type: "test.count", Summary: "counts calls",
-		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return countingNode{&calls}, nil },
-	}))
+	reg := countingRegistry(t, &calls)
 	h := start(t, `
 name: once
 on: {topic: in}
@@ -1037,11 +1045,7 @@ steps:
 // it is a duplicate, its steps not run again), and every run is counted.
 func TestRecordFailuresKeepsOnlyFailedRuns(t *testing.T) {
 	var calls atomic.Int64
-	reg := nodes.Global().Clone()
-	require.NoError(t, reg.Register(nodes.Spec{
-		Type: "test.count", Summary: "counts calls",
-		New: func(*nodes.Config, nodes.Deps) (nodes.Node, error) { return countingNode{&calls}, nil },
-	}))
+	reg := countingRegistry(t, &calls)
 	h := start(t, `
 name: quiet
 on: {topic: in}
