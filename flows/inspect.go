@@ -34,6 +34,7 @@ type FlowView struct {
 	Group       string // its consumer group
 	DeadLetter  string // its dead-letter topic
 	Concurrency int
+	Record      string // which runs leave a record: RecordAll or RecordFailures
 	Steps       []StepView
 	Branches    []BranchView // by name
 	Stats       FlowStats
@@ -151,7 +152,7 @@ func (r *runner) view() FlowView {
 	f := r.f
 	v := FlowView{
 		Name: f.Name, Description: f.Description, File: f.File, Trigger: f.Trigger.Kind,
-		InputTopic: f.InputTopic(), Group: f.Group(), DeadLetter: f.DeadLetter, Concurrency: f.Concurrency,
+		InputTopic: f.InputTopic(), Group: f.Group(), DeadLetter: f.DeadLetter, Concurrency: f.Concurrency, Record: f.Record,
 	}
 	v.Source = f.Trigger.label()[len(f.Trigger.Kind)+1:]
 	for _, s := range f.Steps {

@@ -76,6 +76,16 @@ steps:
         - {event: pay, from: [created], to: paid}
 `
 
+// relayFlow keeps run records of failures only.
+const relayFlow = `name: relay
+on:
+  topic: relay-in
+record: failures
+steps:
+  - node: transform
+    with: {set: {seen: true}}
+`
+
 type env struct {
 	t      *testing.T
 	dir    string
@@ -88,7 +98,7 @@ type env struct {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// start runs the two flows on a real engine (SQLite queue and state, a
+// start runs the three flows on a real engine (SQLite queue and state, a
 // folder bucket) and serves the dashboard with token (none: open).
 func start(t *testing.T, token string) *env {
 	t.Helper()
@@ -102,7 +112,7 @@ func start(t *testing.T, token string) *env {
 	e.state, err = state.Open(filepath.Join(dir, "state.db"))
 	require.NoError(t, err)
 	var files []string
-	for name, y := range map[string]string{"enrich.yaml": enrichFlow, "lifecycle.yaml": orderFlow} {
+	for name, y := range map[string]string{"enrich.yaml": enrichFlow, "lifecycle.yaml": orderFlow, "relay.yaml": relayFlow} {
 		p := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(p, []byte(y), 0o644))
 		files = append(files, p)
@@ -585,6 +595,12 @@ func TestFlowGraphAndLiveCounts(t *testing.T) {
 	assert.Contains(t, body, `<span class="badge ok"`)
 	status, _, _ = e.get(c, "/ui/flows/nope")
 	assert.Equal(t, http.StatusNotFound, status)
+
+	// A flow recording failures only says so beside its runs.
+	_, body, _ = e.get(c, "/ui/flows/relay")
+	assert.Contains(t, body, "Records failed runs only")
+	_, body, _ = e.get(c, "/ui/flows/enrich")
+	assert.NotContains(t, body, "Records failed runs only")
 }
 
 // TestUsageAndMachines: usage per flow per day as a table and an SVG
