@@ -123,12 +123,16 @@ func (r *runner) checkLedger(ds []*delivery) error {
 	if err := r.lookUpCompleted(ds); err != nil {
 		return err
 	}
+	r.recordCompleted(ds)
 	r.firstOfEach(ds)
 	return nil
 }
 
-// lookUpCompleted is checkLedger's ledger lookup alone: ds may be any
-// part of a batch, looked up at the same time as the others.
+// lookUpCompleted is checkLedger's ledger lookup alone: it marks the
+// deliveries whose input was completed as duplicates, to be recorded by
+// recordCompleted once the whole batch was looked up (a batch whose
+// lookup fails is consumed again: nothing of it is recorded). ds may be
+// any part of a batch, looked up at the same time as the others.
 func (r *runner) lookUpCompleted(ds []*delivery) error {
 	st := r.e.opts.State
 	if st == nil || r.e.opts.NoLedger {
@@ -151,10 +155,18 @@ func (r *runner) lookUpCompleted(ds []*delivery) error {
 		if c, ok := done[d.run.Input]; ok && !d.skip && d.fail == nil {
 			d.done = true
 			d.run.Status, d.run.Error = state.StatusDuplicate, "completed by run "+c.Run+" ("+c.Status+")"
-			r.record(d)
 		}
 	}
 	return nil
+}
+
+// recordCompleted records the duplicates lookUpCompleted found in ds.
+func (r *runner) recordCompleted(ds []*delivery) {
+	for _, d := range ds {
+		if d.done {
+			r.record(d)
+		}
+	}
 }
 
 // firstOfEach marks the second and later deliveries of an input among ds

@@ -308,6 +308,7 @@ func (p *pipeline) admit(msgs []*message.Message) error {
 			return err
 		}
 	}
+	r.recordCompleted(ds)
 	r.firstOfEach(ds)
 	if p.taken == nil {
 		p.taken = map[string]string{}
