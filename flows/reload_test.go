@@ -277,22 +277,31 @@ func indexOf(s []string, v string) int {
 	return -1
 }
 
-// waitRunsOf returns the flow's runs once n inputs have finished runs.
+// waitRunsOf returns the flow's runs once n inputs have finished runs. It
+// waits as long as runs keep finishing (a loaded machine is slow, not
+// stuck) and fails once none finished for 30s.
 func (h *harness) waitRunsOf(flow string, n int) []state.Run {
 	h.t.Helper()
-	var runs []state.Run
-	require.Eventually(h.t, func() bool {
+	const stall = 30 * time.Second
+	seen, since := -1, time.Now()
+	for {
 		require.NoError(h.t, h.state.Flush(h.t.Context()))
-		var err error
-		runs, err = h.state.Runs(h.t.Context(), state.Filter{Flow: flow, Limit: 1_000_000})
+		runs, err := h.state.Runs(h.t.Context(), state.Filter{Flow: flow, Limit: 1_000_000})
 		require.NoError(h.t, err)
 		inputs := map[string]bool{}
 		for _, r := range runs {
 			inputs[r.Input] = true
 		}
-		return len(inputs) >= n
-	}, 30*time.Second, 10*time.Millisecond, "want runs of %d inputs of %s", n, flow)
-	return runs
+		if len(inputs) >= n {
+			return runs
+		}
+		if len(inputs) > seen {
+			seen, since = len(inputs), time.Now()
+		} else if time.Since(since) > stall {
+			require.Failf(h.t, "runs stopped", "runs of %d of %d inputs of %s, none more for %s", seen, n, flow, stall)
+		}
+		time.Sleep(10 * time.Millisecond) // a poll interval, not a wait for an outcome
+	}
 }
 
 const greetFlow = `
