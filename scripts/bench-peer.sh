@@ -10,6 +10,9 @@
 #   sluice sqlite      the engine on the durable embedded queue, completion ledger on
 #   sluice sqlite-rf   the same with `record: failures` (successes leave their
 #                        completion in the ledger, and no run record)
+#   sluice rf-gogc100  sqlite-rf with Go's default GC pace, as Benthos runs
+#                        (the sluice runners above pace it as `sluice run`
+#                        does by default: --gc-target 256MiB)
 #   mem floor,         no engine: the queued messages read through the broker's
 #   sqlite floor         stream, committed every 100 (what the queue itself costs)
 #
@@ -70,6 +73,7 @@ measure() {
     sluice-mem) line=$("$work/sluicebench" -queue mem -n "$count") ;;
     sluice-sqlite) line=$("$work/sluicebench" -queue sqlite -n "$count" -dir "$(mktemp -d -p "$work")") ;;
     sluice-sqlite-rf) line=$("$work/sluicebench" -queue sqlite -record failures -n "$count" -dir "$(mktemp -d -p "$work")") ;;
+    sluice-rf-gogc100) line=$("$work/sluicebench" -queue sqlite -record failures -gc-target 0 -n "$count" -dir "$(mktemp -d -p "$work")") ;;
     mem-floor) line=$("$work/sluicebench" -queue mem -floor -n "$count") ;;
     sqlite-floor) line=$("$work/sluicebench" -queue sqlite -floor -n "$count" -dir "$(mktemp -d -p "$work")") ;;
   esac
@@ -80,7 +84,7 @@ measure() {
   printf '%s %s\n' "$(json msgs_per_s <<<"$line")" "$(json cpu_seconds <<<"$line")"
 }
 
-names=(benthos-batched sluice-mem sluice-sqlite sluice-sqlite-rf benthos-unbatched mem-floor sqlite-floor)
+names=(benthos-batched sluice-mem sluice-sqlite sluice-sqlite-rf sluice-rf-gogc100 benthos-unbatched mem-floor sqlite-floor)
 declare -A figs cpus
 printf '%d messages, %d rounds, %s cores, load average %s\n\n' "$count" "$rounds" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s' round
@@ -138,6 +142,6 @@ printf '\n'
 ratio sluice-mem benthos-batched 1.0
 ratio sluice-sqlite benthos-batched 0.5
 ratio sluice-sqlite-rf benthos-batched 0.5
-for pair in "benthos-batched benthos-unbatched" "sluice-mem mem-floor" "sluice-sqlite sqlite-floor"; do
+for pair in "sluice-rf-gogc100 benthos-batched" "benthos-batched benthos-unbatched" "sluice-mem mem-floor" "sluice-sqlite sqlite-floor"; do
   ratio $pair 0
 done

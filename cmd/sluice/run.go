@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/internal/gctune"
 	"github.com/sluicehq/sluice/internal/poison"
 	"github.com/sluicehq/sluice/internal/redact"
 	"github.com/sluicehq/sluice/nodes"
@@ -31,7 +33,7 @@ func runCmd(g *globals) *cobra.Command {
 	var listen string
 	var drain time.Duration
 	var maxCrashes int
-	var retentionText string
+	var retentionText, gcTargetText string
 	var limits listenerLimits
 	var tlsCert, tlsKey string
 	var watch bool
@@ -81,11 +83,20 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			if err != nil || retention < 0 {
 				return fmt.Errorf("--retention %q: want a duration such as 720h (30 days), or 0 to keep everything", retentionText)
 			}
+			gcTarget, err := humanize.ParseBytes(gcTargetText)
+			if err != nil {
+				return fmt.Errorf("--gc-target %q: want a size such as 256MiB, or 0 for Go's default pace", gcTargetText)
+			}
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
 			slog.SetDefault(log)
+			if _, set := os.LookupEnv("GOGC"); set {
+				log.Info("GOGC is set: the garbage collector keeps its pace, --gc-target is not applied", "GOGC", os.Getenv("GOGC"))
+			} else if gctune.Start(gcTarget) {
+				log.Debug("garbage collector paced by a heap target", "gc_target", humanize.IBytes(gcTarget))
+			}
 			if maxCrashes < 1 {
 				if v := os.Getenv("SLUICE_MAX_CRASHES"); v != "" && !cmd.Flags().Changed("max-crashes") {
 					return fmt.Errorf("SLUICE_MAX_CRASHES must be a whole number of at least 1, not %q", v)
@@ -267,6 +278,8 @@ as a renewal caught halfway, leaves the previous one in use.`,
 	cmd.Flags().StringVar(&tlsKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM private key file of --tls-cert (env SLUICE_TLS_KEY)")
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
+	cmd.Flags().StringVar(&gcTargetText, "gc-target", env("SLUICE_GC_TARGET", "256MiB"),
+		"let the heap grow to this size before the garbage collector runs (above it, Go's default pace); 0 for Go's default pace. GOGC, when set, wins (env SLUICE_GC_TARGET)")
 	limits.flags(cmd)
 	ui.flags(cmd)
 	return cmd

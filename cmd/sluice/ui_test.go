@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/internal/gctune"
 	"github.com/sluicehq/sluice/machines"
 )
 
@@ -254,4 +257,31 @@ func TestDashboardSharesOneMachineStore(t *testing.T) {
 	assert.Equal(t, 2, opened, "opened again after close")
 	require.NoError(t, st.Close())
 	require.NoError(t, m.close())
+}
+
+// TestRunPacesTheGarbageCollector: sluice run applies --gc-target (the
+// GC percent rises above Go's default while the heap is small, as
+// /metrics shows) and refuses a size it cannot read.
+func TestRunPacesTheGarbageCollector(t *testing.T) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		t.Skip("GOGC is set: sluice run leaves the pace alone")
+	}
+	_, err := sluice(t, t.TempDir(), "", "run", "--gc-target", "lots", "flow.yaml")
+	require.ErrorContains(t, err, `--gc-target "lots": want a size such as 256MiB`)
+
+	t.Cleanup(func() { gctune.Start(0) })
+	addr := freeAddr(t)
+	runInProcess(t, addr, "--listen", addr, "--gc-target", "300MiB")
+	percent := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`)
+	require.Eventually(t, func() bool {
+		runtime.GC() // the pace is set after each collection
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		m := percent.FindSubmatch(b)
+		return m != nil && string(m[1]) != "100"
+	}, 30*time.Second, 20*time.Millisecond, "go_gc_gogc_percent stays 100")
 }

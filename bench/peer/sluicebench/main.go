@@ -21,6 +21,9 @@
 // (`record: failures`): on sqlite the completion ledger is then one small
 // row per input instead of the run records.
 //
+// The garbage collector is paced as `sluice run` paces it (-gc-target, as
+// its --gc-target; 0 for Go's default pace, as Benthos runs).
+//
 // With -floor no engine runs: the queued messages are read through the
 // broker's Streamer (brokers.Stream, committing every 100 messages), which
 // is what the queue itself costs, the ceiling any engine on it can reach.
@@ -37,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -47,6 +51,7 @@ import (
 
 	"github.com/sluicehq/sluice/brokers"
 	"github.com/sluicehq/sluice/flows"
+	"github.com/sluicehq/sluice/internal/gctune"
 	"github.com/sluicehq/sluice/nodes"
 	_ "github.com/sluicehq/sluice/nodes/all"
 	"github.com/sluicehq/sluice/state"
@@ -92,6 +97,8 @@ type options struct {
 	timeout time.Duration
 	profile string // CPU profile of the timed part, when set
 	memProf string // allocation profile at the end, when set
+	trace   string // execution trace of the timed part, when set
+	gc      uint64 // the GC heap target (gctune), as `sluice run --gc-target`
 }
 
 func main() {
@@ -104,6 +111,8 @@ func main() {
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "how often the finished-run count is read (bounds the timing error)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the messages are not consumed within this")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the timed part to this file (go tool pprof)")
+	flag.Uint64Var(&o.gc, "gc-target", gctune.DefaultTarget, "let the heap grow to this many bytes before the garbage collector runs, as sluice run --gc-target does by default (0: Go's default pace)")
+	flag.StringVar(&o.trace, "trace", "", "write an execution trace of the timed part to this file (go tool trace)")
 	flag.StringVar(&o.memProf, "memprofile", "", "write an allocation profile to this file at the end (go tool pprof -sample_index=alloc_objects)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: sluicebench [flags]\n\n"+
@@ -141,6 +150,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		defer os.RemoveAll(dir)
 		o.dir = dir
 	}
+	gctune.Start(o.gc)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -160,6 +170,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 	if o.profile != "" {
 		stop, err := startProfile(o.profile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if o.trace != "" {
+		stop, err := startTrace(o.trace)
 		if err != nil {
 			return err
 		}
@@ -228,7 +245,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 func report(out io.Writer, o options, elapsed, cpu time.Duration) error {
 	return json.NewEncoder(out).Encode(map[string]any{
 		"queue": o.queue, "record": o.record, "floor": o.floor, "messages": o.n, "seconds": elapsed.Seconds(), "msgs_per_s": float64(o.n) / elapsed.Seconds(),
-		"cpu_seconds": cpu.Seconds(),
+		"cpu_seconds": cpu.Seconds(), "gc_target": o.gc,
 	})
 }
 
@@ -252,6 +269,20 @@ func startProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("-cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// startTrace starts an execution trace into path; stop ends it and closes
+// the file.
+func startTrace(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-trace: %w", err)
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }
 
 // writeHeapProfile writes the allocations made so far (queueing included)
