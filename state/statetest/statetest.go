@@ -646,6 +646,7 @@ func unrecordedRuns(t *testing.T, h Harness) {
 	_, err := db.CompleteAll(ctx, []state.Run{
 		{ID: "loud-first", Flow: "f", Input: "loud-in", Status: state.StatusSucceeded, Started: now},
 		quiet("quiet-first", "quiet-in"),
+		quiet("quiet-only", "quiet-only-in"),
 	})
 	require.NoError(t, err)
 	var runs []state.Run
@@ -656,9 +657,10 @@ func unrecordedRuns(t *testing.T, h Harness) {
 		state.Run{ID: "failed", Flow: "f", Input: "bad-in", Status: state.StatusDeadLettered, Started: now, Error: "boom"},
 		quiet("quiet-again", "loud-in"), // completed by a recorded run
 		state.Run{ID: "loud-again", Flow: "f", Input: "quiet-in", Status: state.StatusSucceeded, Started: now}, // by a quiet one
-		quiet("quiet-twice", "in-3"), // earlier in the window
+		quiet("quiet-twice", "in-3"),           // earlier in the window
+		quiet("quiet-repeat", "quiet-only-in"), // by a quiet one, and only quiet runs name it here
 	)
-	inputs := []string{"loud-in", "quiet-in", "bad-in", "never"}
+	inputs := []string{"loud-in", "quiet-in", "quiet-only-in", "bad-in", "never"}
 	odd := "bad\xffutf8" // SQLite looks it up by bound values, not JSON (PostgreSQL refuses it as text)
 	if h.LedgerInRuns {
 		runs = append(runs, quiet("odd", odd))
@@ -667,8 +669,15 @@ func unrecordedRuns(t *testing.T, h Harness) {
 	dups, err := db.CompleteAll(ctx, runs)
 	require.NoError(t, err)
 	for i, r := range runs {
-		want := r.ID == "quiet-again" || r.ID == "loud-again" || r.ID == "quiet-twice"
+		want := r.ID == "quiet-again" || r.ID == "loud-again" || r.ID == "quiet-twice" || r.ID == "quiet-repeat"
 		assert.Equal(t, want, dups[i], "run %s (input %s) duplicate", r.ID, r.Input)
+	}
+	if h.LedgerInRuns {
+		// A quiet repeat of an input JSON cannot carry, alone in its window.
+		dups, err = db.CompleteAll(ctx, []state.Run{quiet("odd-again", odd), quiet("odd-neighbour", "odd-neighbour-in")})
+		require.NoError(t, err)
+		assert.Equal(t, []bool{true, false}, dups, "odd-again is a duplicate, its neighbour is not")
+		inputs = append(inputs, "odd-neighbour-in")
 	}
 	db.Record(quiet("recorded-later", "elsewhere")) // Record drops it too
 	require.NoError(t, db.Flush(ctx))
@@ -681,6 +690,7 @@ func unrecordedRuns(t *testing.T, h Harness) {
 	assert.Len(t, done, len(inputs)-1, "every input but never")
 	assert.Equal(t, "loud-first", done["loud-in"].Run)
 	assert.Equal(t, "quiet-first", done["quiet-in"].Run)
+	assert.Equal(t, "quiet-only", done["quiet-only-in"].Run, "a quiet repeat leaves the first completion")
 	assert.Equal(t, "q-3", done["in-3"].Run, "the first of two completions in a window stands")
 	assert.Equal(t, state.StatusSucceeded, done["in-99"].Status)
 	assert.Equal(t, state.StatusDeadLettered, done["bad-in"].Status)
