@@ -207,7 +207,12 @@ func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 	ev.vars.Event, ev.vars.Object = resolve(v.Event, p.event), resolve(v.Object, p.object)
 	out, err := ev.vm.Run(p.prog, &ev.vars)
 	if err == nil && st.err == nil {
-		err = st.charge(resultCost(out, st.left), "the result")
+		// A list or a map counts against the budget; a scalar costs
+		// nothing, and the evaluation is over: its context is not asked
+		// again (a run's costs a clock reading).
+		if n := resultCost(out, st.left); n > 0 {
+			err = st.charge(n, "the result")
+		}
 	}
 	if err != nil {
 		ee := toError(err).(*Error)

@@ -135,7 +135,7 @@ func (r *runner) serveSync(w http.ResponseWriter, req *http.Request) {
 	}
 	dl := nodes.NewDelivery(r.e.opts.Store, r.f.MaxBody)
 	env := dl.Envelope()
-	env.Flow, env.Run = r.f.Name, watermill.NewULID()
+	env.Flow, env.Run = r.f.Name, newRunID(start)
 	env.Event = nodes.Event{ID: env.Run, Name: req.Method, Topic: "http:" + t.Path, Time: start.UTC()}
 	env.Request = requestVars(t, req)
 	env.Payload = payload

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -66,6 +65,7 @@ type delivery struct {
 	unsafe bool
 	res    *nodes.Response // an HTTP run's answer, once prepared
 	span   trace.Span      // the run's span while it runs; nil when not traced
+	start  time.Time       // run.Started with its monotonic reading (UTC drops it)
 }
 
 // begin decodes a delivered message into a delivery. Deliveries that
@@ -75,7 +75,7 @@ func (r *runner) begin(msg *message.Message) *delivery {
 	r.m.received.Inc()
 	dl := nodes.NewDelivery(r.e.opts.Store, r.f.MaxBody)
 	env := dl.Envelope()
-	env.Flow, env.Run = r.f.Name, watermill.NewULID()
+	env.Flow, env.Run = r.f.Name, newRunID(start)
 	env.Event = nodes.Event{ID: msg.UUID, Topic: r.f.InputTopic(), Time: start.UTC()}
 	for k, v := range msg.Metadata {
 		env.Meta[k] = v
@@ -190,7 +190,7 @@ func (r *runner) firstOfEach(ds []*delivery) {
 // newDelivery starts a delivery's run record; every run has its own id.
 func (r *runner) newDelivery(msg *message.Message, dl *nodes.Delivery, input string, start time.Time) *delivery {
 	env := dl.Envelope()
-	return &delivery{msg: msg, dl: dl, env: env, run: state.Run{ID: env.Run, Flow: r.f.Name, Trigger: r.label, Input: input,
+	return &delivery{msg: msg, dl: dl, env: env, start: start, run: state.Run{ID: env.Run, Flow: r.f.Name, Trigger: r.label, Input: input,
 		Attempts: 1, Started: start.UTC(), Steps: make([]state.StepRun, 0, len(r.f.Steps))}}
 }
 
@@ -230,9 +230,11 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 // (routed reports that).
 func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail *failure, routed bool) {
 	env := d.env
-	var c *call // reused from step to step unless an abandoned attempt holds it
+	var c *call            // reused from step to step unless an abandoned attempt holds it
+	var next time.Duration // the previous step's end (mono): this one's start
 	for _, s := range steps {
 		if s.When != nil {
+			next = 0 // the condition's time is not the step's
 			ok, err := s.When.BoolContext(ctx, env.Vars())
 			if err != nil {
 				return &failure{step: s, attempts: 1, err: nodes.ExprError(fmt.Errorf("when: %w", err))}, false
@@ -245,12 +247,13 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 		}
 		d.dl.SetStep(s.ID)
 		if c == nil || c.abandoned != nil {
-			c = &call{step: s, dl: d.dl}
+			c = &call{step: s, dl: d.dl, start: next}
 		} else {
-			*c = call{step: s, dl: d.dl}
+			*c = call{step: s, dl: d.dl, start: next}
 		}
 		emitted := len(d.dl.Outputs())
 		err := r.step(ctx, c)
+		next = c.end
 		c.rec.Wrote = d.dl.TakeWrites()
 		d.run.Steps = append(d.run.Steps, c.rec)
 		rec := &d.run.Steps[len(d.run.Steps)-1]
@@ -286,7 +289,10 @@ func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail
 // measure completes the run record's duration and byte counts, once the
 // run's outcome is known (d.fail).
 func (r *runner) measure(d *delivery) {
-	d.run.Duration = time.Since(d.run.Started)
+	if d.start.IsZero() {
+		d.start = d.run.Started
+	}
+	d.run.Duration = time.Since(d.start)
 	if d.fail != nil {
 		for i := range d.run.Steps {
 			d.run.Steps[i].Published = nil // a failed run publishes nothing

@@ -29,9 +29,13 @@ type call struct {
 	// (batch writes: nothing is committed meanwhile).
 	forever bool
 
-	rec       state.StepRun
-	tries     int // attempts of the call so far (retryStep)
-	firstFail time.Time
+	rec state.StepRun
+	// start and end bound the call (mono readings, recordStep's): a
+	// caller may give the start it read already (the end of the step
+	// before); 0 means read it.
+	start, end time.Duration
+	tries      int // attempts of the call so far (retryStep)
+	firstFail  time.Time
 	// abandoned is closed when an attempt the timeout gave up on returns;
 	// nil when none is pending. The envelope is not touched until then.
 	abandoned chan struct{}
@@ -72,10 +76,13 @@ func (r *runner) stepHandler() handler {
 // counts it in the step's metrics, once per step, retries included.
 func (r *runner) recordStep(next handler) handler {
 	return func(ctx context.Context, c *call) error {
-		start := time.Now()
+		if c.start == 0 {
+			c.start = mono()
+		}
 		c.rec.ID, c.rec.Node = c.step.ID, c.step.Type
 		err := next(ctx, c)
-		c.rec.Duration, c.rec.Status = time.Since(start), "succeeded"
+		c.end = mono()
+		c.rec.Duration, c.rec.Status = c.end-c.start, "succeeded"
 		sm := r.m.steps[c.step]
 		if err != nil {
 			c.rec.Status, c.rec.Error = "failed", err.Error()
