@@ -17,7 +17,10 @@ func init() { Register("mem", openMem) }
 
 // memBroker is Watermill's GoChannel: in process, nothing survives a
 // restart, and every subscription receives every message (no consumer
-// groups). Use it for tests and throwaway runs.
+// groups). Use it for tests and throwaway runs. Streams read their own
+// queue (memQueue); the GoChannel carries only the topics somebody
+// subscribed to through Subscriber (routed), so a message of a streamed
+// topic is neither copied into it nor, with persistent=true, kept twice.
 type memBroker struct {
 	ch    *gochannel.GoChannel
 	pub   memPublisher
@@ -54,8 +57,10 @@ func openMem(_ context.Context, u *url.URL, logger watermill.LoggerAdapter) (Bro
 	return &memBroker{ch: ch, pub: memPublisher{ch, limit, mq}, queue: mq}, nil
 }
 
-func (b *memBroker) Publisher() message.Publisher                  { return b.pub }
-func (b *memBroker) Subscriber(string) (message.Subscriber, error) { return memSubscriber{b.ch}, nil }
+func (b *memBroker) Publisher() message.Publisher { return b.pub }
+func (b *memBroker) Subscriber(string) (message.Subscriber, error) {
+	return memSubscriber{b.ch, b.queue}, nil
+}
 
 // memPublisher checks topics and sizes before the GoChannel: every message
 // in memory has passed the limit, so consumers need no check.
@@ -69,7 +74,9 @@ func (p memPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := CheckPublish(topic, p.limit, msgs); err != nil {
 		return err
 	}
-	p.queue.publish(topic, msgs)
+	if !p.queue.publish(topic, msgs) {
+		return nil // no subscription through the GoChannel: streams have them
+	}
 	return p.ch.Publish(topic, msgs...)
 }
 
@@ -80,10 +87,16 @@ func (b *memBroker) Close() error       { return b.ch.Close() }
 
 // memSubscriber shares the broker's GoChannel; closing it ends nothing, as
 // its subscriptions end with their contexts and the channel with the broker.
-type memSubscriber struct{ ch *gochannel.GoChannel }
+type memSubscriber struct {
+	ch    *gochannel.GoChannel
+	queue *memQueue
+}
 
 func (s memSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
+	if err := s.queue.route(topic, s.ch); err != nil {
 		return nil, err
 	}
 	return s.ch.Subscribe(ctx, topic)
@@ -143,6 +156,7 @@ type memQueue struct {
 type memTopic struct {
 	log     []memPublished // every message, when persistent
 	streams []*memStreamQueue
+	routed  bool // published to the GoChannel too: somebody subscribed there
 }
 
 type memPublished struct {
@@ -166,13 +180,15 @@ func (q *memQueue) topic(name string) *memTopic {
 	return t
 }
 
-func (q *memQueue) publish(topic string, msgs []*message.Message) {
+// publish hands msgs to the topic's streams (and keeps them, when
+// persistent), and reports whether they go to the GoChannel as well.
+func (q *memQueue) publish(topic string, msgs []*message.Message) (routed bool) {
 	now := time.Now().UTC()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t := q.topics[topic]
 	if t == nil && !q.persistent {
-		return // nobody streams it, and nothing is kept
+		return false // nobody streams it or subscribed to it, and nothing is kept
 	}
 	t = q.topic(topic)
 	for _, m := range msgs {
@@ -192,6 +208,30 @@ func (q *memQueue) publish(topic string, msgs []*message.Message) {
 		default:
 		}
 	}
+	return t.routed
+}
+
+// route makes the topic's messages go to the GoChannel from now on, for
+// a subscription about to be made there; with persistent=true the
+// messages kept so far go first (the GoChannel keeps them for its
+// subscriptions, as it keeps what follows). Publishing waits meanwhile,
+// so the order holds.
+func (q *memQueue) route(topic string, ch *gochannel.GoChannel) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.topic(topic)
+	if t.routed {
+		return nil
+	}
+	t.routed = true
+	if len(t.log) == 0 {
+		return nil
+	}
+	kept := make([]*message.Message, len(t.log))
+	for i, p := range t.log {
+		kept[i] = p.msg
+	}
+	return ch.Publish(topic, kept...)
 }
 
 // open registers a stream of topic, starting with the kept messages.

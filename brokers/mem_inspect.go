@@ -17,7 +17,7 @@ func (b *memBroker) Topics(context.Context) ([]TopicInfo, error) { return nil, E
 func (b *memBroker) Tail(ctx context.Context, topic string, _ bool, fn func(Record) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	in, err := b.ch.Subscribe(ctx, topic)
+	in, err := memSubscriber{b.ch, b.queue}.Subscribe(ctx, topic)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package brokers_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -87,4 +88,68 @@ func TestPositionIsTheDeliverys(t *testing.T) {
 	brokers.SetPosition(m, 0, 7, time.Time{})
 	_, ok = brokers.Timestamp(m)
 	assert.False(t, ok, "an unknown store time")
+}
+
+// On mem://, a subscription through Subscriber sees what it always saw
+// (with persistent=true every message since the broker opened; without,
+// what follows it), while a topic nobody subscribed to that way is read
+// by streams alone. (The GoChannel hands each message to a subscription
+// on a goroutine of its own: their order is not kept.)
+func TestMemSubscriptionsAfterStreams(t *testing.T) {
+	publish := func(b brokers.Broker, ids ...string) {
+		for _, id := range ids {
+			require.NoError(t, b.Publisher().Publish("t", message.NewMessage(id, nil)))
+		}
+	}
+	receive := func(ch <-chan *message.Message, n int) []string {
+		var ids []string
+		for len(ids) < n {
+			select {
+			case m := <-ch:
+				m.Ack()
+				ids = append(ids, m.UUID)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("received %v, want %d messages", ids, n)
+			}
+		}
+		return ids
+	}
+	for _, persistent := range []bool{true, false} {
+		t.Run(fmt.Sprint("persistent=", persistent), func(t *testing.T) {
+			b := opener(fmt.Sprintf("mem://?persistent=%t", persistent))(t)
+			streamed := make(chan *message.Message, 10)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			go func() {
+				_ = b.(brokers.Streamer).Stream(ctx, "t", "g", func(s brokers.Stream) error {
+					for m := range s.Messages() {
+						streamed <- m
+					}
+					return nil
+				})
+			}()
+			publish(b, "m1", "m2")
+			if !persistent { // the stream may have started after them
+				require.Eventually(t, func() bool { publish(b, "probe"); return len(streamed) > 0 }, 10*time.Second, 10*time.Millisecond)
+			} else {
+				assert.Equal(t, []string{"m1", "m2"}, receive(streamed, 2))
+			}
+
+			sub, err := b.Subscriber("g")
+			require.NoError(t, err)
+			ch, err := sub.Subscribe(ctx, "t")
+			require.NoError(t, err)
+			publish(b, "m3", "m4")
+			want := []string{"m3", "m4"}
+			if persistent {
+				want = []string{"m1", "m2", "m3", "m4"}
+			}
+			assert.ElementsMatch(t, want, receive(ch, len(want)))
+			select {
+			case m := <-ch:
+				t.Fatalf("unexpected %s", m.UUID)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
+	}
 }
