@@ -142,7 +142,12 @@ func (ri *runInserts) write(tx *sql.Tx, rows []*Run, plainRows bool, args []any)
 		for _, r := range rows[:n] {
 			args = appendRunArgs(args, r, plainRows)
 		}
-		if _, err := tx.Stmt(st).Exec(args...); err != nil {
+		// Through Query, as complete: its values bound in one call into C.
+		rs, err := tx.Stmt(st).Query(args...)
+		if err != nil {
+			return args, err
+		}
+		if err := rs.Close(); err != nil {
 			return args, err
 		}
 		rows = rows[n:]
