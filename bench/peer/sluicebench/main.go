@@ -169,14 +169,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	if o.profile != "" {
-		stop, err := startProfile(o.profile)
+		stop, err := record(o.profile, "cpuprofile", pprof.StartCPUProfile, pprof.StopCPUProfile)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
 	if o.trace != "" {
-		stop, err := startTrace(o.trace)
+		stop, err := record(o.trace, "trace", trace.Start, trace.Stop)
 		if err != nil {
 			return err
 		}
@@ -258,31 +258,19 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// startProfile starts a CPU profile into path; stop ends it and closes the file.
-func startProfile(path string) (stop func(), err error) {
+// record starts writing a CPU profile or an execution trace (start and
+// end, such as pprof.StartCPUProfile and pprof.StopCPUProfile) into path,
+// for the flag named flag; stop ends it and closes the file.
+func record(path, flag string, start func(io.Writer) error, end func()) (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("-cpuprofile: %w", err)
+		return nil, fmt.Errorf("-%s: %w", flag, err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("-cpuprofile: %w", err)
+		return nil, fmt.Errorf("-%s: %w", flag, err)
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-// startTrace starts an execution trace into path; stop ends it and closes
-// the file.
-func startTrace(path string) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("-trace: %w", err)
-	}
-	if err := trace.Start(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("-trace: %w", err)
-	}
-	return func() { trace.Stop(); f.Close() }, nil
+	return func() { end(); f.Close() }, nil
 }
 
 // writeHeapProfile writes the allocations made so far (queueing included)
