@@ -2,6 +2,7 @@ package brokers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -74,16 +75,20 @@ func (p memPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := CheckPublish(topic, p.limit, msgs); err != nil {
 		return err
 	}
-	if !p.queue.publish(topic, msgs) {
-		return nil // no subscription through the GoChannel: streams have them
+	routed, err := p.queue.publish(topic, msgs)
+	if err != nil || !routed {
+		return err // closed, or no subscription through the GoChannel: streams have them
 	}
 	return p.ch.Publish(topic, msgs...)
 }
 
-// Close closes the GoChannel, as closing the GoChannel itself did.
-func (p memPublisher) Close() error     { return p.ch.Close() }
+// Close closes the broker, as closing the GoChannel itself did.
+func (p memPublisher) Close() error     { p.queue.markClosed(); return p.ch.Close() }
 func (b *memBroker) Features() Features { return Features{Ordered: true} }
-func (b *memBroker) Close() error       { return b.ch.Close() }
+func (b *memBroker) Close() error       { b.queue.markClosed(); return b.ch.Close() }
+
+// errMemClosed is what publishing to a closed mem:// broker returns.
+var errMemClosed = errors.New("mem broker closed")
 
 // memSubscriber shares the broker's GoChannel; closing it ends nothing, as
 // its subscriptions end with their contexts and the channel with the broker.
@@ -151,6 +156,14 @@ type memQueue struct {
 	persistent bool
 	mu         sync.Mutex
 	topics     map[string]*memTopic
+	closed     bool // the broker was closed: nothing is published any more
+}
+
+// markClosed refuses what is published from now on.
+func (q *memQueue) markClosed() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
 }
 
 type memTopic struct {
@@ -181,14 +194,18 @@ func (q *memQueue) topic(name string) *memTopic {
 }
 
 // publish hands msgs to the topic's streams (and keeps them, when
-// persistent), and reports whether they go to the GoChannel as well.
-func (q *memQueue) publish(topic string, msgs []*message.Message) (routed bool) {
+// persistent), and reports whether they go to the GoChannel as well; it
+// fails once the broker is closed.
+func (q *memQueue) publish(topic string, msgs []*message.Message) (routed bool, err error) {
 	now := time.Now().UTC()
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		return false, errMemClosed
+	}
 	t := q.topics[topic]
 	if t == nil && !q.persistent {
-		return false // nobody streams it or subscribed to it, and nothing is kept
+		return false, nil // nobody streams it or subscribed to it, and nothing is kept
 	}
 	t = q.topic(topic)
 	for _, m := range msgs {
@@ -208,7 +225,7 @@ func (q *memQueue) publish(topic string, msgs []*message.Message) (routed bool) 
 		default:
 		}
 	}
-	return t.routed
+	return t.routed, nil
 }
 
 // route makes the topic's messages go to the GoChannel from now on, for

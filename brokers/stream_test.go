@@ -153,3 +153,16 @@ func TestMemSubscriptionsAfterStreams(t *testing.T) {
 		})
 	}
 }
+
+// A closed mem:// broker refuses what is published, streamed topics too.
+func TestMemPublishAfterClose(t *testing.T) {
+	for _, url := range []string{"mem://", "mem://?persistent=true"} {
+		t.Run(url, func(t *testing.T) {
+			b, err := brokers.Open(t.Context(), url, watermill.NopLogger{})
+			require.NoError(t, err)
+			require.NoError(t, b.Publisher().Publish("t", message.NewMessage("before", nil)))
+			require.NoError(t, b.Close())
+			assert.Error(t, b.Publisher().Publish("t", message.NewMessage("after", nil)))
+		})
+	}
+}

@@ -196,7 +196,10 @@ func (p *Program) Eval(v Vars) (any, error) { return p.EvalContext(context.Backg
 // EvalContext runs the program within its memory budget, stopping when
 // ctx ends. Errors name the expression; they wrap ErrBudget when the
 // budget was spent (permanent) and ErrStopped with ctx's error when ctx
-// ended first.
+// ended first. ctx is asked where the work can grow (predicates, the
+// allocating built-ins, string "+", a list or map result): an evaluation
+// that finished with a scalar result returns it, even if ctx ended
+// meanwhile (the step's deadline is still checked when the step returns).
 func (p *Program) EvalContext(ctx context.Context, v Vars) (any, error) {
 	ev := evaluations.Get().(*evaluation)
 	defer ev.release()

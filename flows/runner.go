@@ -230,8 +230,10 @@ func (r *runner) exec(ctx context.Context, d *delivery, steps []*Step) (routed b
 // (routed reports that).
 func (r *runner) runSteps(ctx context.Context, steps []*Step, d *delivery) (fail *failure, routed bool) {
 	env := d.env
-	var c *call            // reused from step to step unless an abandoned attempt holds it
-	var next time.Duration // the previous step's end (mono): this one's start
+	var c *call // reused from step to step unless an abandoned attempt holds it
+	// next is the previous step's end (mono): this one's start. The
+	// bookkeeping between two steps (sub-microsecond) counts in the second.
+	var next time.Duration
 	for _, s := range steps {
 		if s.When != nil {
 			next = 0 // the condition's time is not the step's

@@ -94,8 +94,8 @@ as a renewal caught halfway, leaves the previous one in use.`,
 			slog.SetDefault(log)
 			if _, set := os.LookupEnv("GOGC"); set {
 				log.Info("GOGC is set: the garbage collector keeps its pace, --gc-target is not applied", "GOGC", os.Getenv("GOGC"))
-			} else if gctune.Start(gcTarget) {
-				log.Debug("garbage collector paced by a heap target", "gc_target", humanize.IBytes(gcTarget))
+			} else if applied := gctune.Start(gcTarget); applied > 0 {
+				log.Debug("garbage collector paced by a heap target", "gc_target", humanize.IBytes(applied))
 			}
 			if maxCrashes < 1 {
 				if v := os.Getenv("SLUICE_MAX_CRASHES"); v != "" && !cmd.Flags().Changed("max-crashes") {
@@ -279,7 +279,7 @@ as a renewal caught halfway, leaves the previous one in use.`,
 	cmd.Flags().StringVar(&retentionText, "retention", env("SLUICE_RETENTION", "720h"),
 		"keep runs and input completions this long (720h = 30 days), pruned hourly; 0 keeps everything. A redelivered input older than this runs again (env SLUICE_RETENTION)")
 	cmd.Flags().StringVar(&gcTargetText, "gc-target", env("SLUICE_GC_TARGET", "256MiB"),
-		"let the heap grow to this size before the garbage collector runs (above it, Go's default pace); 0 for Go's default pace. GOGC, when set, wins (env SLUICE_GC_TARGET)")
+		"let the heap grow to this size before the garbage collector runs (above it, Go's default pace), at most a quarter of the process's memory limit (cgroup or GOMEMLIMIT); 0 for Go's default pace. GOGC, when set, wins (env SLUICE_GC_TARGET)")
 	limits.flags(cmd)
 	ui.flags(cmd)
 	return cmd

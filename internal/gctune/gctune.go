@@ -15,14 +15,21 @@
 // collected at six times its size at most).
 //
 // The heap then peaks near the larger of the target and twice what is
-// live. An operator's GOGC (the environment variable) wins: the target is
-// then not applied.
+// live. In a process whose memory is limited (a container's cgroup
+// memory.max, read by github.com/KimMachineGun/automemlimit, or
+// GOMEMLIMIT) the target is at most a quarter of the limit: the rest is
+// for what is live, cgo's memory (SQLite's caches, image decoders) and
+// the stacks. An operator's GOGC (the environment variable) wins: the
+// target is then not applied.
 package gctune
 
 import (
+	"math"
 	"os"
+	"runtime/debug"
 	"sync"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/bytedance/gopkg/util/gctuner"
 )
 
@@ -36,26 +43,50 @@ const (
 	maxPercent = 500
 )
 
+// limitShare is the part of a memory limit the target may take.
+const limitShare = 4 // a quarter
+
 var (
 	mu      sync.Mutex // serialises Start: the tuner is one per process
 	started bool       // the tuner runs (it is never stopped)
+	// memoryLimit is the process's memory limit in bytes, 0 for none:
+	// the smaller of its cgroup's and GOMEMLIMIT. A variable for tests.
+	memoryLimit = func() uint64 {
+		limit := uint64(0)
+		if l, err := memlimit.FromCgroup(); err == nil && l > 0 {
+			limit = l
+		}
+		if g := debug.SetMemoryLimit(-1); g > 0 && g < math.MaxInt64 && (limit == 0 || uint64(g) < limit) {
+			limit = uint64(g)
+		}
+		return limit
+	}
 )
 
-// Start paces the collector by a heap target of target bytes for the rest
-// of the process; a later call changes the target. 0 means Go's default
-// pace: nothing is started, or a running tuner keeps the percent at 100
-// from the next collection on. It reports whether a target is applied:
-// false for 0, and when GOGC is set in the environment (then it does
-// nothing).
-func Start(target uint64) bool {
-	if _, set := os.LookupEnv("GOGC"); set {
-		return false
+// Target is the heap target Start applies for target: target, or a
+// quarter of the process's memory limit when that is less.
+func Target(target uint64) uint64 {
+	if limit := memoryLimit(); limit > 0 && target > limit/limitShare {
+		return limit / limitShare
 	}
+	return target
+}
+
+// Start paces the collector by a heap target for the rest of the process
+// (Target(target) bytes); a later call changes the target. 0 means Go's
+// default pace: nothing is started, or a running tuner keeps the percent
+// at 100 from the next collection on. It returns the target applied: 0
+// for 0, and when GOGC is set in the environment (then it does nothing).
+func Start(target uint64) uint64 {
+	if _, set := os.LookupEnv("GOGC"); set {
+		return 0
+	}
+	target = Target(target)
 	mu.Lock()
 	defer mu.Unlock()
 	switch {
 	case !started && target == 0:
-		return false
+		return 0
 	case !started:
 		// The bounds are read by the tuner's callback without
 		// synchronisation: set before it starts, and never again.
@@ -66,8 +97,9 @@ func Start(target uint64) bool {
 		// The tuner cannot be stopped without a race with a callback
 		// under way (which would set a percent after ours): a target of
 		// one byte makes every callback set the minimum, 100.
-		target = 1
+		gctuner.Tuning(1)
+		return 0
 	}
 	gctuner.Tuning(target)
-	return target > 1
+	return target
 }

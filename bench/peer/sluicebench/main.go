@@ -7,9 +7,10 @@
 // It first queues -n JSON messages {"id", "qty", "price", "kind"} on the
 // broker (not timed), then starts the engine and times from Engine.Run
 // until the flow's finished runs (sluice_runs_total) reach -n. It prints
-// one JSON line: {"queue", "floor", "messages", "seconds", "msgs_per_s",
-// "cpu_seconds"} (the CPU time used meanwhile, the poll of the counter
-// included).
+// one JSON line: {"queue", "record", "floor", "messages", "seconds",
+// "msgs_per_s", "cpu_seconds", "gc_target"} (the CPU time used meanwhile,
+// the poll of the counter included; the heap target applied, 0 for Go's
+// default pace).
 //
 // Queues: mem (mem://, GoChannel keeping the queued messages for the
 // engine's subscription; no state database, no ledger) and sqlite (the
@@ -150,7 +151,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		defer os.RemoveAll(dir)
 		o.dir = dir
 	}
-	gctune.Start(o.gc)
+	o.gc = gctune.Start(o.gc) // what is applied: 0 when GOGC is set
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
